@@ -1,0 +1,1924 @@
+/*
+ * ivae.c: the reference implementation of the ivae image-video VAE.
+ *
+ * Plain C99 and float32, parallel only through `#pragma omp` over output
+ * elements, so the bits never depend on the thread count. Read it top-down:
+ *
+ *   1. utilities: errors, the RNG, an arena for activations
+ *   2. the layers of SPEC 2, each a _forward/_backward pair
+ *   3. the loss of SPEC 4
+ *   4. the model of SPEC 3: parameters, blocks, forward, backward
+ *   5. checkpoints: safetensors (SPEC 5)
+ *
+ * Conventions (after llm.c):
+ * - argument order: outputs, saved-for-backward, inputs, weights, sizes;
+ * - dimension letters: C channels, T frames, H rows, W columns; an "o" suffix
+ *   (To, Ho, Wo) is the output's size; N is a count of positions T*H*W;
+ * - backward functions write the input gradient (dinp = ...) and accumulate
+ *   parameter gradients (dweight += ...), so a batch sums its samples;
+ * - the forward line a backward pass differentiates is quoted above it.
+ *
+ * Summation order. Two implementations give the same bits only if they add
+ * the same numbers in the same order, so every reduction here has a fixed,
+ * documented order, and long ones are nested (a fresh accumulator per row,
+ * per frame, per channel) which also keeps float32 rounding error small:
+ * - conv3d forward:   y = sum_i ( sum_{a,c,d} W * x ), kernel taps in
+ *                      row-major order, inner sums fresh per input channel i;
+ *                      then + bias;
+ * - conv3d dinput:    dx = sum_o ( sum over the outputs (t',h',w') the input
+ *                      touched, in increasing order ), fresh per o;
+ * - conv3d dweight:   sum_{t'} ( sum_{h'} ( sum_{w'} dy * x ) ), fresh per
+ *                      frame and per row; the same nesting for dbias;
+ * - all other long sums (loss terms, softmax, attention) use the same
+ *   row / frame / channel nesting; sums over channels run straight through.
+ * A padded (zero) input adds nothing; skipping it gives the same bits.
+ */
+#include "ivae.h"
+#include "ivae_math.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#ifdef IVAE_DOUBLE
+#define EXP(x) exp(x)
+#define SQRT(x) sqrt(x)
+#else
+#define EXP(x) ivae_expf(x)
+#define SQRT(x) sqrtf(x)
+#endif
+
+/* ========================================================================== */
+/* 1. utilities                                                               */
+/* ========================================================================== */
+
+static char g_error[1024];
+
+const char *ivae_error(void) { return g_error; }
+
+void ivae_set_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_error, sizeof g_error, fmt, ap);
+    va_end(ap);
+}
+
+static void *xmalloc(size_t n) {
+    void *p = NULL;
+    if (n == 0) n = 1;
+    if (posix_memalign(&p, 64, n) != 0) {
+        fprintf(stderr, "ivae: out of memory (asked for %zu bytes)\n", n);
+        exit(1);
+    }
+    return p;
+}
+
+static void *xcalloc(size_t n) {
+    void *p = xmalloc(n);
+    memset(p, 0, n);
+    return p;
+}
+
+/* splitmix64 (Steele, Lea, Flood 2014): the state advances by a fixed odd
+   constant and each output is a bijective mix of it. Uniforms take the top 53
+   bits; normals come from Box-Muller on two uniforms. */
+uint64_t ivae_rng_next(IvaeRng *r) {
+    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+double ivae_rng_uniform(IvaeRng *r) { return (double)(ivae_rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
+
+double ivae_rng_normal(IvaeRng *r) {
+    double u1 = 1.0 - ivae_rng_uniform(r); /* (0, 1]: log is finite */
+    double u2 = ivae_rng_uniform(r);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+/* The arena: activations of one sample, saved by the forward pass for the
+   backward pass. A list of big blocks; reset() makes them all free again
+   without returning memory, so after the first sample nothing is allocated. */
+typedef struct ArenaBlock {
+    struct ArenaBlock *next;
+    size_t cap, used;
+    unsigned char *mem;
+} ArenaBlock;
+
+typedef struct {
+    ArenaBlock *head, *cur;
+} Arena;
+
+static real *arena_alloc(Arena *A, size_t n) {
+    size_t bytes = (n * sizeof(real) + 63) & ~(size_t)63;
+    for (;;) {
+        ArenaBlock *b = A->cur;
+        if (b && b->cap - b->used >= bytes) {
+            real *p = (real *)(b->mem + b->used);
+            b->used += bytes;
+            return p;
+        }
+        if (b && b->next) { /* a later block from an earlier sample */
+            A->cur = b->next;
+            A->cur->used = 0;
+            if (A->cur->cap >= bytes) continue;
+        }
+        /* a new block, linked after the current one */
+        ArenaBlock *nb = xcalloc(sizeof *nb);
+        nb->cap = bytes > ((size_t)64 << 20) ? bytes : ((size_t)64 << 20);
+        nb->mem = xmalloc(nb->cap);
+        if (!b) {
+            A->head = A->cur = nb;
+        } else {
+            nb->next = b->next;
+            b->next = nb;
+            A->cur = nb;
+        }
+    }
+}
+
+static void arena_reset(Arena *A) {
+    for (ArenaBlock *b = A->head; b; b = b->next) b->used = 0;
+    A->cur = A->head;
+}
+
+static void arena_free(Arena *A) {
+    ArenaBlock *b = A->head;
+    while (b) {
+        ArenaBlock *n = b->next;
+        free(b->mem);
+        free(b);
+        b = n;
+    }
+    A->head = A->cur = NULL;
+}
+
+/* the shape of one sample's tensor */
+typedef struct {
+    int C, T, H, W;
+} Shape;
+
+static size_t shape_numel(Shape s) { return (size_t)s.C * s.T * s.H * s.W; }
+
+/* Sum of a (C, T, H, W) tensor in the nested order: each row of W straight
+   through, rows summed per frame, frames per channel, channels in order. */
+static double sum_nested_d(const real *v, Shape s) {
+    real total = 0;
+    for (int c = 0; c < s.C; c++) {
+        real ch = 0;
+        for (int t = 0; t < s.T; t++) {
+            real fr = 0;
+            for (int h = 0; h < s.H; h++) {
+                const real *row = v + (((size_t)c * s.T + t) * s.H + h) * s.W;
+                real acc = 0;
+                for (int w = 0; w < s.W; w++) acc += row[w];
+                fr += acc;
+            }
+            ch += fr;
+        }
+        total += ch;
+    }
+    return total;
+}
+
+/* sum of a span of n tokens laid out as rows of W: rows straight through,
+   then the row sums in order (a frame is H rows; spans are whole rows) */
+static real sum_rows(const real *v, int n, int W) {
+    real total = 0;
+    for (int r0 = 0; r0 < n; r0 += W) {
+        real acc = 0;
+        for (int j = r0; j < r0 + W; j++) acc += v[j];
+        total += acc;
+    }
+    return total;
+}
+
+/* ========================================================================== */
+/* 2. layers (SPEC 2)                                                         */
+/* ========================================================================== */
+
+/* --- 2.1 causal conv3d ---------------------------------------------------- */
+
+/* output sizes (SPEC 2.1): time is padded kt-1 frames in front only */
+static int conv_out_t(int T, int st) { return (T - 1) / st + 1; }
+static int conv_out_s(int H, int k, int s) { return (H + 2 * (k / 2) - k) / s + 1; }
+
+/* For kernel offset c along one axis (input size n, padding p, stride s, n_out
+   outputs), the outputs o whose input o*s + c - p lies inside [0, n) are
+   exactly lo <= o < hi. */
+static void tap_range(int c, int p, int s, int n, int n_out, int *lo, int *hi) {
+    int first = p - c > 0 ? (p - c + s - 1) / s : 0;
+    int num = n - 1 + p - c;
+    int last = num < 0 ? -1 : num / s;
+    if (last > n_out - 1) last = n_out - 1;
+    *lo = first;
+    *hi = last + 1 > first ? last + 1 : first;
+}
+
+/* y[o,t',h',w'] = b[o] + sum_{i,a,c,d} W[o,i,a,c,d] * xpad[i, t'st+a, h'sh+c, w'sw+d] */
+void conv3d_forward(real *out, const real *inp, const real *weight, const real *bias,
+                    int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
+                    int st, int sh, int sw) {
+    // out (Cout, To, Ho, Wo), inp (Cin, T, H, W), weight (Cout, Cin, kt, kh, kw), bias (Cout)
+    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw);
+    int ph = kh / 2, pw = kw / 2;
+    size_t HWo = (size_t)Ho * Wo, HW = (size_t)H * W;
+#pragma omp parallel
+    {
+        real *part = xmalloc(HWo * sizeof(real)); /* sum over one input channel's taps */
+#pragma omp for schedule(static)
+        for (int ot = 0; ot < Cout * To; ot++) {
+            int o = ot / To, t = ot % To;
+            real *y = out + (size_t)ot * HWo;
+            for (size_t p = 0; p < HWo; p++) y[p] = 0;
+            for (int i = 0; i < Cin; i++) {
+                for (size_t p = 0; p < HWo; p++) part[p] = 0;
+                for (int a = 0; a < kt; a++) {
+                    int ti = t * st + a - (kt - 1);
+                    if (ti < 0) continue; /* causal padding: zeros in front */
+                    const real *xf = inp + ((size_t)i * T + ti) * HW;
+                    const real *wk = weight + (((size_t)o * Cin + i) * kt + a) * kh * kw;
+                    for (int c = 0; c < kh; c++) {
+                        int hlo, hhi;
+                        tap_range(c, ph, sh, H, Ho, &hlo, &hhi);
+                        for (int d = 0; d < kw; d++) {
+                            int wlo, whi;
+                            tap_range(d, pw, sw, W, Wo, &wlo, &whi);
+                            real wv = wk[c * kw + d];
+                            for (int h = hlo; h < hhi; h++) {
+                                const real *xr = xf + (size_t)(h * sh + c - ph) * W;
+                                real *pr = part + (size_t)h * Wo;
+                                for (int w = wlo; w < whi; w++) pr[w] += wv * xr[w * sw + d - pw];
+                            }
+                        }
+                    }
+                }
+                for (size_t p = 0; p < HWo; p++) y[p] += part[p];
+            }
+            for (size_t p = 0; p < HWo; p++) y[p] += bias[o];
+        }
+        free(part);
+    }
+}
+
+void conv3d_backward(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp,
+                     const real *weight, int Cin, int T, int H, int W, int Cout, int kt, int kh,
+                     int kw, int st, int sh, int sw) {
+    // dinp (Cin, T, H, W) written; dweight, dbias accumulated; dout (Cout, To, Ho, Wo)
+    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw);
+    int ph = kh / 2, pw = kw / 2;
+    size_t HWo = (size_t)Ho * Wo, HW = (size_t)H * W;
+    int K = kt * kh * kw;
+
+    // in the forward pass: y[o,t',h',w'] += W[o,i,a,c,d] * x[i, t'st+a-(kt-1), h'sh+c-ph, w'sw+d-pw]
+    // so dx[i,t,h,w] gathers W * dy over every (o, tap) that read it. Each
+    // thread owns whole input frames (i, t): no two threads write one element.
+    if (dinp) {
+#pragma omp parallel
+        {
+            real *part = xmalloc(HW * sizeof(real));
+#pragma omp for schedule(static)
+            for (int it = 0; it < Cin * T; it++) {
+                int i = it / T, t = it % T;
+                real *dx = dinp + (size_t)it * HW;
+                for (size_t p = 0; p < HW; p++) dx[p] = 0;
+                for (int o = 0; o < Cout; o++) {
+                    for (size_t p = 0; p < HW; p++) part[p] = 0;
+                    /* taps in decreasing order = outputs in increasing order */
+                    for (int a = kt - 1; a >= 0; a--) {
+                        int num = t + (kt - 1) - a; /* = t' * st */
+                        if (num % st != 0 || num / st >= To) continue;
+                        const real *dyf = dout + ((size_t)o * To + num / st) * HWo;
+                        const real *wk = weight + (((size_t)o * Cin + i) * kt + a) * kh * kw;
+                        for (int c = kh - 1; c >= 0; c--) {
+                            int hlo, hhi;
+                            tap_range(c, ph, sh, H, Ho, &hlo, &hhi);
+                            for (int d = kw - 1; d >= 0; d--) {
+                                int wlo, whi;
+                                tap_range(d, pw, sw, W, Wo, &wlo, &whi);
+                                real wv = wk[c * kw + d];
+                                for (int h = hlo; h < hhi; h++) {
+                                    const real *dyr = dyf + (size_t)h * Wo;
+                                    real *pr = part + (size_t)(h * sh + c - ph) * W;
+                                    for (int w = wlo; w < whi; w++) pr[w * sw + d - pw] += wv * dyr[w];
+                                }
+                            }
+                        }
+                    }
+                    for (size_t p = 0; p < HW; p++) dx[p] += part[p];
+                }
+            }
+            free(part);
+        }
+    }
+
+    // dW[o,i,a,c,d] += sum_{t',h',w'} dy[o,t',h',w'] * xpad[i, ...]: one thread per (o, i)
+#pragma omp parallel for schedule(static)
+    for (int oi = 0; oi < Cout * Cin; oi++) {
+        int o = oi / Cin, i = oi % Cin;
+        real *dw = dweight + (size_t)oi * K;
+        for (int a = 0; a < kt; a++) {
+            for (int c = 0; c < kh; c++) {
+                int hlo, hhi;
+                tap_range(c, ph, sh, H, Ho, &hlo, &hhi);
+                real clip[16] = {0}; /* one accumulator per d: kw <= 16 */
+                for (int t = 0; t < To; t++) {
+                    int ti = t * st + a - (kt - 1);
+                    if (ti < 0) continue;
+                    const real *xf = inp + ((size_t)i * T + ti) * HW;
+                    const real *dyf = dout + ((size_t)o * To + t) * HWo;
+                    real frame[16] = {0};
+                    for (int h = hlo; h < hhi; h++) {
+                        const real *xr = xf + (size_t)(h * sh + c - ph) * W;
+                        const real *dyr = dyf + (size_t)h * Wo;
+                        for (int d = 0; d < kw; d++) {
+                            int wlo, whi;
+                            tap_range(d, pw, sw, W, Wo, &wlo, &whi);
+                            real row = 0;
+                            for (int w = wlo; w < whi; w++) row += dyr[w] * xr[w * sw + d - pw];
+                            frame[d] += row;
+                        }
+                    }
+                    for (int d = 0; d < kw; d++) clip[d] += frame[d];
+                }
+                for (int d = 0; d < kw; d++) dw[(a * kh + c) * kw + d] += clip[d];
+            }
+        }
+    }
+
+    // y = ... + b[o], so db[o] += sum of dy over the whole output plane stack
+    if (dbias) {
+        for (int o = 0; o < Cout; o++) {
+            Shape s = {1, To, Ho, Wo};
+            dbias[o] += (real)sum_nested_d(dout + (size_t)o * To * HWo, s);
+        }
+    }
+}
+
+/* --- 2.2 SMC: the reparameterised weight ---------------------------------- */
+
+/* What[o,i,k] = g * s[i]*W[o,i,k] / n[o],  n[o] = sqrt( sum_{i,k} (s[i]*W[o,i,k])^2 + 1e-8 ) */
+void smc_weight_forward(real *what, real *norm, const real *weight, const real *scale,
+                        const real *gain, int Cout, int Cin, int K) {
+    // what (Cout, Cin, K), norm (Cout), weight (Cout, Cin, K), scale (Cin), gain (1)
+#pragma omp parallel for schedule(static)
+    for (int o = 0; o < Cout; o++) {
+        const real *w = weight + (size_t)o * Cin * K;
+        real sum = 0;
+        for (int i = 0; i < Cin; i++) {
+            real part = 0;
+            for (int k = 0; k < K; k++) {
+                real u = scale[i] * w[i * K + k];
+                part += u * u;
+            }
+            sum += part;
+        }
+        real n = SQRT(sum + (real)1e-8);
+        norm[o] = n;
+        for (int i = 0; i < Cin; i++)
+            for (int k = 0; k < K; k++) what[(size_t)o * Cin * K + i * K + k] = gain[0] * (scale[i] * w[i * K + k]) / n;
+    }
+}
+
+void smc_weight_backward(real *dweight, real *dscale, real *dgain, const real *dwhat,
+                         const real *norm, const real *weight, const real *scale,
+                         const real *gain, int Cout, int Cin, int K) {
+    // in the forward pass: what = g * u / n, u = s[i] * W, n = sqrt(sum u^2 + eps)
+    // d what_j / d u_m = g (delta_jm / n - u_j u_m / n^3), so with dot = sum_j dwhat_j u_j:
+    //   du = (g / n) * (dwhat - u * dot / n^2),  dW = s[i] * du,  ds[i] = sum_{o,k} W * du,
+    //   dg = sum dwhat * u / n = sum_o dot[o] / n[o]
+    real *dot = xmalloc((size_t)Cout * sizeof(real));
+#pragma omp parallel for schedule(static)
+    for (int o = 0; o < Cout; o++) {
+        const real *w = weight + (size_t)o * Cin * K, *dwh = dwhat + (size_t)o * Cin * K;
+        real sum = 0;
+        for (int i = 0; i < Cin; i++) {
+            real part = 0;
+            for (int k = 0; k < K; k++) part += dwh[i * K + k] * (scale[i] * w[i * K + k]);
+            sum += part;
+        }
+        dot[o] = sum;
+    }
+#define SMC_DU(o, i, k)                                                                           \
+    ((gain[0] / norm[o]) * (dwhat[((size_t)(o) * Cin + (i)) * K + (k)] -                          \
+                            (scale[i] * weight[((size_t)(o) * Cin + (i)) * K + (k)]) * dot[o] /   \
+                                (norm[o] * norm[o])))
+#pragma omp parallel for schedule(static)
+    for (int o = 0; o < Cout; o++)
+        for (int i = 0; i < Cin; i++)
+            for (int k = 0; k < K; k++) dweight[((size_t)o * Cin + i) * K + k] += scale[i] * SMC_DU(o, i, k);
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < Cin; i++) {
+        real sum = 0;
+        for (int o = 0; o < Cout; o++) {
+            real part = 0;
+            for (int k = 0; k < K; k++) part += weight[((size_t)o * Cin + i) * K + k] * SMC_DU(o, i, k);
+            sum += part;
+        }
+        dscale[i] += sum;
+    }
+#undef SMC_DU
+    real g = 0;
+    for (int o = 0; o < Cout; o++) g += dot[o] / norm[o];
+    dgain[0] += g;
+    free(dot);
+}
+
+/* --- 2.3 SiLU ------------------------------------------------------------- */
+
+void silu_forward(real *out, const real *inp, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t j = 0; j < n; j++) out[j] = inp[j] / (1 + EXP(-inp[j]));
+}
+
+void silu_backward(real *dinp, const real *dout, const real *inp, size_t n) {
+    // in the forward pass: y = x * sig(x), so dy/dx = sig * (1 + x * (1 - sig))
+#pragma omp parallel for schedule(static)
+    for (size_t j = 0; j < n; j++) {
+        real x = inp[j];
+        real sig = 1 / (1 + EXP(-x));
+        dinp[j] = dout[j] * (sig * (1 + x * (1 - sig)));
+    }
+}
+
+/* --- 2.4 PixelNorm -------------------------------------------------------- */
+
+/* y[c,p] = x[c,p] / n[p],  n[p] = sqrt( (1/C) sum_c x[c,p]^2 + 1e-8 ) */
+void pixelnorm_forward(real *out, real *norm, const real *inp, int C, size_t N) {
+    // out (C, N), norm (N), inp (C, N)
+#pragma omp parallel for schedule(static)
+    for (size_t p = 0; p < N; p++) {
+        real ss = 0;
+        for (int c = 0; c < C; c++) ss += inp[c * N + p] * inp[c * N + p];
+        real n = SQRT(ss / (real)C + (real)1e-8);
+        norm[p] = n;
+        for (int c = 0; c < C; c++) out[c * N + p] = inp[c * N + p] / n;
+    }
+}
+
+void pixelnorm_backward(real *dinp, const real *dout, const real *inp, const real *norm, int C, size_t N) {
+    // in the forward pass: y_c = x_c / n, n = sqrt(mean_c x^2 + eps), dn/dx_c = x_c / (C n)
+    // so dx_c = dy_c / n - x_c * (sum_j dy_j x_j) / (C n^3) = (dy_c - x_c * dot / (C n^2)) / n
+#pragma omp parallel for schedule(static)
+    for (size_t p = 0; p < N; p++) {
+        real dot = 0;
+        for (int c = 0; c < C; c++) dot += dout[c * N + p] * inp[c * N + p];
+        real n = norm[p];
+        for (int c = 0; c < C; c++)
+            dinp[c * N + p] = (dout[c * N + p] - inp[c * N + p] * dot / ((real)C * n * n)) / n;
+    }
+}
+
+/* --- 2.6 attention (the part between the qkv and proj convolutions) ------ */
+
+/* Token p (in frame t = p / HW) attends to the contiguous span [r0, r1):
+   its own frame in `frame` mode, frames 0..t in `causal` mode. */
+static void attn_span(int mode, int p, int HW, int *r0, int *r1) {
+    int t = p / HW;
+    *r0 = mode == IVAE_ATTN_CAUSAL ? 0 : t * HW;
+    *r1 = (t + 1) * HW;
+}
+
+/* the row stride of the saved attention matrix */
+static int attn_row_len(int mode, int T, int HW) { return mode == IVAE_ATTN_CAUSAL ? T * HW : HW; }
+
+/* o_p = sum_r softmax_r(q_p . k_r / sqrt(C)) v_r over the allowed r */
+void attention_forward(real *out, real *att, const real *qkv, int C, int T, int H, int W, int mode) {
+    // out (C, N), att (N, L) probabilities, qkv (3C, N): q rows 0..C-1, k C..2C-1, v 2C..3C-1
+    int HW = H * W, N = T * HW, L = attn_row_len(mode, T, HW);
+    const real *q = qkv, *k = qkv + (size_t)C * N, *v = qkv + (size_t)2 * C * N;
+    real scale = 1 / SQRT((real)C);
+#pragma omp parallel
+    {
+        real *tmp = xmalloc((size_t)L * sizeof(real));
+#pragma omp for schedule(static)
+        for (int p = 0; p < N; p++) {
+            int r0, r1;
+            attn_span(mode, p, HW, &r0, &r1);
+            real *a = att + (size_t)p * L;
+            real mx = -INFINITY;
+            for (int r = r0; r < r1; r++) {
+                real dot = 0;
+                for (int c = 0; c < C; c++) dot += q[(size_t)c * N + p] * k[(size_t)c * N + r];
+                a[r - r0] = dot * scale;
+                if (a[r - r0] > mx) mx = a[r - r0];
+            }
+            for (int r = r0; r < r1; r++) a[r - r0] = EXP(a[r - r0] - mx);
+            real sum = sum_rows(a, r1 - r0, W);
+            for (int r = r0; r < r1; r++) a[r - r0] = a[r - r0] / sum;
+            for (int c = 0; c < C; c++) {
+                for (int r = r0; r < r1; r++) tmp[r - r0] = a[r - r0] * v[(size_t)c * N + r];
+                out[(size_t)c * N + p] = sum_rows(tmp, r1 - r0, W);
+            }
+        }
+        free(tmp);
+    }
+}
+
+void attention_backward(real *dqkv, const real *dout, const real *att, const real *qkv, int C,
+                        int T, int H, int W, int mode) {
+    // in the forward pass: s_pr = q_p.k_r * scale, a = softmax_r(s), o_p = sum_r a_pr v_r, so
+    //   dv_r = sum_p a_pr do_p,  da_pr = do_p . v_r,  ds_pr = a_pr (da_pr - sum_r' a_pr' da_pr'),
+    //   dq_p = scale * sum_r ds_pr k_r,  dk_r = scale * sum_p ds_pr q_p
+    int HW = H * W, N = T * HW, L = attn_row_len(mode, T, HW);
+    const real *q = qkv, *k = qkv + (size_t)C * N, *v = qkv + (size_t)2 * C * N;
+    real *dq = dqkv, *dk = dqkv + (size_t)C * N, *dv = dqkv + (size_t)2 * C * N;
+    real scale = 1 / SQRT((real)C);
+    real *ds = xmalloc((size_t)N * L * sizeof(real));
+#pragma omp parallel
+    {
+        real *tmp = xmalloc((size_t)N * sizeof(real));
+        /* ds, and dq, one token p per iteration */
+#pragma omp for schedule(static)
+        for (int p = 0; p < N; p++) {
+            int r0, r1;
+            attn_span(mode, p, HW, &r0, &r1);
+            const real *a = att + (size_t)p * L;
+            real *dsp = ds + (size_t)p * L;
+            for (int r = r0; r < r1; r++) {
+                real da = 0;
+                for (int c = 0; c < C; c++) da += dout[(size_t)c * N + p] * v[(size_t)c * N + r];
+                dsp[r - r0] = da; /* da for now */
+                tmp[r - r0] = a[r - r0] * da;
+            }
+            real adot = sum_rows(tmp, r1 - r0, W);
+            for (int r = r0; r < r1; r++) dsp[r - r0] = a[r - r0] * (dsp[r - r0] - adot);
+            for (int c = 0; c < C; c++) {
+                for (int r = r0; r < r1; r++) tmp[r - r0] = dsp[r - r0] * k[(size_t)c * N + r];
+                dq[(size_t)c * N + p] = sum_rows(tmp, r1 - r0, W) * scale;
+            }
+        }
+        /* dk and dv, one key token r per iteration: the queries that saw r
+           form the span [p0, p1) */
+#pragma omp for schedule(static)
+        for (int r = 0; r < N; r++) {
+            int t = r / HW;
+            int p0 = t * HW, p1 = mode == IVAE_ATTN_CAUSAL ? N : (t + 1) * HW;
+            for (int c = 0; c < C; c++) {
+                for (int p = p0; p < p1; p++) {
+                    int q0, q1;
+                    attn_span(mode, p, HW, &q0, &q1);
+                    tmp[p - p0] = ds[(size_t)p * L + r - q0] * q[(size_t)c * N + p];
+                }
+                dk[(size_t)c * N + r] = sum_rows(tmp, p1 - p0, W) * scale;
+                for (int p = p0; p < p1; p++) {
+                    int q0, q1;
+                    attn_span(mode, p, HW, &q0, &q1);
+                    tmp[p - p0] = att[(size_t)p * L + r - q0] * dout[(size_t)c * N + p];
+                }
+                dv[(size_t)c * N + r] = sum_rows(tmp, p1 - p0, W);
+            }
+        }
+        free(tmp);
+    }
+    free(ds);
+}
+
+/* --- 2.8 nearest-neighbour upsampling ------------------------------------- */
+
+/* output frame j comes from input frame (j+1)/2 when temporal (T -> 2T-1:
+   repeat each frame, drop the first), from frame j otherwise */
+static int up_src_frame(int j, int temporal) { return temporal ? (j + 1) / 2 : j; }
+
+void upsample_forward(real *out, const real *inp, int C, int T, int H, int W, int temporal) {
+    // out (C, To, 2H, 2W), inp (C, T, H, W)
+    int To = temporal ? 2 * T - 1 : T, Ho = 2 * H, Wo = 2 * W;
+#pragma omp parallel for schedule(static)
+    for (int cj = 0; cj < C * To; cj++) {
+        int c = cj / To, j = cj % To;
+        const real *xf = inp + ((size_t)c * T + up_src_frame(j, temporal)) * H * W;
+        real *yf = out + (size_t)cj * Ho * Wo;
+        for (int h = 0; h < Ho; h++)
+            for (int w = 0; w < Wo; w++) yf[h * Wo + w] = xf[(h / 2) * W + w / 2];
+    }
+}
+
+void upsample_backward(real *dinp, const real *dout, int C, int T, int H, int W, int temporal) {
+    // each input pixel was copied to a 2x2 block of 1 or 2 output frames: sum them,
+    // frames in increasing order, then the block in row-major order
+    int To = temporal ? 2 * T - 1 : T, Ho = 2 * H, Wo = 2 * W;
+#pragma omp parallel for schedule(static)
+    for (int ct = 0; ct < C * T; ct++) {
+        int c = ct / T, t = ct % T;
+        real *dx = dinp + (size_t)ct * H * W;
+        for (int p = 0; p < H * W; p++) dx[p] = 0;
+        for (int j = 0; j < To; j++) {
+            if (up_src_frame(j, temporal) != t) continue;
+            const real *dyf = dout + ((size_t)c * To + j) * Ho * Wo;
+            for (int h = 0; h < H; h++)
+                for (int w = 0; w < W; w++) {
+                    const real *b = dyf + (size_t)(2 * h) * Wo + 2 * w;
+                    real s = b[0];
+                    s += b[1];
+                    s += b[Wo];
+                    s += b[Wo + 1];
+                    dx[h * W + w] += s;
+                }
+        }
+    }
+}
+
+/* ========================================================================== */
+/* 3. loss (SPEC 4)                                                           */
+/* ========================================================================== */
+
+/* rec = (1/N_ref) sum |xhat - x|; writes dxhat = coef * sign(xhat - x) where
+   coef = w_i / (B * N_ref) is the weight this sample's loss term carries */
+double rec_loss(real *dxhat, const real *xhat, const real *x, Shape s, real coef, real *scratch) {
+    size_t n = shape_numel(s);
+    for (size_t j = 0; j < n; j++) {
+        real d = xhat[j] - x[j];
+        scratch[j] = fabs(d);
+        if (dxhat) dxhat[j] = d > 0 ? coef : d < 0 ? -coef : 0; /* |.|'(0) = 0, as PyTorch */
+    }
+    return sum_nested_d(scratch, s);
+}
+
+/* The latent (SPEC 3, 4): h holds 2z channels from the encoder;
+   mu = h[0:z], logvar = clamp(h[z:2z], -30, 20), z = mu + exp(logvar/2) * eps.
+   Returns the unnormalised KL sum, 0.5 * sum (mu^2 + exp(logvar) - 1 - logvar). */
+double latent_forward(real *logvar, real *zs, real *scratch, const real *h, const real *eps, Shape zsh) {
+    size_t n = shape_numel(zsh);
+    const real *mu = h, *raw = h + n;
+    for (size_t j = 0; j < n; j++) {
+        real lv = raw[j] < -30 ? -30 : raw[j] > 20 ? 20 : raw[j];
+        if (raw[j] != raw[j]) lv = raw[j]; /* NaN stays NaN: the guard must see it */
+        logvar[j] = lv;
+        zs[j] = mu[j] + EXP((real)0.5 * lv) * eps[j];
+        scratch[j] = (real)0.5 * (mu[j] * mu[j] + EXP(lv) - 1 - lv);
+    }
+    return sum_nested_d(scratch, zsh);
+}
+
+void latent_backward(real *dh, const real *dz, const real *h, const real *logvar, const real *eps,
+                     size_t n, real ckl) {
+    // in the forward pass: z = mu + exp(lv/2) eps and kl = 0.5 (mu^2 + exp(lv) - 1 - lv), scaled by ckl,
+    // so dmu = dz + ckl * mu,  dlv = dz * eps * exp(lv/2) / 2 + ckl * (exp(lv) - 1) / 2,
+    // and the clamp passes dlv only where -30 <= raw <= 20
+    const real *mu = h, *raw = h + n;
+    for (size_t j = 0; j < n; j++) {
+        real lv = logvar[j];
+        dh[j] = dz[j] + ckl * mu[j];
+        real dlv = dz[j] * eps[j] * (real)0.5 * EXP((real)0.5 * lv) + ckl * (real)0.5 * (EXP(lv) - 1);
+        dh[n + j] = (raw[j] >= -30 && raw[j] <= 20) ? dlv : 0;
+    }
+}
+
+/* Outlier penalty (SPEC 4, Movie Gen) on the sampled latent z (C, T, H, W):
+   per frame, m[c], sd[c] = mean and population sd over (h, w), S = ||sd||,
+   d_p = ||z[:,p] - m||;  opl_t = (1/HW) sum_p max(d_p - 3 S, 0);  returns the
+   mean over t. With coef != 0 it also adds coef * d(opl)/dz to dz. */
+double opl_forward_backward(real *dz, const real *z, Shape s, real coef, real *scratch) {
+    int C = s.C, HW = s.H * s.W;
+    size_t N = (size_t)s.T * HW;
+    double total = 0;
+    real *m = scratch, *dist = scratch + C, *g = scratch + C + HW;
+    for (int t = 0; t < s.T; t++) {
+        const real *zt = z + (size_t)t * HW; /* channel c at zt[c*N + p] */
+        real var_sum = 0;
+        for (int c = 0; c < C; c++) {
+            m[c] = sum_rows(zt + c * N, HW, s.W) / (real)HW;
+            for (int p = 0; p < HW; p++) dist[p] = (zt[c * N + p] - m[c]) * (zt[c * N + p] - m[c]);
+            var_sum += sum_rows(dist, HW, s.W) / (real)HW; /* sd[c]^2 */
+        }
+        real S = SQRT(var_sum);
+        int n_act = 0;
+        for (int p = 0; p < HW; p++) {
+            real ss = 0;
+            for (int c = 0; c < C; c++) ss += (zt[c * N + p] - m[c]) * (zt[c * N + p] - m[c]);
+            dist[p] = SQRT(ss);
+        }
+        real *hinge = g + C; /* HW values */
+        for (int p = 0; p < HW; p++) {
+            real e = dist[p] - 3 * S;
+            hinge[p] = e > 0 ? e : 0;
+            n_act += e > 0;
+        }
+        total += sum_rows(hinge, HW, s.W) / (real)HW;
+        if (coef == 0 || !dz) continue;
+        // with a_p = [d_p > 3S] and u = z - m:
+        //   d opl_t / dz[c,j] = (1/HW) ( a_j u[c,j] / d_j - G_c / HW - 3 n_act u[c,j] / (HW S) ),
+        //   G_c = sum_p a_p u[c,p] / d_p   (the mean m couples every position of the frame)
+        for (int c = 0; c < C; c++) {
+            for (int p = 0; p < HW; p++)
+                hinge[p] = dist[p] - 3 * S > 0 ? (zt[c * N + p] - m[c]) / dist[p] : 0;
+            g[c] = sum_rows(hinge, HW, s.W);
+        }
+        real k = coef / (real)s.T / (real)HW;
+        for (int c = 0; c < C; c++)
+            for (int p = 0; p < HW; p++) {
+                real u = zt[c * N + p] - m[c];
+                real v = (dist[p] - 3 * S > 0 ? u / dist[p] : 0) - g[c] / (real)HW;
+                if (S > 0) v -= 3 * (real)n_act * u / ((real)HW * S);
+                dz[(size_t)c * N + (size_t)t * HW + p] += k * v;
+            }
+    }
+    return total / s.T;
+}
+
+/* ========================================================================== */
+/* 4. the model (SPEC 3)                                                      */
+/* ========================================================================== */
+
+int ivae_config_preset(const char *name, IvaeConfig *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    int base;
+    if (strcmp(name, "ivae-s") == 0) base = 32;
+    else if (strcmp(name, "ivae-xs") == 0) base = 16;
+    else {
+        ivae_set_error("unknown config '%s' (known: ivae-s, ivae-xs)", name);
+        return -1;
+    }
+    cfg->base_ch = base;
+    cfg->n_stages = 4;
+    int mult[4] = {1, 2, 4, 4}, temporal[3] = {0, 1, 1};
+    memcpy(cfg->ch_mult, mult, sizeof mult);
+    memcpy(cfg->temporal, temporal, sizeof temporal);
+    cfg->n_res = 1;
+    cfg->z_ch = 16;
+    cfg->attn = IVAE_ATTN_FRAME;
+    return 0;
+}
+
+int ivae_config_check(const IvaeConfig *c) {
+    if (c->n_stages < 1 || c->n_stages > IVAE_MAX_STAGES) {
+        ivae_set_error("config: %d stages (must be 1..%d)", c->n_stages, IVAE_MAX_STAGES);
+        return -1;
+    }
+    if (c->base_ch < 1 || c->base_ch > 4096 || c->z_ch < 1 || c->z_ch > 4096 || c->n_res < 1 || c->n_res > 64) {
+        ivae_set_error("config: base_ch %d, z_ch %d, n_res %d out of range", c->base_ch, c->z_ch, c->n_res);
+        return -1;
+    }
+    for (int s = 0; s < c->n_stages; s++)
+        if (c->ch_mult[s] < 1 || c->ch_mult[s] > 64) {
+            ivae_set_error("config: ch_mult[%d] = %d out of range 1..64", s, c->ch_mult[s]);
+            return -1;
+        }
+    for (int s = 0; s + 1 < c->n_stages; s++)
+        if (c->temporal[s] != 0 && c->temporal[s] != 1) {
+            ivae_set_error("config: temporal[%d] = %d (must be 0 or 1)", s, c->temporal[s]);
+            return -1;
+        }
+    if (c->attn != IVAE_ATTN_FRAME && c->attn != IVAE_ATTN_CAUSAL) {
+        ivae_set_error("config: unknown attention mode %d", (int)c->attn);
+        return -1;
+    }
+    return 0;
+}
+
+int ivae_time_factor(const IvaeConfig *c) {
+    int f = 1;
+    for (int s = 0; s + 1 < c->n_stages; s++) f *= c->temporal[s] ? 2 : 1;
+    return f;
+}
+
+int ivae_space_factor(const IvaeConfig *c) { return 1 << (c->n_stages - 1); }
+
+int ivae_latent_shape(const IvaeConfig *c, int T, int H, int W, int *Tz, int *Hz, int *Wz) {
+    int ft = ivae_time_factor(c), fs = ivae_space_factor(c);
+    if (T < 1 || (T - 1) % ft != 0) {
+        ivae_set_error("%d frames: a clip must have 1 + %d*k frames (an image has 1)", T, ft);
+        return -1;
+    }
+    if (H < 1 || W < 1 || H % fs != 0 || W % fs != 0) {
+        ivae_set_error("%dx%d pixels: height and width must be positive multiples of %d", H, W, fs);
+        return -1;
+    }
+    *Tz = (T - 1) / ft + 1;
+    *Hz = H / fs;
+    *Wz = W / fs;
+    return 0;
+}
+
+/* --- parameters and blocks ------------------------------------------------ */
+
+/* how a tensor is initialised (SPEC 6) */
+enum { INIT_CONV, INIT_SMC, INIT_ZERO, INIT_ONE };
+
+/* a convolution's parameters: offsets of weight and bias in the flat buffers */
+typedef struct {
+    size_t w, b;
+    int cout, cin, kt, kh, kw, st, sh, sw;
+} Conv;
+
+/* SMC: a conv whose weight is reparameterised with scale and gain. The
+   effective weight What lives at offset w of the model's eff buffer. */
+typedef struct {
+    Conv c;
+    size_t s, g;
+    real *norm; /* (cout) n[o] of the current effective weight */
+} Smc;
+
+typedef enum { BLK_CONV, BLK_RES, BLK_ATTN, BLK_UP, BLK_SILU_CONV } BlockKind;
+
+typedef struct {
+    BlockKind kind;
+    char name[80];
+    Conv conv;       /* CONV, UP, SILU_CONV: the conv; RES: the shortcut; ATTN: qkv */
+    Conv proj;       /* ATTN */
+    Smc c1, c2;      /* RES */
+    int shortcut;    /* RES: Cin != Cout */
+    int temporal;    /* UP */
+    /* saved by the forward pass of the current sample */
+    Shape in, out;
+    const real *x;   /* the block's input */
+    real *a1, *h1, *a2, *y;
+    real *n, *nrm, *qkv, *att, *o;
+} Block;
+
+struct IvaeImpl {
+    Block *enc, *dec;
+    int n_enc, n_dec, cap_enc, cap_dec;
+    int cap_tensors;
+    int *init_kind;   /* (n_tensors) */
+    int *fan_in;      /* (n_tensors) */
+    real *eff, *deff; /* (n_params) SMC effective weights and their gradients */
+    Arena arena;
+};
+
+static size_t add_tensor(IvaeModel *m, const char *name, int init, int fan_in, int ndim, int s0,
+                         int s1, int s2, int s3, int s4) {
+    struct IvaeImpl *I = m->impl;
+    if (m->n_tensors == I->cap_tensors) {
+        I->cap_tensors = I->cap_tensors ? 2 * I->cap_tensors : 64;
+        m->info = realloc(m->info, I->cap_tensors * sizeof *m->info);
+        I->init_kind = realloc(I->init_kind, I->cap_tensors * sizeof(int));
+        I->fan_in = realloc(I->fan_in, I->cap_tensors * sizeof(int));
+        if (!m->info || !I->init_kind || !I->fan_in) {
+            fprintf(stderr, "ivae: out of memory\n");
+            exit(1);
+        }
+    }
+    IvaeParamInfo *p = &m->info[m->n_tensors];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    int shape[5] = {s0, s1, s2, s3, s4};
+    p->ndim = ndim;
+    p->numel = 1;
+    for (int d = 0; d < ndim; d++) {
+        p->shape[d] = shape[d];
+        p->numel *= (size_t)shape[d];
+    }
+    p->offset = m->n_params;
+    I->init_kind[m->n_tensors] = init;
+    I->fan_in[m->n_tensors] = fan_in;
+    m->n_tensors++;
+    m->n_params += p->numel;
+    return p->offset;
+}
+
+static Conv add_conv(IvaeModel *m, const char *name, int init_w, int cout, int cin, int k, int st, int ss) {
+    char buf[128];
+    Conv c = {0, 0, cout, cin, k, k, k, st, ss, ss};
+    int fan_in = cin * k * k * k;
+    snprintf(buf, sizeof buf, "%s.weight", name);
+    c.w = add_tensor(m, buf, init_w, fan_in, 5, cout, cin, k, k, k);
+    snprintf(buf, sizeof buf, "%s.bias", name);
+    c.b = add_tensor(m, buf, INIT_ZERO, 0, 1, cout, 0, 0, 0, 0);
+    return c;
+}
+
+static Smc add_smc(IvaeModel *m, const char *name, int cout, int cin) {
+    char buf[128];
+    Smc s;
+    s.c = add_conv(m, name, INIT_SMC, cout, cin, 3, 1, 1);
+    snprintf(buf, sizeof buf, "%s.scale", name);
+    s.s = add_tensor(m, buf, INIT_ONE, 0, 1, cin, 0, 0, 0, 0);
+    snprintf(buf, sizeof buf, "%s.gain", name);
+    s.g = add_tensor(m, buf, INIT_ONE, 0, 1, 1, 0, 0, 0, 0);
+    s.norm = xcalloc((size_t)cout * sizeof(real));
+    return s;
+}
+
+static Block *new_block(IvaeModel *m, int dec, BlockKind kind, const char *name) {
+    struct IvaeImpl *I = m->impl;
+    Block **arr = dec ? &I->dec : &I->enc;
+    int *n = dec ? &I->n_dec : &I->n_enc, *cap = dec ? &I->cap_dec : &I->cap_enc;
+    if (*n == *cap) {
+        *cap = *cap ? 2 * *cap : 16;
+        *arr = realloc(*arr, *cap * sizeof(Block));
+        if (!*arr) {
+            fprintf(stderr, "ivae: out of memory\n");
+            exit(1);
+        }
+    }
+    Block *b = &(*arr)[(*n)++];
+    memset(b, 0, sizeof *b);
+    b->kind = kind;
+    snprintf(b->name, sizeof b->name, "%s", name);
+    return b;
+}
+
+static void add_res(IvaeModel *m, int dec, const char *name, int cin, int cout) {
+    char buf[128];
+    Block *b = new_block(m, dec, BLK_RES, name);
+    snprintf(buf, sizeof buf, "%s.conv1", name);
+    b->c1 = add_smc(m, buf, cout, cin);
+    snprintf(buf, sizeof buf, "%s.conv2", name);
+    b->c2 = add_smc(m, buf, cout, cout);
+    b->shortcut = cin != cout;
+    if (b->shortcut) {
+        snprintf(buf, sizeof buf, "%s.shortcut", name);
+        b->conv = add_conv(m, buf, INIT_CONV, cout, cin, 1, 1, 1);
+    }
+}
+
+static void add_attn(IvaeModel *m, int dec, const char *name, int C) {
+    char buf[128];
+    Block *b = new_block(m, dec, BLK_ATTN, name);
+    snprintf(buf, sizeof buf, "%s.qkv", name);
+    b->conv = add_conv(m, buf, INIT_CONV, 3 * C, C, 1, 1, 1);
+    snprintf(buf, sizeof buf, "%s.proj", name);
+    b->proj = add_conv(m, buf, INIT_ZERO, C, C, 1, 1, 1); /* starts as the identity */
+}
+
+static void add_plain(IvaeModel *m, int dec, BlockKind kind, const char *name, int cout, int cin, int st) {
+    Block *b = new_block(m, dec, kind, name);
+    b->conv = add_conv(m, name, INIT_CONV, cout, cin, 3, st, kind == BLK_CONV && st > 0 && strstr(name, ".down") ? 2 : 1);
+}
+
+static void add_mid(IvaeModel *m, int dec, const char *prefix, int C) {
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s.mid.res.0", prefix);
+    add_res(m, dec, buf, C, C);
+    snprintf(buf, sizeof buf, "%s.mid.attn", prefix);
+    add_attn(m, dec, buf, C);
+    snprintf(buf, sizeof buf, "%s.mid.res.1", prefix);
+    add_res(m, dec, buf, C, C);
+}
+
+/* the layer graph of SPEC 3, registering parameters in SPEC 5 order */
+static void build_graph(IvaeModel *m) {
+    const IvaeConfig *c = &m->cfg;
+    int S = c->n_stages, Ch[IVAE_MAX_STAGES] = {0};
+    for (int s = 0; s < S; s++) Ch[s] = c->base_ch * c->ch_mult[s];
+    char buf[128];
+
+    /* encoder */
+    add_plain(m, 0, BLK_CONV, "encoder.conv_in", Ch[0], 3, 1);
+    for (int s = 0; s < S; s++) {
+        for (int j = 0; j < c->n_res; j++) {
+            snprintf(buf, sizeof buf, "encoder.stages.%d.res.%d", s, j);
+            add_res(m, 0, buf, j == 0 ? (s == 0 ? Ch[0] : Ch[s - 1]) : Ch[s], Ch[s]);
+        }
+        if (s < S - 1) {
+            snprintf(buf, sizeof buf, "encoder.stages.%d.down", s);
+            add_plain(m, 0, BLK_CONV, buf, Ch[s], Ch[s], c->temporal[s] ? 2 : 1);
+        }
+    }
+    add_mid(m, 0, "encoder", Ch[S - 1]);
+    add_plain(m, 0, BLK_SILU_CONV, "encoder.conv_out", 2 * c->z_ch, Ch[S - 1], 1);
+
+    /* decoder */
+    add_plain(m, 1, BLK_CONV, "decoder.conv_in", Ch[S - 1], c->z_ch, 1);
+    add_mid(m, 1, "decoder", Ch[S - 1]);
+    for (int s = S - 1; s >= 0; s--) {
+        for (int j = 0; j < c->n_res; j++) {
+            snprintf(buf, sizeof buf, "decoder.stages.%d.res.%d", s, j);
+            add_res(m, 1, buf, j == 0 ? (s == S - 1 ? Ch[S - 1] : Ch[s + 1]) : Ch[s], Ch[s]);
+        }
+        if (s > 0) {
+            snprintf(buf, sizeof buf, "decoder.stages.%d.up", s);
+            add_plain(m, 1, BLK_UP, buf, Ch[s], Ch[s], 1);
+            struct IvaeImpl *I = m->impl;
+            I->dec[I->n_dec - 1].temporal = c->temporal[s - 1];
+        }
+    }
+    add_plain(m, 1, BLK_SILU_CONV, "decoder.conv_out", 3, Ch[0], 1);
+}
+
+IvaeModel *ivae_model_new(const IvaeConfig *cfg) {
+    if (ivae_config_check(cfg) != 0) return NULL;
+    IvaeModel *m = xcalloc(sizeof *m);
+    m->cfg = *cfg;
+    m->impl = xcalloc(sizeof *m->impl);
+    build_graph(m);
+    m->params = xcalloc(m->n_params * sizeof(real));
+    m->grads = xcalloc(m->n_params * sizeof(real));
+    m->impl->eff = xcalloc(m->n_params * sizeof(real));
+    m->impl->deff = xcalloc(m->n_params * sizeof(real));
+    return m;
+}
+
+static void free_blocks(Block *b, int n) {
+    for (int j = 0; j < n; j++)
+        if (b[j].kind == BLK_RES) {
+            free(b[j].c1.norm);
+            free(b[j].c2.norm);
+        }
+    free(b);
+}
+
+void ivae_model_free(IvaeModel *m) {
+    if (!m) return;
+    struct IvaeImpl *I = m->impl;
+    free_blocks(I->enc, I->n_enc);
+    free_blocks(I->dec, I->n_dec);
+    free(I->init_kind);
+    free(I->fan_in);
+    free(I->eff);
+    free(I->deff);
+    arena_free(&I->arena);
+    free(I);
+    free(m->info);
+    free(m->params);
+    free(m->grads);
+    free(m);
+}
+
+const IvaeParamInfo *ivae_find_param(const IvaeModel *m, const char *name) {
+    for (int j = 0; j < m->n_tensors; j++)
+        if (strcmp(m->info[j].name, name) == 0) return &m->info[j];
+    return NULL;
+}
+
+/* SPEC 6: tensors in SPEC 5 order, each entry from one splitmix64 stream:
+   plain conv weights U(-sqrt(3/fan_in), sqrt(3/fan_in)), SMC weights
+   U(-1/sqrt(fan_in), 1/sqrt(fan_in)), biases and attention proj 0, SMC
+   scale and gain 1. A uniform u in [0,1) maps to (2u - 1) * bound. */
+void ivae_init_params(IvaeModel *m, uint64_t seed) {
+    IvaeRng rng = {seed};
+    for (int j = 0; j < m->n_tensors; j++) {
+        const IvaeParamInfo *p = &m->info[j];
+        real *v = m->params + p->offset;
+        int kind = m->impl->init_kind[j];
+        double bound = kind == INIT_CONV ? sqrt(3.0 / m->impl->fan_in[j])
+                       : kind == INIT_SMC ? 1.0 / sqrt((double)m->impl->fan_in[j])
+                                          : 0;
+        for (size_t e = 0; e < p->numel; e++)
+            v[e] = kind == INIT_ONE ? 1 : kind == INIT_ZERO ? 0 : (real)((2 * ivae_rng_uniform(&rng) - 1) * bound);
+    }
+}
+
+void ivae_zero_grad(IvaeModel *m) { memset(m->grads, 0, m->n_params * sizeof(real)); }
+
+/* --- running the layer graph ---------------------------------------------- */
+
+static void for_each_smc(IvaeModel *m, void (*fn)(IvaeModel *, Smc *)) {
+    struct IvaeImpl *I = m->impl;
+    for (int j = 0; j < I->n_enc; j++)
+        if (I->enc[j].kind == BLK_RES) fn(m, &I->enc[j].c1), fn(m, &I->enc[j].c2);
+    for (int j = 0; j < I->n_dec; j++)
+        if (I->dec[j].kind == BLK_RES) fn(m, &I->dec[j].c1), fn(m, &I->dec[j].c2);
+}
+
+static void smc_prepare(IvaeModel *m, Smc *s) {
+    const Conv *c = &s->c;
+    smc_weight_forward(m->impl->eff + c->w, s->norm, m->params + c->w, m->params + s->s,
+                       m->params + s->g, c->cout, c->cin, c->kt * c->kh * c->kw);
+    memset(m->impl->deff + c->w, 0, (size_t)c->cout * c->cin * c->kt * c->kh * c->kw * sizeof(real));
+}
+
+static void smc_finish(IvaeModel *m, Smc *s) {
+    const Conv *c = &s->c;
+    smc_weight_backward(m->grads + c->w, m->grads + s->s, m->grads + s->g, m->impl->deff + c->w,
+                        s->norm, m->params + c->w, m->params + s->s, m->params + s->g, c->cout,
+                        c->cin, c->kt * c->kh * c->kw);
+}
+
+static Shape conv_out_shape(const Conv *c, Shape s) {
+    Shape o = {c->cout, conv_out_t(s.T, c->st), conv_out_s(s.H, c->kh, c->sh), conv_out_s(s.W, c->kw, c->sw)};
+    return o;
+}
+
+/* y = conv(x) with the weight read from wbase (params, or eff for an SMC) */
+static real *conv_fwd(IvaeModel *m, const Conv *c, const real *wbase, const real *x, Shape s, Shape *os) {
+    *os = conv_out_shape(c, s);
+    real *y = arena_alloc(&m->impl->arena, shape_numel(*os));
+    conv3d_forward(y, x, wbase + c->w, m->params + c->b, c->cin, s.T, s.H, s.W, c->cout, c->kt,
+                   c->kh, c->kw, c->st, c->sh, c->sw);
+    return y;
+}
+
+static real *conv_bwd(IvaeModel *m, const Conv *c, const real *wbase, real *dwbase, const real *dy,
+                      const real *x, Shape s) {
+    real *dx = arena_alloc(&m->impl->arena, shape_numel(s));
+    conv3d_backward(dx, dwbase + c->w, m->grads + c->b, dy, x, wbase + c->w, c->cin, s.T, s.H, s.W,
+                    c->cout, c->kt, c->kh, c->kw, c->st, c->sh, c->sw);
+    return dx;
+}
+
+static real *silu_fwd(IvaeModel *m, const real *x, Shape s) {
+    real *y = arena_alloc(&m->impl->arena, shape_numel(s));
+    silu_forward(y, x, shape_numel(s));
+    return y;
+}
+
+static const real *block_forward(IvaeModel *m, Block *b, const real *x, Shape s) {
+    real *P = m->params, *E = m->impl->eff;
+    Arena *A = &m->impl->arena;
+    Shape os = s, tmp;
+    b->in = s;
+    b->x = x;
+    switch (b->kind) {
+    case BLK_CONV:
+        b->y = conv_fwd(m, &b->conv, P, x, s, &os);
+        break;
+    case BLK_SILU_CONV:
+        b->a1 = silu_fwd(m, x, s);
+        b->y = conv_fwd(m, &b->conv, P, b->a1, s, &os);
+        break;
+    case BLK_UP: {
+        Shape us = {s.C, b->temporal ? 2 * s.T - 1 : s.T, 2 * s.H, 2 * s.W};
+        b->a1 = arena_alloc(A, shape_numel(us));
+        upsample_forward(b->a1, x, s.C, s.T, s.H, s.W, b->temporal);
+        b->y = conv_fwd(m, &b->conv, P, b->a1, us, &os);
+        break;
+    }
+    case BLK_RES: {
+        // h = smc1(silu(x)); h = smc2(silu(h)); out = shortcut(x) + h
+        b->a1 = silu_fwd(m, x, s);
+        b->h1 = conv_fwd(m, &b->c1.c, E, b->a1, s, &tmp);
+        b->a2 = silu_fwd(m, b->h1, tmp);
+        b->y = conv_fwd(m, &b->c2.c, E, b->a2, tmp, &os);
+        const real *sc = b->shortcut ? conv_fwd(m, &b->conv, P, x, s, &tmp) : x;
+        size_t n = shape_numel(os);
+        for (size_t j = 0; j < n; j++) b->y[j] = sc[j] + b->y[j];
+        break;
+    }
+    case BLK_ATTN: {
+        // n = pixelnorm(x); qkv = conv(n); o = attention(qkv); out = x + proj(o)
+        size_t N = (size_t)s.T * s.H * s.W;
+        int L = attn_row_len(m->cfg.attn, s.T, s.H * s.W);
+        b->n = arena_alloc(A, shape_numel(s));
+        b->nrm = arena_alloc(A, N);
+        pixelnorm_forward(b->n, b->nrm, x, s.C, N);
+        b->qkv = conv_fwd(m, &b->conv, P, b->n, s, &tmp);
+        b->att = arena_alloc(A, N * L);
+        b->o = arena_alloc(A, shape_numel(s));
+        attention_forward(b->o, b->att, b->qkv, s.C, s.T, s.H, s.W, m->cfg.attn);
+        b->y = conv_fwd(m, &b->proj, P, b->o, s, &os);
+        for (size_t j = 0; j < shape_numel(s); j++) b->y[j] = x[j] + b->y[j];
+        break;
+    }
+    }
+    b->out = os;
+    return b->y;
+}
+
+/* returns dL/d(block input), given dL/d(block output) */
+static real *block_backward(IvaeModel *m, Block *b, const real *dy) {
+    real *P = m->params, *G = m->grads, *E = m->impl->eff, *DE = m->impl->deff;
+    Arena *A = &m->impl->arena;
+    Shape s = b->in;
+    size_t n = shape_numel(s);
+    real *dx = NULL;
+    switch (b->kind) {
+    case BLK_CONV:
+        dx = conv_bwd(m, &b->conv, P, G, dy, b->x, s);
+        break;
+    case BLK_SILU_CONV: {
+        real *da = conv_bwd(m, &b->conv, P, G, dy, b->a1, s);
+        dx = arena_alloc(A, n);
+        silu_backward(dx, da, b->x, n);
+        break;
+    }
+    case BLK_UP: {
+        Shape us = {s.C, b->temporal ? 2 * s.T - 1 : s.T, 2 * s.H, 2 * s.W};
+        real *da = conv_bwd(m, &b->conv, P, G, dy, b->a1, us);
+        dx = arena_alloc(A, n);
+        upsample_backward(dx, da, s.C, s.T, s.H, s.W, b->temporal);
+        break;
+    }
+    case BLK_RES: {
+        // out = shortcut(x) + smc2(silu(smc1(silu(x))))
+        Shape hs = {b->c1.c.cout, s.T, s.H, s.W};
+        size_t nh = shape_numel(hs);
+        real *da2 = conv_bwd(m, &b->c2.c, E, DE, dy, b->a2, hs);
+        real *dh1 = arena_alloc(A, nh);
+        silu_backward(dh1, da2, b->h1, nh);
+        real *da1 = conv_bwd(m, &b->c1.c, E, DE, dh1, b->a1, s);
+        dx = arena_alloc(A, n);
+        silu_backward(dx, da1, b->x, n);
+        const real *dsc = b->shortcut ? conv_bwd(m, &b->conv, P, G, dy, b->x, s) : dy;
+        for (size_t j = 0; j < n; j++) dx[j] = dx[j] + dsc[j];
+        break;
+    }
+    case BLK_ATTN: {
+        // out = x + proj(attention(qkv(pixelnorm(x))))
+        size_t N = (size_t)s.T * s.H * s.W;
+        real *dout = conv_bwd(m, &b->proj, P, G, dy, b->o, s);
+        Shape qs = {3 * s.C, s.T, s.H, s.W};
+        real *dqkv = arena_alloc(A, shape_numel(qs));
+        attention_backward(dqkv, dout, b->att, b->qkv, s.C, s.T, s.H, s.W, m->cfg.attn);
+        real *dn = conv_bwd(m, &b->conv, P, G, dqkv, b->n, s);
+        dx = arena_alloc(A, n);
+        pixelnorm_backward(dx, dn, b->x, b->nrm, s.C, N);
+        for (size_t j = 0; j < n; j++) dx[j] = dx[j] + dy[j];
+        break;
+    }
+    }
+    return dx;
+}
+
+static const real *run_forward(IvaeModel *m, Block *blocks, int nb, const real *x, Shape s, Shape *os) {
+    for (int j = 0; j < nb; j++) {
+        x = block_forward(m, &blocks[j], x, s);
+        s = blocks[j].out;
+    }
+    *os = s;
+    return x;
+}
+
+static real *run_backward(IvaeModel *m, Block *blocks, int nb, const real *dy) {
+    for (int j = nb - 1; j >= 0; j--) dy = block_backward(m, &blocks[j], dy);
+    return (real *)dy;
+}
+
+static int check_input(IvaeModel *m, const real *x, int T, int H, int W, Shape *zs) {
+    int Tz, Hz, Wz;
+    if (!x) {
+        ivae_set_error("no input");
+        return -1;
+    }
+    if (ivae_latent_shape(&m->cfg, T, H, W, &Tz, &Hz, &Wz) != 0) return -1;
+    zs->C = m->cfg.z_ch;
+    zs->T = Tz;
+    zs->H = Hz;
+    zs->W = Wz;
+    return 0;
+}
+
+void ivae_loss_defaults(IvaeLossOpts *o) {
+    o->w_image = 1;
+    o->w_video = 1;
+    o->beta = (real)1e-6;
+    o->w_opl = 0;
+    o->ref_t = 17;
+    o->ref_h = 64;
+    o->ref_w = 64;
+}
+
+int ivae_batch_grad(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts *opts, IvaeLoss *out) {
+    struct IvaeImpl *I = m->impl;
+    if (B < 1) {
+        ivae_set_error("empty batch");
+        return -1;
+    }
+    if (opts->ref_t < 1 || opts->ref_h < 1 || opts->ref_w < 1) {
+        ivae_set_error("reference shape %dx%dx%d must be positive", opts->ref_t, opts->ref_h, opts->ref_w);
+        return -1;
+    }
+    for (int i = 0; i < B; i++) {
+        Shape zs;
+        if (check_input(m, samples[i].x, samples[i].T, samples[i].H, samples[i].W, &zs) != 0) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "sample %d: %s", i, ivae_error());
+            ivae_set_error("%s", msg);
+            return -1;
+        }
+        if (!samples[i].eps) {
+            ivae_set_error("sample %d: no noise eps", i);
+            return -1;
+        }
+    }
+    real n_ref = (real)3 * opts->ref_t * opts->ref_h * opts->ref_w;
+    memset(out, 0, sizeof *out);
+    for_each_smc(m, smc_prepare);
+    for (int i = 0; i < B; i++) {
+        IvaeSample *sp = &samples[i];
+        arena_reset(&I->arena);
+        Shape xs = {3, sp->T, sp->H, sp->W}, hs, zs, os;
+        size_t nx = shape_numel(xs);
+        real w_i = (sp->T == 1 ? opts->w_image : opts->w_video) / (real)B;
+
+        /* forward: encoder, latent, decoder, loss terms */
+        const real *h = run_forward(m, I->enc, I->n_enc, sp->x, xs, &hs);
+        zs = hs;
+        zs.C = m->cfg.z_ch;
+        size_t nz = shape_numel(zs);
+        real *logvar = arena_alloc(&I->arena, nz), *z = arena_alloc(&I->arena, nz);
+        real *scratch = arena_alloc(&I->arena, nx > nz + 2 * (size_t)zs.C + 2 * (size_t)zs.H * zs.W ? nx : nz + 2 * (size_t)zs.C + 2 * (size_t)zs.H * zs.W);
+        double kl = latent_forward(logvar, z, scratch, h, sp->eps, zs) / n_ref;
+        const real *xhat = run_forward(m, I->dec, I->n_dec, z, zs, &os);
+        real *dxhat = arena_alloc(&I->arena, nx);
+        real c_rec = w_i / n_ref;
+        double rec = rec_loss(dxhat, xhat, sp->x, xs, c_rec, scratch) / n_ref;
+
+        /* backward: decoder, outlier penalty, latent, encoder */
+        real *dz = run_backward(m, I->dec, I->n_dec, dxhat);
+        double opl = 0;
+        if (opts->w_opl != 0) opl = opl_forward_backward(dz, z, zs, w_i * opts->w_opl, scratch);
+        real *dh = arena_alloc(&I->arena, 2 * nz);
+        latent_backward(dh, dz, h, logvar, sp->eps, nz, w_i * opts->beta / n_ref);
+        real *dx = run_backward(m, I->enc, I->n_enc, dh);
+        /* x also enters the loss directly: rec = |xhat - x| */
+        for (size_t j = 0; j < nx; j++) dx[j] = dx[j] - dxhat[j];
+
+        out->loss += (double)w_i * (rec + (double)opts->beta * kl + (double)opts->w_opl * opl);
+        out->rec += rec / B;
+        out->kl += kl / B;
+        out->opl += opl / B;
+        if (sp->mu) memcpy(sp->mu, h, nz * sizeof(real));
+        if (sp->logvar) memcpy(sp->logvar, logvar, nz * sizeof(real));
+        if (sp->xhat) memcpy(sp->xhat, xhat, nx * sizeof(real));
+        if (sp->dx) memcpy(sp->dx, dx, nx * sizeof(real));
+    }
+    for_each_smc(m, smc_finish);
+    return 0;
+}
+
+int ivae_encode(IvaeModel *m, const real *x, int T, int H, int W, real *mu) {
+    Shape zs, hs, xs = {3, T, H, W};
+    if (check_input(m, x, T, H, W, &zs) != 0) return -1;
+    for_each_smc(m, smc_prepare);
+    arena_reset(&m->impl->arena);
+    const real *h = run_forward(m, m->impl->enc, m->impl->n_enc, x, xs, &hs);
+    memcpy(mu, h, shape_numel(zs) * sizeof(real));
+    return 0;
+}
+
+int ivae_decode(IvaeModel *m, const real *z, int Tz, int Hz, int Wz, real *xhat) {
+    Shape zs = {m->cfg.z_ch, Tz, Hz, Wz}, os;
+    if (!z || Tz < 1 || Hz < 1 || Wz < 1) {
+        ivae_set_error("latent shape %dx%dx%d must be positive", Tz, Hz, Wz);
+        return -1;
+    }
+    for_each_smc(m, smc_prepare);
+    arena_reset(&m->impl->arena);
+    const real *y = run_forward(m, m->impl->dec, m->impl->n_dec, z, zs, &os);
+    memcpy(xhat, y, shape_numel(os) * sizeof(real));
+    return 0;
+}
+
+/* ========================================================================== */
+/* 5. checkpoints: safetensors (SPEC 5)                                       */
+/* ========================================================================== */
+/* A file is: u64 little-endian header length n, n bytes of JSON, raw data.
+   The JSON maps each tensor name to {"dtype", "shape", "data_offsets": [begin,
+   end]} (offsets relative to the data section) and "__metadata__" to a map
+   of strings. The reader trusts nothing: every offset, size and shape is
+   checked against the file before any byte is read. */
+
+#define ST_MAX_HEADER (100u << 20)
+
+static size_t dtype_size(IvaeDtype d) { return d == IVAE_F64 ? 8 : d == IVAE_F32 ? 4 : 2; }
+
+/* a tiny JSON reader, just enough for a safetensors header */
+typedef struct {
+    const char *s, *end;
+    const char *path;
+} Json;
+
+static void js_ws(Json *j) {
+    while (j->s < j->end && (*j->s == ' ' || *j->s == '\n' || *j->s == '\r' || *j->s == '\t')) j->s++;
+}
+
+static int js_fail(Json *j, const char *what) {
+    ivae_set_error("%s: corrupt safetensors header: %s at byte %ld", j->path, what, (long)(j->s - (j->end - 0)) + 0L);
+    return -1;
+}
+
+static int js_expect(Json *j, char c) {
+    js_ws(j);
+    if (j->s >= j->end || *j->s != c) {
+        char what[32];
+        snprintf(what, sizeof what, "expected '%c'", c);
+        return js_fail(j, what);
+    }
+    j->s++;
+    return 0;
+}
+
+static int js_string(Json *j, char *out, size_t cap) {
+    size_t n = 0;
+    if (js_expect(j, '"') != 0) return -1;
+    while (j->s < j->end && *j->s != '"') {
+        char c = *j->s++;
+        if ((unsigned char)c < 0x20) return js_fail(j, "control character in string");
+        if (c == '\\') {
+            if (j->s >= j->end) break;
+            c = *j->s++;
+            switch (c) {
+            case 'n': c = '\n'; break;
+            case 't': c = '\t'; break;
+            case 'r': c = '\r'; break;
+            case 'b': c = '\b'; break;
+            case 'f': c = '\f'; break;
+            case 'u': /* keep \uXXXX as '?' : names in ivae files are ASCII */
+                if (j->end - j->s < 4) return js_fail(j, "bad \\u escape");
+                j->s += 4;
+                c = '?';
+                break;
+            case '"': case '\\': case '/': break;
+            default: return js_fail(j, "bad escape");
+            }
+        }
+        if (n + 1 >= cap) return js_fail(j, "string too long");
+        out[n++] = c;
+    }
+    if (j->s >= j->end) return js_fail(j, "unterminated string");
+    j->s++;
+    out[n] = 0;
+    return 0;
+}
+
+static int js_int(Json *j, int64_t *v) {
+    js_ws(j);
+    const char *st = j->s;
+    int64_t x = 0;
+    while (j->s < j->end && *j->s >= '0' && *j->s <= '9') {
+        if (x > (INT64_MAX - 9) / 10) return js_fail(j, "integer too large");
+        x = 10 * x + (*j->s++ - '0');
+    }
+    if (j->s == st) return js_fail(j, "expected a non-negative integer");
+    *v = x;
+    return 0;
+}
+
+/* skips any JSON value (for keys ivae does not use) */
+static int js_skip(Json *j, int depth) {
+    js_ws(j);
+    if (j->s >= j->end) return js_fail(j, "unexpected end");
+    if (depth > 32) return js_fail(j, "nesting too deep");
+    char c = *j->s;
+    if (c == '"') {
+        char tmp[4096];
+        return js_string(j, tmp, sizeof tmp);
+    }
+    if (c == '{' || c == '[') {
+        char close = c == '{' ? '}' : ']';
+        j->s++;
+        js_ws(j);
+        if (j->s < j->end && *j->s == close) {
+            j->s++;
+            return 0;
+        }
+        for (;;) {
+            if (c == '{') {
+                char tmp[4096];
+                if (js_string(j, tmp, sizeof tmp) != 0 || js_expect(j, ':') != 0) return -1;
+            }
+            if (js_skip(j, depth + 1) != 0) return -1;
+            js_ws(j);
+            if (j->s < j->end && *j->s == ',') {
+                j->s++;
+                continue;
+            }
+            return js_expect(j, close);
+        }
+    }
+    while (j->s < j->end && (strchr("+-.eE", *j->s) || (*j->s >= '0' && *j->s <= '9') || (*j->s >= 'a' && *j->s <= 'z'))) j->s++;
+    return 0;
+}
+
+static int js_next(Json *j, char close) {
+    /* after a member: ',' (returns 1: more) or the closing bracket (returns 0) */
+    js_ws(j);
+    if (j->s < j->end && *j->s == ',') {
+        j->s++;
+        return 1;
+    }
+    if (js_expect(j, close) != 0) return -1;
+    return 0;
+}
+
+static int st_parse_tensor(Json *j, IvaeStTensor *t) {
+    char key[64], val[64];
+    int have_dtype = 0, have_shape = 0, have_off = 0;
+    if (js_expect(j, '{') != 0) return -1;
+    js_ws(j);
+    if (j->s < j->end && *j->s == '}') return js_fail(j, "empty tensor entry");
+    for (;;) {
+        if (js_string(j, key, sizeof key) != 0 || js_expect(j, ':') != 0) return -1;
+        if (strcmp(key, "dtype") == 0) {
+            if (js_string(j, val, sizeof val) != 0) return -1;
+            if (strcmp(val, "F32") == 0) t->dtype = IVAE_F32;
+            else if (strcmp(val, "F16") == 0) t->dtype = IVAE_F16;
+            else if (strcmp(val, "BF16") == 0) t->dtype = IVAE_BF16;
+            else if (strcmp(val, "F64") == 0) t->dtype = IVAE_F64;
+            else {
+                ivae_set_error("%s: tensor '%s' has dtype %s (ivae reads F32, F16, BF16, F64)", j->path, t->name, val);
+                return -1;
+            }
+            have_dtype = 1;
+        } else if (strcmp(key, "shape") == 0 || strcmp(key, "data_offsets") == 0) {
+            int is_shape = key[0] == 's', n = 0;
+            int64_t v[8];
+            if (js_expect(j, '[') != 0) return -1;
+            js_ws(j);
+            if (j->s < j->end && *j->s == ']') j->s++;
+            else
+                for (;;) {
+                    if (n == 8) return js_fail(j, "more than 8 entries in a shape");
+                    if (js_int(j, &v[n++]) != 0) return -1;
+                    int more = js_next(j, ']');
+                    if (more < 0) return -1;
+                    if (!more) break;
+                }
+            if (is_shape) {
+                t->ndim = n;
+                memcpy(t->shape, v, n * sizeof(int64_t));
+                have_shape = 1;
+            } else {
+                if (n != 2) return js_fail(j, "data_offsets must hold 2 numbers");
+                t->begin = (size_t)v[0];
+                t->end = (size_t)v[1];
+                have_off = 1;
+            }
+        } else if (js_skip(j, 0) != 0)
+            return -1;
+        int more = js_next(j, '}');
+        if (more < 0) return -1;
+        if (!more) break;
+    }
+    if (!have_dtype || !have_shape || !have_off) {
+        ivae_set_error("%s: tensor '%s' lacks %s", j->path, t->name, !have_dtype ? "a dtype" : !have_shape ? "a shape" : "data_offsets");
+        return -1;
+    }
+    return 0;
+}
+
+static int st_parse_meta(Json *j, IvaeSt *st) {
+    if (js_expect(j, '{') != 0) return -1;
+    js_ws(j);
+    if (j->s < j->end && *j->s == '}') {
+        j->s++;
+        return 0;
+    }
+    for (;;) {
+        char key[64], val[256];
+        if (js_string(j, key, sizeof key) != 0 || js_expect(j, ':') != 0 || js_string(j, val, sizeof val) != 0) return -1;
+        st->meta_key = realloc(st->meta_key, (st->n_meta + 1) * sizeof *st->meta_key);
+        st->meta_val = realloc(st->meta_val, (st->n_meta + 1) * sizeof *st->meta_val);
+        if (!st->meta_key || !st->meta_val) return js_fail(j, "out of memory");
+        memcpy(st->meta_key[st->n_meta], key, sizeof key);
+        memcpy(st->meta_val[st->n_meta], val, sizeof val);
+        st->n_meta++;
+        int more = js_next(j, '}');
+        if (more < 0) return -1;
+        if (!more) return 0;
+    }
+}
+
+static int st_check_tensor(const IvaeSt *st, IvaeStTensor *t) {
+    size_t numel = 1;
+    for (int d = 0; d < t->ndim; d++) {
+        if (t->shape[d] < 0 || t->shape[d] > ((int64_t)1 << 40) ||
+            (t->shape[d] > 0 && numel > ((size_t)1 << 40) / (size_t)t->shape[d])) {
+            ivae_set_error("%s: tensor '%s' has an impossible shape", st->path, t->name);
+            return -1;
+        }
+        numel *= (size_t)t->shape[d];
+    }
+    t->numel = numel;
+    if (t->begin > t->end || t->end > st->data_len) {
+        ivae_set_error("%s: tensor '%s' has data_offsets [%zu, %zu] outside the %zu data bytes (truncated or corrupt file)",
+                       st->path, t->name, t->begin, t->end, st->data_len);
+        return -1;
+    }
+    if (t->end - t->begin != numel * dtype_size(t->dtype)) {
+        ivae_set_error("%s: tensor '%s' holds %zu bytes but its shape and dtype need %zu", st->path, t->name,
+                       t->end - t->begin, numel * dtype_size(t->dtype));
+        return -1;
+    }
+    return 0;
+}
+
+void ivae_st_close(IvaeSt *st) {
+    if (!st) return;
+    free(st->data);
+    free(st->t);
+    free(st->meta_key);
+    free(st->meta_val);
+    free(st);
+}
+
+IvaeSt *ivae_st_open(const char *path) {
+    const uint16_t one = 1;
+    if (*(const unsigned char *)&one != 1) {
+        ivae_set_error("this build reads safetensors only on little-endian machines");
+        return NULL;
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        ivae_set_error("%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    IvaeSt *st = xcalloc(sizeof *st);
+    snprintf(st->path, sizeof st->path, "%s", path);
+    unsigned char len8[8];
+    char *hdr = NULL;
+    long fsize = -1;
+    if (fseek(f, 0, SEEK_END) == 0) fsize = ftell(f);
+    if (fsize < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        ivae_set_error("%s: cannot read (not a regular file?)", path);
+        goto fail;
+    }
+    if (fsize < 8 || fread(len8, 1, 8, f) != 8) {
+        ivae_set_error("%s: too short to be a safetensors file (%ld bytes)", path, fsize);
+        goto fail;
+    }
+    uint64_t hlen = 0;
+    for (int b = 7; b >= 0; b--) hlen = (hlen << 8) | len8[b];
+    if (hlen < 2 || hlen > ST_MAX_HEADER || hlen > (uint64_t)fsize - 8) {
+        ivae_set_error("%s: header length %llu does not fit the %ld-byte file (truncated or not safetensors)",
+                       path, (unsigned long long)hlen, fsize);
+        goto fail;
+    }
+    hdr = xmalloc(hlen + 1);
+    st->data_len = (size_t)fsize - 8 - hlen;
+    st->data = xmalloc(st->data_len);
+    if (fread(hdr, 1, hlen, f) != hlen || fread(st->data, 1, st->data_len, f) != st->data_len) {
+        ivae_set_error("%s: read error", path);
+        goto fail;
+    }
+    hdr[hlen] = 0;
+    fclose(f);
+    f = NULL;
+
+    Json j = {hdr, hdr + hlen, path};
+    int cap = 0;
+    if (js_expect(&j, '{') != 0) goto fail;
+    js_ws(&j);
+    if (j.s < j.end && *j.s == '}') j.s++;
+    else
+        for (;;) {
+            char name[128];
+            if (js_string(&j, name, sizeof name) != 0 || js_expect(&j, ':') != 0) goto fail;
+            if (strcmp(name, "__metadata__") == 0) {
+                if (st_parse_meta(&j, st) != 0) goto fail;
+            } else {
+                if (ivae_st_find(st, name)) {
+                    ivae_set_error("%s: tensor '%s' appears twice in the header", path, name);
+                    goto fail;
+                }
+                if (st->n == cap) {
+                    cap = cap ? 2 * cap : 64;
+                    st->t = realloc(st->t, cap * sizeof *st->t);
+                    if (!st->t) goto fail;
+                }
+                IvaeStTensor *t = &st->t[st->n];
+                memset(t, 0, sizeof *t);
+                snprintf(t->name, sizeof t->name, "%s", name);
+                if (st_parse_tensor(&j, t) != 0 || st_check_tensor(st, t) != 0) goto fail;
+                st->n++;
+            }
+            int more = js_next(&j, '}');
+            if (more < 0) goto fail;
+            if (!more) break;
+        }
+    js_ws(&j);
+    if (j.s != j.end) {
+        js_fail(&j, "trailing bytes after the header object");
+        goto fail;
+    }
+    free(hdr);
+    return st;
+fail:
+    if (f) fclose(f);
+    free(hdr);
+    ivae_st_close(st);
+    return NULL;
+}
+
+const IvaeStTensor *ivae_st_find(const IvaeSt *st, const char *name) {
+    for (int k = 0; k < st->n; k++)
+        if (strcmp(st->t[k].name, name) == 0) return &st->t[k];
+    return NULL;
+}
+
+const char *ivae_st_meta(const IvaeSt *st, const char *key) {
+    for (int k = 0; k < st->n_meta; k++)
+        if (strcmp(st->meta_key[k], key) == 0) return st->meta_val[k];
+    return NULL;
+}
+
+static float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, bits;
+    if (exp == 31) bits = sign | 0x7f800000u | (man << 13); /* inf, NaN */
+    else if (exp != 0) bits = sign | ((exp + 112) << 23) | (man << 13);
+    else if (man == 0) bits = sign; /* zero */
+    else { /* subnormal: renormalise */
+        int e = -1;
+        do {
+            man <<= 1;
+            e++;
+        } while (!(man & 1024));
+        bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 1023) << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+int ivae_st_read(const IvaeSt *st, const IvaeStTensor *t, real *dst) {
+    const unsigned char *src = st->data + t->begin;
+    for (size_t k = 0; k < t->numel; k++) {
+        double v;
+        if (t->dtype == IVAE_F32) {
+            float f;
+            memcpy(&f, src + 4 * k, 4);
+            v = f;
+        } else if (t->dtype == IVAE_F64) {
+            memcpy(&v, src + 8 * k, 8);
+        } else {
+            uint16_t h;
+            memcpy(&h, src + 2 * k, 2);
+            if (t->dtype == IVAE_F16) v = half_to_float(h);
+            else {
+                uint32_t bits = (uint32_t)h << 16;
+                float f;
+                memcpy(&f, &bits, 4);
+                v = f;
+            }
+        }
+        if (!isfinite(v)) {
+            ivae_set_error("%s: tensor '%s' holds %s at index %zu", st->path, t->name, isnan(v) ? "NaN" : "inf", k);
+            return -1;
+        }
+        dst[k] = (real)v;
+    }
+    return 0;
+}
+
+int ivae_st_write(const char *path, const IvaeStEntry *e, int n, const char *const *meta_kv, int n_meta) {
+    /* the header: metadata first, then the tensors in the given order */
+    size_t cap = 4096 + (size_t)n * 256 + (size_t)n_meta * 600, len = 0, off = 0;
+    char *h = xmalloc(cap);
+#define EMIT(...) len += (size_t)snprintf(h + len, cap - len, __VA_ARGS__)
+    EMIT("{");
+    if (n_meta > 0) {
+        EMIT("\"__metadata__\":{");
+        for (int k = 0; k < n_meta; k++) EMIT("%s\"%s\":\"%s\"", k ? "," : "", meta_kv[2 * k], meta_kv[2 * k + 1]);
+        EMIT("}");
+    }
+    for (int k = 0; k < n; k++) {
+        size_t numel = 1;
+        EMIT("%s\"%s\":{\"dtype\":\"F32\",\"shape\":[", (k || n_meta) ? "," : "", e[k].name);
+        for (int d = 0; d < e[k].ndim; d++) {
+            EMIT("%s%lld", d ? "," : "", (long long)e[k].shape[d]);
+            numel *= (size_t)e[k].shape[d];
+        }
+        EMIT("],\"data_offsets\":[%zu,%zu]}", off, off + 4 * numel);
+        off += 4 * numel;
+    }
+    EMIT("}");
+#undef EMIT
+    if (len + 8 >= cap) {
+        free(h);
+        ivae_set_error("%s: header too large", path);
+        return -1;
+    }
+    while (len % 8) h[len++] = ' '; /* pad so the data starts 8-byte aligned */
+
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        free(h);
+        ivae_set_error("%s: cannot create: %s", tmp, strerror(errno));
+        return -1;
+    }
+    unsigned char len8[8];
+    for (int b = 0; b < 8; b++) len8[b] = (unsigned char)((uint64_t)len >> (8 * b));
+    int ok = fwrite(len8, 1, 8, f) == 8 && fwrite(h, 1, len, f) == len;
+    free(h);
+    float buf[4096];
+    for (int k = 0; k < n && ok; k++) {
+        size_t numel = 1;
+        for (int d = 0; d < e[k].ndim; d++) numel *= (size_t)e[k].shape[d];
+        for (size_t s = 0; s < numel && ok; s += 4096) {
+            size_t c = numel - s < 4096 ? numel - s : 4096;
+            for (size_t q = 0; q < c; q++) buf[q] = (float)e[k].data[s + q];
+            ok = fwrite(buf, 4, c, f) == c;
+        }
+    }
+    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        ivae_set_error("%s: write failed: %s", path, strerror(errno));
+        remove(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* --- checkpoints ---------------------------------------------------------- */
+
+static int parse_int_list(const char *s, int *out, int max) {
+    int n = 0;
+    while (*s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || n == max || v < 0 || v > 1 << 20) return -1;
+        out[n++] = (int)v;
+        s = end;
+        if (*s == ',') s++;
+        else if (*s) return -1;
+    }
+    return n;
+}
+
+static int meta_int(const IvaeSt *st, const char *key, int *v) {
+    const char *s = ivae_st_meta(st, key);
+    if (!s || parse_int_list(s, v, 1) != 1) {
+        ivae_set_error("%s: metadata '%s' is missing or not a number", st->path, key);
+        return -1;
+    }
+    return 0;
+}
+
+static int config_from_meta(const IvaeSt *st, IvaeConfig *c) {
+    memset(c, 0, sizeof *c);
+    const char *fmt = ivae_st_meta(st, "format");
+    if (!fmt || strcmp(fmt, "ivae") != 0) {
+        ivae_set_error("%s: not an ivae checkpoint (metadata \"format\" is %s%s%s)", st->path,
+                       fmt ? "\"" : "", fmt ? fmt : "missing", fmt ? "\"" : "");
+        return -1;
+    }
+    if (meta_int(st, "base_ch", &c->base_ch) || meta_int(st, "n_res", &c->n_res) || meta_int(st, "z_ch", &c->z_ch))
+        return -1;
+    const char *mult = ivae_st_meta(st, "ch_mult"), *temporal = ivae_st_meta(st, "temporal"),
+               *attn = ivae_st_meta(st, "attn");
+    c->n_stages = mult ? parse_int_list(mult, c->ch_mult, IVAE_MAX_STAGES) : -1;
+    if (c->n_stages < 1) {
+        ivae_set_error("%s: metadata 'ch_mult' is missing or malformed", st->path);
+        return -1;
+    }
+    int nt = temporal ? parse_int_list(temporal, c->temporal, IVAE_MAX_STAGES) : -1;
+    if (nt != c->n_stages - 1 && !(nt == 0 && c->n_stages == 1)) {
+        ivae_set_error("%s: metadata 'temporal' must list %d flags", st->path, c->n_stages - 1);
+        return -1;
+    }
+    if (!attn || (strcmp(attn, "frame") && strcmp(attn, "causal"))) {
+        ivae_set_error("%s: metadata 'attn' must be \"frame\" or \"causal\"", st->path);
+        return -1;
+    }
+    c->attn = strcmp(attn, "causal") == 0 ? IVAE_ATTN_CAUSAL : IVAE_ATTN_FRAME;
+    if (ivae_config_check(c) != 0) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s: %s", st->path, ivae_error());
+        ivae_set_error("%s", msg);
+        return -1;
+    }
+    return 0;
+}
+
+IvaeModel *ivae_load(const char *path) {
+    IvaeSt *st = ivae_st_open(path);
+    if (!st) return NULL;
+    IvaeConfig cfg;
+    IvaeModel *m = NULL;
+    if (config_from_meta(st, &cfg) != 0) goto fail;
+    m = ivae_model_new(&cfg);
+    if (!m) goto fail;
+    for (int j = 0; j < m->n_tensors; j++) {
+        const IvaeParamInfo *p = &m->info[j];
+        const IvaeStTensor *t = ivae_st_find(st, p->name);
+        if (!t) {
+            ivae_set_error("%s: tensor '%s' is missing", path, p->name);
+            goto fail;
+        }
+        int same = t->ndim == p->ndim;
+        for (int d = 0; same && d < p->ndim; d++) same = t->shape[d] == p->shape[d];
+        if (!same) {
+            ivae_set_error("%s: tensor '%s' has the wrong shape for this config", path, p->name);
+            goto fail;
+        }
+        if (ivae_st_read(st, t, m->params + p->offset) != 0) goto fail;
+    }
+    for (int k = 0; k < st->n; k++)
+        if (strncmp(st->t[k].name, "optim.", 6) != 0 && !ivae_find_param(m, st->t[k].name)) {
+            ivae_set_error("%s: tensor '%s' is not a parameter of this config", path, st->t[k].name);
+            goto fail;
+        }
+    ivae_st_close(st);
+    return m;
+fail:
+    ivae_model_free(m);
+    ivae_st_close(st);
+    return NULL;
+}
+
+int ivae_save(const IvaeModel *m, const char *path) {
+    const IvaeConfig *c = &m->cfg;
+    char base[16], nres[16], z[16], mult[128] = "", temporal[128] = "";
+    snprintf(base, sizeof base, "%d", c->base_ch);
+    snprintf(nres, sizeof nres, "%d", c->n_res);
+    snprintf(z, sizeof z, "%d", c->z_ch);
+    for (int s = 0; s < c->n_stages; s++)
+        snprintf(mult + strlen(mult), sizeof mult - strlen(mult), "%s%d", s ? "," : "", c->ch_mult[s]);
+    for (int s = 0; s + 1 < c->n_stages; s++)
+        snprintf(temporal + strlen(temporal), sizeof temporal - strlen(temporal), "%s%d", s ? "," : "", c->temporal[s]);
+    const char *meta[] = {"format", "ivae", "base_ch", base, "ch_mult", mult, "n_res", nres, "z_ch", z,
+                          "temporal", temporal, "attn", c->attn == IVAE_ATTN_CAUSAL ? "causal" : "frame"};
+    IvaeStEntry *e = xcalloc((size_t)m->n_tensors * sizeof *e);
+    for (int j = 0; j < m->n_tensors; j++) {
+        e[j].name = m->info[j].name;
+        e[j].ndim = m->info[j].ndim;
+        for (int d = 0; d < e[j].ndim; d++) e[j].shape[d] = m->info[j].shape[d];
+        e[j].data = m->params + m->info[j].offset;
+    }
+    int rc = ivae_st_write(path, e, m->n_tensors, meta, 7);
+    free(e);
+    return rc;
+}

@@ -1,0 +1,192 @@
+/*
+ * ivae.h: the public API of ivae, an image-video VAE in plain C.
+ *
+ * The model, the loss and every number are specified in SPEC.md (the
+ * contract); this header says how to drive the C reference:
+ *
+ *   IvaeConfig cfg;  ivae_config_preset("ivae-s", &cfg);
+ *   IvaeModel *m = ivae_model_new(&cfg);        // parameters in one block
+ *   ivae_init_params(m, 42);                     // SPEC 6, from a seed
+ *   ... or: IvaeModel *m = ivae_load("model.safetensors");
+ *   IvaeSample s = { .x = clip, .T = 17, .H = 64, .W = 64, .eps = noise };
+ *   IvaeLoss L;  ivae_zero_grad(m);  ivae_batch_grad(m, &s, 1, &opts, &L);
+ *   // m->grads now holds dL/dparams, laid out exactly like m->params
+ *
+ * Every function that can fail returns 0 on success and -1 on failure, with
+ * a one-line description of the problem in ivae_error().
+ *
+ * Tensors are float32, layout (C, T, H, W) per sample, W fastest (SPEC 1).
+ * A batch may mix shapes (images, T = 1, and clips, T = 1 + 4k), so the
+ * model runs sample by sample and sums the gradients.
+ */
+#ifndef IVAE_H
+#define IVAE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* real is float. The gradient check (test/gradcheck.c) compiles ivae.c once
+   more with IVAE_DOUBLE defined, to compare every backward pass with finite
+   differences in double precision. Nothing else ever sets it. */
+#ifdef IVAE_DOUBLE
+typedef double real;
+#else
+typedef float real;
+#endif
+
+#define IVAE_MAX_STAGES 8
+
+/* ------------------------------------------------------------------------ */
+/* configuration (SPEC 3) */
+
+typedef enum { IVAE_ATTN_FRAME = 0, IVAE_ATTN_CAUSAL = 1 } IvaeAttnMode;
+
+typedef struct {
+    int base_ch;                        /* C0 */
+    int n_stages;                       /* S */
+    int ch_mult[IVAE_MAX_STAGES];       /* m[0..S-1]; C_s = C0 * m[s] */
+    int n_res;                          /* residual blocks per stage */
+    int z_ch;                           /* latent channels */
+    int temporal[IVAE_MAX_STAGES];      /* temporal[0..S-2]: transition s halves time */
+    IvaeAttnMode attn;
+} IvaeConfig;
+
+/* "ivae-s" or "ivae-xs"; returns -1 for an unknown name */
+int ivae_config_preset(const char *name, IvaeConfig *cfg);
+/* checks a config for sense (channel counts > 0, S in range, ...) */
+int ivae_config_check(const IvaeConfig *cfg);
+/* time and space downsampling factors: 2^(temporal downsamples), 2^(S-1) */
+int ivae_time_factor(const IvaeConfig *cfg);
+int ivae_space_factor(const IvaeConfig *cfg);
+/* checks that (T, H, W) is a valid input shape (SPEC 1) and gives the latent
+   shape; -1 with a message naming the problem otherwise */
+int ivae_latent_shape(const IvaeConfig *cfg, int T, int H, int W, int *Tz, int *Hz, int *Wz);
+
+/* ------------------------------------------------------------------------ */
+/* the model: parameters, gradients and the layer graph */
+
+typedef struct {
+    char name[96];          /* SPEC 5, e.g. "encoder.stages.0.res.0.conv1.scale" */
+    int ndim;
+    int shape[5];
+    size_t offset;          /* into params / grads / any mirrored buffer */
+    size_t numel;
+} IvaeParamInfo;
+
+typedef struct IvaeModel IvaeModel;
+struct IvaeModel {
+    IvaeConfig cfg;
+    int n_tensors;
+    IvaeParamInfo *info;    /* (n_tensors) in SPEC 5 order */
+    size_t n_params;
+    real *params;           /* (n_params) one allocation, all tensors */
+    real *grads;            /* (n_params) same layout */
+    struct IvaeImpl *impl;  /* layer graph, scratch, saved activations */
+};
+
+IvaeModel *ivae_model_new(const IvaeConfig *cfg);
+void ivae_model_free(IvaeModel *m);
+const IvaeParamInfo *ivae_find_param(const IvaeModel *m, const char *name);
+/* SPEC 6 initialisation from a seed (the RNG is described in ivae.c) */
+void ivae_init_params(IvaeModel *m, uint64_t seed);
+void ivae_zero_grad(IvaeModel *m);
+
+/* ------------------------------------------------------------------------ */
+/* forward and backward */
+
+typedef struct {
+    real w_image, w_video;      /* per-modality weights (SPEC 4), default 1, 1 */
+    real beta;                  /* KL weight, default 1e-6 */
+    real w_opl;                 /* outlier penalty weight, default 0 */
+    int ref_t, ref_h, ref_w;    /* reference shape, default 17 x 64 x 64 */
+} IvaeLossOpts;
+
+void ivae_loss_defaults(IvaeLossOpts *o);
+
+typedef struct {
+    /* inputs */
+    const real *x;          /* (3, T, H, W) pixels in [-1, 1] */
+    int T, H, W;
+    const real *eps;        /* (z, Tz, Hz, Wz) standard normal noise */
+    /* optional outputs: NULL to skip, else caller-allocated */
+    real *mu, *logvar;      /* (z, Tz, Hz, Wz), logvar clamped */
+    real *xhat;             /* (3, T, H, W) */
+    real *dx;               /* (3, T, H, W) dL/dx */
+} IvaeSample;
+
+typedef struct {
+    double loss;            /* L of SPEC 4 */
+    double rec, kl, opl;    /* unweighted batch means (1/B) sum_i */
+} IvaeLoss;
+
+/* Forward and backward over a batch: adds dL/dparams to m->grads (call
+   ivae_zero_grad first), fills the loss and each sample's optional outputs. */
+int ivae_batch_grad(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts *opts, IvaeLoss *out);
+
+/* Inference: encode returns mu (z, Tz, Hz, Wz); decode maps a latent to
+   pixels (3, T, H, W) with T = (Tz - 1) * time_factor + 1. */
+int ivae_encode(IvaeModel *m, const real *x, int T, int H, int W, real *mu);
+int ivae_decode(IvaeModel *m, const real *z, int Tz, int Hz, int Wz, real *xhat);
+
+/* ------------------------------------------------------------------------ */
+/* checkpoints: safetensors (SPEC 5) */
+
+typedef enum { IVAE_F32, IVAE_F16, IVAE_BF16, IVAE_F64 } IvaeDtype;
+
+typedef struct {
+    char name[128];
+    IvaeDtype dtype;
+    int ndim;
+    int64_t shape[8];
+    size_t numel;
+    size_t begin, end;      /* byte offsets in the data section */
+} IvaeStTensor;
+
+typedef struct {
+    char path[512];
+    unsigned char *data;    /* the data section */
+    size_t data_len;
+    int n;
+    IvaeStTensor *t;
+    int n_meta;
+    char (*meta_key)[64];
+    char (*meta_val)[256];
+} IvaeSt;
+
+/* reads and validates a whole safetensors file (header, offsets, sizes) */
+IvaeSt *ivae_st_open(const char *path);
+void ivae_st_close(IvaeSt *st);
+const IvaeStTensor *ivae_st_find(const IvaeSt *st, const char *name);
+const char *ivae_st_meta(const IvaeSt *st, const char *key);
+/* converts a tensor (F32, F16, BF16 or F64) to real; rejects NaN and inf */
+int ivae_st_read(const IvaeSt *st, const IvaeStTensor *t, real *dst);
+
+typedef struct {
+    const char *name;
+    int ndim;
+    int64_t shape[8];
+    const real *data;       /* written as F32 */
+} IvaeStEntry;
+
+/* writes entries as F32 with the metadata pairs, to a temporary file that
+   is then renamed over path: a crash never leaves a half-written file */
+int ivae_st_write(const char *path, const IvaeStEntry *e, int n, const char *const *meta_kv, int n_meta);
+
+/* a model from a checkpoint: the config from __metadata__, every parameter
+   present with the right shape, all finite */
+IvaeModel *ivae_load(const char *path);
+int ivae_save(const IvaeModel *m, const char *path);
+
+/* ------------------------------------------------------------------------ */
+/* utilities */
+
+const char *ivae_error(void);
+void ivae_set_error(const char *fmt, ...);
+
+/* the RNG of initialisation and of the tests: splitmix64 */
+typedef struct { uint64_t s; } IvaeRng;
+uint64_t ivae_rng_next(IvaeRng *r);
+double ivae_rng_uniform(IvaeRng *r);        /* [0, 1), 53 bits */
+double ivae_rng_normal(IvaeRng *r);         /* Box-Muller */
+
+#endif

@@ -1,0 +1,437 @@
+/*
+ * main.c: the ivae command-line tool.
+ *
+ *   ivae init [--config ivae-s|ivae-xs] [--seed N] OUT.safetensors
+ *   ivae grad MODEL IN OUT          the debug state of SPEC 4 for one batch
+ *   ivae diff EXPECTED ACTUAL       compare two tensor files (tolerances of SPEC 8)
+ *   ivae info FILE                  what a safetensors file holds
+ *
+ * Every error is one line on stderr and a non-zero exit status.
+ */
+#include "ivae.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ivae: error: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static void *must_malloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) die("out of memory (asked for %zu bytes)", n);
+    return p;
+}
+
+/* --- argument helpers ----------------------------------------------------- */
+
+static int is_help(const char *a) { return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0; }
+
+static const char *flag_value(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) die("%s needs a value (see --help)", argv[*i]);
+    return argv[++*i];
+}
+
+static double parse_double(const char *flag, const char *s) {
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || !isfinite(v)) die("%s: '%s' is not a number", flag, s);
+    return v;
+}
+
+static long parse_long(const char *flag, const char *s, long lo, long hi) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || v < lo || v > hi) die("%s: '%s' is not an integer in [%ld, %ld]", flag, s, lo, hi);
+    return v;
+}
+
+static int parse_list(const char *flag, const char *s, int *out, int max) {
+    int n = 0;
+    while (*s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || n == max || v < 0 || v > 4096) die("%s: '%s' is not a list like 1,2,4,4", flag, s);
+        out[n++] = (int)v;
+        s = end + (*end == ',');
+        if (*end && *end != ',') die("%s: '%s' is not a list like 1,2,4,4", flag, s);
+    }
+    return n;
+}
+
+/* --- ivae init ------------------------------------------------------------ */
+
+static const char *INIT_HELP =
+    "usage: ivae init [options] OUT.safetensors\n"
+    "\n"
+    "Writes a freshly initialised model (SPEC 6) as an F32 safetensors checkpoint.\n"
+    "\n"
+    "  --config NAME     ivae-s (default, 9,398,107 parameters) or ivae-xs (2,394,059)\n"
+    "  --seed N          RNG seed (default 0); the same seed gives the same bits\n"
+    "  --base-ch N       override C0\n"
+    "  --ch-mult LIST    override the channel multipliers, e.g. 1,2,4,4\n"
+    "  --n-res N         override residual blocks per stage\n"
+    "  --z-ch N          override latent channels\n"
+    "  --temporal LIST   override the temporal flags, e.g. 0,1,1 (one fewer than ch-mult)\n"
+    "  --attn MODE       frame (default) or causal\n";
+
+static int cmd_init(int argc, char **argv) {
+    IvaeConfig cfg;
+    const char *out = NULL, *name = "ivae-s";
+    uint64_t seed = 0;
+    for (int i = 0; i < argc; i++)
+        if (strcmp(argv[i], "--config") == 0) name = flag_value(argc, argv, &i);
+    if (ivae_config_preset(name, &cfg) != 0) die("%s", ivae_error());
+    int n_temporal = -1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (is_help(a)) {
+            fputs(INIT_HELP, stdout);
+            return 0;
+        } else if (strcmp(a, "--config") == 0) i++;
+        else if (strcmp(a, "--seed") == 0) seed = (uint64_t)parse_long(a, flag_value(argc, argv, &i), 0, 0x7fffffffffffffffL);
+        else if (strcmp(a, "--base-ch") == 0) cfg.base_ch = (int)parse_long(a, flag_value(argc, argv, &i), 1, 4096);
+        else if (strcmp(a, "--n-res") == 0) cfg.n_res = (int)parse_long(a, flag_value(argc, argv, &i), 1, 64);
+        else if (strcmp(a, "--z-ch") == 0) cfg.z_ch = (int)parse_long(a, flag_value(argc, argv, &i), 1, 4096);
+        else if (strcmp(a, "--ch-mult") == 0) cfg.n_stages = parse_list(a, flag_value(argc, argv, &i), cfg.ch_mult, IVAE_MAX_STAGES);
+        else if (strcmp(a, "--temporal") == 0) n_temporal = parse_list(a, flag_value(argc, argv, &i), cfg.temporal, IVAE_MAX_STAGES);
+        else if (strcmp(a, "--attn") == 0) {
+            const char *v = flag_value(argc, argv, &i);
+            if (strcmp(v, "frame") && strcmp(v, "causal")) die("--attn: '%s' (expected frame or causal)", v);
+            cfg.attn = strcmp(v, "causal") == 0 ? IVAE_ATTN_CAUSAL : IVAE_ATTN_FRAME;
+        } else if (a[0] == '-') die("init: unknown option %s (see ivae init --help)", a);
+        else if (!out) out = a;
+        else die("init: one output file expected, got '%s' too", a);
+    }
+    if (!out) die("init: no output file given (usage: ivae init [--config NAME] [--seed N] OUT.safetensors)");
+    if (n_temporal >= 0 && n_temporal != cfg.n_stages - 1)
+        die("init: --temporal lists %d flags but %d stages need %d", n_temporal, cfg.n_stages, cfg.n_stages - 1);
+    for (int s = n_temporal >= 0 ? n_temporal : 3; s < IVAE_MAX_STAGES; s++) cfg.temporal[s] = 0;
+    IvaeModel *m = ivae_model_new(&cfg);
+    if (!m) die("%s", ivae_error());
+    ivae_init_params(m, seed);
+    if (ivae_save(m, out) != 0) die("%s", ivae_error());
+    printf("wrote %s: %zu parameters in %d tensors (seed %llu)\n", out, m->n_params, m->n_tensors,
+           (unsigned long long)seed);
+    ivae_model_free(m);
+    return 0;
+}
+
+/* --- ivae grad ------------------------------------------------------------ */
+
+static const char *GRAD_HELP =
+    "usage: ivae grad [options] MODEL.safetensors IN.safetensors OUT.safetensors\n"
+    "\n"
+    "Runs one forward and backward pass over a batch and writes the whole debug\n"
+    "state, for checking another implementation against this one.\n"
+    "\n"
+    "IN holds the batch: x.0, x.1, ... (F32, shape (3,T,H,W), pixels in [-1,1],\n"
+    "T = 1 for an image, 1+4k for a clip) and the noise eps.0, eps.1, ... (the\n"
+    "latent's shape (z,T',H',W')). OUT receives:\n"
+    "  loss, rec, kl            L of SPEC 4 and the batch means of rec_i and kl_i\n"
+    "  mu.i, logvar.i, xhat.i   per sample (logvar clamped)\n"
+    "  grad.x.i                 dL/dx_i\n"
+    "  grad.<parameter name>    dL/dparameter, for every parameter\n"
+    "\n"
+    "  --w-image X      loss weight of images (default 1)\n"
+    "  --w-video X      loss weight of clips (default 1)\n"
+    "  --beta X         KL weight (default 1e-6)\n"
+    "  --w-opl X        outlier penalty weight (default 0)\n"
+    "  --ref-shape TxHxW  reference shape of the loss normalisation (default 17x64x64)\n";
+
+static void parse_loss_flag(IvaeLossOpts *o, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    if (strcmp(a, "--w-image") == 0) o->w_image = (real)parse_double(a, flag_value(argc, argv, i));
+    else if (strcmp(a, "--w-video") == 0) o->w_video = (real)parse_double(a, flag_value(argc, argv, i));
+    else if (strcmp(a, "--beta") == 0) o->beta = (real)parse_double(a, flag_value(argc, argv, i));
+    else if (strcmp(a, "--w-opl") == 0) o->w_opl = (real)parse_double(a, flag_value(argc, argv, i));
+    else if (strcmp(a, "--ref-shape") == 0) {
+        const char *v = flag_value(argc, argv, i);
+        if (sscanf(v, "%dx%dx%d", &o->ref_t, &o->ref_h, &o->ref_w) != 3 || o->ref_t < 1 || o->ref_h < 1 || o->ref_w < 1)
+            die("--ref-shape: '%s' is not like 17x64x64", v);
+    } else
+        die("unknown option %s (see --help)", a);
+}
+
+/* reads tensor `name` from st, checking it has ndim dimensions; returns a new buffer */
+static real *read_tensor(const IvaeSt *st, const char *name, int ndim, int64_t *shape) {
+    const IvaeStTensor *t = ivae_st_find(st, name);
+    if (!t) die("%s: tensor '%s' is missing", st->path, name);
+    if (t->ndim != ndim) die("%s: tensor '%s' has %d dimensions, expected %d", st->path, name, t->ndim, ndim);
+    for (int d = 0; d < ndim; d++) {
+        if (t->shape[d] < 1 || t->shape[d] > 1 << 20) die("%s: tensor '%s' has an empty or absurd shape", st->path, name);
+        shape[d] = t->shape[d];
+    }
+    real *buf = must_malloc(t->numel * sizeof(real));
+    if (ivae_st_read(st, t, buf) != 0) die("%s", ivae_error());
+    return buf;
+}
+
+static int cmd_grad(int argc, char **argv) {
+    IvaeLossOpts opts;
+    ivae_loss_defaults(&opts);
+    const char *files[3];
+    int nf = 0;
+    for (int i = 0; i < argc; i++) {
+        if (is_help(argv[i])) {
+            fputs(GRAD_HELP, stdout);
+            return 0;
+        }
+        if (argv[i][0] == '-' && argv[i][1]) parse_loss_flag(&opts, argc, argv, &i);
+        else if (nf < 3) files[nf++] = argv[i];
+        else die("grad: too many arguments (usage: ivae grad MODEL IN OUT)");
+    }
+    if (nf != 3) die("grad: expected MODEL IN OUT (see ivae grad --help)");
+    IvaeModel *m = ivae_load(files[0]);
+    if (!m) die("%s", ivae_error());
+    IvaeSt *in = ivae_st_open(files[1]);
+    if (!in) die("%s", ivae_error());
+
+    /* the batch: x.0, x.1, ... until one is missing */
+    int B = 0;
+    char name[64];
+    for (;; B++) {
+        snprintf(name, sizeof name, "x.%d", B);
+        if (!ivae_st_find(in, name)) break;
+    }
+    if (B == 0) die("%s: no input clips (expected tensors x.0, x.1, ...)", files[1]);
+    IvaeSample *s = calloc(B, sizeof *s);
+    int64_t (*zshape)[4] = calloc(B, sizeof *zshape);
+    if (!s || !zshape) die("out of memory");
+    for (int i = 0; i < B; i++) {
+        int64_t xs[4], es[4];
+        int Tz, Hz, Wz;
+        snprintf(name, sizeof name, "x.%d", i);
+        real *x = read_tensor(in, name, 4, xs);
+        if (xs[0] != 3) die("%s: x.%d has %lld channels (RGB clips have 3)", files[1], i, (long long)xs[0]);
+        if (ivae_latent_shape(&m->cfg, (int)xs[1], (int)xs[2], (int)xs[3], &Tz, &Hz, &Wz) != 0)
+            die("%s: x.%d: %s", files[1], i, ivae_error());
+        snprintf(name, sizeof name, "eps.%d", i);
+        real *eps = read_tensor(in, name, 4, es);
+        if (es[0] != m->cfg.z_ch || es[1] != Tz || es[2] != Hz || es[3] != Wz)
+            die("%s: eps.%d has shape (%lld,%lld,%lld,%lld) but x.%d's latent is (%d,%d,%d,%d)", files[1], i,
+                (long long)es[0], (long long)es[1], (long long)es[2], (long long)es[3], i, m->cfg.z_ch, Tz, Hz, Wz);
+        size_t nx = (size_t)3 * xs[1] * xs[2] * xs[3], nz = (size_t)m->cfg.z_ch * Tz * Hz * Wz;
+        s[i] = (IvaeSample){.x = x, .T = (int)xs[1], .H = (int)xs[2], .W = (int)xs[3], .eps = eps,
+                            .mu = must_malloc(nz * sizeof(real)), .logvar = must_malloc(nz * sizeof(real)),
+                            .xhat = must_malloc(nx * sizeof(real)), .dx = must_malloc(nx * sizeof(real))};
+        zshape[i][0] = m->cfg.z_ch, zshape[i][1] = Tz, zshape[i][2] = Hz, zshape[i][3] = Wz;
+    }
+
+    IvaeLoss L;
+    double t0 = now_s();
+    ivae_zero_grad(m);
+    if (ivae_batch_grad(m, s, B, &opts, &L) != 0) die("%s", ivae_error());
+    double dt = now_s() - t0;
+
+    /* the debug state */
+    int n = 3 + 4 * B + m->n_tensors;
+    IvaeStEntry *e = calloc(n, sizeof *e);
+    char (*names)[128] = calloc(n, sizeof *names);
+    real scal[3] = {(real)L.loss, (real)L.rec, (real)L.kl};
+    if (!e || !names) die("out of memory");
+    int k = 0;
+    const char *scal_names[3] = {"loss", "rec", "kl"};
+    for (int j = 0; j < 3; j++, k++) e[k] = (IvaeStEntry){.name = scal_names[j], .ndim = 0, .data = &scal[j]};
+    for (int i = 0; i < B; i++) {
+        const char *what[4] = {"mu", "logvar", "xhat", "grad.x"};
+        real *data[4] = {s[i].mu, s[i].logvar, s[i].xhat, s[i].dx};
+        for (int j = 0; j < 4; j++, k++) {
+            snprintf(names[k], sizeof names[k], "%s.%d", what[j], i);
+            e[k].name = names[k];
+            e[k].ndim = 4;
+            for (int d = 0; d < 4; d++) e[k].shape[d] = j < 2 ? zshape[i][d] : (d == 0 ? 3 : (int64_t[]){0, s[i].T, s[i].H, s[i].W}[d]);
+            e[k].data = data[j];
+        }
+    }
+    for (int j = 0; j < m->n_tensors; j++, k++) {
+        const IvaeParamInfo *p = &m->info[j];
+        snprintf(names[k], sizeof names[k], "grad.%s", p->name);
+        e[k].name = names[k];
+        e[k].ndim = p->ndim;
+        for (int d = 0; d < p->ndim; d++) e[k].shape[d] = p->shape[d];
+        e[k].data = m->grads + p->offset;
+    }
+    if (ivae_st_write(files[2], e, k, NULL, 0) != 0) die("%s", ivae_error());
+    printf("loss %.9g  rec %.9g  kl %.9g  (batch of %d, %.2f s forward+backward)\n", L.loss, L.rec, L.kl, B, dt);
+    printf("wrote %s: %d tensors\n", files[2], k);
+
+    for (int i = 0; i < B; i++) {
+        free((void *)s[i].x), free((void *)s[i].eps);
+        free(s[i].mu), free(s[i].logvar), free(s[i].xhat), free(s[i].dx);
+    }
+    free(s), free(zshape), free(e), free(names);
+    ivae_st_close(in);
+    ivae_model_free(m);
+    return 0;
+}
+
+/* --- ivae diff ------------------------------------------------------------ */
+
+static const char *DIFF_HELP =
+    "usage: ivae diff [options] EXPECTED.safetensors ACTUAL.safetensors\n"
+    "\n"
+    "Compares every tensor of EXPECTED with the tensor of the same name in ACTUAL\n"
+    "and prints one line per tensor: e = max|a-b| / max|b| (b = expected), the\n"
+    "largest absolute difference and the largest distance in float32 ulps.\n"
+    "Tensors named grad.* must reach --grad-tol, all others --out-tol (SPEC 8).\n"
+    "Exit status 0 when every tensor passes, 1 otherwise.\n"
+    "\n"
+    "  --out-tol E    tolerance for outputs (default 1e-5)\n"
+    "  --grad-tol E   tolerance for gradients (default 1e-4)\n"
+    "  --exact        require identical bits (tolerances 0, every ulp counts)\n"
+    "  --quiet        print only failures and the verdict\n";
+
+/* distance between two floats in units in the last place */
+static int64_t ulp_dist(float a, float b) {
+    int32_t ia, ib;
+    memcpy(&ia, &a, 4);
+    memcpy(&ib, &b, 4);
+    int64_t la = ia < 0 ? (int64_t)INT32_MIN - ia : ia, lb = ib < 0 ? (int64_t)INT32_MIN - ib : ib;
+    return la > lb ? la - lb : lb - la;
+}
+
+static int cmd_diff(int argc, char **argv) {
+    double out_tol = 1e-5, grad_tol = 1e-4;
+    int exact = 0, quiet = 0;
+    const char *files[2];
+    int nf = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (is_help(a)) {
+            fputs(DIFF_HELP, stdout);
+            return 0;
+        } else if (strcmp(a, "--out-tol") == 0) out_tol = parse_double(a, flag_value(argc, argv, &i));
+        else if (strcmp(a, "--grad-tol") == 0) grad_tol = parse_double(a, flag_value(argc, argv, &i));
+        else if (strcmp(a, "--exact") == 0) exact = 1;
+        else if (strcmp(a, "--quiet") == 0) quiet = 1;
+        else if (a[0] == '-') die("diff: unknown option %s (see ivae diff --help)", a);
+        else if (nf < 2) files[nf++] = a;
+        else die("diff: expected two files");
+    }
+    if (nf != 2) die("diff: expected EXPECTED ACTUAL (see ivae diff --help)");
+    IvaeSt *ea = ivae_st_open(files[0]);
+    if (!ea) die("%s", ivae_error());
+    IvaeSt *eb = ivae_st_open(files[1]);
+    if (!eb) die("%s", ivae_error());
+    int fails = 0;
+    double worst_out = 0, worst_grad = 0;
+    for (int k = 0; k < ea->n; k++) {
+        const IvaeStTensor *te = &ea->t[k], *ta = ivae_st_find(eb, te->name);
+        int same_shape = ta && ta->ndim == te->ndim;
+        for (int d = 0; same_shape && d < te->ndim; d++) same_shape = ta->shape[d] == te->shape[d];
+        if (!same_shape) {
+            printf("FAIL %-56s %s\n", te->name, ta ? "shape differs" : "missing in ACTUAL");
+            fails++;
+            continue;
+        }
+        real *b = must_malloc(te->numel * sizeof(real)), *a = must_malloc(te->numel * sizeof(real));
+        if (ivae_st_read(ea, te, b) != 0 || ivae_st_read(eb, ta, a) != 0) {
+            printf("FAIL %-56s %s\n", te->name, ivae_error());
+            fails++;
+            free(a), free(b);
+            continue;
+        }
+        double maxb = 0, maxd = 0;
+        int64_t maxu = 0;
+        for (size_t j = 0; j < te->numel; j++) {
+            double d = fabs((double)a[j] - (double)b[j]);
+            if (fabs((double)b[j]) > maxb) maxb = fabs((double)b[j]);
+            if (d > maxd) maxd = d;
+            int64_t u = ulp_dist((float)a[j], (float)b[j]);
+            if (u > maxu) maxu = u;
+        }
+        double e = maxb > 0 ? maxd / maxb : maxd;
+        int is_grad = strncmp(te->name, "grad.", 5) == 0;
+        double tol = exact ? 0 : is_grad ? grad_tol : out_tol;
+        int ok = exact ? maxu == 0 : e <= tol;
+        if (is_grad && e > worst_grad) worst_grad = e;
+        if (!is_grad && e > worst_out) worst_out = e;
+        fails += !ok;
+        if (!ok || !quiet)
+            printf("%s %-56s e %.3e  max|diff| %.3e  max|expected| %.3e  ulp %lld\n", ok ? "ok  " : "FAIL", te->name, e,
+                   maxd, maxb, (long long)maxu);
+        free(a), free(b);
+    }
+    printf("%s: %d of %d tensors %s; worst e: outputs %.3e, gradients %.3e\n", fails ? "FAIL" : "PASS",
+           fails ? fails : ea->n, ea->n, fails ? "failed" : "agree", worst_out, worst_grad);
+    ivae_st_close(ea);
+    ivae_st_close(eb);
+    return fails ? 1 : 0;
+}
+
+/* --- ivae info ------------------------------------------------------------ */
+
+static int cmd_info(int argc, char **argv) {
+    if (argc != 1 || is_help(argv[0])) {
+        puts("usage: ivae info FILE.safetensors\n\nLists the metadata and tensors of a safetensors file and, for a\ncheckpoint, loads it as a model (which checks every tensor).");
+        return argc == 1 ? 0 : 1;
+    }
+    IvaeSt *st = ivae_st_open(argv[0]);
+    if (!st) die("%s", ivae_error());
+    for (int k = 0; k < st->n_meta; k++) printf("meta %s = %s\n", st->meta_key[k], st->meta_val[k]);
+    size_t total = 0;
+    for (int k = 0; k < st->n; k++) {
+        const IvaeStTensor *t = &st->t[k];
+        static const char *dt[] = {"F32", "F16", "BF16", "F64"};
+        printf("%-60s %-4s (", t->name, dt[t->dtype]);
+        for (int d = 0; d < t->ndim; d++) printf("%s%lld", d ? "," : "", (long long)t->shape[d]);
+        printf(")\n");
+        total += t->numel;
+    }
+    printf("%d tensors, %zu values\n", st->n, total);
+    int is_model = ivae_st_meta(st, "format") != NULL;
+    ivae_st_close(st);
+    if (is_model) {
+        IvaeModel *m = ivae_load(argv[0]);
+        if (!m) die("%s", ivae_error());
+        printf("loads as a model: %zu parameters, time x space compression %d x %d x %d\n", m->n_params,
+               ivae_time_factor(&m->cfg), ivae_space_factor(&m->cfg), ivae_space_factor(&m->cfg));
+        ivae_model_free(m);
+    }
+    return 0;
+}
+
+/* --- main ----------------------------------------------------------------- */
+
+static const char *HELP =
+    "ivae: an image-video VAE in plain C (the reference implementation)\n"
+    "\n"
+    "usage: ivae COMMAND [options] ...\n"
+    "\n"
+    "  init    write a freshly initialised model\n"
+    "  grad    forward + backward on a batch; write loss, outputs and every gradient\n"
+    "  diff    compare two tensor files within SPEC 8's tolerances (or bit for bit)\n"
+    "  info    list what a safetensors file holds\n"
+    "\n"
+    "Run 'ivae COMMAND --help' for the options of each.\n";
+
+int main(int argc, char **argv) {
+    if (argc < 2 || is_help(argv[1]) || strcmp(argv[1], "help") == 0) {
+        fputs(HELP, stdout);
+        return argc < 2 ? 1 : 0;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "init") == 0) return cmd_init(argc - 2, argv + 2);
+    if (strcmp(cmd, "grad") == 0) return cmd_grad(argc - 2, argv + 2);
+    if (strcmp(cmd, "diff") == 0) return cmd_diff(argc - 2, argv + 2);
+    if (strcmp(cmd, "info") == 0) return cmd_info(argc - 2, argv + 2);
+    die("unknown command '%s' (run ivae --help)", cmd);
+    return 1;
+}
