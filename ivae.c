@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -68,13 +69,16 @@ void ivae_set_error(const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(g_error, sizeof g_error, fmt, ap);
     va_end(ap);
+    /* one line, whatever a file's strings hold */
+    for (char *c = g_error; *c; c++)
+        if ((unsigned char)*c < 0x20) *c = '?';
 }
 
 static void *xmalloc(size_t n) {
     void *p = NULL;
     if (n == 0) n = 1;
     if (posix_memalign(&p, 64, n) != 0) {
-        fprintf(stderr, "ivae: out of memory (asked for %zu bytes)\n", n);
+        fprintf(stderr, "ivae: error: out of memory (asked for %zu bytes)\n", n);
         exit(1);
     }
     return p;
@@ -995,16 +999,32 @@ static void build_graph(IvaeModel *m) {
     add_plain(m, 1, BLK_SILU_CONV, "decoder.conv_out", 3, Ch[0], 1);
 }
 
-IvaeModel *ivae_model_new(const IvaeConfig *cfg) {
+/* the layer graph and the parameter table, without the big buffers */
+#define IVAE_MAX_PARAMS ((size_t)1 << 31)
+static IvaeModel *model_graph(const IvaeConfig *cfg) {
     if (ivae_config_check(cfg) != 0) return NULL;
     IvaeModel *m = xcalloc(sizeof *m);
     m->cfg = *cfg;
     m->impl = xcalloc(sizeof *m->impl);
     build_graph(m);
+    if (m->n_params > IVAE_MAX_PARAMS) {
+        ivae_set_error("config: %zu parameters is more than this build handles (%zu)", m->n_params, IVAE_MAX_PARAMS);
+        ivae_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+static void model_alloc(IvaeModel *m) {
     m->params = xcalloc(m->n_params * sizeof(real));
     m->grads = xcalloc(m->n_params * sizeof(real));
     m->impl->eff = xcalloc(m->n_params * sizeof(real));
     m->impl->deff = xcalloc(m->n_params * sizeof(real));
+}
+
+IvaeModel *ivae_model_new(const IvaeConfig *cfg) {
+    IvaeModel *m = model_graph(cfg);
+    if (m) model_alloc(m);
     return m;
 }
 
@@ -1366,6 +1386,7 @@ static size_t dtype_size(IvaeDtype d) { return d == IVAE_F64 ? 8 : d == IVAE_F32
 typedef struct {
     const char *s, *end;
     const char *path;
+    const char *start;
 } Json;
 
 static void js_ws(Json *j) {
@@ -1373,7 +1394,7 @@ static void js_ws(Json *j) {
 }
 
 static int js_fail(Json *j, const char *what) {
-    ivae_set_error("%s: corrupt safetensors header: %s at byte %ld", j->path, what, (long)(j->s - (j->end - 0)) + 0L);
+    ivae_set_error("%s: corrupt safetensors header: %s at byte %ld of the header", j->path, what, (long)(j->s - j->start));
     return -1;
 }
 
@@ -1608,6 +1629,11 @@ IvaeSt *ivae_st_open(const char *path) {
     unsigned char len8[8];
     char *hdr = NULL;
     long fsize = -1;
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        ivae_set_error("%s: not a regular file", path);
+        goto fail;
+    }
     if (fseek(f, 0, SEEK_END) == 0) fsize = ftell(f);
     if (fsize < 0 || fseek(f, 0, SEEK_SET) != 0) {
         ivae_set_error("%s: cannot read (not a regular file?)", path);
@@ -1635,7 +1661,7 @@ IvaeSt *ivae_st_open(const char *path) {
     fclose(f);
     f = NULL;
 
-    Json j = {hdr, hdr + hlen, path};
+    Json j = {hdr, hdr + hlen, path, hdr};
     int cap = 0;
     if (js_expect(&j, '{') != 0) goto fail;
     js_ws(&j);
@@ -1869,8 +1895,16 @@ IvaeModel *ivae_load(const char *path) {
     IvaeConfig cfg;
     IvaeModel *m = NULL;
     if (config_from_meta(st, &cfg) != 0) goto fail;
-    m = ivae_model_new(&cfg);
-    if (!m) goto fail;
+    m = model_graph(&cfg);
+    if (!m) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s: %s", path, ivae_error());
+        ivae_set_error("%s", msg);
+        goto fail;
+    }
+    /* every tensor present with its shape before anything is allocated: the
+       file then holds at least 2 bytes per parameter, so a tiny file with an
+       absurd config in its metadata cannot ask for gigabytes */
     for (int j = 0; j < m->n_tensors; j++) {
         const IvaeParamInfo *p = &m->info[j];
         const IvaeStTensor *t = ivae_st_find(st, p->name);
@@ -1884,8 +1918,10 @@ IvaeModel *ivae_load(const char *path) {
             ivae_set_error("%s: tensor '%s' has the wrong shape for this config", path, p->name);
             goto fail;
         }
-        if (ivae_st_read(st, t, m->params + p->offset) != 0) goto fail;
     }
+    model_alloc(m);
+    for (int j = 0; j < m->n_tensors; j++)
+        if (ivae_st_read(st, ivae_st_find(st, m->info[j].name), m->params + m->info[j].offset) != 0) goto fail;
     for (int k = 0; k < st->n; k++)
         if (strncmp(st->t[k].name, "optim.", 6) != 0 && !ivae_find_param(m, st->t[k].name)) {
             ivae_set_error("%s: tensor '%s' is not a parameter of this config", path, st->t[k].name);

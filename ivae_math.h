@@ -17,7 +17,7 @@
  * exp(r) with a degree-7 minimax polynomial; multiply by 2^n, built from its
  * exponent bits in two halves so that results near the overflow and
  * underflow limits are right. Accuracy: within 2 ulp of the true exp over
- * the whole float range (checked by test/gradcheck.c against libm's double
+ * the whole float range (checked by test/test_model.c against libm's double
  * exp).
  */
 #ifndef IVAE_MATH_H

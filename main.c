@@ -19,11 +19,13 @@
 
 static void die(const char *fmt, ...) {
     va_list ap;
+    char msg[2048];
     va_start(ap, fmt);
-    fprintf(stderr, "ivae: error: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    for (char *c = msg; *c; c++) /* one line, whatever the input held */
+        if ((unsigned char)*c < 0x20) *c = '?';
+    fprintf(stderr, "ivae: error: %s\n", msg);
     exit(1);
 }
 
@@ -376,6 +378,63 @@ static int cmd_diff(int argc, char **argv) {
     return fails ? 1 : 0;
 }
 
+/* --- ivae batch ----------------------------------------------------------- */
+
+static const char *BATCH_HELP =
+    "usage: ivae batch [options] MODEL.safetensors OUT.safetensors\n"
+    "\n"
+    "Writes a random input batch for ivae grad: x.i uniform in [-1, 1] and eps.i\n"
+    "standard normal, with the latent shapes of MODEL's config. For timing and for\n"
+    "checking another implementation on shapes of your choice.\n"
+    "\n"
+    "  --clip TxHxW   add a sample of this shape (repeatable; default 17x64x64)\n"
+    "  --seed N       RNG seed (default 1)\n";
+
+static int cmd_batch(int argc, char **argv) {
+    const char *files[2];
+    int nf = 0, B = 0, shapes[64][3];
+    uint64_t seed = 1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (is_help(a)) {
+            fputs(BATCH_HELP, stdout);
+            return 0;
+        } else if (strcmp(a, "--clip") == 0) {
+            const char *v = flag_value(argc, argv, &i);
+            if (B == 64) die("batch: at most 64 samples");
+            if (sscanf(v, "%dx%dx%d", &shapes[B][0], &shapes[B][1], &shapes[B][2]) != 3) die("--clip: '%s' is not like 17x64x64", v);
+            B++;
+        } else if (strcmp(a, "--seed") == 0) seed = (uint64_t)parse_long(a, flag_value(argc, argv, &i), 0, 0x7fffffffffffffffL);
+        else if (a[0] == '-') die("batch: unknown option %s (see ivae batch --help)", a);
+        else if (nf < 2) files[nf++] = a;
+        else die("batch: expected MODEL OUT");
+    }
+    if (nf != 2) die("batch: expected MODEL OUT (see ivae batch --help)");
+    if (B == 0) shapes[B][0] = 17, shapes[B][1] = 64, shapes[B][2] = 64, B = 1;
+    IvaeModel *m = ivae_load(files[0]);
+    if (!m) die("%s", ivae_error());
+    IvaeStEntry e[128];
+    char names[128][16];
+    IvaeRng rng = {seed};
+    for (int i = 0; i < B; i++) {
+        int T = shapes[i][0], H = shapes[i][1], W = shapes[i][2], Tz, Hz, Wz;
+        if (ivae_latent_shape(&m->cfg, T, H, W, &Tz, &Hz, &Wz) != 0) die("--clip %dx%dx%d: %s", T, H, W, ivae_error());
+        size_t nx = (size_t)3 * T * H * W, nz = (size_t)m->cfg.z_ch * Tz * Hz * Wz;
+        real *x = must_malloc(nx * sizeof(real)), *eps = must_malloc(nz * sizeof(real));
+        for (size_t j = 0; j < nx; j++) x[j] = (real)(2 * ivae_rng_uniform(&rng) - 1);
+        for (size_t j = 0; j < nz; j++) eps[j] = (real)ivae_rng_normal(&rng);
+        snprintf(names[2 * i], 16, "x.%d", i);
+        snprintf(names[2 * i + 1], 16, "eps.%d", i);
+        e[2 * i] = (IvaeStEntry){.name = names[2 * i], .ndim = 4, .shape = {3, T, H, W}, .data = x};
+        e[2 * i + 1] = (IvaeStEntry){.name = names[2 * i + 1], .ndim = 4, .shape = {m->cfg.z_ch, Tz, Hz, Wz}, .data = eps};
+    }
+    if (ivae_st_write(files[1], e, 2 * B, NULL, 0) != 0) die("%s", ivae_error());
+    printf("wrote %s: %d sample%s\n", files[1], B, B > 1 ? "s" : "");
+    for (int k = 0; k < 2 * B; k++) free((void *)e[k].data);
+    ivae_model_free(m);
+    return 0;
+}
+
 /* --- ivae info ------------------------------------------------------------ */
 
 static int cmd_info(int argc, char **argv) {
@@ -417,6 +476,7 @@ static const char *HELP =
     "\n"
     "  init    write a freshly initialised model\n"
     "  grad    forward + backward on a batch; write loss, outputs and every gradient\n"
+    "  batch   write a random input batch for grad\n"
     "  diff    compare two tensor files within SPEC 8's tolerances (or bit for bit)\n"
     "  info    list what a safetensors file holds\n"
     "\n"
@@ -431,6 +491,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "init") == 0) return cmd_init(argc - 2, argv + 2);
     if (strcmp(cmd, "grad") == 0) return cmd_grad(argc - 2, argv + 2);
     if (strcmp(cmd, "diff") == 0) return cmd_diff(argc - 2, argv + 2);
+    if (strcmp(cmd, "batch") == 0) return cmd_batch(argc - 2, argv + 2);
     if (strcmp(cmd, "info") == 0) return cmd_info(argc - 2, argv + 2);
     die("unknown command '%s' (run ivae --help)", cmd);
     return 1;

@@ -1,0 +1,94 @@
+#!/bin/sh
+# test/run.sh: every test of ivae, in order; `make test` runs it after building.
+# Prints a line per step and exits non-zero if any step failed.
+#
+#   1. gradcheck      every backward pass vs finite differences (double)
+#   2. test_model     exp accuracy, causality (bit for bit), checkpoint round trip
+#   3. golden         ./ivae grad vs the PyTorch port, tiny config and ivae-s
+#   4. threads        OMP_NUM_THREADS=1, 2 and 3 give identical bits
+#   5. sanitizer      the ASan/UBSan build gives the same bits as the normal one
+#   6. bad input      malformed files and arguments: one-line errors, no crash
+set -u
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-/usr/bin/python3}
+OUT=test/out
+rm -rf "$OUT" && mkdir -p "$OUT"
+failed=""
+step() { printf '\n=== %s\n' "$1"; }
+fail() { failed="$failed $1"; printf 'FAIL: %s\n' "$1"; }
+
+have_torch=no
+if "$PYTHON" -c 'import torch, numpy' 2>/dev/null; then have_torch=yes; fi
+
+step "1. finite-difference gradient check"
+./test/gradcheck > "$OUT/gradcheck.log" 2>&1 || fail gradcheck
+grep -v '^ok   model' "$OUT/gradcheck.log" | grep -v '^ok' ; grep -c '^ok' "$OUT/gradcheck.log" | sed 's/$/ checks ok (full list in test\/out\/gradcheck.log)/'
+
+step "2. model properties"
+./test/test_model "$OUT" || fail test_model
+
+step "3. golden test against the PyTorch port (SPEC 8: outputs e <= 1e-5, gradients e <= 1e-4)"
+if [ "$have_torch" = yes ]; then
+    echo "regenerating the golden files with $PYTHON test/ref.py (python3-torch present)"
+    "$PYTHON" test/ref.py golden --config tiny --outdir "$OUT/golden" > "$OUT/golden-tiny.log" 2>&1 || fail "golden generation (tiny)"
+    "$PYTHON" test/ref.py golden --config ivae-s --outdir "$OUT/golden" > "$OUT/golden-s.log" 2>&1 || fail "golden generation (ivae-s)"
+    GOLDEN=$OUT/golden
+    # the committed tiny files must match what the port writes today
+    for f in tiny.model tiny.in tiny.expected; do
+        cmp -s "test/golden/$f.safetensors" "$GOLDEN/$f.safetensors" || fail "committed test/golden/$f.safetensors is stale (run make golden)"
+    done
+else
+    echo "SKIP ivae-s golden: python3-torch is not installed (apt-get install python3-torch python3-numpy);"
+    echo "     using the committed tiny golden files only"
+    GOLDEN=test/golden
+fi
+TINY_FLAGS="--w-image 0.7 --w-video 1.3 --beta 0.01 --w-opl 0.1 --ref-shape 5x16x16"
+./ivae grad $TINY_FLAGS "$GOLDEN/tiny.model.safetensors" "$GOLDEN/tiny.in.safetensors" "$OUT/tiny.out.safetensors" || fail "grad (tiny)"
+./ivae diff "$GOLDEN/tiny.expected.safetensors" "$OUT/tiny.out.safetensors" > "$OUT/diff-tiny.log" || fail "golden tiny"
+tail -n 1 "$OUT/diff-tiny.log" | sed 's/^/tiny:   /'
+if [ -f "$GOLDEN/ivae-s.model.safetensors" ]; then
+    ./ivae grad "$GOLDEN/ivae-s.model.safetensors" "$GOLDEN/ivae-s.in.safetensors" "$OUT/s.out.safetensors" || fail "grad (ivae-s)"
+    ./ivae diff "$GOLDEN/ivae-s.expected.safetensors" "$OUT/s.out.safetensors" > "$OUT/diff-s.log" || fail "golden ivae-s"
+    tail -n 1 "$OUT/diff-s.log" | sed 's/^/ivae-s: /'
+    grep '^FAIL' "$OUT/diff-tiny.log" "$OUT/diff-s.log"
+    echo "(one line per tensor in test/out/diff-tiny.log and test/out/diff-s.log)"
+fi
+
+step "4. bit-identical results for any thread count"
+if [ -f "$GOLDEN/ivae-s.model.safetensors" ]; then M=$GOLDEN/ivae-s; FL=""; else M=$GOLDEN/tiny; FL=$TINY_FLAGS; fi
+for n in 1 2 3; do
+    OMP_NUM_THREADS=$n ./ivae grad $FL "$M.model.safetensors" "$M.in.safetensors" "$OUT/threads$n.safetensors" > /dev/null || fail "grad with $n threads"
+done
+for n in 2 3; do
+    if cmp -s "$OUT/threads1.safetensors" "$OUT/threads$n.safetensors"; then
+        echo "ok   1 thread and $n threads: every output and gradient identical ($(basename $M))"
+    else
+        fail "1 thread and $n threads differ"
+        ./ivae diff --exact --quiet "$OUT/threads1.safetensors" "$OUT/threads$n.safetensors" | head -5
+    fi
+done
+
+step "5. sanitizer build"
+./ivae_asan grad $TINY_FLAGS "$GOLDEN/tiny.model.safetensors" "$GOLDEN/tiny.in.safetensors" "$OUT/tiny.asan.safetensors" > /dev/null 2> "$OUT/asan.log" || { cat "$OUT/asan.log"; fail "grad under ASan/UBSan"; }
+if cmp -s "$OUT/tiny.out.safetensors" "$OUT/tiny.asan.safetensors"; then
+    echo "ok   ivae_asan grad runs clean and gives the same bits as ivae (tiny)"
+else
+    fail "ivae_asan and ivae give different bits"
+fi
+
+step "6. bad input (normal and sanitizer builds)"
+# Error exits leave memory to the OS (die() does not free), so LeakSanitizer
+# is off here; it stays on for the successful sanitizer run of step 5.
+for bin in ./ivae ./ivae_asan; do
+    if [ -f test/bad_input.py ]; then
+        ASAN_OPTIONS=detect_leaks=0 "$PYTHON" test/bad_input.py "$bin" > "$OUT/bad_input$(basename $bin).log" 2>&1 || { cat "$OUT/bad_input$(basename $bin).log"; fail "bad input ($bin)"; }
+        tail -n 1 "$OUT/bad_input$(basename $bin).log" | sed "s|^|$bin: |"
+    fi
+done
+
+echo
+if [ -n "$failed" ]; then
+    echo "FAILED:$failed"
+    exit 1
+fi
+echo "ALL TESTS PASSED"
