@@ -14,6 +14,7 @@ SAN     := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sani
 # --- OpenMP probe ------------------------------------------------------------
 ifeq ($(NO_OMP),1)
   $(info ✗ OpenMP off (NO_OMP=1): single-threaded build)
+  CFLAGS += -Wno-unknown-pragmas
 else
   OMP_OK := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo yes)
   ifeq ($(OMP_OK),yes)
@@ -21,6 +22,7 @@ else
     CFLAGS += -fopenmp
   else
     $(info ✗ OpenMP not found: single-threaded build (install gcc's libgomp to get it))
+    CFLAGS += -Wno-unknown-pragmas
   endif
 endif
 
