@@ -6,7 +6,7 @@
 
 CC      ?= gcc
 PYTHON  ?= /usr/bin/python3
-CFLAGS  ?= -O2
+CFLAGS  ?= -O3 -march=native
 CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-format-truncation -ffp-contract=off
 LDLIBS  += -lm
 SAN     := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all

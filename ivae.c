@@ -210,10 +210,252 @@ static real sum_rows(const real *v, int n, int W) {
 /* ========================================================================== */
 
 /* --- 2.1 causal conv3d ---------------------------------------------------- */
+/*
+ * The convolution is where the time goes, so it is written to run near the
+ * machine's limit while keeping the order of every sum fixed (see the top of
+ * this file). Three ideas:
+ *
+ * 1. Pad once. The input is copied into a zero-padded buffer (kt-1 frames in
+ *    front, floor(k/2) rows and columns around), so the inner loops have no
+ *    bounds checks. For a stride-2 conv each padded row stores its even
+ *    columns first, then its odd ones, so that the inputs of neighbouring
+ *    outputs are neighbours in memory again.
+ * 2. Tiles in registers. A forward tile is MR output channels x NR output
+ *    columns of one row; per input channel it sums the kernel taps into a
+ *    fresh "part" tile with fused multiply-adds, then adds part into "acc".
+ *    Both tiles stay in vector registers (MR x NR = 8 x 16 floats is 8 + 8
+ *    AVX-512 registers); the compiler vectorises the plain C loops.
+ * 3. One kernel, two uses. The input gradient of a stride-1 conv is itself a
+ *    convolution: of dy, padded at the END in time (an input frame t reaches
+ *    outputs t..t+kt-1), with the kernel flipped and its in/out channels
+ *    swapped. So dinp reuses the forward tile, and its sum order is: over o,
+ *    then over the outputs that read the input, in increasing order.
+ *
+ * The weight gradient vectorises over output channels instead: dy is
+ * transposed to (position, channel), and each tile keeps NO channels x up to
+ * 9 kernel taps of one input channel in registers, summed along an output
+ * row, then row sums into frame sums, frame sums into the clip's.
+ *
+ * Fused multiply-add (fma) is one rounding of a*b+c, exactly specified by
+ * IEEE 754, so it gives the same bits everywhere (C99 fmaf, OpenCL fma);
+ * only the compiler's silent contraction is forbidden (-ffp-contract=off).
+ */
+#ifdef IVAE_DOUBLE
+#define FMA(a, b, c) fma(a, b, c)
+#else
+#define FMA(a, b, c) fmaf(a, b, c)
+#endif
+
+#define MR 8  /* output channels per forward tile */
+#define NR 16 /* output columns per forward tile */
+#define NO 32 /* output channels per weight-gradient tile */
+#define NC 9  /* kernel taps per weight-gradient tile (3 rows of 3) */
 
 /* output sizes (SPEC 2.1): time is padded kt-1 frames in front only */
 static int conv_out_t(int T, int st) { return (T - 1) / st + 1; }
 static int conv_out_s(int H, int k, int s) { return (H + 2 * (k / 2) - k) / s + 1; }
+
+/* Scratch buffers that grow to the largest size asked for and are then
+   reused: after the first step, the convolutions allocate nothing. Only
+   called outside parallel regions. */
+enum { SCR_PAD, SCR_WPACK, SCR_DYT, SCR_DYPAD, SCR_N };
+static real *scr_buf[SCR_N];
+static size_t scr_cap[SCR_N];
+
+static real *scratch(int slot, size_t n) {
+    if (n > scr_cap[slot]) {
+        free(scr_buf[slot]);
+        scr_buf[slot] = xmalloc(n * sizeof(real));
+        scr_cap[slot] = n;
+    }
+    return scr_buf[slot];
+}
+
+/* the geometry of a padded, phase-split copy of a (C, T, H, W) tensor */
+typedef struct {
+    int Tp, Hp, Wp;  /* padded sizes */
+    int sw, half;    /* column stride; columns per phase */
+    int Wrow;        /* floats per stored row: sw * half */
+    size_t cs;       /* floats per channel */
+} Padded;
+
+/* where padded column col is stored within its row */
+static int col_index(const Padded *g, int col) { return (col % g->sw) * g->half + col / g->sw; }
+
+/* floats to allocate beyond the last channel: tiles read up to NR-1 columns
+   past a row's valid outputs (those lanes are computed and thrown away) */
+static size_t pad_slack(const Padded *g) { return (size_t)g->Wrow + 2 * NR + 64; }
+
+static void pad_geometry(Padded *g, int T, int H, int W, int tfront, int tback, int ph, int pw, int sw) {
+    g->Tp = T + tfront + tback;
+    g->Hp = H + 2 * ph;
+    g->Wp = W + 2 * pw;
+    g->sw = sw;
+    g->half = (g->Wp + sw - 1) / sw;
+    g->Wrow = g->half * sw;
+    g->cs = (size_t)g->Tp * g->Hp * g->Wrow;
+}
+
+/* xp = x zero-padded (tfront/tback frames, ph rows, pw columns), phase-split */
+static real *pad_input(int slot, Padded *g, const real *x, int C, int T, int H, int W, int tfront,
+                       int tback, int ph, int pw, int sw) {
+    pad_geometry(g, T, H, W, tfront, tback, ph, pw, sw);
+    size_t n = (size_t)C * g->cs + pad_slack(g);
+    real *xp = scratch(slot, n);
+    const Padded G = *g;
+#pragma omp parallel for schedule(static)
+    for (int ct = 0; ct < C * G.Tp; ct++) {
+        int c = ct / G.Tp, tp = ct % G.Tp, t = tp - tfront;
+        real *f = xp + (size_t)ct * G.Hp * G.Wrow;
+        memset(f, 0, (size_t)G.Hp * G.Wrow * sizeof(real));
+        if (t < 0 || t >= T) continue;
+        for (int h = 0; h < H; h++) {
+            const real *src = x + (((size_t)c * T + t) * H + h) * W;
+            real *dst = f + (size_t)(h + ph) * G.Wrow;
+            for (int w = 0; w < W; w++) dst[col_index(&G, w + pw)] = src[w];
+        }
+    }
+    memset(xp + (size_t)C * g->cs, 0, pad_slack(g) * sizeof(real));
+    return xp;
+}
+
+/* One forward tile: y[m][n] for MR output channels and NR columns.
+   acc = sum over input channels of part, part = the channel's taps, fma'd. */
+static inline void conv_tile(real *restrict y, size_t ystride, int n_o, int n_w, const real *restrict x,
+                             size_t cs, const int *restrict toff, const real *restrict wpk, int Cin, int K,
+                             const real *bias) {
+    real acc[MR][NR];
+    for (int m = 0; m < MR; m++)
+        for (int n = 0; n < NR; n++) acc[m][n] = 0;
+    for (int i = 0; i < Cin; i++) {
+        real part[MR][NR];
+        for (int m = 0; m < MR; m++)
+            for (int n = 0; n < NR; n++) part[m][n] = 0;
+        const real *xi = x + (size_t)i * cs;
+        for (int k = 0; k < K; k++) {
+            const real *xr = xi + toff[k];
+            const real *wk = wpk + ((size_t)i * K + k) * MR;
+            for (int m = 0; m < MR; m++)
+#pragma omp simd
+                for (int n = 0; n < NR; n++) part[m][n] = FMA(wk[m], xr[n], part[m][n]);
+        }
+        for (int m = 0; m < MR; m++)
+#pragma omp simd
+            for (int n = 0; n < NR; n++) acc[m][n] += part[m][n];
+    }
+    for (int m = 0; m < n_o; m++)
+        for (int n = 0; n < n_w; n++) y[m * ystride + n] = bias ? acc[m][n] + bias[m] : acc[m][n];
+}
+
+/* out (Cout, To, Ho, Wo) from a padded input; wpk holds the weights packed
+   as (Cout/MR blocks, Cin, K, MR), zero rows past Cout */
+static void conv_padded(real *out, const real *xp, const Padded *g, const real *wpk, const real *bias, int Cin,
+                        int Cout, int To, int Ho, int Wo, int kt, int kh, int kw, int st, int sh) {
+    int K = kt * kh * kw, toff[K];
+    for (int a = 0; a < kt; a++)
+        for (int c = 0; c < kh; c++)
+            for (int d = 0; d < kw; d++) toff[(a * kh + c) * kw + d] = (a * g->Hp + c) * g->Wrow + col_index(g, d);
+    int nob = (Cout + MR - 1) / MR;
+    size_t plane = (size_t)To * Ho * Wo;
+#pragma omp parallel for schedule(static)
+    for (int task = 0; task < nob * To * Ho; task++) {
+        int ob = task / (To * Ho), t = task / Ho % To, h = task % Ho;
+        int o0 = ob * MR, n_o = Cout - o0 < MR ? Cout - o0 : MR;
+        const real *xrow = xp + ((size_t)t * st * g->Hp + (size_t)h * sh) * g->Wrow;
+        for (int w0 = 0; w0 < Wo; w0 += NR)
+            conv_tile(out + (size_t)o0 * plane + ((size_t)t * Ho + h) * Wo + w0, plane, n_o,
+                      Wo - w0 < NR ? Wo - w0 : NR, xrow + w0, g->cs, toff, wpk + (size_t)ob * Cin * K * MR, Cin, K,
+                      bias ? bias + o0 : NULL);
+    }
+}
+
+/* packs W (Cout, Cin, K) for conv_tile; flip = the input gradient's kernel:
+   in and out channels swapped and the taps reversed */
+static real *pack_weights(const real *weight, int Cout, int Cin, int K, int flip) {
+    int rows = flip ? Cin : Cout, cols = flip ? Cout : Cin, nb = (rows + MR - 1) / MR;
+    real *wpk = scratch(SCR_WPACK, (size_t)nb * cols * K * MR);
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < nb; b++)
+        for (int i = 0; i < cols; i++)
+            for (int k = 0; k < K; k++)
+                for (int m = 0; m < MR; m++) {
+                    int r = b * MR + m;
+                    real v = 0;
+                    if (r < rows)
+                        v = flip ? weight[((size_t)i * Cin + r) * K + (K - 1 - k)] : weight[((size_t)r * Cin + i) * K + k];
+                    wpk[(((size_t)b * cols + i) * K + k) * MR + m] = v;
+                }
+    return wpk;
+}
+
+/* y[o,t',h',w'] = b[o] + sum_{i,a,c,d} W[o,i,a,c,d] * xpad[i, t'st+a, h'sh+c, w'sw+d] */
+void conv3d_forward(real *out, const real *inp, const real *weight, const real *bias,
+                    int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
+                    int st, int sh, int sw) {
+    // out (Cout, To, Ho, Wo), inp (Cin, T, H, W), weight (Cout, Cin, kt, kh, kw), bias (Cout)
+    Padded g;
+    const real *xp = pad_input(SCR_PAD, &g, inp, Cin, T, H, W, kt - 1, 0, kh / 2, kw / 2, sw);
+    const real *wpk = pack_weights(weight, Cout, Cin, kt * kh * kw, 0);
+    conv_padded(out, xp, &g, wpk, bias, Cin, Cout, conv_out_t(T, st), conv_out_s(H, kh, sh), conv_out_s(W, kw, sw),
+                kt, kh, kw, st, sh);
+}
+
+/* One weight-gradient tile: NO output channels x nc taps of input channel i.
+   x[k] points at tap k's input row for the current output row (column w of
+   the row is x[k][w]); dyt at the row's first position, NO channels each. */
+static inline __attribute__((always_inline)) void wgrad_row(real row[NC][NO], const real *const *x, const real *dyt,
+                                                            size_t dys, int Wo, int nc) {
+    for (int k = 0; k < nc; k++)
+        for (int o = 0; o < NO; o++) row[k][o] = 0;
+    for (int w = 0; w < Wo; w++) {
+        const real *dy = dyt + (size_t)w * dys;
+        for (int k = 0; k < nc; k++) {
+            real xv = x[k][w];
+#pragma omp simd
+            for (int o = 0; o < NO; o++) row[k][o] = FMA(xv, dy[o], row[k][o]);
+        }
+    }
+}
+
+static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Padded *g, int Cin, int Cout,
+                       int To, int Ho, int Wo, int kt, int kh, int kw, int st, int sh, int sw) {
+    int K = kt * kh * kw, Coutp = (Cout + NO - 1) / NO * NO, nob = Coutp / NO;
+    size_t P = (size_t)To * Ho * Wo;
+    /* dy transposed to (position, channel), channels padded to NO */
+    real *dyt = scratch(SCR_DYT, P * Coutp);
+#pragma omp parallel for schedule(static)
+    for (size_t p = 0; p < P; p++)
+        for (int o = 0; o < Coutp; o++) dyt[p * Coutp + o] = o < Cout ? dout[(size_t)o * P + p] : 0;
+    /* taps in groups: 3x3x3 kernels in groups of 3 (a, c) rows of 3 d (9 taps),
+       any other kernel one tap at a time */
+    int per = kw == 3 && K % 9 == 0 ? NC : 1, ngroup = K / per;
+#pragma omp parallel for schedule(static)
+    for (int task = 0; task < nob * Cin * ngroup; task++) {
+        int ob = task / (Cin * ngroup), i = task / ngroup % Cin, grp = task % ngroup;
+        real clip[NC][NO] = {{0}};
+        for (int t = 0; t < To; t++) {
+            real frame[NC][NO] = {{0}};
+            for (int h = 0; h < Ho; h++) {
+                const real *x[NC];
+                for (int k = 0; k < per; k++) {
+                    int tap = grp * per + k, a = tap / (kh * kw), c = tap / kw % kh, d = tap % kw;
+                    x[k] = xp + (size_t)i * g->cs + ((size_t)(t * st + a) * g->Hp + h * sh + c) * g->Wrow + col_index(g, d);
+                }
+                real row[NC][NO];
+                const real *dyrow = dyt + ((size_t)t * Ho + h) * Wo * Coutp + (size_t)ob * NO;
+                if (per == NC) wgrad_row(row, x, dyrow, Coutp, Wo, NC); /* constant nc: fully unrolled */
+                else wgrad_row(row, x, dyrow, Coutp, Wo, 1);
+                for (int k = 0; k < per; k++)
+                    for (int o = 0; o < NO; o++) frame[k][o] += row[k][o];
+            }
+            for (int k = 0; k < per; k++)
+                for (int o = 0; o < NO; o++) clip[k][o] += frame[k][o];
+        }
+        for (int k = 0; k < per; k++)
+            for (int o = 0; o < NO && ob * NO + o < Cout; o++)
+                dweight[((size_t)(ob * NO + o) * Cin + i) * K + grp * per + k] += clip[k][o];
+    }
+}
 
 /* For kernel offset c along one axis (input size n, padding p, stride s, n_out
    outputs), the outputs o whose input o*s + c - p lies inside [0, n) are
@@ -227,47 +469,46 @@ static void tap_range(int c, int p, int s, int n, int n_out, int *lo, int *hi) {
     *hi = last + 1 > first ? last + 1 : first;
 }
 
-/* y[o,t',h',w'] = b[o] + sum_{i,a,c,d} W[o,i,a,c,d] * xpad[i, t'st+a, h'sh+c, w'sw+d] */
-void conv3d_forward(real *out, const real *inp, const real *weight, const real *bias,
-                    int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
-                    int st, int sh, int sw) {
-    // out (Cout, To, Ho, Wo), inp (Cin, T, H, W), weight (Cout, Cin, kt, kh, kw), bias (Cout)
+/* dinp of a strided conv (the downsampling layers), directly: each thread
+   owns whole input frames (i, t) and gathers, for each o, the taps that read
+   them in decreasing tap order (= increasing output order) */
+static void conv_dinp_strided(real *dinp, const real *dout, const real *weight, int Cin, int T, int H, int W,
+                              int Cout, int kt, int kh, int kw, int st, int sh, int sw) {
     int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw);
     int ph = kh / 2, pw = kw / 2;
     size_t HWo = (size_t)Ho * Wo, HW = (size_t)H * W;
 #pragma omp parallel
     {
-        real *part = xmalloc(HWo * sizeof(real)); /* sum over one input channel's taps */
+        real *part = xmalloc(HW * sizeof(real));
 #pragma omp for schedule(static)
-        for (int ot = 0; ot < Cout * To; ot++) {
-            int o = ot / To, t = ot % To;
-            real *y = out + (size_t)ot * HWo;
-            for (size_t p = 0; p < HWo; p++) y[p] = 0;
-            for (int i = 0; i < Cin; i++) {
-                for (size_t p = 0; p < HWo; p++) part[p] = 0;
-                for (int a = 0; a < kt; a++) {
-                    int ti = t * st + a - (kt - 1);
-                    if (ti < 0) continue; /* causal padding: zeros in front */
-                    const real *xf = inp + ((size_t)i * T + ti) * HW;
+        for (int it = 0; it < Cin * T; it++) {
+            int i = it / T, t = it % T;
+            real *dx = dinp + (size_t)it * HW;
+            for (size_t p = 0; p < HW; p++) dx[p] = 0;
+            for (int o = 0; o < Cout; o++) {
+                for (size_t p = 0; p < HW; p++) part[p] = 0;
+                for (int a = kt - 1; a >= 0; a--) {
+                    int num = t + (kt - 1) - a; /* = t' * st */
+                    if (num % st != 0 || num / st >= To) continue;
+                    const real *dyf = dout + ((size_t)o * To + num / st) * HWo;
                     const real *wk = weight + (((size_t)o * Cin + i) * kt + a) * kh * kw;
-                    for (int c = 0; c < kh; c++) {
+                    for (int c = kh - 1; c >= 0; c--) {
                         int hlo, hhi;
                         tap_range(c, ph, sh, H, Ho, &hlo, &hhi);
-                        for (int d = 0; d < kw; d++) {
+                        for (int d = kw - 1; d >= 0; d--) {
                             int wlo, whi;
                             tap_range(d, pw, sw, W, Wo, &wlo, &whi);
                             real wv = wk[c * kw + d];
                             for (int h = hlo; h < hhi; h++) {
-                                const real *xr = xf + (size_t)(h * sh + c - ph) * W;
-                                real *pr = part + (size_t)h * Wo;
-                                for (int w = wlo; w < whi; w++) pr[w] += wv * xr[w * sw + d - pw];
+                                const real *dyr = dyf + (size_t)h * Wo;
+                                real *pr = part + (size_t)(h * sh + c - ph) * W;
+                                for (int w = wlo; w < whi; w++) pr[w * sw + d - pw] = FMA(wv, dyr[w], pr[w * sw + d - pw]);
                             }
                         }
                     }
                 }
-                for (size_t p = 0; p < HWo; p++) y[p] += part[p];
+                for (size_t p = 0; p < HW; p++) dx[p] += part[p];
             }
-            for (size_t p = 0; p < HWo; p++) y[p] += bias[o];
         }
         free(part);
     }
@@ -277,92 +518,33 @@ void conv3d_backward(real *dinp, real *dweight, real *dbias, const real *dout, c
                      const real *weight, int Cin, int T, int H, int W, int Cout, int kt, int kh,
                      int kw, int st, int sh, int sw) {
     // dinp (Cin, T, H, W) written; dweight, dbias accumulated; dout (Cout, To, Ho, Wo)
-    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw);
-    int ph = kh / 2, pw = kw / 2;
-    size_t HWo = (size_t)Ho * Wo, HW = (size_t)H * W;
-    int K = kt * kh * kw;
+    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw), K = kt * kh * kw;
 
     // in the forward pass: y[o,t',h',w'] += W[o,i,a,c,d] * x[i, t'st+a-(kt-1), h'sh+c-ph, w'sw+d-pw]
-    // so dx[i,t,h,w] gathers W * dy over every (o, tap) that read it. Each
-    // thread owns whole input frames (i, t): no two threads write one element.
-    if (dinp) {
-#pragma omp parallel
-        {
-            real *part = xmalloc(HW * sizeof(real));
-#pragma omp for schedule(static)
-            for (int it = 0; it < Cin * T; it++) {
-                int i = it / T, t = it % T;
-                real *dx = dinp + (size_t)it * HW;
-                for (size_t p = 0; p < HW; p++) dx[p] = 0;
-                for (int o = 0; o < Cout; o++) {
-                    for (size_t p = 0; p < HW; p++) part[p] = 0;
-                    /* taps in decreasing order = outputs in increasing order */
-                    for (int a = kt - 1; a >= 0; a--) {
-                        int num = t + (kt - 1) - a; /* = t' * st */
-                        if (num % st != 0 || num / st >= To) continue;
-                        const real *dyf = dout + ((size_t)o * To + num / st) * HWo;
-                        const real *wk = weight + (((size_t)o * Cin + i) * kt + a) * kh * kw;
-                        for (int c = kh - 1; c >= 0; c--) {
-                            int hlo, hhi;
-                            tap_range(c, ph, sh, H, Ho, &hlo, &hhi);
-                            for (int d = kw - 1; d >= 0; d--) {
-                                int wlo, whi;
-                                tap_range(d, pw, sw, W, Wo, &wlo, &whi);
-                                real wv = wk[c * kw + d];
-                                for (int h = hlo; h < hhi; h++) {
-                                    const real *dyr = dyf + (size_t)h * Wo;
-                                    real *pr = part + (size_t)(h * sh + c - ph) * W;
-                                    for (int w = wlo; w < whi; w++) pr[w * sw + d - pw] += wv * dyr[w];
-                                }
-                            }
-                        }
-                    }
-                    for (size_t p = 0; p < HW; p++) dx[p] += part[p];
-                }
-            }
-            free(part);
-        }
+    // so dx[i,t,h,w] = sum_o sum_{a,c,d} W[o,i,a,c,d] * dy[o, t+(kt-1)-a, h+ph-c, w+pw-d]:
+    // for stride 1, a convolution of dy (padded kt-1 frames at the end) with the flipped kernel
+    if (dinp && st == 1 && sh == 1 && sw == 1) {
+        Padded g;
+        int qh = kh - 1 - kh / 2, qw = kw - 1 - kw / 2;
+        const real *dyp = pad_input(SCR_DYPAD, &g, dout, Cout, To, Ho, Wo, 0, kt - 1, qh, qw, 1);
+        const real *wpk = pack_weights(weight, Cout, Cin, K, 1);
+        conv_padded(dinp, dyp, &g, wpk, NULL, Cout, Cin, T, H, W, kt, kh, kw, 1, 1);
+    } else if (dinp) {
+        conv_dinp_strided(dinp, dout, weight, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw);
     }
 
-    // dW[o,i,a,c,d] += sum_{t',h',w'} dy[o,t',h',w'] * xpad[i, ...]: one thread per (o, i)
-#pragma omp parallel for schedule(static)
-    for (int oi = 0; oi < Cout * Cin; oi++) {
-        int o = oi / Cin, i = oi % Cin;
-        real *dw = dweight + (size_t)oi * K;
-        for (int a = 0; a < kt; a++) {
-            for (int c = 0; c < kh; c++) {
-                int hlo, hhi;
-                tap_range(c, ph, sh, H, Ho, &hlo, &hhi);
-                real clip[16] = {0}; /* one accumulator per d: kw <= 16 */
-                for (int t = 0; t < To; t++) {
-                    int ti = t * st + a - (kt - 1);
-                    if (ti < 0) continue;
-                    const real *xf = inp + ((size_t)i * T + ti) * HW;
-                    const real *dyf = dout + ((size_t)o * To + t) * HWo;
-                    real frame[16] = {0};
-                    for (int h = hlo; h < hhi; h++) {
-                        const real *xr = xf + (size_t)(h * sh + c - ph) * W;
-                        const real *dyr = dyf + (size_t)h * Wo;
-                        for (int d = 0; d < kw; d++) {
-                            int wlo, whi;
-                            tap_range(d, pw, sw, W, Wo, &wlo, &whi);
-                            real row = 0;
-                            for (int w = wlo; w < whi; w++) row += dyr[w] * xr[w * sw + d - pw];
-                            frame[d] += row;
-                        }
-                    }
-                    for (int d = 0; d < kw; d++) clip[d] += frame[d];
-                }
-                for (int d = 0; d < kw; d++) dw[(a * kh + c) * kw + d] += clip[d];
-            }
-        }
+    // dW[o,i,a,c,d] += sum_{t',h',w'} dy[o,t',h',w'] * xpad[i, t'st+a, h'sh+c, w'sw+d]
+    if (dweight) {
+        Padded g;
+        const real *xp = pad_input(SCR_PAD, &g, inp, Cin, T, H, W, kt - 1, 0, kh / 2, kw / 2, sw);
+        conv_wgrad(dweight, dout, xp, &g, Cin, Cout, To, Ho, Wo, kt, kh, kw, st, sh, sw);
     }
 
     // y = ... + b[o], so db[o] += sum of dy over the whole output plane stack
     if (dbias) {
         for (int o = 0; o < Cout; o++) {
             Shape s = {1, To, Ho, Wo};
-            dbias[o] += (real)sum_nested_d(dout + (size_t)o * To * HWo, s);
+            dbias[o] += (real)sum_nested_d(dout + (size_t)o * To * Ho * Wo, s);
         }
     }
 }
@@ -1051,6 +1233,8 @@ void ivae_model_free(IvaeModel *m) {
     free(m->info);
     free(m->params);
     free(m->grads);
+    free(m->adam_m);
+    free(m->adam_v);
     free(m);
 }
 
@@ -1079,6 +1263,42 @@ void ivae_init_params(IvaeModel *m, uint64_t seed) {
 }
 
 void ivae_zero_grad(IvaeModel *m) { memset(m->grads, 0, m->n_params * sizeof(real)); }
+
+/* --- the optimizer: AdamW (Loshchilov & Hutter) --------------------------- */
+
+void ivae_adamw_defaults(IvaeAdamW *h) {
+    h->lr = (real)1e-3;
+    h->beta1 = (real)0.9;
+    h->beta2 = (real)0.999;
+    h->eps = (real)1e-8;
+    h->weight_decay = 0;
+}
+
+/* m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr (mhat / (sqrt(vhat) + eps) + wd p),
+   mhat = m / (1 - b1^t), vhat = v / (1 - b2^t). Weight decay only on conv
+   weights (5-D tensors): biases, SMC scales and gains are not pulled to 0. */
+void ivae_adamw_step(IvaeModel *m, const IvaeAdamW *h) {
+    if (!m->adam_m) {
+        m->adam_m = xcalloc(m->n_params * sizeof(real));
+        m->adam_v = xcalloc(m->n_params * sizeof(real));
+    }
+    m->step++;
+    real c1 = (real)(1 - pow((double)h->beta1, (double)m->step));
+    real c2 = (real)(1 - pow((double)h->beta2, (double)m->step));
+    for (int t = 0; t < m->n_tensors; t++) {
+        const IvaeParamInfo *p = &m->info[t];
+        real wd = p->ndim == 5 ? h->weight_decay : 0;
+        real *w = m->params + p->offset, *g = m->grads + p->offset;
+        real *mm = m->adam_m + p->offset, *vv = m->adam_v + p->offset;
+#pragma omp parallel for schedule(static)
+        for (size_t j = 0; j < p->numel; j++) {
+            mm[j] = h->beta1 * mm[j] + (1 - h->beta1) * g[j];
+            vv[j] = h->beta2 * vv[j] + (1 - h->beta2) * (g[j] * g[j]);
+            real mhat = mm[j] / c1, vhat = vv[j] / c2;
+            w[j] = w[j] - h->lr * (mhat / (SQRT(vhat) + h->eps) + wd * w[j]);
+        }
+    }
+}
 
 /* --- running the layer graph ---------------------------------------------- */
 

@@ -81,6 +81,8 @@ struct IvaeModel {
     size_t n_params;
     real *params;           /* (n_params) one allocation, all tensors */
     real *grads;            /* (n_params) same layout */
+    real *adam_m, *adam_v;  /* (n_params) AdamW moments, NULL until the first step */
+    long step;              /* optimizer steps taken */
     struct IvaeImpl *impl;  /* layer graph, scratch, saved activations */
 };
 
@@ -127,6 +129,32 @@ int ivae_batch_grad(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts
    pixels (3, T, H, W) with T = (Tz - 1) * time_factor + 1. */
 int ivae_encode(IvaeModel *m, const real *x, int T, int H, int W, real *mu);
 int ivae_decode(IvaeModel *m, const real *z, int Tz, int Hz, int Wz, real *xhat);
+
+/* ------------------------------------------------------------------------ */
+/* the optimizer */
+
+typedef struct {
+    real lr;                /* learning rate of this step */
+    real beta1, beta2, eps; /* AdamW moments, defaults 0.9, 0.999, 1e-8 */
+    real weight_decay;      /* decoupled; applied to conv weights only */
+} IvaeAdamW;
+
+void ivae_adamw_defaults(IvaeAdamW *h);
+/* one AdamW step on m->params from m->grads; the moments m->adam_m and
+   m->adam_v (allocated on first use) and m->step live in the model */
+void ivae_adamw_step(IvaeModel *m, const IvaeAdamW *h);
+
+/* ------------------------------------------------------------------------ */
+/* the layers (SPEC 2), for tests and benchmarks; sizes as in ivae.c.
+   Backward functions write dinp and accumulate dweight and dbias; any of
+   the three may be NULL to skip it. */
+
+void conv3d_forward(real *out, const real *inp, const real *weight, const real *bias,
+                    int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
+                    int st, int sh, int sw);
+void conv3d_backward(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp,
+                     const real *weight, int Cin, int T, int H, int W, int Cout, int kt, int kh,
+                     int kw, int st, int sh, int sw);
 
 /* ------------------------------------------------------------------------ */
 /* checkpoints: safetensors (SPEC 5) */
