@@ -296,9 +296,11 @@ static void pad_geometry(Padded *g, int T, int H, int W, int tfront, int tback, 
     g->cs = (size_t)g->Tp * g->Hp * g->Wrow;
 }
 
-/* xp = x zero-padded (tfront/tback frames, ph rows, pw columns), phase-split */
-static real *pad_input(int slot, Padded *g, const real *x, int C, int T, int H, int W, int tfront,
-                       int tback, int ph, int pw, int sw) {
+/* xp = x zero-padded (tfront/tback frames, ph rows, pw columns), phase-split.
+   When streaming, the tfront frames in front are the previous chunk's last
+   frames, prev (C, tfront, H, W), instead of zeros. */
+static real *pad_input(int slot, Padded *g, const real *x, int C, int T, int H, int W, const real *prev,
+                       int tfront, int tback, int ph, int pw, int sw) {
     pad_geometry(g, T, H, W, tfront, tback, ph, pw, sw);
     size_t n = (size_t)C * g->cs + pad_slack(g);
     real *xp = scratch(slot, n);
@@ -308,9 +310,9 @@ static real *pad_input(int slot, Padded *g, const real *x, int C, int T, int H, 
         int c = ct / G.Tp, tp = ct % G.Tp, t = tp - tfront;
         real *f = xp + (size_t)ct * G.Hp * G.Wrow;
         memset(f, 0, (size_t)G.Hp * G.Wrow * sizeof(real));
-        if (t < 0 || t >= T) continue;
+        if (t >= T || (t < 0 && !prev)) continue;
         for (int h = 0; h < H; h++) {
-            const real *src = x + (((size_t)c * T + t) * H + h) * W;
+            const real *src = t >= 0 ? x + (((size_t)c * T + t) * H + h) * W : prev + (((size_t)c * tfront + tp) * H + h) * W;
             real *dst = f + (size_t)(h + ph) * G.Wrow;
             for (int w = 0; w < W; w++) dst[col_index(&G, w + pw)] = src[w];
         }
@@ -347,10 +349,11 @@ static inline void conv_tile(real *restrict y, size_t ystride, int n_o, int n_w,
         for (int n = 0; n < n_w; n++) y[m * ystride + n] = bias ? acc[m][n] + bias[m] : acc[m][n];
 }
 
-/* out (Cout, To, Ho, Wo) from a padded input; wpk holds the weights packed
-   as (Cout/MR blocks, Cin, K, MR), zero rows past Cout */
+/* out (Cout, To, Ho, Wo) from a padded input whose frame t0 + t*st is output
+   frame t's first tap; wpk holds the weights packed as (Cout/MR blocks, Cin,
+   K, MR), zero rows past Cout */
 static void conv_padded(real *out, const real *xp, const Padded *g, const real *wpk, const real *bias, int Cin,
-                        int Cout, int To, int Ho, int Wo, int kt, int kh, int kw, int st, int sh) {
+                        int Cout, int t0, int To, int Ho, int Wo, int kt, int kh, int kw, int st, int sh) {
     int K = kt * kh * kw, toff[K];
     for (int a = 0; a < kt; a++)
         for (int c = 0; c < kh; c++)
@@ -361,7 +364,7 @@ static void conv_padded(real *out, const real *xp, const Padded *g, const real *
     for (int task = 0; task < nob * To * Ho; task++) {
         int ob = task / (To * Ho), t = task / Ho % To, h = task % Ho;
         int o0 = ob * MR, n_o = Cout - o0 < MR ? Cout - o0 : MR;
-        const real *xrow = xp + ((size_t)t * st * g->Hp + (size_t)h * sh) * g->Wrow;
+        const real *xrow = xp + ((size_t)(t0 + t * st) * g->Hp + (size_t)h * sh) * g->Wrow;
         for (int w0 = 0; w0 < Wo; w0 += NR)
             conv_tile(out + (size_t)o0 * plane + ((size_t)t * Ho + h) * Wo + w0, plane, n_o,
                       Wo - w0 < NR ? Wo - w0 : NR, xrow + w0, g->cs, toff, wpk + (size_t)ob * Cin * K * MR, Cin, K,
@@ -393,11 +396,26 @@ void conv3d_forward(real *out, const real *inp, const real *weight, const real *
                     int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
                     int st, int sh, int sw) {
     // out (Cout, To, Ho, Wo), inp (Cin, T, H, W), weight (Cout, Cin, kt, kh, kw), bias (Cout)
+    conv3d_forward_chunk(out, inp, NULL, 0, weight, bias, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw);
+}
+
+/* The forward pass on a chunk of a longer clip (streaming): inp holds frames
+   s0 .. s0+T-1 of the clip, prev the kt-1 frames before them (NULL at the
+   start: zeros, the causal padding). Computes every output frame t' whose
+   last tap t'*st falls in the chunk; returns how many there are. The outputs
+   are bit for bit those of the whole clip. */
+int conv3d_forward_chunk(real *out, const real *inp, const real *prev, int s0, const real *weight,
+                         const real *bias, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
+                         int st, int sh, int sw) {
+    int first = (s0 + st - 1) / st, last = (s0 + T - 1) / st, To = last - first + 1;
+    if (To <= 0) return 0;
     Padded g;
-    const real *xp = pad_input(SCR_PAD, &g, inp, Cin, T, H, W, kt - 1, 0, kh / 2, kw / 2, sw);
+    const real *xp = pad_input(SCR_PAD, &g, inp, Cin, T, H, W, prev, kt - 1, 0, kh / 2, kw / 2, sw);
     const real *wpk = pack_weights(weight, Cout, Cin, kt * kh * kw, 0);
-    conv_padded(out, xp, &g, wpk, bias, Cin, Cout, conv_out_t(T, st), conv_out_s(H, kh, sh), conv_out_s(W, kw, sw),
+    /* padded frame j is clip frame s0 - (kt-1) + j; output t' starts at clip frame t'*st - (kt-1) */
+    conv_padded(out, xp, &g, wpk, bias, Cin, Cout, first * st - s0, To, conv_out_s(H, kh, sh), conv_out_s(W, kw, sw),
                 kt, kh, kw, st, sh);
+    return To;
 }
 
 /* One weight-gradient tile: NO output channels x nc taps of input channel i.
@@ -526,9 +544,9 @@ void conv3d_backward(real *dinp, real *dweight, real *dbias, const real *dout, c
     if (dinp && st == 1 && sh == 1 && sw == 1) {
         Padded g;
         int qh = kh - 1 - kh / 2, qw = kw - 1 - kw / 2;
-        const real *dyp = pad_input(SCR_DYPAD, &g, dout, Cout, To, Ho, Wo, 0, kt - 1, qh, qw, 1);
+        const real *dyp = pad_input(SCR_DYPAD, &g, dout, Cout, To, Ho, Wo, NULL, 0, kt - 1, qh, qw, 1);
         const real *wpk = pack_weights(weight, Cout, Cin, K, 1);
-        conv_padded(dinp, dyp, &g, wpk, NULL, Cout, Cin, T, H, W, kt, kh, kw, 1, 1);
+        conv_padded(dinp, dyp, &g, wpk, NULL, Cout, Cin, 0, T, H, W, kt, kh, kw, 1, 1);
     } else if (dinp) {
         conv_dinp_strided(dinp, dout, weight, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw);
     }
@@ -536,7 +554,7 @@ void conv3d_backward(real *dinp, real *dweight, real *dbias, const real *dout, c
     // dW[o,i,a,c,d] += sum_{t',h',w'} dy[o,t',h',w'] * xpad[i, t'st+a, h'sh+c, w'sw+d]
     if (dweight) {
         Padded g;
-        const real *xp = pad_input(SCR_PAD, &g, inp, Cin, T, H, W, kt - 1, 0, kh / 2, kw / 2, sw);
+        const real *xp = pad_input(SCR_PAD, &g, inp, Cin, T, H, W, NULL, kt - 1, 0, kh / 2, kw / 2, sw);
         conv_wgrad(dweight, dout, xp, &g, Cin, Cout, To, Ho, Wo, kt, kh, kw, st, sh, sw);
     }
 
@@ -771,16 +789,22 @@ void attention_backward(real *dqkv, const real *dout, const real *att, const rea
 /* --- 2.8 nearest-neighbour upsampling ------------------------------------- */
 
 /* output frame j comes from input frame (j+1)/2 when temporal (T -> 2T-1:
-   repeat each frame, drop the first), from frame j otherwise */
-static int up_src_frame(int j, int temporal) { return temporal ? (j + 1) / 2 : j; }
+   repeat each frame, drop the first), from frame j otherwise. A chunk that
+   does not start the clip (first = 0) keeps both copies: T -> 2T, j from j/2. */
+static int up_src_frame(int j, int temporal, int first) { return temporal ? (first ? (j + 1) / 2 : j / 2) : j; }
+static int up_frames(int T, int temporal, int first) { return temporal ? (first ? 2 * T - 1 : 2 * T) : T; }
 
 void upsample_forward(real *out, const real *inp, int C, int T, int H, int W, int temporal) {
+    upsample_chunk(out, inp, C, T, H, W, temporal, 1);
+}
+
+void upsample_chunk(real *out, const real *inp, int C, int T, int H, int W, int temporal, int first) {
     // out (C, To, 2H, 2W), inp (C, T, H, W)
-    int To = temporal ? 2 * T - 1 : T, Ho = 2 * H, Wo = 2 * W;
+    int To = up_frames(T, temporal, first), Ho = 2 * H, Wo = 2 * W;
 #pragma omp parallel for schedule(static)
     for (int cj = 0; cj < C * To; cj++) {
         int c = cj / To, j = cj % To;
-        const real *xf = inp + ((size_t)c * T + up_src_frame(j, temporal)) * H * W;
+        const real *xf = inp + ((size_t)c * T + up_src_frame(j, temporal, first)) * H * W;
         real *yf = out + (size_t)cj * Ho * Wo;
         for (int h = 0; h < Ho; h++)
             for (int w = 0; w < Wo; w++) yf[h * Wo + w] = xf[(h / 2) * W + w / 2];
@@ -797,7 +821,7 @@ void upsample_backward(real *dinp, const real *dout, int C, int T, int H, int W,
         real *dx = dinp + (size_t)ct * H * W;
         for (int p = 0; p < H * W; p++) dx[p] = 0;
         for (int j = 0; j < To; j++) {
-            if (up_src_frame(j, temporal) != t) continue;
+            if (up_src_frame(j, temporal, 1) != t) continue;
             const real *dyf = dout + ((size_t)c * To + j) * Ho * Wo;
             for (int h = 0; h < H; h++)
                 for (int w = 0; w < W; w++) {
@@ -1013,6 +1037,11 @@ typedef struct {
     Smc c1, c2;      /* RES */
     int shortcut;    /* RES: Cin != Cout */
     int temporal;    /* UP */
+    /* streaming (chunked inference): the clip frame at which the next chunk
+       starts, and for each conv with kt > 1 the last kt-1 frames of its input */
+    int t_next;
+    real *cache[2];
+    size_t cache_cap[2];
     /* saved by the forward pass of the current sample */
     Shape in, out;
     const real *x;   /* the block's input */
@@ -1028,6 +1057,7 @@ struct IvaeImpl {
     int *fan_in;      /* (n_tensors) */
     real *eff, *deff; /* (n_params) SMC effective weights and their gradients */
     Arena arena;
+    int streaming;    /* blocks run on chunks, convs pad from their caches */
 };
 
 static size_t add_tensor(IvaeModel *m, const char *name, int init, int fan_in, int ndim, int s0,
@@ -1211,11 +1241,14 @@ IvaeModel *ivae_model_new(const IvaeConfig *cfg) {
 }
 
 static void free_blocks(Block *b, int n) {
-    for (int j = 0; j < n; j++)
+    for (int j = 0; j < n; j++) {
         if (b[j].kind == BLK_RES) {
             free(b[j].c1.norm);
             free(b[j].c2.norm);
         }
+        free(b[j].cache[0]);
+        free(b[j].cache[1]);
+    }
     free(b);
 }
 
@@ -1329,12 +1362,44 @@ static Shape conv_out_shape(const Conv *c, Shape s) {
     return o;
 }
 
-/* y = conv(x) with the weight read from wbase (params, or eff for an SMC) */
-static real *conv_fwd(IvaeModel *m, const Conv *c, const real *wbase, const real *x, Shape s, Shape *os) {
+/* keeps the last kt-1 frames of the sequence [prev | x] (prev NULL: zeros) */
+static void cache_update(Block *b, int slot, const real *x, Shape s, int keep) {
+    size_t fr = (size_t)s.H * s.W, n = (size_t)s.C * keep * fr;
+    if (b->cache_cap[slot] < n) {
+        free(b->cache[slot]);
+        b->cache[slot] = xcalloc(n * sizeof(real));
+        b->cache_cap[slot] = n;
+    }
+    real *cache = b->cache[slot];
+    int had = b->t_next > 0; /* before the first chunk the cache holds zeros */
+    for (int c = 0; c < s.C; c++)
+        for (int j = 0; j < keep; j++) { /* ascending j: reads q > j, not yet overwritten */
+            int q = s.T + j;             /* index in [prev (keep frames) | x] */
+            real *dst = cache + ((size_t)c * keep + j) * fr;
+            if (q >= keep) memcpy(dst, x + ((size_t)c * s.T + q - keep) * fr, fr * sizeof(real));
+            else if (had) memmove(dst, cache + ((size_t)c * keep + q) * fr, fr * sizeof(real));
+            else memset(dst, 0, fr * sizeof(real));
+        }
+}
+
+/* y = conv(x) with the weight read from wbase (params, or eff for an SMC).
+   Streaming, x is a chunk starting at clip frame s0, and the frames in front
+   of it come from the conv's cache (slot) instead of zero padding. */
+static real *conv_fwd(IvaeModel *m, Block *b, int slot, const Conv *c, const real *wbase, const real *x, Shape s,
+                      Shape *os, int s0) {
     *os = conv_out_shape(c, s);
+    if (!m->impl->streaming) {
+        real *y = arena_alloc(&m->impl->arena, shape_numel(*os));
+        conv3d_forward(y, x, wbase + c->w, m->params + c->b, c->cin, s.T, s.H, s.W, c->cout, c->kt, c->kh, c->kw,
+                       c->st, c->sh, c->sw);
+        return y;
+    }
+    os->T = (s0 + s.T - 1) / c->st - (s0 + c->st - 1) / c->st + 1;
     real *y = arena_alloc(&m->impl->arena, shape_numel(*os));
-    conv3d_forward(y, x, wbase + c->w, m->params + c->b, c->cin, s.T, s.H, s.W, c->cout, c->kt,
-                   c->kh, c->kw, c->st, c->sh, c->sw);
+    const real *prev = c->kt > 1 && b->t_next > 0 ? b->cache[slot] : NULL;
+    conv3d_forward_chunk(y, x, prev, s0, wbase + c->w, m->params + c->b, c->cin, s.T, s.H, s.W, c->cout, c->kt,
+                         c->kh, c->kw, c->st, c->sh, c->sw);
+    if (c->kt > 1) cache_update(b, slot, x, s, c->kt - 1);
     return y;
 }
 
@@ -1352,34 +1417,37 @@ static real *silu_fwd(IvaeModel *m, const real *x, Shape s) {
     return y;
 }
 
+/* runs block b on x (the whole clip, or in streaming mode the next chunk) */
 static const real *block_forward(IvaeModel *m, Block *b, const real *x, Shape s) {
     real *P = m->params, *E = m->impl->eff;
     Arena *A = &m->impl->arena;
     Shape os = s, tmp;
+    int s0 = m->impl->streaming ? b->t_next : 0; /* clip frame of x's frame 0 */
     b->in = s;
     b->x = x;
     switch (b->kind) {
     case BLK_CONV:
-        b->y = conv_fwd(m, &b->conv, P, x, s, &os);
+        b->y = conv_fwd(m, b, 0, &b->conv, P, x, s, &os, s0);
         break;
     case BLK_SILU_CONV:
         b->a1 = silu_fwd(m, x, s);
-        b->y = conv_fwd(m, &b->conv, P, b->a1, s, &os);
+        b->y = conv_fwd(m, b, 0, &b->conv, P, b->a1, s, &os, s0);
         break;
     case BLK_UP: {
-        Shape us = {s.C, b->temporal ? 2 * s.T - 1 : s.T, 2 * s.H, 2 * s.W};
+        int first = s0 == 0;
+        Shape us = {s.C, up_frames(s.T, b->temporal, first), 2 * s.H, 2 * s.W};
         b->a1 = arena_alloc(A, shape_numel(us));
-        upsample_forward(b->a1, x, s.C, s.T, s.H, s.W, b->temporal);
-        b->y = conv_fwd(m, &b->conv, P, b->a1, us, &os);
+        upsample_chunk(b->a1, x, s.C, s.T, s.H, s.W, b->temporal, first);
+        b->y = conv_fwd(m, b, 0, &b->conv, P, b->a1, us, &os, b->temporal && !first ? 2 * s0 - 1 : s0);
         break;
     }
     case BLK_RES: {
         // h = smc1(silu(x)); h = smc2(silu(h)); out = shortcut(x) + h
         b->a1 = silu_fwd(m, x, s);
-        b->h1 = conv_fwd(m, &b->c1.c, E, b->a1, s, &tmp);
+        b->h1 = conv_fwd(m, b, 0, &b->c1.c, E, b->a1, s, &tmp, s0);
         b->a2 = silu_fwd(m, b->h1, tmp);
-        b->y = conv_fwd(m, &b->c2.c, E, b->a2, tmp, &os);
-        const real *sc = b->shortcut ? conv_fwd(m, &b->conv, P, x, s, &tmp) : x;
+        b->y = conv_fwd(m, b, 1, &b->c2.c, E, b->a2, tmp, &os, s0);
+        const real *sc = b->shortcut ? conv_fwd(m, b, 0, &b->conv, P, x, s, &tmp, s0) : x;
         size_t n = shape_numel(os);
         for (size_t j = 0; j < n; j++) b->y[j] = sc[j] + b->y[j];
         break;
@@ -1391,16 +1459,17 @@ static const real *block_forward(IvaeModel *m, Block *b, const real *x, Shape s)
         b->n = arena_alloc(A, shape_numel(s));
         b->nrm = arena_alloc(A, N);
         pixelnorm_forward(b->n, b->nrm, x, s.C, N);
-        b->qkv = conv_fwd(m, &b->conv, P, b->n, s, &tmp);
+        b->qkv = conv_fwd(m, b, 0, &b->conv, P, b->n, s, &tmp, s0);
         b->att = arena_alloc(A, N * L);
         b->o = arena_alloc(A, shape_numel(s));
         attention_forward(b->o, b->att, b->qkv, s.C, s.T, s.H, s.W, m->cfg.attn);
-        b->y = conv_fwd(m, &b->proj, P, b->o, s, &os);
+        b->y = conv_fwd(m, b, 0, &b->proj, P, b->o, s, &os, s0);
         for (size_t j = 0; j < shape_numel(s); j++) b->y[j] = x[j] + b->y[j];
         break;
     }
     }
     b->out = os;
+    if (m->impl->streaming) b->t_next += s.T;
     return b->y;
 }
 
@@ -1566,26 +1635,94 @@ int ivae_batch_grad(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts
     return 0;
 }
 
-int ivae_encode(IvaeModel *m, const real *x, int T, int H, int W, real *mu) {
-    Shape zs, hs, xs = {3, T, H, W};
-    if (check_input(m, x, T, H, W, &zs) != 0) return -1;
-    for_each_smc(m, smc_prepare);
+/* --- inference: whole clips, or streamed chunk by chunk ------------------- */
+
+/* copies frames [t0, t0+n) of a (C, T, H, W) tensor to or from a (C, n, H, W) one */
+static void copy_frames(real *dst, int dT, int dt0, const real *src, int sT, int st0, int C, int n, size_t fr) {
+    for (int c = 0; c < C; c++)
+        memcpy(dst + ((size_t)c * dT + dt0) * fr, src + ((size_t)c * sT + st0) * fr, (size_t)n * fr * sizeof(real));
+}
+
+static void encode_whole(IvaeModel *m, const real *x, Shape xs, real *mu, Shape zs) {
+    Shape hs;
     arena_reset(&m->impl->arena);
     const real *h = run_forward(m, m->impl->enc, m->impl->n_enc, x, xs, &hs);
     memcpy(mu, h, shape_numel(zs) * sizeof(real));
+}
+
+static void decode_whole(IvaeModel *m, const real *z, Shape zs, real *xhat) {
+    Shape os;
+    arena_reset(&m->impl->arena);
+    const real *y = run_forward(m, m->impl->dec, m->impl->n_dec, z, zs, &os);
+    memcpy(xhat, y, shape_numel(os) * sizeof(real));
+}
+
+static void stream_begin(IvaeModel *m, Block *blocks, int nb) {
+    m->impl->streaming = 1;
+    for (int j = 0; j < nb; j++) blocks[j].t_next = 0;
+}
+
+/* The encoder streamed: chunks of 1, then time_factor frames, each giving one
+   latent frame; every causal conv keeps the last kt-1 frames of its input
+   between chunks, so memory does not grow with the clip and every output is
+   bit for bit the whole clip's. */
+static void encode_stream(IvaeModel *m, const real *x, Shape xs, real *mu, Shape zs) {
+    struct IvaeImpl *I = m->impl;
+    size_t fr = (size_t)xs.H * xs.W, zfr = (size_t)zs.H * zs.W;
+    int ft = ivae_time_factor(&m->cfg);
+    stream_begin(m, I->enc, I->n_enc);
+    for (int t0 = 0, k = 0; t0 < xs.T; k++) {
+        int n = t0 == 0 ? 1 : ft;
+        arena_reset(&I->arena);
+        Shape cs = {3, n, xs.H, xs.W}, hs;
+        real *chunk = arena_alloc(&I->arena, shape_numel(cs));
+        copy_frames(chunk, n, 0, x, xs.T, t0, 3, n, fr);
+        const real *h = run_forward(m, I->enc, I->n_enc, chunk, cs, &hs); /* (2z, 1, Hz, Wz) */
+        copy_frames(mu, zs.T, k, h, hs.T, 0, zs.C, 1, zfr);
+        t0 += n;
+    }
+    I->streaming = 0;
+}
+
+/* the decoder streamed one latent frame at a time */
+static void decode_stream(IvaeModel *m, const real *z, Shape zs, real *xhat, Shape xs) {
+    struct IvaeImpl *I = m->impl;
+    size_t fr = (size_t)xs.H * xs.W, zfr = (size_t)zs.H * zs.W;
+    stream_begin(m, I->dec, I->n_dec);
+    for (int k = 0, t0 = 0; k < zs.T; k++) {
+        arena_reset(&I->arena);
+        Shape cs = {zs.C, 1, zs.H, zs.W}, os;
+        real *chunk = arena_alloc(&I->arena, shape_numel(cs));
+        copy_frames(chunk, 1, 0, z, zs.T, k, zs.C, 1, zfr);
+        const real *y = run_forward(m, I->dec, I->n_dec, chunk, cs, &os);
+        copy_frames(xhat, xs.T, t0, y, os.T, 0, 3, os.T, fr);
+        t0 += os.T;
+    }
+    I->streaming = 0;
+}
+
+/* Streaming needs attention within a frame; causal attention looks at every
+   earlier frame, so that mode runs on the whole clip at once. */
+int ivae_encode(IvaeModel *m, const real *x, int T, int H, int W, real *mu) {
+    Shape zs, xs = {3, T, H, W};
+    if (check_input(m, x, T, H, W, &zs) != 0) return -1;
+    for_each_smc(m, smc_prepare);
+    if (m->cfg.attn == IVAE_ATTN_FRAME) encode_stream(m, x, xs, mu, zs);
+    else encode_whole(m, x, xs, mu, zs);
     return 0;
 }
 
 int ivae_decode(IvaeModel *m, const real *z, int Tz, int Hz, int Wz, real *xhat) {
-    Shape zs = {m->cfg.z_ch, Tz, Hz, Wz}, os;
+    Shape zs = {m->cfg.z_ch, Tz, Hz, Wz};
     if (!z || Tz < 1 || Hz < 1 || Wz < 1) {
         ivae_set_error("latent shape %dx%dx%d must be positive", Tz, Hz, Wz);
         return -1;
     }
+    int fs = ivae_space_factor(&m->cfg);
+    Shape xs = {3, (Tz - 1) * ivae_time_factor(&m->cfg) + 1, Hz * fs, Wz * fs};
     for_each_smc(m, smc_prepare);
-    arena_reset(&m->impl->arena);
-    const real *y = run_forward(m, m->impl->dec, m->impl->n_dec, z, zs, &os);
-    memcpy(xhat, y, shape_numel(os) * sizeof(real));
+    if (m->cfg.attn == IVAE_ATTN_FRAME) decode_stream(m, z, zs, xhat, xs);
+    else decode_whole(m, z, zs, xhat);
     return 0;
 }
 

@@ -126,7 +126,9 @@ typedef struct {
 int ivae_batch_grad(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts *opts, IvaeLoss *out);
 
 /* Inference: encode returns mu (z, Tz, Hz, Wz); decode maps a latent to
-   pixels (3, T, H, W) with T = (Tz - 1) * time_factor + 1. */
+   pixels (3, T, H, W) with T = (Tz - 1) * time_factor + 1. Both stream the
+   clip through the causal convolutions chunk by chunk (frame attention), so
+   their memory does not grow with the number of frames. */
 int ivae_encode(IvaeModel *m, const real *x, int T, int H, int W, real *mu);
 int ivae_decode(IvaeModel *m, const real *z, int Tz, int Hz, int Wz, real *xhat);
 
@@ -152,6 +154,11 @@ void ivae_adamw_step(IvaeModel *m, const IvaeAdamW *h);
 void conv3d_forward(real *out, const real *inp, const real *weight, const real *bias,
                     int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
                     int st, int sh, int sw);
+int conv3d_forward_chunk(real *out, const real *inp, const real *prev, int s0, const real *weight,
+                         const real *bias, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
+                         int st, int sh, int sw);
+void upsample_forward(real *out, const real *inp, int C, int T, int H, int W, int temporal);
+void upsample_chunk(real *out, const real *inp, int C, int T, int H, int W, int temporal, int first);
 void conv3d_backward(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp,
                      const real *weight, int Cin, int T, int H, int W, int Cout, int kt, int kh,
                      int kw, int st, int sh, int sw);

@@ -8,6 +8,9 @@
  *    a clip that starts with that image, bit for bit; the later frames of the
  *    clip do not touch latent frame 0; the decoder is causal the same way.
  * 3. checkpoints: save then load gives the same bits.
+ * 4. streaming: encode and decode chunk by chunk (with the causal caches)
+ *    give the bits of the whole-clip pass (SPEC 8 allows 1e-6 relative; the
+ *    same operations in the same order give 0).
  */
 #include "../ivae.c"
 
@@ -118,10 +121,47 @@ static void test_checkpoint(const char *dir) {
     ivae_model_free(m);
 }
 
+/* max |a - b| / max |b| */
+static double rel_err(const real *a, const real *b, size_t n) {
+    double md = 0, mb = 0;
+    for (size_t j = 0; j < n; j++) {
+        if (fabs((double)a[j] - b[j]) > md) md = fabs((double)a[j] - b[j]);
+        if (fabs((double)b[j]) > mb) mb = fabs((double)b[j]);
+    }
+    return mb > 0 ? md / mb : md;
+}
+
+static void test_streaming(const char *preset, int T, int H, int W) {
+    IvaeModel *m = random_model(preset, 11);
+    int Tz, Hz, Wz;
+    ivae_latent_shape(&m->cfg, T, H, W, &Tz, &Hz, &Wz);
+    Shape xs = {3, T, H, W}, zs = {m->cfg.z_ch, Tz, Hz, Wz};
+    size_t nx = shape_numel(xs), nz = shape_numel(zs);
+    IvaeRng r = {5};
+    real *x = xmalloc(nx * sizeof(real)), *mu_s = xmalloc(nz * sizeof(real)), *mu_w = xmalloc(nz * sizeof(real));
+    real *y_s = xmalloc(nx * sizeof(real)), *y_w = xmalloc(nx * sizeof(real));
+    for (size_t j = 0; j < nx; j++) x[j] = (real)(2 * ivae_rng_uniform(&r) - 1);
+    for_each_smc(m, smc_prepare);
+    encode_whole(m, x, xs, mu_w, zs);
+    encode_stream(m, x, xs, mu_s, zs);
+    decode_whole(m, mu_w, zs, y_w);
+    decode_stream(m, mu_w, zs, y_s, xs);
+    double e_enc = rel_err(mu_s, mu_w, nz), e_dec = rel_err(y_s, y_w, nx);
+    char d[256];
+    snprintf(d, sizeof d, "%s, %dx%dx%d: encode e %.1e, decode e %.1e (%s)", preset, T, H, W, e_enc, e_dec,
+             memcmp(mu_s, mu_w, nz * sizeof(real)) || memcmp(y_s, y_w, nx * sizeof(real)) ? "not bit-identical" : "bit-identical");
+    report(e_enc <= 1e-6 && e_dec <= 1e-6, "streamed vs whole clip", d);
+    free(x), free(mu_s), free(mu_w), free(y_s), free(y_w);
+    ivae_model_free(m);
+}
+
 int main(int argc, char **argv) {
     test_exp();
     test_causality();
     test_checkpoint(argc > 1 ? argv[1] : ".");
+    test_streaming("ivae-s", 17, 32, 32);
+    test_streaming("ivae-xs", 9, 16, 24);
+    test_streaming("ivae-xs", 1, 16, 16);
     printf("%s: test_model\n", n_fail ? "FAIL" : "PASS");
     return n_fail ? 1 : 0;
 }
