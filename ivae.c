@@ -258,7 +258,7 @@ static int conv_out_s(int H, int k, int s) { return (H + 2 * (k / 2) - k) / s + 
 /* Scratch buffers that grow to the largest size asked for and are then
    reused: after the first step, the convolutions allocate nothing. Only
    called outside parallel regions. */
-enum { SCR_PAD, SCR_WPACK, SCR_DYT, SCR_DYPAD, SCR_N };
+enum { SCR_PAD, SCR_WPACK, SCR_DYT, SCR_DYPAD, SCR_THREAD, SCR_ATT, SCR_SMALL, SCR_N };
 static real *scr_buf[SCR_N];
 static size_t scr_cap[SCR_N];
 
@@ -270,6 +270,16 @@ static real *scratch(int slot, size_t n) {
     }
     return scr_buf[slot];
 }
+
+/* per-thread scratch: n floats for each thread, from one scratch slot */
+#ifdef _OPENMP
+static int max_threads(void) { return omp_get_max_threads(); }
+static int thread_id(void) { return omp_get_thread_num(); }
+#else
+static int max_threads(void) { return 1; }
+static int thread_id(void) { return 0; }
+#endif
+#define THREAD_SCRATCH(base, n) ((base) + (size_t)thread_id() * (n))
 
 /* the geometry of a padded, phase-split copy of a (C, T, H, W) tensor */
 typedef struct {
@@ -495,9 +505,10 @@ static void conv_dinp_strided(real *dinp, const real *dout, const real *weight, 
     int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw);
     int ph = kh / 2, pw = kw / 2;
     size_t HWo = (size_t)Ho * Wo, HW = (size_t)H * W;
+    real *parts = scratch(SCR_THREAD, HW * max_threads());
 #pragma omp parallel
     {
-        real *part = xmalloc(HW * sizeof(real));
+        real *part = THREAD_SCRATCH(parts, HW);
 #pragma omp for schedule(static)
         for (int it = 0; it < Cin * T; it++) {
             int i = it / T, t = it % T;
@@ -528,7 +539,6 @@ static void conv_dinp_strided(real *dinp, const real *dout, const real *weight, 
                 for (size_t p = 0; p < HW; p++) dx[p] += part[p];
             }
         }
-        free(part);
     }
 }
 
@@ -599,7 +609,7 @@ void smc_weight_backward(real *dweight, real *dscale, real *dgain, const real *d
     // d what_j / d u_m = g (delta_jm / n - u_j u_m / n^3), so with dot = sum_j dwhat_j u_j:
     //   du = (g / n) * (dwhat - u * dot / n^2),  dW = s[i] * du,  ds[i] = sum_{o,k} W * du,
     //   dg = sum dwhat * u / n = sum_o dot[o] / n[o]
-    real *dot = xmalloc((size_t)Cout * sizeof(real));
+    real *dot = scratch(SCR_SMALL, Cout);
 #pragma omp parallel for schedule(static)
     for (int o = 0; o < Cout; o++) {
         const real *w = weight + (size_t)o * Cin * K, *dwh = dwhat + (size_t)o * Cin * K;
@@ -633,7 +643,6 @@ void smc_weight_backward(real *dweight, real *dscale, real *dgain, const real *d
     real g = 0;
     for (int o = 0; o < Cout; o++) g += dot[o] / norm[o];
     dgain[0] += g;
-    free(dot);
 }
 
 /* --- 2.3 SiLU ------------------------------------------------------------- */
@@ -700,9 +709,10 @@ void attention_forward(real *out, real *att, const real *qkv, int C, int T, int 
     int HW = H * W, N = T * HW, L = attn_row_len(mode, T, HW);
     const real *q = qkv, *k = qkv + (size_t)C * N, *v = qkv + (size_t)2 * C * N;
     real scale = 1 / SQRT((real)C);
+    real *tmps = scratch(SCR_THREAD, (size_t)L * max_threads());
 #pragma omp parallel
     {
-        real *tmp = xmalloc((size_t)L * sizeof(real));
+        real *tmp = THREAD_SCRATCH(tmps, L);
 #pragma omp for schedule(static)
         for (int p = 0; p < N; p++) {
             int r0, r1;
@@ -723,7 +733,6 @@ void attention_forward(real *out, real *att, const real *qkv, int C, int T, int 
                 out[(size_t)c * N + p] = sum_rows(tmp, r1 - r0, W);
             }
         }
-        free(tmp);
     }
 }
 
@@ -736,10 +745,10 @@ void attention_backward(real *dqkv, const real *dout, const real *att, const rea
     const real *q = qkv, *k = qkv + (size_t)C * N, *v = qkv + (size_t)2 * C * N;
     real *dq = dqkv, *dk = dqkv + (size_t)C * N, *dv = dqkv + (size_t)2 * C * N;
     real scale = 1 / SQRT((real)C);
-    real *ds = xmalloc((size_t)N * L * sizeof(real));
+    real *ds = scratch(SCR_ATT, (size_t)N * L), *tmps = scratch(SCR_THREAD, (size_t)N * max_threads());
 #pragma omp parallel
     {
-        real *tmp = xmalloc((size_t)N * sizeof(real));
+        real *tmp = THREAD_SCRATCH(tmps, N);
         /* ds, and dq, one token p per iteration */
 #pragma omp for schedule(static)
         for (int p = 0; p < N; p++) {
@@ -781,9 +790,7 @@ void attention_backward(real *dqkv, const real *dout, const real *att, const rea
                 dv[(size_t)c * N + r] = sum_rows(tmp, p1 - p0, W);
             }
         }
-        free(tmp);
     }
-    free(ds);
 }
 
 /* --- 2.8 nearest-neighbour upsampling ------------------------------------- */

@@ -1,0 +1,276 @@
+#!/usr/bin/python3
+"""bench_torch.py: the PyTorch side of test/bench (`make bench`).
+
+test/bench starts this once as a server and, right after timing a row in C,
+asks for the same row here, so that both sides of each ratio are measured
+seconds apart on a shared machine. Everything is float32 on the model of
+test/ref.py, the project's own PyTorch port of SPEC.md (imported, not copied).
+
+  /usr/bin/python3 test/bench_torch.py --serve [--threads 2]   # the server (stdin/stdout)
+  /usr/bin/python3 test/bench_torch.py conv 32 64 3 3 3 1 1 1 17 32 32 fwd   # one request, by hand
+
+Protocol: the server first prints zero or more "note TEXT" lines, then either
+"ready torch=VER threads=N blas=PATH openblas_pthread=yes|no conv=BACKEND" or
+"notorch REASON" (and exits). Then one request per line, one answer per line:
+
+  conv CIN COUT KT KH KW ST SH SW T H W fwd|dinp|dw  WARMUP RUNS BUDGET
+  train B T H W                                      WARMUP RUNS BUDGET
+  encode T H W                                       WARMUP RUNS BUDGET
+  decode TZ HZ WZ                                    WARMUP RUNS BUDGET
+  gemm N                                             WARMUP RUNS BUDGET
+  quit
+  -> "ok MEDIAN_SECONDS N WARM_KEPT T1,T2,..."  or  "err MESSAGE"
+
+What is timed:
+  conv fwd   ref.causal_conv3d (F.pad + F.conv3d) under torch.no_grad()
+  conv dinp  torch.autograd.grad(y, x, dy) on a graph where only x needs a
+             gradient (so only the input gradient is computed; it includes
+             F.pad's backward, a slice), graph kept between calls
+  conv dw    torch.autograd.grad(y, (weight, bias), dy), only those need one
+  train      ref.forward_loss (SPEC 4 defaults) + backward + torch.optim.AdamW
+             (lr 1e-3, betas 0.9/0.999, eps 1e-8, weight decay 0, as ivae's
+             defaults); x requires a gradient too, since ivae_batch_grad
+             always computes dL/dx
+  encode     model.encode(x) under torch.no_grad()
+  decode     model.decode(z) under torch.no_grad()
+  gemm       torch.mm of two N x N matrices: what PyTorch's BLAS reaches
+The timing rule is test/bench.c's time_calls(): one untimed warm-up call
+(kept as the one sample if it took LONG seconds or more), then timed calls,
+at most RUNS, no new one once sum + last would pass BUDGET.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LONG_S = 10.0  # test/bench.c's --long default; overridden by --long
+
+
+def say(line):
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def openblas_pthread_installed():
+    try:
+        r = subprocess.run(["dpkg-query", "-W", "-f=${Status}", "libopenblas0-pthread"],
+                           capture_output=True, text=True, timeout=20)
+        return r.returncode == 0 and "install ok installed" in r.stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def loaded_blas():
+    """The BLAS library this process has mapped (after a first matmul)."""
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if "blas" in line.lower() and "/" in line}
+        return ",".join(sorted(libs)) or "none"
+    except OSError:
+        return "unknown"
+
+
+def timed(call, warmup, runs, budget):
+    """test/bench.c's time_calls(): returns (samples, warm_kept)."""
+    samples, kept = [], 0
+    runs = max(1, min(runs, 64))
+    if warmup:
+        t0 = time.perf_counter()
+        call()
+        t = time.perf_counter() - t0
+        if t >= LONG_S:
+            samples.append(t)
+            kept = 1
+    while len(samples) < runs:
+        if samples and sum(samples) + samples[-1] > budget:
+            break
+        t0 = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - t0)
+    return samples, kept
+
+
+class Bench:
+    def __init__(self, config, seed):
+        import torch
+        import ref
+        self.torch, self.ref = torch, ref
+        self.config, self.seed = config, seed
+        self.model = None
+        self.opt = None
+        self.flags = dict(w_image=1.0, w_video=1.0, beta=1e-6, w_opl=0.0, ref_shape=(17, 64, 64))
+
+    def get_model(self):
+        if self.model is None:
+            torch, ref = self.torch, self.ref
+            self.model = ref.build_model(self.config, torch.float32)
+            ref.init_default(self.model, self.seed)  # SPEC 6, as ivae_init_params
+            self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3, betas=(0.9, 0.999),
+                                         eps=1e-8, weight_decay=0.0)
+        return self.model
+
+    def gen(self):
+        return self.torch.Generator().manual_seed(self.seed + 1000)
+
+    def conv(self, cin, cout, kt, kh, kw, st, sh, sw, T, H, W, mode):
+        torch, F = self.torch, self.ref.F
+        g = self.gen()
+        x = torch.rand((1, cin, T, H, W), generator=g) * 2 - 1
+        w = (torch.rand((cout, cin, kt, kh, kw), generator=g) * 2 - 1) / (cin * kt * kh * kw) ** 0.5
+        b = torch.rand((cout,), generator=g) * 2 - 1
+        stride = (st, sh, sw)
+        conv = self.ref.causal_conv3d
+        if mode == "fwd":
+            def call():
+                with torch.no_grad():
+                    conv(x, w, b, stride)
+            return call
+        if mode == "dinp":
+            x.requires_grad_(True)
+            y = conv(x, w, b, stride)
+            dy = torch.rand(y.shape, generator=g) * 2 - 1
+            return lambda: torch.autograd.grad(y, x, dy, retain_graph=True)
+        if mode == "dw":
+            w.requires_grad_(True)
+            b.requires_grad_(True)
+            y = conv(x, w, b, stride)
+            dy = torch.rand(y.shape, generator=g) * 2 - 1
+            return lambda: torch.autograd.grad(y, (w, b), dy, retain_graph=True)
+        raise ValueError(f"conv mode {mode!r} (have fwd, dinp, dw)")
+
+    def train(self, B, T, H, W):
+        torch, ref = self.torch, self.ref
+        model = self.get_model()
+        g = self.gen()
+        xs = [(torch.rand((3, T, H, W), generator=g) * 2 - 1).requires_grad_(True) for _ in range(B)]
+        epss = [torch.randn(model.latent_shape((3, T, H, W)), generator=g) for _ in range(B)]
+
+        def call():
+            self.opt.zero_grad(set_to_none=True)
+            for x in xs:
+                x.grad = None
+            out = ref.forward_loss(model, xs, epss, self.flags)
+            out["loss"].backward()
+            self.opt.step()
+            if not torch.isfinite(out["loss"]):
+                raise RuntimeError(f"loss is {out['loss'].item()}")
+        return call
+
+    def encode(self, T, H, W):
+        torch = self.torch
+        model = self.get_model()
+        x = torch.rand((3, T, H, W), generator=self.gen()) * 2 - 1
+
+        def call():
+            with torch.no_grad():
+                model.encode(x)
+        return call
+
+    def decode(self, Tz, Hz, Wz):
+        torch = self.torch
+        model = self.get_model()
+        z = torch.randn((model.cfg["z_ch"], Tz, Hz, Wz), generator=self.gen())
+
+        def call():
+            with torch.no_grad():
+                model.decode(z)
+        return call
+
+    def gemm(self, n):
+        torch = self.torch
+        a = torch.rand((n, n), generator=self.gen())
+        b = torch.rand((n, n), generator=self.gen())
+        return lambda: torch.mm(a, b)
+
+    def answer(self, line):
+        """One request line -> one answer line."""
+        f = line.split()
+        if len(f) < 4:
+            raise ValueError("too few fields")
+        kind, args, (warmup, runs, budget) = f[0], f[1:-3], f[-3:]
+        warmup, runs, budget = int(warmup), int(runs), float(budget)
+        if kind == "conv":
+            if len(args) != 12:
+                raise ValueError("conv wants CIN COUT KT KH KW ST SH SW T H W MODE")
+            call = self.conv(*[int(a) for a in args[:11]], args[11])
+        elif kind in ("train", "encode", "decode", "gemm"):
+            want = dict(train=4, encode=3, decode=3, gemm=1)[kind]
+            if len(args) != want:
+                raise ValueError(f"{kind} wants {want} sizes")
+            call = getattr(self, kind)(*[int(a) for a in args])
+        else:
+            raise ValueError(f"unknown request {kind!r}")
+        samples, kept = timed(call, warmup, runs, budget)
+        s = sorted(samples)
+        n = len(s)
+        med = s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+        return f"ok {med!r} {n} {kept} " + ",".join(repr(t) for t in samples)
+
+
+def start(threads, config, seed):
+    """Imports torch; prints notes; returns a Bench, or None after 'notorch'."""
+    sys.path.insert(0, HERE)
+    try:
+        import torch
+        import ref  # noqa: F401  (test/ref.py: the port)
+    except ImportError as e:
+        say(f"notorch {e}")
+        return None
+    torch.set_num_threads(threads)
+    torch.set_grad_enabled(True)
+    b = Bench(config, seed)
+    torch.mm(torch.ones(64, 64), torch.ones(64, 64))  # loads the BLAS
+    blas = loaded_blas()
+    ob = "yes" if openblas_pthread_installed() else "no"
+    if torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled:
+        conv = "mkldnn(oneDNN)"
+    else:
+        conv = "native(im2col+BLAS)"
+    say(f"ready torch={torch.__version__} threads={torch.get_num_threads()} blas={blas} "
+        f"openblas_pthread={ob} conv={conv}")
+    return b
+
+
+def serve(b):
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        if line == "quit":
+            break
+        try:
+            say(b.answer(line))
+        except Exception as e:  # one bad row must not end the run
+            msg = f"{type(e).__name__}: {e}".replace("\n", " ")
+            say(f"err {msg}")
+
+
+def main():
+    global LONG_S
+    ap = argparse.ArgumentParser(description="PyTorch side of test/bench")
+    ap.add_argument("--serve", action="store_true", help="answer requests on stdin")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--config", default="ivae-s")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--long", type=float, default=LONG_S)
+    ap.add_argument("request", nargs="*", help="one request, e.g. conv 32 64 3 3 3 1 1 1 17 32 32 fwd")
+    a = ap.parse_args()
+    LONG_S = a.long
+    b = start(a.threads, a.config, a.seed)
+    if b is None:
+        return 0
+    if a.serve:
+        serve(b)
+    elif a.request:
+        req = a.request + ["1", "5", "20"] if a.request[0] != "quit" else a.request
+        say(b.answer(" ".join(req)))
+    else:
+        ap.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
