@@ -1563,6 +1563,50 @@ static int check_input(IvaeModel *m, const real *x, int T, int H, int W, Shape *
     return 0;
 }
 
+static int all_finite(const real *v, size_t n) {
+    int ok = 1;
+    for (size_t j = 0; j < n; j++) ok &= isfinite(v[j]);
+    return ok;
+}
+
+/* the first block (in forward order) whose output holds a NaN or inf */
+static void find_nonfinite_activation(IvaeModel *m, int sample, char *where) {
+    struct IvaeImpl *I = m->impl;
+    Block *lists[2] = {I->enc, I->dec};
+    int counts[2] = {I->n_enc, I->n_dec};
+    for (int l = 0; l < 2; l++)
+        for (int j = 0; j < counts[l]; j++) {
+            const Block *b = &lists[l][j];
+            if (!all_finite(b->y, shape_numel(b->out))) {
+                snprintf(where, 128, "sample %d, activation %s", sample, b->name);
+                return;
+            }
+        }
+    snprintf(where, 128, "sample %d, loss (activations finite)", sample);
+}
+
+int ivae_activation_stats(IvaeModel *m, IvaeActStat *out, int max) {
+    struct IvaeImpl *I = m->impl;
+    int n = 0;
+    for (int j = 0; j < I->n_enc + I->n_dec && n < max; j++) {
+        const Block *b = j < I->n_enc ? &I->enc[j] : &I->dec[j - I->n_enc];
+        if (!b->y) continue;
+        size_t N = (size_t)b->out.T * b->out.H * b->out.W;
+        double ss = 0, mx = 0;
+        for (size_t p = 0; p < N; p++) {
+            double pn = 0;
+            for (int c = 0; c < b->out.C; c++) pn += (double)b->y[c * N + p] * b->y[c * N + p];
+            ss += pn;
+            if (pn > mx || pn != pn) mx = pn;
+        }
+        out[n].name = b->name;
+        out[n].rms = sqrt(ss / ((double)N * b->out.C));
+        out[n].max_norm = sqrt(mx);
+        n++;
+    }
+    return n;
+}
+
 void ivae_loss_defaults(IvaeLossOpts *o) {
     o->w_image = 1;
     o->w_video = 1;
@@ -1618,6 +1662,7 @@ int ivae_batch_grad(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts
         real *dxhat = arena_alloc(&I->arena, nx);
         real c_rec = w_i / n_ref;
         double rec = rec_loss(dxhat, xhat, sp->x, xs, c_rec, scratch) / n_ref;
+        if (!out->nonfinite[0] && !(isfinite(rec) && isfinite(kl))) find_nonfinite_activation(m, i, out->nonfinite);
 
         /* backward: decoder, outlier penalty, latent, encoder */
         real *dz = run_backward(m, I->dec, I->n_dec, dxhat);
@@ -1639,6 +1684,14 @@ int ivae_batch_grad(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts
         if (sp->dx) memcpy(sp->dx, dx, nx * sizeof(real));
     }
     for_each_smc(m, smc_finish);
+    if (!out->nonfinite[0])
+        for (int t = 0; t < m->n_tensors; t++) {
+            const IvaeParamInfo *p = &m->info[t];
+            if (!all_finite(m->grads + p->offset, p->numel)) {
+                snprintf(out->nonfinite, sizeof out->nonfinite, "gradient %s", p->name);
+                break;
+            }
+        }
     return 0;
 }
 

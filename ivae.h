@@ -119,11 +119,24 @@ typedef struct {
 typedef struct {
     double loss;            /* L of SPEC 4 */
     double rec, kl, opl;    /* unweighted batch means (1/B) sum_i */
+    char nonfinite[128];    /* "" if all is finite; else where a NaN or inf first
+                               appeared: "sample 2, activation encoder.mid.attn"
+                               or "gradient decoder.conv_out.weight" */
 } IvaeLoss;
 
 /* Forward and backward over a batch: adds dL/dparams to m->grads (call
    ivae_zero_grad first), fills the loss and each sample's optional outputs. */
 int ivae_batch_grad(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts *opts, IvaeLoss *out);
+
+/* Activation statistics of the last sample's forward pass, block by block
+   (encoder, then decoder): the RMS and the largest per-pixel channel norm
+   ||y[:, t, h, w]||, the numbers that find a layer that makes splotches or
+   blows up. Returns the number of blocks written (at most max). */
+typedef struct {
+    const char *name;       /* e.g. "encoder.stages.1.res.0" */
+    double rms, max_norm;
+} IvaeActStat;
+int ivae_activation_stats(IvaeModel *m, IvaeActStat *out, int max);
 
 /* Inference: encode returns mu (z, Tz, Hz, Wz); decode maps a latent to
    pixels (3, T, H, W) with T = (Tz - 1) * time_factor + 1. Both stream the
