@@ -382,11 +382,13 @@ static void conv_padded(real *out, const real *xp, const Padded *g, const real *
     }
 }
 
-/* packs W (Cout, Cin, K) for conv_tile; flip = the input gradient's kernel:
-   in and out channels swapped and the taps reversed */
-static real *pack_weights(const real *weight, int Cout, int Cin, int K, int flip) {
+/* floats of W (Cout, Cin, K) packed for conv_tile */
+static size_t packed_size(int Cout, int Cin, int K) { return (size_t)((Cout + MR - 1) / MR) * Cin * K * MR; }
+
+/* packs W (Cout, Cin, K) for conv_tile into wpk; flip = the input gradient's
+   kernel: in and out channels swapped and the taps reversed */
+static void pack_into(real *wpk, const real *weight, int Cout, int Cin, int K, int flip) {
     int rows = flip ? Cin : Cout, cols = flip ? Cout : Cin, nb = (rows + MR - 1) / MR;
-    real *wpk = scratch(SCR_WPACK, (size_t)nb * cols * K * MR);
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < nb; b++)
         for (int i = 0; i < cols; i++)
@@ -398,8 +400,20 @@ static real *pack_weights(const real *weight, int Cout, int Cin, int K, int flip
                         v = flip ? weight[((size_t)i * Cin + r) * K + (K - 1 - k)] : weight[((size_t)r * Cin + i) * K + k];
                     wpk[(((size_t)b * cols + i) * K + k) * MR + m] = v;
                 }
+}
+
+static real *pack_weights(const real *weight, int Cout, int Cin, int K, int flip) {
+    real *wpk = scratch(SCR_WPACK, flip ? packed_size(Cin, Cout, K) : packed_size(Cout, Cin, K));
+    pack_into(wpk, weight, Cout, Cin, K, flip);
     return wpk;
 }
+
+static int conv_forward_packed(real *out, const real *inp, const real *prev, int s0, const real *wpk,
+                               const real *weight, const real *bias, int Cin, int T, int H, int W, int Cout, int kt,
+                               int kh, int kw, int st, int sh, int sw);
+static void conv_backward_packed(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp,
+                                 const real *wpkf, const real *weight, int Cin, int T, int H, int W, int Cout, int kt,
+                                 int kh, int kw, int st, int sh, int sw);
 
 /* y[o,t',h',w'] = b[o] + sum_{i,a,c,d} W[o,i,a,c,d] * xpad[i, t'st+a, h'sh+c, w'sw+d] */
 void conv3d_forward(real *out, const real *inp, const real *weight, const real *bias,
@@ -417,11 +431,18 @@ void conv3d_forward(real *out, const real *inp, const real *weight, const real *
 int conv3d_forward_chunk(real *out, const real *inp, const real *prev, int s0, const real *weight,
                          const real *bias, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
                          int st, int sh, int sw) {
+    return conv_forward_packed(out, inp, prev, s0, NULL, weight, bias, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw);
+}
+
+/* the same with the weights already packed (wpk; NULL: pack them here) */
+static int conv_forward_packed(real *out, const real *inp, const real *prev, int s0, const real *wpk,
+                               const real *weight, const real *bias, int Cin, int T, int H, int W, int Cout, int kt,
+                               int kh, int kw, int st, int sh, int sw) {
     int first = (s0 + st - 1) / st, last = (s0 + T - 1) / st, To = last - first + 1;
     if (To <= 0) return 0;
     Padded g;
     const real *xp = pad_input(SCR_PAD, &g, inp, Cin, T, H, W, prev, kt - 1, 0, kh / 2, kw / 2, sw);
-    const real *wpk = pack_weights(weight, Cout, Cin, kt * kh * kw, 0);
+    if (!wpk) wpk = pack_weights(weight, Cout, Cin, kt * kh * kw, 0);
     /* padded frame j is clip frame s0 - (kt-1) + j; output t' starts at clip frame t'*st - (kt-1) */
     conv_padded(out, xp, &g, wpk, bias, Cin, Cout, first * st - s0, To, conv_out_s(H, kh, sh), conv_out_s(W, kw, sw),
                 kt, kh, kw, st, sh);
@@ -545,6 +566,13 @@ static void conv_dinp_strided(real *dinp, const real *dout, const real *weight, 
 void conv3d_backward(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp,
                      const real *weight, int Cin, int T, int H, int W, int Cout, int kt, int kh,
                      int kw, int st, int sh, int sw) {
+    conv_backward_packed(dinp, dweight, dbias, dout, inp, NULL, weight, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw);
+}
+
+/* the same with the flipped kernel already packed (wpkf; NULL: pack it here) */
+static void conv_backward_packed(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp,
+                                 const real *wpkf, const real *weight, int Cin, int T, int H, int W, int Cout, int kt,
+                                 int kh, int kw, int st, int sh, int sw) {
     // dinp (Cin, T, H, W) written; dweight, dbias accumulated; dout (Cout, To, Ho, Wo)
     int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw), K = kt * kh * kw;
 
@@ -555,8 +583,8 @@ void conv3d_backward(real *dinp, real *dweight, real *dbias, const real *dout, c
         Padded g;
         int qh = kh - 1 - kh / 2, qw = kw - 1 - kw / 2;
         const real *dyp = pad_input(SCR_DYPAD, &g, dout, Cout, To, Ho, Wo, NULL, 0, kt - 1, qh, qw, 1);
-        const real *wpk = pack_weights(weight, Cout, Cin, K, 1);
-        conv_padded(dinp, dyp, &g, wpk, NULL, Cout, Cin, 0, T, H, W, kt, kh, kw, 1, 1);
+        if (!wpkf) wpkf = pack_weights(weight, Cout, Cin, K, 1);
+        conv_padded(dinp, dyp, &g, wpkf, NULL, Cout, Cin, 0, T, H, W, kt, kh, kw, 1, 1);
     } else if (dinp) {
         conv_dinp_strided(dinp, dout, weight, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw);
     }
@@ -1024,6 +1052,7 @@ enum { INIT_CONV, INIT_SMC, INIT_ZERO, INIT_ONE };
 typedef struct {
     size_t w, b;
     int cout, cin, kt, kh, kw, st, sh, sw;
+    size_t pk, pkf; /* the weights packed for conv_tile, and flipped for dinp, in the model's packed buffer */
 } Conv;
 
 /* SMC: a conv whose weight is reparameterised with scale and gain. The
@@ -1063,6 +1092,8 @@ struct IvaeImpl {
     int *init_kind;   /* (n_tensors) */
     int *fan_in;      /* (n_tensors) */
     real *eff, *deff; /* (n_params) SMC effective weights and their gradients */
+    real *packed;     /* (n_packed) every conv's weights packed, refreshed per call */
+    size_t n_packed;
     Arena arena;
     int streaming;    /* blocks run on chunks, convs pad from their caches */
 };
@@ -1100,7 +1131,10 @@ static size_t add_tensor(IvaeModel *m, const char *name, int init, int fan_in, i
 
 static Conv add_conv(IvaeModel *m, const char *name, int init_w, int cout, int cin, int k, int st, int ss) {
     char buf[128];
-    Conv c = {0, 0, cout, cin, k, k, k, st, ss, ss};
+    Conv c = {0, 0, cout, cin, k, k, k, st, ss, ss, 0, 0};
+    c.pk = m->impl->n_packed;
+    c.pkf = c.pk + packed_size(cout, cin, k * k * k);
+    m->impl->n_packed = c.pkf + packed_size(cin, cout, k * k * k);
     int fan_in = cin * k * k * k;
     snprintf(buf, sizeof buf, "%s.weight", name);
     c.w = add_tensor(m, buf, init_w, fan_in, 5, cout, cin, k, k, k);
@@ -1239,6 +1273,7 @@ static void model_alloc(IvaeModel *m) {
     m->grads = xcalloc(m->n_params * sizeof(real));
     m->impl->eff = xcalloc(m->n_params * sizeof(real));
     m->impl->deff = xcalloc(m->n_params * sizeof(real));
+    m->impl->packed = xcalloc(m->impl->n_packed * sizeof(real));
 }
 
 IvaeModel *ivae_model_new(const IvaeConfig *cfg) {
@@ -1268,6 +1303,7 @@ void ivae_model_free(IvaeModel *m) {
     free(I->fan_in);
     free(I->eff);
     free(I->deff);
+    free(I->packed);
     arena_free(&I->arena);
     free(I);
     free(m->info);
@@ -1350,6 +1386,29 @@ static void for_each_smc(IvaeModel *m, void (*fn)(IvaeModel *, Smc *)) {
         if (I->dec[j].kind == BLK_RES) fn(m, &I->dec[j].c1), fn(m, &I->dec[j].c2);
 }
 
+/* packs every conv's weights (SMC convs: the effective weights) for conv_tile,
+   once per batch instead of once per sample; flip: also the dinp kernels */
+static void pack_conv(IvaeModel *m, const Conv *c, const real *wbase, int flip) {
+    int K = c->kt * c->kh * c->kw;
+    pack_into(m->impl->packed + c->pk, wbase + c->w, c->cout, c->cin, K, 0);
+    if (flip) pack_into(m->impl->packed + c->pkf, wbase + c->w, c->cout, c->cin, K, 1);
+}
+
+static void pack_all(IvaeModel *m, int flip) {
+    struct IvaeImpl *I = m->impl;
+    for (int j = 0; j < I->n_enc + I->n_dec; j++) {
+        Block *b = j < I->n_enc ? &I->enc[j] : &I->dec[j - I->n_enc];
+        if (b->kind == BLK_RES) {
+            pack_conv(m, &b->c1.c, I->eff, flip);
+            pack_conv(m, &b->c2.c, I->eff, flip);
+            if (b->shortcut) pack_conv(m, &b->conv, m->params, flip);
+        } else {
+            pack_conv(m, &b->conv, m->params, flip);
+            if (b->kind == BLK_ATTN) pack_conv(m, &b->proj, m->params, flip);
+        }
+    }
+}
+
 static void smc_prepare(IvaeModel *m, Smc *s) {
     const Conv *c = &s->c;
     smc_weight_forward(m->impl->eff + c->w, s->norm, m->params + c->w, m->params + s->s,
@@ -1397,15 +1456,15 @@ static real *conv_fwd(IvaeModel *m, Block *b, int slot, const Conv *c, const rea
     *os = conv_out_shape(c, s);
     if (!m->impl->streaming) {
         real *y = arena_alloc(&m->impl->arena, shape_numel(*os));
-        conv3d_forward(y, x, wbase + c->w, m->params + c->b, c->cin, s.T, s.H, s.W, c->cout, c->kt, c->kh, c->kw,
-                       c->st, c->sh, c->sw);
+        conv_forward_packed(y, x, NULL, 0, m->impl->packed + c->pk, wbase + c->w, m->params + c->b, c->cin, s.T, s.H,
+                            s.W, c->cout, c->kt, c->kh, c->kw, c->st, c->sh, c->sw);
         return y;
     }
     os->T = (s0 + s.T - 1) / c->st - (s0 + c->st - 1) / c->st + 1;
     real *y = arena_alloc(&m->impl->arena, shape_numel(*os));
     const real *prev = c->kt > 1 && b->t_next > 0 ? b->cache[slot] : NULL;
-    conv3d_forward_chunk(y, x, prev, s0, wbase + c->w, m->params + c->b, c->cin, s.T, s.H, s.W, c->cout, c->kt,
-                         c->kh, c->kw, c->st, c->sh, c->sw);
+    conv_forward_packed(y, x, prev, s0, m->impl->packed + c->pk, wbase + c->w, m->params + c->b, c->cin, s.T, s.H,
+                        s.W, c->cout, c->kt, c->kh, c->kw, c->st, c->sh, c->sw);
     if (c->kt > 1) cache_update(b, slot, x, s, c->kt - 1);
     return y;
 }
@@ -1413,8 +1472,8 @@ static real *conv_fwd(IvaeModel *m, Block *b, int slot, const Conv *c, const rea
 static real *conv_bwd(IvaeModel *m, const Conv *c, const real *wbase, real *dwbase, const real *dy,
                       const real *x, Shape s) {
     real *dx = arena_alloc(&m->impl->arena, shape_numel(s));
-    conv3d_backward(dx, dwbase + c->w, m->grads + c->b, dy, x, wbase + c->w, c->cin, s.T, s.H, s.W,
-                    c->cout, c->kt, c->kh, c->kw, c->st, c->sh, c->sw);
+    conv_backward_packed(dx, dwbase + c->w, m->grads + c->b, dy, x, m->impl->packed + c->pkf, wbase + c->w, c->cin,
+                         s.T, s.H, s.W, c->cout, c->kt, c->kh, c->kw, c->st, c->sh, c->sw);
     return dx;
 }
 
@@ -1643,6 +1702,7 @@ int ivae_batch_grad(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts
     real n_ref = (real)3 * opts->ref_t * opts->ref_h * opts->ref_w;
     memset(out, 0, sizeof *out);
     for_each_smc(m, smc_prepare);
+    pack_all(m, 1);
     for (int i = 0; i < B; i++) {
         IvaeSample *sp = &samples[i];
         arena_reset(&I->arena);
@@ -1767,6 +1827,7 @@ int ivae_encode(IvaeModel *m, const real *x, int T, int H, int W, real *mu) {
     Shape zs, xs = {3, T, H, W};
     if (check_input(m, x, T, H, W, &zs) != 0) return -1;
     for_each_smc(m, smc_prepare);
+    pack_all(m, 0);
     if (m->cfg.attn == IVAE_ATTN_FRAME) encode_stream(m, x, xs, mu, zs);
     else encode_whole(m, x, xs, mu, zs);
     return 0;
@@ -1781,6 +1842,7 @@ int ivae_decode(IvaeModel *m, const real *z, int Tz, int Hz, int Wz, real *xhat)
     int fs = ivae_space_factor(&m->cfg);
     Shape xs = {3, (Tz - 1) * ivae_time_factor(&m->cfg) + 1, Hz * fs, Wz * fs};
     for_each_smc(m, smc_prepare);
+    pack_all(m, 0);
     if (m->cfg.attn == IVAE_ATTN_FRAME) decode_stream(m, z, zs, xhat, xs);
     else decode_whole(m, z, zs, xhat);
     return 0;

@@ -142,6 +142,7 @@ static void test_streaming(const char *preset, int T, int H, int W) {
     real *y_s = xmalloc(nx * sizeof(real)), *y_w = xmalloc(nx * sizeof(real));
     for (size_t j = 0; j < nx; j++) x[j] = (real)(2 * ivae_rng_uniform(&r) - 1);
     for_each_smc(m, smc_prepare);
+    pack_all(m, 0);
     encode_whole(m, x, xs, mu_w, zs);
     encode_stream(m, x, xs, mu_s, zs);
     decode_whole(m, mu_w, zs, y_w);
