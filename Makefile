@@ -26,8 +26,8 @@ else
   endif
 endif
 
-SRC  := ivae.c main.c
-HDR  := ivae.h ivae_math.h
+SRC  := ivae.c media.c train.c main.c
+HDR  := ivae.h ivae_math.h media.h
 
 .PHONY: all asan test golden clean
 all: ivae
@@ -58,3 +58,61 @@ test: ivae ivae_asan test/gradcheck test/test_model
 clean:
 	rm -f ivae ivae_asan test/gradcheck test/test_model
 	rm -rf test/out
+
+# the benchmark (test/bench.c, test/bench_torch.py): ivae.c built with the same
+# CFLAGS as ./ivae (BENCH_FLAGS adds to them), timed row by row next to the
+# machine's fma peak and to PyTorch; prints a table and writes bench.csv.
+# BENCH_ARGS passes flags, e.g. make bench BENCH_ARGS=--quick
+.PHONY: bench
+test/bench: test/bench.c ivae.c $(HDR)
+	$(CC) $(CFLAGS) $(BENCH_FLAGS) -DBENCH_CFLAGS='"$(strip $(CFLAGS) $(BENCH_FLAGS))"' -o $@ test/bench.c ivae.c $(LDLIBS)
+
+bench: test/bench
+	./test/bench --python $(PYTHON) $(BENCH_ARGS)
+
+# --- media: image/video I/O, metrics and pictures (media.c; stb, header-only) --
+# test/test_media SCRATCH_DIR checks it; test/test_media_asan is the same
+# program under ASan/UBSan. Uses ffmpeg for two cross-checks when installed.
+test/test_media: test/test_media.c media.c media.h ivae.c $(HDR)
+	$(CC) $(CFLAGS) -o $@ test/test_media.c media.c ivae.c $(LDLIBS)
+
+test/test_media_asan: test/test_media.c media.c media.h ivae.c $(HDR)
+	$(CC) $(filter-out -O2,$(CFLAGS)) $(SAN) -o $@ test/test_media.c media.c ivae.c $(LDLIBS)
+
+.PHONY: clean_media
+clean: clean_media
+clean_media:
+	rm -f test/test_media test/test_media_asan
+
+# --- OpenCL ------------------------------------------------------------------
+# The OpenCL twin of every layer (kernels.cl, driven by ivae_cl.c) and its
+# test, test/test_cl: each kernel bit for bit against its C function, on
+# whatever OpenCL device IVAE_CL_PLATFORM / IVAE_CL_DEVICE name (pocl here).
+# `make test_cl` builds and runs it. NO_OPENCL=1 builds CPU only.
+ifeq ($(NO_OPENCL),1)
+  $(info ✗ OpenCL off (NO_OPENCL=1), building CPU only)
+else
+  OPENCL_OK := $(shell printf '\043include <CL/cl.h>\nint main(void){cl_uint n; return (int)clGetPlatformIDs(0, 0, &n);}\n' | \
+                 $(CC) -DCL_TARGET_OPENCL_VERSION=120 -x c - -o /dev/null -lOpenCL 2>/dev/null && echo yes)
+  ifeq ($(OPENCL_OK),yes)
+    $(info ✓ OpenCL found)
+  else
+    $(info ✗ OpenCL not found, building CPU only (install ocl-icd-opencl-dev and an OpenCL driver, e.g. pocl-opencl-icd))
+  endif
+endif
+
+.PHONY: test_cl clean_cl
+ifeq ($(OPENCL_OK),yes)
+test/test_cl: test/test_cl.c ivae_cl.c ivae_cl.h ivae.c $(HDR)
+	$(CC) $(CFLAGS) -o $@ test/test_cl.c ivae_cl.c $(LDLIBS) -lOpenCL
+
+test_cl: test/test_cl
+	./test/test_cl
+else
+test/test_cl test_cl:
+	@echo "SKIP test_cl: built without OpenCL"
+endif
+
+clean: clean_cl
+clean_cl:
+	rm -f test/test_cl

@@ -2245,7 +2245,21 @@ int ivae_st_read(const IvaeSt *st, const IvaeStTensor *t, real *dst) {
     return 0;
 }
 
+/* a JSON string literal's body: quotes, backslashes and control characters escaped */
+static size_t json_escape(char *out, size_t cap, const char *s) {
+    size_t n = 0;
+    for (; *s && n + 7 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') out[n++] = '\\', out[n++] = (char)c;
+        else if (c < 0x20) n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+        else out[n++] = (char)c;
+    }
+    out[n] = 0;
+    return n;
+}
+
 int ivae_st_write(const char *path, const IvaeStEntry *e, int n, const char *const *meta_kv, int n_meta) {
+    char k1[1200], v1[1200];
     /* the header: metadata first, then the tensors in the given order */
     size_t cap = 4096 + (size_t)n * 256 + (size_t)n_meta * 600, len = 0, off = 0;
     char *h = xmalloc(cap);
@@ -2253,12 +2267,16 @@ int ivae_st_write(const char *path, const IvaeStEntry *e, int n, const char *con
     EMIT("{");
     if (n_meta > 0) {
         EMIT("\"__metadata__\":{");
-        for (int k = 0; k < n_meta; k++) EMIT("%s\"%s\":\"%s\"", k ? "," : "", meta_kv[2 * k], meta_kv[2 * k + 1]);
+        for (int k = 0; k < n_meta; k++) {
+            json_escape(k1, sizeof k1, meta_kv[2 * k]), json_escape(v1, sizeof v1, meta_kv[2 * k + 1]);
+            EMIT("%s\"%s\":\"%s\"", k ? "," : "", k1, v1);
+        }
         EMIT("}");
     }
     for (int k = 0; k < n; k++) {
         size_t numel = 1;
-        EMIT("%s\"%s\":{\"dtype\":\"F32\",\"shape\":[", (k || n_meta) ? "," : "", e[k].name);
+        json_escape(k1, sizeof k1, e[k].name);
+        EMIT("%s\"%s\":{\"dtype\":\"F32\",\"shape\":[", (k || n_meta) ? "," : "", k1);
         for (int d = 0; d < e[k].ndim; d++) {
             EMIT("%s%lld", d ? "," : "", (long long)e[k].shape[d]);
             numel *= (size_t)e[k].shape[d];

@@ -9,6 +9,7 @@
  * Every error is one line on stderr and a non-zero exit status.
  */
 #include "ivae.h"
+#include "media.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -16,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+int train_main(int argc, char **argv); /* train.c */
 
 static void die(const char *fmt, ...) {
     va_list ap;
@@ -435,6 +438,130 @@ static int cmd_batch(int argc, char **argv) {
     return 0;
 }
 
+/* --- ivae recon / encode / decode -------------------------------------------- */
+
+static const char *RECON_HELP =
+    "usage: ivae recon MODEL INPUT OUTPUT [--frames N]\n"
+    "\n"
+    "Encodes INPUT (an image, a folder of numbered frames or a .y4m clip) to its\n"
+    "latent mean and decodes it back; writes OUTPUT (a .png for an image, a .y4m,\n"
+    "or else a folder of numbered PNG frames) and prints PSNR and SSIM. Frames\n"
+    "are cut to 1 + 4k and the size to a multiple of 8 (a centre crop).\n"
+    "\n"
+    "  --frames N   use at most N frames (default: all)\n";
+
+static const char *ENCODE_HELP =
+    "usage: ivae encode MODEL INPUT LATENT.safetensors [--frames N]\n"
+    "\n"
+    "Writes the latent mean mu (z, T', H', W') of INPUT (an image, a folder of\n"
+    "numbered frames or a .y4m clip) as tensor \"mu\", with the input's shape in\n"
+    "the metadata. Frames are cut to 1 + 4k, the size to a multiple of 8.\n";
+
+static const char *DECODE_HELP =
+    "usage: ivae decode MODEL LATENT.safetensors OUTPUT\n"
+    "\n"
+    "Decodes tensor \"mu\" of LATENT (as written by ivae encode) and writes OUTPUT:\n"
+    "a .png for a single frame, a .y4m, or else a folder of numbered PNG frames.\n";
+
+/* the input as the model takes it: 1 + k*tf frames, sides a multiple of fs (centre crop) */
+static void load_for_model(const IvaeModel *m, const char *path, int max_frames, Clip *out) {
+    Clip raw, cut;
+    if (media_load(path, max_frames, &raw) != 0) die("%s", ivae_error());
+    int fs = ivae_space_factor(&m->cfg), H = raw.H / fs * fs, W = raw.W / fs * fs;
+    if (H == 0 || W == 0) die("%s: %dx%d pixels is smaller than the model's %dx%d block", path, raw.H, raw.W, fs, fs);
+    if (clip_cut_frames(&raw, ivae_time_factor(&m->cfg), &cut) != 0) die("%s", ivae_error());
+    if (clip_crop(&cut, (raw.H - H) / 2, (raw.W - W) / 2, H, W, 0, cut.T, out) != 0) die("%s", ivae_error());
+    if (cut.T != raw.T || H != raw.H || W != raw.W)
+        fprintf(stderr, "ivae: note: %s: using %d of %d frames, %dx%d of %dx%d pixels\n", path, cut.T, raw.T, H, W, raw.H, raw.W);
+    clip_free(&raw), clip_free(&cut);
+}
+
+static int parse_frames_flag(int *argc, char **argv) {
+    int frames = 0, n = 0;
+    for (int i = 0; i < *argc; i++) {
+        if (strcmp(argv[i], "--frames") == 0) {
+            frames = (int)parse_long("--frames", flag_value(*argc, argv, &i), 1, 1 << 20);
+            continue;
+        }
+        argv[n++] = argv[i];
+    }
+    *argc = n;
+    return frames;
+}
+
+static int cmd_recon(int argc, char **argv) {
+    for (int i = 0; i < argc; i++)
+        if (is_help(argv[i])) return fputs(RECON_HELP, stdout), 0;
+    int frames = parse_frames_flag(&argc, argv);
+    if (argc != 3) die("recon: expected MODEL INPUT OUTPUT (see ivae recon --help)");
+    IvaeModel *m = ivae_load(argv[0]);
+    if (!m) die("%s", ivae_error());
+    Clip in, rec;
+    load_for_model(m, argv[1], frames, &in);
+    int Tz, Hz, Wz;
+    if (ivae_latent_shape(&m->cfg, in.T, in.H, in.W, &Tz, &Hz, &Wz) != 0) die("%s", ivae_error());
+    real *mu = must_malloc((size_t)m->cfg.z_ch * Tz * Hz * Wz * sizeof(real));
+    rec = (Clip){in.T, in.H, in.W, must_malloc((size_t)3 * in.T * in.H * in.W * sizeof(float))};
+    double t0 = now_s();
+    if (ivae_encode(m, in.px, in.T, in.H, in.W, mu) != 0 || ivae_decode(m, mu, Tz, Hz, Wz, rec.px) != 0) die("%s", ivae_error());
+    double dt = now_s() - t0;
+    if (media_save(argv[2], &rec) != 0) die("%s", ivae_error());
+    printf("%s: %d frame%s of %dx%d, latent %dx%dx%dx%d; PSNR %.2f dB, SSIM %.4f (%.2f s)\n", argv[1], in.T,
+           in.T > 1 ? "s" : "", in.H, in.W, m->cfg.z_ch, Tz, Hz, Wz, clip_psnr(&in, &rec), clip_ssim(&in, &rec), dt);
+    printf("wrote %s\n", argv[2]);
+    free(mu), clip_free(&in), clip_free(&rec);
+    ivae_model_free(m);
+    return 0;
+}
+
+static int cmd_encode(int argc, char **argv) {
+    for (int i = 0; i < argc; i++)
+        if (is_help(argv[i])) return fputs(ENCODE_HELP, stdout), 0;
+    int frames = parse_frames_flag(&argc, argv);
+    if (argc != 3) die("encode: expected MODEL INPUT LATENT (see ivae encode --help)");
+    IvaeModel *m = ivae_load(argv[0]);
+    if (!m) die("%s", ivae_error());
+    Clip in;
+    load_for_model(m, argv[1], frames, &in);
+    int Tz, Hz, Wz;
+    if (ivae_latent_shape(&m->cfg, in.T, in.H, in.W, &Tz, &Hz, &Wz) != 0) die("%s", ivae_error());
+    real *mu = must_malloc((size_t)m->cfg.z_ch * Tz * Hz * Wz * sizeof(real));
+    if (ivae_encode(m, in.px, in.T, in.H, in.W, mu) != 0) die("%s", ivae_error());
+    char T[16], H[16], W[16];
+    snprintf(T, sizeof T, "%d", in.T), snprintf(H, sizeof H, "%d", in.H), snprintf(W, sizeof W, "%d", in.W);
+    const char *meta[] = {"input_frames", T, "input_height", H, "input_width", W};
+    IvaeStEntry e = {.name = "mu", .ndim = 4, .shape = {m->cfg.z_ch, Tz, Hz, Wz}, .data = mu};
+    if (ivae_st_write(argv[2], &e, 1, meta, 3) != 0) die("%s", ivae_error());
+    printf("%s: %dx%dx%d -> latent mu (%d,%d,%d,%d); wrote %s\n", argv[1], in.T, in.H, in.W, m->cfg.z_ch, Tz, Hz, Wz, argv[2]);
+    free(mu), clip_free(&in);
+    ivae_model_free(m);
+    return 0;
+}
+
+static int cmd_decode(int argc, char **argv) {
+    for (int i = 0; i < argc; i++)
+        if (is_help(argv[i])) return fputs(DECODE_HELP, stdout), 0;
+    if (argc != 3) die("decode: expected MODEL LATENT OUTPUT (see ivae decode --help)");
+    IvaeModel *m = ivae_load(argv[0]);
+    if (!m) die("%s", ivae_error());
+    IvaeSt *st = ivae_st_open(argv[1]);
+    if (!st) die("%s", ivae_error());
+    int64_t shape[4];
+    real *mu = read_tensor(st, "mu", 4, shape);
+    if (shape[0] != m->cfg.z_ch) die("%s: mu has %lld channels, the model's latent has %d", argv[1], (long long)shape[0], m->cfg.z_ch);
+    int fs = ivae_space_factor(&m->cfg), T = (int)(shape[1] - 1) * ivae_time_factor(&m->cfg) + 1;
+    Clip out = {T, (int)shape[2] * fs, (int)shape[3] * fs, NULL};
+    out.px = must_malloc((size_t)3 * out.T * out.H * out.W * sizeof(float));
+    if (ivae_decode(m, mu, (int)shape[1], (int)shape[2], (int)shape[3], out.px) != 0) die("%s", ivae_error());
+    if (media_save(argv[2], &out) != 0) die("%s", ivae_error());
+    printf("%s: latent (%lld,%lld,%lld,%lld) -> %dx%dx%d; wrote %s\n", argv[1], (long long)shape[0], (long long)shape[1],
+           (long long)shape[2], (long long)shape[3], out.T, out.H, out.W, argv[2]);
+    free(mu), clip_free(&out);
+    ivae_st_close(st);
+    ivae_model_free(m);
+    return 0;
+}
+
 /* --- ivae info ------------------------------------------------------------ */
 
 static int cmd_info(int argc, char **argv) {
@@ -474,6 +601,10 @@ static const char *HELP =
     "\n"
     "usage: ivae COMMAND [options] ...\n"
     "\n"
+    "  train   train the VAE on a dataset (the main job)\n"
+    "  recon   encode and decode an image or clip; print PSNR and SSIM\n"
+    "  encode  write the latent of an image or clip\n"
+    "  decode  turn a latent back into pixels\n"
     "  init    write a freshly initialised model\n"
     "  grad    forward + backward on a batch; write loss, outputs and every gradient\n"
     "  batch   write a random input batch for grad\n"
@@ -488,6 +619,10 @@ int main(int argc, char **argv) {
         return argc < 2 ? 1 : 0;
     }
     const char *cmd = argv[1];
+    if (strcmp(cmd, "train") == 0) return train_main(argc - 2, argv + 2);
+    if (strcmp(cmd, "recon") == 0) return cmd_recon(argc - 2, argv + 2);
+    if (strcmp(cmd, "encode") == 0) return cmd_encode(argc - 2, argv + 2);
+    if (strcmp(cmd, "decode") == 0) return cmd_decode(argc - 2, argv + 2);
     if (strcmp(cmd, "init") == 0) return cmd_init(argc - 2, argv + 2);
     if (strcmp(cmd, "grad") == 0) return cmd_grad(argc - 2, argv + 2);
     if (strcmp(cmd, "diff") == 0) return cmd_diff(argc - 2, argv + 2);

@@ -1,0 +1,810 @@
+/*
+ * train.c: `ivae train`, the main job: train the VAE on real images and clips.
+ *
+ *   ./ivae train [--data data] [--minutes M | --steps N] [--out runs/NAME] [--resume CKPT] ...
+ *
+ * Each step draws a batch that mixes images (T = 1) and clips (T = 1 + 4k),
+ * random crops of the training data, and takes one AdamW step on the loss of
+ * SPEC 4. Around that step sit the guards that keep a long run alive:
+ *
+ * - warmup, then cosine decay of the learning rate;
+ * - adaptive gradient clipping per output unit (NFNets): a conv weight row's
+ *   gradient may not exceed agc * its weight norm, so no unit can jump;
+ * - global clipping against the recent median gradient norm, so a clip
+ *   threshold means something whatever the loss scale;
+ * - a NaN guard: a non-finite loss or gradient skips the step and names the
+ *   first layer where the NaN or inf appeared;
+ * - a spike guard: a recent good state is kept in memory; when the loss or an
+ *   activation norm jumps far above its recent median the run rolls back to
+ *   it, lowers the learning rate and says so.
+ *
+ * Everything that steers the run (parameters, moments, step, RNG state,
+ * learning-rate scale, guard history) is in the checkpoint, so a resumed run
+ * continues bit for bit as if it had never stopped.
+ */
+#include "ivae.h"
+#include "media.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define HIST 64 /* steps of history the guards look at */
+
+static void die(const char *fmt, ...) {
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    for (char *c = msg; *c; c++)
+        if ((unsigned char)*c < 0x20) *c = '?';
+    fprintf(stderr, "ivae: error: %s\n", msg);
+    exit(1);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static void *must_calloc(size_t n, size_t sz) {
+    void *p = calloc(n ? n : 1, sz ? sz : 1);
+    if (!p) die("out of memory");
+    return p;
+}
+
+/* ------------------------------------------------------------------------ */
+/* options */
+
+typedef struct {
+    const char *data, *out, *resume, *config;
+    double minutes;
+    long steps, stop_after;
+    int crop, clip_frames, n_clips, n_images, eval_size, eval_frames;
+    double lr, min_lr_frac, weight_decay, agc, clip_factor, spike_factor;
+    long warmup;
+    IvaeLossOpts loss;
+    int log_every, log_norms, eval_every, ckpt_every, guard_every;
+    uint64_t seed;
+} Opts;
+
+static const char *TRAIN_HELP =
+    "usage: ivae train [options]\n"
+    "\n"
+    "Trains the VAE on DATA/train (clips: folders of numbered PNG frames under\n"
+    "clips/, or .y4m files; images under images/) and evaluates on DATA/eval.\n"
+    "Writes to OUT: model.safetensors (weights), ckpt.safetensors (weights and\n"
+    "optimizer state, for --resume), log.csv, loss.png, eval.csv and side-by-side\n"
+    "PNGs of held-out frames.\n"
+    "\n"
+    "  --data DIR          dataset folder (default data)\n"
+    "  --out DIR           output folder (default runs/latest)\n"
+    "  --minutes M         train for M minutes of wall time (default 5)\n"
+    "  --steps N           train for exactly N steps (overrides --minutes)\n"
+    "  --resume CKPT       continue a run from its ckpt.safetensors, bit for bit\n"
+    "  --config NAME       ivae-xs (default) or ivae-s, for a fresh run\n"
+    "  --seed N            RNG seed of the initialisation and the batches (default 1)\n"
+    "  --crop N            training crop size (default 32)\n"
+    "  --clips N           clips per batch (default 1)\n"
+    "  --clip-frames T     frames per clip, 1 + 4k (default 9)\n"
+    "  --images N          images per batch (default 8)\n"
+    "  --lr X              peak learning rate (default 5e-4)\n"
+    "  --warmup N          warmup steps (default 200)\n"
+    "  --min-lr-frac X     final learning rate as a fraction of the peak (default 0.1)\n"
+    "  --weight-decay X    AdamW decay of conv weights (default 0)\n"
+    "  --agc X             adaptive clipping: |g_row| <= X |w_row| (default 0.05; 0 = off)\n"
+    "  --clip-factor X     clip the global gradient norm at X times its recent median (default 2; 0 = off)\n"
+    "  --spike-factor X    roll back when the loss exceeds X times its recent median (default 3; 0 = off)\n"
+    "  --guard-every N     refresh the in-memory good state every N steps (default 50)\n"
+    "  --w-image X, --w-video X, --beta X, --w-opl X, --ref-shape TxHxW   the loss (SPEC 4)\n"
+    "  --log-every N       a status line every N steps (default 10)\n"
+    "  --log-norms N       every N steps, each layer's activation RMS and largest per-pixel norm\n"
+    "  --eval-every N      held-out PSNR/SSIM every N steps (default 500; 0 = only at the end)\n"
+    "  --eval-size N       held-out crop size (default 64)\n"
+    "  --ckpt-every N      checkpoint every N steps (default 500; a multiple of --guard-every)\n"
+    "  --stop-after N      stop after step N, keeping the schedule of --steps (for tests)\n";
+
+static void parse_opts(Opts *o, int argc, char **argv) {
+    memset(o, 0, sizeof *o);
+    o->data = "data", o->out = "runs/latest", o->config = "ivae-xs";
+    o->minutes = 5, o->crop = 32, o->clip_frames = 9, o->n_clips = 1, o->n_images = 8;
+    o->eval_size = 64, o->eval_frames = 17;
+    o->lr = 5e-4, o->warmup = 200, o->min_lr_frac = 0.1, o->agc = 0.05, o->clip_factor = 2, o->spike_factor = 3;
+    o->log_every = 10, o->eval_every = 500, o->ckpt_every = 500, o->guard_every = 50, o->seed = 1;
+    ivae_loss_defaults(&o->loss);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+#define NEXT() (i + 1 < argc ? argv[++i] : (die("%s needs a value (see ivae train --help)", a), ""))
+#define NUM(v) (v = strtod(NEXT(), &end), (*end || end == argv[i]) ? die("%s: '%s' is not a number", a, argv[i]) : (void)0)
+#define INT(v, lo) (v = strtol(NEXT(), &end, 10), (*end || end == argv[i] || v < lo) ? die("%s: '%s' must be an integer >= %d", a, argv[i], lo) : (void)0)
+        char *end;
+        double d;
+        long l;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(TRAIN_HELP, stdout);
+            exit(0);
+        } else if (!strcmp(a, "--data")) o->data = NEXT();
+        else if (!strcmp(a, "--out")) o->out = NEXT();
+        else if (!strcmp(a, "--resume")) o->resume = NEXT();
+        else if (!strcmp(a, "--config")) o->config = NEXT();
+        else if (!strcmp(a, "--minutes")) NUM(o->minutes);
+        else if (!strcmp(a, "--steps")) INT(o->steps, 1);
+        else if (!strcmp(a, "--stop-after")) INT(o->stop_after, 1);
+        else if (!strcmp(a, "--seed")) { INT(l, 0); o->seed = (uint64_t)l; }
+        else if (!strcmp(a, "--crop")) { INT(l, 8); o->crop = (int)l; }
+        else if (!strcmp(a, "--clips")) { INT(l, 0); o->n_clips = (int)l; }
+        else if (!strcmp(a, "--clip-frames")) { INT(l, 1); o->clip_frames = (int)l; }
+        else if (!strcmp(a, "--images")) { INT(l, 0); o->n_images = (int)l; }
+        else if (!strcmp(a, "--lr")) NUM(o->lr);
+        else if (!strcmp(a, "--warmup")) INT(o->warmup, 0);
+        else if (!strcmp(a, "--min-lr-frac")) NUM(o->min_lr_frac);
+        else if (!strcmp(a, "--weight-decay")) NUM(o->weight_decay);
+        else if (!strcmp(a, "--agc")) NUM(o->agc);
+        else if (!strcmp(a, "--clip-factor")) NUM(o->clip_factor);
+        else if (!strcmp(a, "--spike-factor")) NUM(o->spike_factor);
+        else if (!strcmp(a, "--guard-every")) { INT(l, 1); o->guard_every = (int)l; }
+        else if (!strcmp(a, "--w-image")) { NUM(d); o->loss.w_image = (real)d; }
+        else if (!strcmp(a, "--w-video")) { NUM(d); o->loss.w_video = (real)d; }
+        else if (!strcmp(a, "--beta")) { NUM(d); o->loss.beta = (real)d; }
+        else if (!strcmp(a, "--w-opl")) { NUM(d); o->loss.w_opl = (real)d; }
+        else if (!strcmp(a, "--ref-shape")) {
+            const char *v = NEXT();
+            if (sscanf(v, "%dx%dx%d", &o->loss.ref_t, &o->loss.ref_h, &o->loss.ref_w) != 3 || o->loss.ref_t < 1 ||
+                o->loss.ref_h < 1 || o->loss.ref_w < 1)
+                die("--ref-shape: '%s' is not like 17x64x64", v);
+        } else if (!strcmp(a, "--log-every")) { INT(l, 1); o->log_every = (int)l; }
+        else if (!strcmp(a, "--log-norms")) { INT(l, 0); o->log_norms = (int)l; }
+        else if (!strcmp(a, "--eval-every")) { INT(l, 0); o->eval_every = (int)l; }
+        else if (!strcmp(a, "--eval-size")) { INT(l, 8); o->eval_size = (int)l; }
+        else if (!strcmp(a, "--ckpt-every")) { INT(l, 1); o->ckpt_every = (int)l; }
+        else die("train: unknown option '%s' (see ivae train --help)", a);
+#undef NEXT
+#undef NUM
+#undef INT
+    }
+    if (o->n_clips + o->n_images < 1) die("train: the batch is empty (--clips 0 --images 0)");
+    if (o->ckpt_every % o->guard_every != 0) die("train: --ckpt-every must be a multiple of --guard-every");
+    if (!(o->minutes > 0) && o->steps == 0) die("train: give --minutes M > 0 or --steps N");
+}
+
+/* The options that make up the training recipe: a checkpoint stores them as
+   metadata "opt.<flag>", and --resume reads them back as if given first on
+   the command line (flags given after --resume still win). */
+enum { OPT_KEYS = 18 };
+static const char *OPT_META[OPT_KEYS] = {"opt.lr", "opt.warmup", "opt.min-lr-frac", "opt.weight-decay", "opt.agc",
+                                         "opt.clip-factor", "opt.spike-factor", "opt.guard-every", "opt.crop", "opt.clips",
+                                         "opt.clip-frames", "opt.images", "opt.w-image", "opt.w-video", "opt.beta",
+                                         "opt.w-opl", "opt.ref-shape", "opt.seed"};
+
+static void opt_value(const Opts *o, int k, char *v, size_t n) {
+    switch (k) {
+    case 0: snprintf(v, n, "%.17g", o->lr); break;
+    case 1: snprintf(v, n, "%ld", o->warmup); break;
+    case 2: snprintf(v, n, "%.17g", o->min_lr_frac); break;
+    case 3: snprintf(v, n, "%.17g", o->weight_decay); break;
+    case 4: snprintf(v, n, "%.17g", o->agc); break;
+    case 5: snprintf(v, n, "%.17g", o->clip_factor); break;
+    case 6: snprintf(v, n, "%.17g", o->spike_factor); break;
+    case 7: snprintf(v, n, "%d", o->guard_every); break;
+    case 8: snprintf(v, n, "%d", o->crop); break;
+    case 9: snprintf(v, n, "%d", o->n_clips); break;
+    case 10: snprintf(v, n, "%d", o->clip_frames); break;
+    case 11: snprintf(v, n, "%d", o->n_images); break;
+    case 12: snprintf(v, n, "%.9g", (double)o->loss.w_image); break;
+    case 13: snprintf(v, n, "%.9g", (double)o->loss.w_video); break;
+    case 14: snprintf(v, n, "%.9g", (double)o->loss.beta); break;
+    case 15: snprintf(v, n, "%.9g", (double)o->loss.w_opl); break;
+    case 16: snprintf(v, n, "%dx%dx%d", o->loss.ref_t, o->loss.ref_h, o->loss.ref_w); break;
+    case 17: snprintf(v, n, "%llu", (unsigned long long)o->seed); break;
+    }
+}
+
+/* argv with the recipe of the checkpoint named by --resume in front */
+static char **with_resume_recipe(int *argc, char **argv) {
+    const char *ckpt = NULL;
+    for (int i = 0; i + 1 < *argc; i++)
+        if (!strcmp(argv[i], "--resume")) ckpt = argv[i + 1];
+    if (!ckpt) return argv;
+    IvaeSt *st = ivae_st_open(ckpt);
+    if (!st) die("%s", ivae_error());
+    char **out = must_calloc(2 * OPT_KEYS + *argc + 1, sizeof(char *));
+    int n = 0;
+    for (int k = 0; k < OPT_KEYS; k++) {
+        const char *v = ivae_st_meta(st, OPT_META[k]);
+        if (!v) continue;
+        size_t len = strlen(OPT_META[k]) + 2;
+        out[n] = must_calloc(len, 1);
+        snprintf(out[n++], len, "--%s", OPT_META[k] + 4);
+        out[n++] = strdup(v);
+    }
+    ivae_st_close(st);
+    for (int i = 0; i < *argc; i++) out[n++] = argv[i];
+    *argc = n;
+    return out;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the data */
+
+typedef struct {
+    Clip *clips, *images;
+    int n_clips, n_images;
+} Dataset;
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* the entries of dir (not starting with '.'), sorted; NULL if dir is missing */
+static char **list_dir(const char *dir, int *n) {
+    DIR *d = opendir(dir);
+    *n = 0;
+    if (!d) return NULL;
+    char **names = NULL;
+    int cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 64;
+            names = realloc(names, cap * sizeof *names);
+            if (!names) die("out of memory");
+        }
+        size_t len = strlen(dir) + strlen(e->d_name) + 2;
+        names[*n] = malloc(len);
+        if (!names[*n]) die("out of memory");
+        snprintf(names[(*n)++], len, "%s/%s", dir, e->d_name);
+    }
+    closedir(d);
+    qsort(names, *n, sizeof *names, cmp_str);
+    return names;
+}
+
+static void load_split(Dataset *ds, const char *root, const char *split, int min_frames) {
+    char dir[1024];
+    int n;
+    memset(ds, 0, sizeof *ds);
+    snprintf(dir, sizeof dir, "%s/%s/clips", root, split);
+    char **names = list_dir(dir, &n);
+    ds->clips = must_calloc(n, sizeof(Clip));
+    for (int j = 0; j < n; j++) {
+        Clip c;
+        if (media_load(names[j], 0, &c) != 0) die("%s", ivae_error());
+        if (c.T < min_frames) {
+            fprintf(stderr, "ivae: note: skipping %s: %d frames, fewer than %d\n", names[j], c.T, min_frames);
+            clip_free(&c);
+        } else
+            ds->clips[ds->n_clips++] = c;
+        free(names[j]);
+    }
+    free(names);
+    snprintf(dir, sizeof dir, "%s/%s/images", root, split);
+    names = list_dir(dir, &n);
+    ds->images = must_calloc(n, sizeof(Clip));
+    for (int j = 0; j < n; j++) {
+        if (media_load(names[j], 1, &ds->images[j]) != 0) die("%s", ivae_error());
+        ds->n_images++;
+        free(names[j]);
+    }
+    free(names);
+}
+
+static void free_split(Dataset *ds) {
+    for (int j = 0; j < ds->n_clips; j++) clip_free(&ds->clips[j]);
+    for (int j = 0; j < ds->n_images; j++) clip_free(&ds->images[j]);
+    free(ds->clips), free(ds->images);
+}
+
+static int rand_int(IvaeRng *r, int n) { return (int)(ivae_rng_uniform(r) * n); }
+
+/* a random T x crop x crop window of src, mirrored left-right half the time */
+static void random_crop(real *dst, const Clip *src, int T, int crop, IvaeRng *r) {
+    int t0 = rand_int(r, src->T - T + 1), y0 = rand_int(r, src->H - crop + 1), x0 = rand_int(r, src->W - crop + 1);
+    int flip = rand_int(r, 2);
+    for (int c = 0; c < 3; c++)
+        for (int t = 0; t < T; t++)
+            for (int y = 0; y < crop; y++) {
+                const float *row = src->px + (((size_t)c * src->T + t0 + t) * src->H + y0 + y) * src->W + x0;
+                real *out = dst + (((size_t)c * T + t) * crop + y) * crop;
+                for (int x = 0; x < crop; x++) out[x] = row[flip ? crop - 1 - x : x];
+            }
+}
+
+/* ------------------------------------------------------------------------ */
+/* the training state: everything a checkpoint must hold */
+
+typedef struct {
+    long step, total_steps;     /* steps done; the schedule's length */
+    IvaeRng rng;                /* batches and noise */
+    double lr_scale;            /* lowered by the spike guard */
+    double loss_hist[HIST], gnorm_hist[HIST], act_hist[HIST];
+    int n_hist;
+} TrainState;
+
+/* median of the n most recent entries of a ring buffer */
+static double median(const double *h, int n) {
+    double v[HIST];
+    int k = n < HIST ? n : HIST;
+    if (k == 0) return 0;
+    memcpy(v, h, k * sizeof(double));
+    for (int i = 1; i < k; i++)
+        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            double t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    return k % 2 ? v[k / 2] : 0.5 * (v[k / 2 - 1] + v[k / 2]);
+}
+
+static void hist_push(TrainState *s, double loss, double gnorm, double act) {
+    int j = s->n_hist % HIST;
+    s->loss_hist[j] = loss, s->gnorm_hist[j] = gnorm, s->act_hist[j] = act;
+    s->n_hist++;
+}
+
+/* the learning rate of step s (0-based): linear warmup, then cosine decay to min_frac */
+static double lr_at(const Opts *o, const TrainState *s) {
+    double lr = o->lr * s->lr_scale;
+    if (s->step < o->warmup) return lr * (double)(s->step + 1) / o->warmup;
+    double span = (double)(s->total_steps - o->warmup), p = span > 0 ? (s->step - o->warmup) / span : 1;
+    if (p > 1) p = 1;
+    return lr * (o->min_lr_frac + (1 - o->min_lr_frac) * 0.5 * (1 + cos(M_PI * p)));
+}
+
+/* the good state the spike guard rolls back to */
+typedef struct {
+    real *params, *m, *v;
+    TrainState st;
+    int valid;
+} Backup;
+
+static void backup_take(Backup *b, const IvaeModel *m, const TrainState *s) {
+    size_t n = m->n_params * sizeof(real);
+    if (!b->params) b->params = must_calloc(1, n), b->m = must_calloc(1, n), b->v = must_calloc(1, n);
+    memcpy(b->params, m->params, n);
+    if (m->adam_m) memcpy(b->m, m->adam_m, n), memcpy(b->v, m->adam_v, n);
+    else memset(b->m, 0, n), memset(b->v, 0, n);
+    b->st = *s;
+    b->valid = 1;
+}
+
+static void backup_restore(const Backup *b, IvaeModel *m, TrainState *s) {
+    size_t n = m->n_params * sizeof(real);
+    memcpy(m->params, b->params, n);
+    if (m->adam_m) memcpy(m->adam_m, b->m, n), memcpy(m->adam_v, b->v, n);
+    double scale = s->lr_scale;
+    *s = b->st;
+    s->lr_scale = scale; /* the lowered rate survives the rollback */
+    m->step = s->step;
+}
+
+/* ------------------------------------------------------------------------ */
+/* checkpoints: the model's tensors, optim.m.* and optim.v.*, and the state */
+
+static void save_checkpoint(const char *path, IvaeModel *m, const TrainState *s, const Opts *o) {
+    int n = m->n_tensors;
+    IvaeStEntry *e = must_calloc(3 * n + 3, sizeof *e);
+    char (*names)[128] = must_calloc(2 * n, sizeof *names);
+    for (int j = 0; j < n; j++) {
+        const IvaeParamInfo *p = &m->info[j];
+        for (int k = 0; k < 3; k++) {
+            IvaeStEntry *x = &e[k * n + j];
+            if (k) snprintf(names[(k - 1) * n + j], 128, "optim.%s.%s", k == 1 ? "m" : "v", p->name);
+            x->name = k ? names[(k - 1) * n + j] : p->name;
+            x->ndim = p->ndim;
+            for (int d = 0; d < p->ndim; d++) x->shape[d] = p->shape[d];
+            x->data = (k == 0 ? m->params : k == 1 ? m->adam_m : m->adam_v) + p->offset;
+        }
+    }
+    real hist[3][HIST];
+    for (int j = 0; j < HIST; j++)
+        hist[0][j] = (real)s->loss_hist[j], hist[1][j] = (real)s->gnorm_hist[j], hist[2][j] = (real)s->act_hist[j];
+    const char *hn[3] = {"optim.hist.loss", "optim.hist.gnorm", "optim.hist.act"};
+    for (int k = 0; k < 3; k++) e[3 * n + k] = (IvaeStEntry){.name = hn[k], .ndim = 1, .shape = {HIST}, .data = hist[k]};
+    /* metadata: the config (as ivae_save writes it) plus the state */
+    char base[16], nres[16], z[16], mult[64] = "", temporal[64] = "", step[32], total[32], rng[32], scale[40], nh[16];
+    const IvaeConfig *c = &m->cfg;
+    snprintf(base, sizeof base, "%d", c->base_ch), snprintf(nres, sizeof nres, "%d", c->n_res), snprintf(z, sizeof z, "%d", c->z_ch);
+    for (int k = 0; k < c->n_stages; k++) snprintf(mult + strlen(mult), sizeof mult - strlen(mult), "%s%d", k ? "," : "", c->ch_mult[k]);
+    for (int k = 0; k + 1 < c->n_stages; k++) snprintf(temporal + strlen(temporal), sizeof temporal - strlen(temporal), "%s%d", k ? "," : "", c->temporal[k]);
+    snprintf(step, sizeof step, "%ld", s->step), snprintf(total, sizeof total, "%ld", s->total_steps);
+    snprintf(rng, sizeof rng, "%llu", (unsigned long long)s->rng.s), snprintf(scale, sizeof scale, "%.17g", s->lr_scale);
+    snprintf(nh, sizeof nh, "%d", s->n_hist);
+    const char *meta[64] = {"format", "ivae", "base_ch", base, "ch_mult", mult, "n_res", nres, "z_ch", z, "temporal", temporal,
+                            "attn", c->attn == IVAE_ATTN_CAUSAL ? "causal" : "frame", "step", step, "total_steps", total,
+                            "rng", rng, "lr_scale", scale, "n_hist", nh};
+    /* the recipe, so that --resume continues with the same one */
+    char vals[OPT_KEYS][48];
+    int nm = 12;
+    for (int k = 0; k < OPT_KEYS; k++) {
+        opt_value(o, k, vals[k], sizeof vals[k]);
+        meta[2 * nm] = OPT_META[k], meta[2 * nm + 1] = vals[k], nm++;
+    }
+    if (ivae_st_write(path, e, 3 * n + 3, meta, nm) != 0) die("%s", ivae_error());
+    free(e), free(names);
+}
+
+static long meta_long(const IvaeSt *st, const char *key) {
+    const char *v = ivae_st_meta(st, key);
+    char *end;
+    if (!v) die("%s: not a training checkpoint (no '%s' in its metadata)", st->path, key);
+    long long x = strtoll(v, &end, 10);
+    if (*end || x < 0) die("%s: metadata '%s' = '%s' is not a count", st->path, key, v);
+    return (long)x;
+}
+
+static void load_checkpoint(const char *path, IvaeModel **pm, TrainState *s) {
+    IvaeModel *m = ivae_load(path);
+    if (!m) die("%s", ivae_error());
+    IvaeSt *st = ivae_st_open(path);
+    if (!st) die("%s", ivae_error());
+    s->step = meta_long(st, "step");
+    s->total_steps = meta_long(st, "total_steps");
+    s->n_hist = (int)meta_long(st, "n_hist");
+    const char *rng = ivae_st_meta(st, "rng"), *scale = ivae_st_meta(st, "lr_scale");
+    if (!rng || !scale) die("%s: not a training checkpoint (no rng or lr_scale)", path);
+    s->rng.s = strtoull(rng, NULL, 10);
+    s->lr_scale = strtod(scale, NULL);
+    m->adam_m = must_calloc(m->n_params, sizeof(real));
+    m->adam_v = must_calloc(m->n_params, sizeof(real));
+    m->step = s->step;
+    for (int j = 0; j < m->n_tensors; j++) {
+        const IvaeParamInfo *p = &m->info[j];
+        char name[160];
+        for (int k = 0; k < 2; k++) {
+            snprintf(name, sizeof name, "optim.%s.%s", k ? "v" : "m", p->name);
+            const IvaeStTensor *t = ivae_st_find(st, name);
+            if (!t || t->numel != p->numel) die("%s: optimizer state '%s' is missing or has the wrong size", path, name);
+            if (ivae_st_read(st, t, (k ? m->adam_v : m->adam_m) + p->offset) != 0) die("%s", ivae_error());
+        }
+    }
+    const char *hn[3] = {"optim.hist.loss", "optim.hist.gnorm", "optim.hist.act"};
+    double *hd[3] = {s->loss_hist, s->gnorm_hist, s->act_hist};
+    for (int k = 0; k < 3; k++) {
+        const IvaeStTensor *t = ivae_st_find(st, hn[k]);
+        real tmp[HIST];
+        if (!t || t->numel != HIST || ivae_st_read(st, t, tmp) != 0) die("%s: guard history '%s' is missing or bad", path, hn[k]);
+        for (int j = 0; j < HIST; j++) hd[k][j] = tmp[j];
+    }
+    ivae_st_close(st);
+    *pm = m;
+}
+
+/* ------------------------------------------------------------------------ */
+/* gradient clipping */
+
+/* adaptive clipping (NFNets): for each output unit o of a conv weight,
+   |g_o| <= agc * max(|w_o|, 1e-3); returns how many units were clipped */
+static int clip_adaptive(IvaeModel *m, double agc) {
+    int clipped = 0;
+    for (int t = 0; t < m->n_tensors; t++) {
+        const IvaeParamInfo *p = &m->info[t];
+        if (p->ndim != 5) continue;
+        size_t row = p->numel / p->shape[0];
+        for (int o = 0; o < p->shape[0]; o++) {
+            real *w = m->params + p->offset + o * row, *g = m->grads + p->offset + o * row;
+            double wn = 0, gn = 0;
+            for (size_t k = 0; k < row; k++) wn += (double)w[k] * w[k], gn += (double)g[k] * g[k];
+            wn = sqrt(wn) > 1e-3 ? sqrt(wn) : 1e-3, gn = sqrt(gn);
+            if (gn > agc * wn) {
+                real f = (real)(agc * wn / gn);
+                for (size_t k = 0; k < row; k++) g[k] *= f;
+                clipped++;
+            }
+        }
+    }
+    return clipped;
+}
+
+static double grad_norm(const IvaeModel *m) {
+    double s = 0;
+    for (size_t j = 0; j < m->n_params; j++) s += (double)m->grads[j] * m->grads[j];
+    return sqrt(s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* evaluation on the held-out split */
+
+typedef struct {
+    double psnr_img, ssim_img, psnr_vid, ssim_vid;
+} Eval;
+
+/* center crop of size x size, the first 1 + 4k frames up to max_frames */
+static void eval_crop(const Clip *src, int size, int max_frames, int ft, Clip *out) {
+    Clip tmp;
+    int T = src->T < max_frames ? src->T : max_frames;
+    T = (T - 1) / ft * ft + 1;
+    int s = size < src->H ? size : src->H;
+    if (s > src->W) s = src->W;
+    s = s / 8 * 8;
+    if (clip_crop(src, (src->H - s) / 2, (src->W - s) / 2, s, s, 0, T, &tmp) != 0) die("%s", ivae_error());
+    *out = tmp;
+}
+
+static void reconstruct(IvaeModel *m, const Clip *in, Clip *out) {
+    int Tz, Hz, Wz;
+    if (ivae_latent_shape(&m->cfg, in->T, in->H, in->W, &Tz, &Hz, &Wz) != 0) die("%s", ivae_error());
+    real *mu = must_calloc((size_t)m->cfg.z_ch * Tz * Hz * Wz, sizeof(real));
+    out->T = in->T, out->H = in->H, out->W = in->W;
+    out->px = must_calloc((size_t)3 * in->T * in->H * in->W, sizeof(float));
+    if (ivae_encode(m, in->px, in->T, in->H, in->W, mu) != 0 || ivae_decode(m, mu, Tz, Hz, Wz, out->px) != 0)
+        die("%s", ivae_error());
+    free(mu);
+}
+
+static Eval evaluate(IvaeModel *m, const Dataset *ev, const Opts *o, const char *png_dir) {
+    Eval e = {0};
+    int ft = ivae_time_factor(&m->cfg);
+    for (int kind = 0; kind < 2; kind++) {
+        int n = kind ? ev->n_clips : ev->n_images;
+        double ps = 0, ss = 0;
+        for (int j = 0; j < n; j++) {
+            Clip in, rec;
+            eval_crop(kind ? &ev->clips[j] : &ev->images[j], o->eval_size, o->eval_frames, ft, &in);
+            reconstruct(m, &in, &rec);
+            ps += clip_psnr(&in, &rec), ss += clip_ssim(&in, &rec);
+            if (png_dir && j < 4) {
+                char path[1200];
+                snprintf(path, sizeof path, "%s/heldout_%s_%d.png", png_dir, kind ? "clip" : "image", j);
+                if (save_side_by_side(path, &in, &rec, in.T / 2, 4) != 0) die("%s", ivae_error());
+            }
+            clip_free(&in), clip_free(&rec);
+        }
+        if (kind) e.psnr_vid = n ? ps / n : NAN, e.ssim_vid = n ? ss / n : NAN;
+        else e.psnr_img = n ? ps / n : NAN, e.ssim_img = n ? ss / n : NAN;
+    }
+    return e;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the loop */
+
+static void mkdir_p(const char *path) {
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(buf, 0755);
+            *p = '/';
+        }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) die("%s: cannot create: %s", path, strerror(errno));
+}
+
+static void fmt_time(char *buf, size_t n, double s) {
+    int t = (int)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(buf, n, "%d:%02d", t / 60, t % 60);
+}
+
+static void plot_loss(const char *out_dir, const double *steps, const double *loss, const double *rec, int n) {
+    if (n < 2) return;
+    char path[1200];
+    snprintf(path, sizeof path, "%s/loss.png", out_dir);
+    const char *names[2] = {"loss L", "rec (L1)"};
+    const double *xs[2] = {steps, steps}, *ys[2] = {loss, rec};
+    int lens[2] = {n, n};
+    if (plot_curves(path, "training loss", "step", "loss (log scale)", 2, names, xs, ys, lens, 1) != 0)
+        fprintf(stderr, "ivae: warning: %s\n", ivae_error());
+}
+
+int train_main(int argc, char **argv) {
+    Opts o;
+    argv = with_resume_recipe(&argc, argv);
+    parse_opts(&o, argc, argv);
+    IvaeModel *m = NULL;
+    TrainState s;
+    memset(&s, 0, sizeof s);
+    if (o.resume) {
+        load_checkpoint(o.resume, &m, &s);
+        if (o.steps && o.steps != s.total_steps)
+            fprintf(stderr, "ivae: note: --steps %ld replaces the checkpoint's schedule of %ld steps\n", o.steps, s.total_steps);
+        if (o.steps) s.total_steps = o.steps;
+    } else {
+        IvaeConfig cfg;
+        if (ivae_config_preset(o.config, &cfg) != 0) die("%s", ivae_error());
+        m = ivae_model_new(&cfg);
+        ivae_init_params(m, o.seed);
+        s.rng.s = o.seed * 0x9E3779B97F4A7C15ull + 1;
+        s.lr_scale = 1;
+        s.total_steps = o.steps; /* 0: set from the time budget after a few steps */
+    }
+    int ft = ivae_time_factor(&m->cfg), fs = ivae_space_factor(&m->cfg);
+    if ((o.clip_frames - 1) % ft) die("--clip-frames %d: clips need 1 + %d*k frames", o.clip_frames, ft);
+    if (o.crop % fs) die("--crop %d: must be a multiple of %d", o.crop, fs);
+
+    Dataset tr, ev;
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/train", o.data);
+    struct stat sb;
+    if (stat(dir, &sb) != 0) die("%s: no training data (expected %s/train/clips and %s/train/images)", o.data, o.data, o.data);
+    load_split(&tr, o.data, "train", o.clip_frames);
+    load_split(&ev, o.data, "eval", 1);
+    if (o.n_clips && !tr.n_clips) die("%s: no training clip has %d frames (use --clips 0 or fewer --clip-frames)", dir, o.clip_frames);
+    if (o.n_images && !tr.n_images) die("%s/images: no training images (use --images 0)", dir);
+    for (int j = 0; j < tr.n_clips; j++)
+        if (tr.clips[j].H < o.crop || tr.clips[j].W < o.crop) die("training clip %d is smaller than --crop %d", j, o.crop);
+    for (int j = 0; j < tr.n_images; j++)
+        if (tr.images[j].H < o.crop || tr.images[j].W < o.crop) die("training image %d is smaller than --crop %d", j, o.crop);
+    mkdir_p(o.out);
+    printf("ivae train: %s (%zu parameters), %d clips + %d images for training, %d + %d held out; out %s\n",
+           o.resume ? o.resume : o.config, m->n_params, tr.n_clips, tr.n_images, ev.n_clips, ev.n_images, o.out);
+    printf("batch: %d clip%s of %dx%dx%d + %d image%s of %dx%d; lr %.2g, warmup %ld, agc %g, clip %gx median, spike guard %gx\n",
+           o.n_clips, o.n_clips == 1 ? "" : "s", o.clip_frames, o.crop, o.crop, o.n_images, o.n_images == 1 ? "" : "s",
+           o.crop, o.crop, o.lr, o.warmup, o.agc, o.clip_factor, o.spike_factor);
+
+    /* the batch buffers, allocated once */
+    int B = o.n_clips + o.n_images;
+    IvaeSample *batch = must_calloc(B, sizeof *batch);
+    for (int i = 0; i < B; i++) {
+        int T = i < o.n_clips ? o.clip_frames : 1, Tz, Hz, Wz;
+        ivae_latent_shape(&m->cfg, T, o.crop, o.crop, &Tz, &Hz, &Wz);
+        batch[i].T = T, batch[i].H = o.crop, batch[i].W = o.crop;
+        batch[i].x = must_calloc((size_t)3 * T * o.crop * o.crop, sizeof(real));
+        batch[i].eps = must_calloc((size_t)m->cfg.z_ch * Tz * Hz * Wz, sizeof(real));
+    }
+    IvaeAdamW adam;
+    ivae_adamw_defaults(&adam);
+    adam.weight_decay = (real)o.weight_decay;
+    Backup backup = {0};
+    backup_take(&backup, m, &s);
+
+    char path[1200];
+    snprintf(path, sizeof path, "%s/log.csv", o.out);
+    FILE *csv = fopen(path, o.resume ? "a" : "w");
+    if (!csv) die("%s: cannot write: %s", path, strerror(errno));
+    if (!o.resume) fprintf(csv, "step,seconds,loss,rec,kl,opl,grad_norm,lr,agc_clipped,global_clipped,max_act_norm,event\n");
+    snprintf(path, sizeof path, "%s/eval.csv", o.out);
+    FILE *ecsv = fopen(path, o.resume ? "a" : "w");
+    if (!ecsv) die("%s: cannot write: %s", path, strerror(errno));
+    if (!o.resume) fprintf(ecsv, "step,psnr_image,ssim_image,psnr_video,ssim_video\n");
+
+    size_t cap_curve = 1024;
+    double *c_step = must_calloc(cap_curve, sizeof(double)), *c_loss = must_calloc(cap_curve, sizeof(double)),
+           *c_rec = must_calloc(cap_curve, sizeof(double));
+    int n_curve = 0;
+    double t_start = now_s(), budget = o.minutes * 60, t_loop = now_s();
+    long step0 = s.step, skipped = 0, rollbacks = 0;
+    IvaeActStat stats[256];
+
+    for (;;) {
+        if (s.total_steps && s.step >= s.total_steps) break;
+        if (o.stop_after && s.step >= o.stop_after) break;
+        if (!o.steps && !o.resume && now_s() - t_start > budget) break;
+        /* the batch */
+        for (int i = 0; i < B; i++) {
+            if (i < o.n_clips) random_crop((real *)batch[i].x, &tr.clips[rand_int(&s.rng, tr.n_clips)], o.clip_frames, o.crop, &s.rng);
+            else random_crop((real *)batch[i].x, &tr.images[rand_int(&s.rng, tr.n_images)], 1, o.crop, &s.rng);
+            int Tz, Hz, Wz;
+            ivae_latent_shape(&m->cfg, batch[i].T, batch[i].H, batch[i].W, &Tz, &Hz, &Wz);
+            size_t nz = (size_t)m->cfg.z_ch * Tz * Hz * Wz;
+            for (size_t j = 0; j < nz; j++) ((real *)batch[i].eps)[j] = (real)ivae_rng_normal(&s.rng);
+        }
+        IvaeLoss L;
+        ivae_zero_grad(m);
+        if (ivae_batch_grad(m, batch, B, &o.loss, &L) != 0) die("%s", ivae_error());
+        int ns = ivae_activation_stats(m, stats, 256);
+        double max_act = 0;
+        for (int j = 0; j < ns; j++)
+            if (stats[j].max_norm > max_act || stats[j].max_norm != stats[j].max_norm) max_act = stats[j].max_norm;
+        double gn = grad_norm(m);
+        const char *event = "";
+        char msg[256];
+
+        /* NaN guard */
+        if (L.nonfinite[0] || !isfinite(L.loss) || !isfinite(gn)) {
+            snprintf(msg, sizeof msg, "non-finite value at %s: step skipped", L.nonfinite[0] ? L.nonfinite : "the loss");
+            printf("step %ld: %s\n", s.step + 1, msg);
+            fprintf(csv, "%ld,%.3f,%.9g,%.9g,%.9g,%.9g,%.9g,0,0,0,%.6g,nan_skip\n", s.step + 1, now_s() - t_start, L.loss, L.rec,
+                    L.kl, L.opl, gn, max_act);
+            skipped++;
+            if (skipped > 20 && backup.valid) { /* persistent: roll back */
+                backup_restore(&backup, m, &s);
+                s.lr_scale *= 0.5;
+                printf("step %ld: too many non-finite steps: rolled back to step %ld, learning rate x%.3g\n", s.step, s.step, s.lr_scale);
+                skipped = 0;
+            }
+            continue;
+        }
+        /* spike guard: loss or activations far above their recent medians */
+        int warm = s.n_hist >= 16 && o.spike_factor > 0;
+        double med_loss = median(s.loss_hist, s.n_hist), med_act = median(s.act_hist, s.n_hist);
+        if (warm && (L.loss > o.spike_factor * med_loss || max_act > 4 * o.spike_factor * med_act)) {
+            long from = s.step + 1;
+            backup_restore(&backup, m, &s);
+            s.lr_scale *= 0.5;
+            rollbacks++;
+            printf("step %ld: spike (loss %.4g vs median %.4g, max activation norm %.4g vs %.4g): rolled back to step %ld, learning rate x%.3g\n",
+                   from, L.loss, med_loss, max_act, med_act, s.step, s.lr_scale);
+            fprintf(csv, "%ld,%.3f,%.9g,%.9g,%.9g,%.9g,%.9g,0,0,0,%.6g,rollback\n", from, now_s() - t_start, L.loss, L.rec, L.kl,
+                    L.opl, gn, max_act);
+            continue;
+        }
+        /* clipping, then the step */
+        int agc_n = o.agc > 0 ? clip_adaptive(m, o.agc) : 0, global = 0;
+        double gn2 = grad_norm(m), med_g = median(s.gnorm_hist, s.n_hist);
+        if (o.clip_factor > 0 && s.n_hist >= 16 && gn2 > o.clip_factor * med_g) {
+            real f = (real)(o.clip_factor * med_g / gn2);
+            for (size_t j = 0; j < m->n_params; j++) m->grads[j] *= f;
+            global = 1;
+            event = "clipped";
+        }
+        double lr = lr_at(&o, &s);
+        adam.lr = (real)lr;
+        ivae_adamw_step(m, &adam);
+        s.step++;
+        hist_push(&s, L.loss, gn2, max_act);
+        if (s.step % o.guard_every == 0) backup_take(&backup, m, &s);
+
+        fprintf(csv, "%ld,%.3f,%.9g,%.9g,%.9g,%.9g,%.9g,%.6g,%d,%d,%.6g,%s\n", s.step, now_s() - t_start, L.loss, L.rec, L.kl, L.opl,
+                gn, lr, agc_n, global, max_act, event);
+        if ((size_t)n_curve == cap_curve) {
+            cap_curve *= 2;
+            c_step = realloc(c_step, cap_curve * sizeof(double)), c_loss = realloc(c_loss, cap_curve * sizeof(double));
+            c_rec = realloc(c_rec, cap_curve * sizeof(double));
+            if (!c_step || !c_loss || !c_rec) die("out of memory");
+        }
+        c_step[n_curve] = (double)s.step, c_loss[n_curve] = L.loss, c_rec[n_curve] = L.rec, n_curve++;
+
+        /* a time budget becomes a step count after a few steps, so the schedule is fixed */
+        if (!s.total_steps && s.step - step0 == 5) {
+            double per = (now_s() - t_loop) / 5;
+            s.total_steps = s.step + (long)((budget - (now_s() - t_start)) / per);
+            if (s.total_steps < s.step + 1) s.total_steps = s.step + 1;
+            printf("time budget %.1f min: %.2f s/step, schedule set to %ld steps\n", o.minutes, per, s.total_steps);
+        }
+        if (s.step % o.log_every == 0 || s.step == s.total_steps) {
+            double el = now_s() - t_loop, rate = (s.step - step0) * B / el;
+            char eta[32], elapsed[32];
+            fmt_time(elapsed, sizeof elapsed, now_s() - t_start);
+            fmt_time(eta, sizeof eta, s.total_steps ? (s.total_steps - s.step) * el / (s.step - step0) : 0);
+            printf("step %6ld/%ld  loss %.5f  rec %.5f  kl %.4g  |g| %.3g  lr %.2e  %.2f samples/s  %s elapsed, %s left\n", s.step,
+                   s.total_steps, L.loss, L.rec, L.kl, gn, lr, rate, elapsed, eta);
+            fflush(stdout);
+            fflush(csv);
+        }
+        if (o.log_norms && s.step % o.log_norms == 0) {
+            printf("activation norms at step %ld (last sample of the batch): layer, RMS, max per-pixel norm\n", s.step);
+            for (int j = 0; j < ns; j++) printf("  %-28s %10.4g %10.4g\n", stats[j].name, stats[j].rms, stats[j].max_norm);
+        }
+        if (o.eval_every && s.step % o.eval_every == 0 && s.step != s.total_steps) {
+            Eval e = evaluate(m, &ev, &o, NULL);
+            printf("eval at step %ld: images PSNR %.2f dB SSIM %.4f | clips PSNR %.2f dB SSIM %.4f\n", s.step, e.psnr_img,
+                   e.ssim_img, e.psnr_vid, e.ssim_vid);
+            fprintf(ecsv, "%ld,%.4f,%.5f,%.4f,%.5f\n", s.step, e.psnr_img, e.ssim_img, e.psnr_vid, e.ssim_vid);
+            fflush(ecsv);
+        }
+        if (s.step % o.ckpt_every == 0) {
+            snprintf(path, sizeof path, "%s/ckpt.safetensors", o.out);
+            save_checkpoint(path, m, &s, &o);
+        }
+    }
+
+    /* the end: checkpoint, weights, held-out numbers and pictures, the curve */
+    snprintf(path, sizeof path, "%s/ckpt.safetensors", o.out);
+    save_checkpoint(path, m, &s, &o);
+    snprintf(path, sizeof path, "%s/model.safetensors", o.out);
+    if (ivae_save(m, path) != 0) die("%s", ivae_error());
+    Eval e = evaluate(m, &ev, &o, o.out);
+    fprintf(ecsv, "%ld,%.4f,%.5f,%.4f,%.5f\n", s.step, e.psnr_img, e.ssim_img, e.psnr_vid, e.ssim_vid);
+    plot_loss(o.out, c_step, c_loss, c_rec, n_curve);
+    char elapsed[32];
+    fmt_time(elapsed, sizeof elapsed, now_s() - t_start);
+    printf("done: %ld steps in %s (%ld rollbacks, %ld skipped)\n", s.step, elapsed, rollbacks, skipped);
+    printf("held-out (%dx%d crops): images PSNR %.2f dB SSIM %.4f | clips PSNR %.2f dB SSIM %.4f\n", o.eval_size, o.eval_size,
+           e.psnr_img, e.ssim_img, e.psnr_vid, e.ssim_vid);
+    printf("wrote %s/model.safetensors, ckpt.safetensors, log.csv, eval.csv, loss.png, heldout_*.png\n", o.out);
+    fclose(csv), fclose(ecsv);
+    for (int i = 0; i < B; i++) free((void *)batch[i].x), free((void *)batch[i].eps);
+    free(batch), free(c_step), free(c_loss), free(c_rec);
+    free(backup.params), free(backup.m), free(backup.v);
+    free_split(&tr), free_split(&ev);
+    ivae_model_free(m);
+    return 0;
+}
