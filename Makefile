@@ -52,7 +52,7 @@ golden:
 	$(PYTHON) test/ref.py golden --config tiny --outdir test/golden
 	$(PYTHON) test/ref.py golden --config ivae-s --outdir test/golden
 
-test: ivae ivae_asan test/gradcheck test/test_model
+test: ivae ivae_asan test/gradcheck test/test_model test/test_media test/test_media_asan test/test_cl
 	PYTHON=$(PYTHON) sh test/run.sh
 
 clean:

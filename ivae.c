@@ -1063,7 +1063,8 @@ typedef struct {
     real *norm; /* (cout) n[o] of the current effective weight */
 } Smc;
 
-typedef enum { BLK_CONV, BLK_RES, BLK_ATTN, BLK_UP, BLK_SILU_CONV } BlockKind;
+typedef enum { BLK_CONV, BLK_RES, BLK_ATTN, BLK_UP, BLK_SILU_CONV } BlockKind; /* = IvaeBlockKind's order */
+_Static_assert(BLK_SILU_CONV == (int)IVAE_BLK_SILU_CONV && BLK_ATTN == (int)IVAE_BLK_ATTN, "block kinds out of step");
 
 typedef struct {
     BlockKind kind;
@@ -1664,6 +1665,38 @@ int ivae_activation_stats(IvaeModel *m, IvaeActStat *out, int max) {
         n++;
     }
     return n;
+}
+
+static IvaeConvDesc conv_desc(const Conv *c) {
+    IvaeConvDesc d = {c->w, c->b, c->cout, c->cin, c->kt, c->kh, c->kw, c->st, c->sh, c->sw};
+    return d;
+}
+
+int ivae_graph(const IvaeModel *m, int decoder, IvaeBlockDesc *out, int max) {
+    const struct IvaeImpl *I = m->impl;
+    const Block *bl = decoder ? I->dec : I->enc;
+    int n = decoder ? I->n_dec : I->n_enc;
+    for (int j = 0; j < n && j < max; j++) {
+        const Block *b = &bl[j];
+        IvaeBlockDesc *d = &out[j];
+        memset(d, 0, sizeof *d);
+        d->kind = (IvaeBlockKind)b->kind; /* the enums list the kinds in the same order */
+        d->name = b->name;
+        d->conv = conv_desc(&b->conv), d->proj = conv_desc(&b->proj);
+        d->c1 = conv_desc(&b->c1.c), d->c2 = conv_desc(&b->c2.c);
+        d->c1_scale = b->c1.s, d->c1_gain = b->c1.g, d->c2_scale = b->c2.s, d->c2_gain = b->c2.g;
+        d->shortcut = b->shortcut, d->temporal = b->temporal;
+    }
+    return n < max ? n : max;
+}
+
+const real *ivae_block_output(const IvaeModel *m, int decoder, int j, int shape[4]) {
+    const struct IvaeImpl *I = m->impl;
+    int n = decoder ? I->n_dec : I->n_enc;
+    if (j < 0 || j >= n) return NULL;
+    const Block *b = decoder ? &I->dec[j] : &I->enc[j];
+    shape[0] = b->out.C, shape[1] = b->out.T, shape[2] = b->out.H, shape[3] = b->out.W;
+    return b->y;
 }
 
 void ivae_loss_defaults(IvaeLossOpts *o) {

@@ -138,6 +138,29 @@ typedef struct {
 } IvaeActStat;
 int ivae_activation_stats(IvaeModel *m, IvaeActStat *out, int max);
 
+/* The layer graph, read-only, for other backends (the OpenCL path) that run
+   the same model: the blocks of the encoder (decoder = 0) or the decoder in
+   forward order, with their parameters' offsets into m->params. */
+typedef enum { IVAE_BLK_CONV, IVAE_BLK_RES, IVAE_BLK_ATTN, IVAE_BLK_UP, IVAE_BLK_SILU_CONV } IvaeBlockKind;
+typedef struct {
+    size_t w, b;                        /* weight and bias offsets */
+    int cout, cin, kt, kh, kw, st, sh, sw;
+} IvaeConvDesc;
+typedef struct {
+    IvaeBlockKind kind;
+    const char *name;                   /* e.g. "decoder.stages.2.up" */
+    IvaeConvDesc conv;                  /* CONV, UP, SILU_CONV: the conv; RES: shortcut; ATTN: qkv */
+    IvaeConvDesc proj;                  /* ATTN */
+    IvaeConvDesc c1, c2;                /* RES: the two SMC convs */
+    size_t c1_scale, c1_gain, c2_scale, c2_gain;
+    int shortcut;                       /* RES: has a shortcut conv */
+    int temporal;                       /* UP: doubles time */
+} IvaeBlockDesc;
+int ivae_graph(const IvaeModel *m, int decoder, IvaeBlockDesc *out, int max);
+/* the output of block j of the last forward pass (the last sample of a
+   batch), with its shape; NULL if there is none */
+const real *ivae_block_output(const IvaeModel *m, int decoder, int j, int shape[4]);
+
 /* Inference: encode returns mu (z, Tz, Hz, Wz); decode maps a latent to
    pixels (3, T, H, W) with T = (Tz - 1) * time_factor + 1. Both stream the
    clip through the causal convolutions chunk by chunk (frame attention), so

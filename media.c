@@ -220,10 +220,74 @@ static int make_dirs(const char *path) {
 /* 2. single images                                                           */
 /* ========================================================================== */
 
+/* Debian 12's stb_image (2.27) has a known overflow: a JPEG Huffman table
+   (a DHT segment) whose 16 code-length counts add up to more than 256 makes
+   stbi__build_huffman write past its arrays. We walk the file's segments the
+   way stb reads them and refuse such a table before stb sees it. The walk
+   is conservative: wherever it might disagree with stb (a corrupt file),
+   it looks at more places, never fewer. Returns 0 if a table is bad. */
+static int jpeg_tables_ok(const unsigned char *b, size_t n) {
+#define BYTE(i) ((size_t)(i) < n ? b[i] : 0)              /* stb reads 0 past the end */
+    size_t p = 2;                                       /* after SOI, FF D8 */
+    while (p < n) {
+        if (b[p] != 0xFF) { p++; continue; }            /* stb skips stray bytes between segments */
+        while (p < n && b[p] == 0xFF) p++;              /* fill bytes */
+        if (p >= n) break;
+        int m = b[p++];
+        if (m == 0xD9) break;                           /* EOI: stb stops here */
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;   /* markers without a length */
+        size_t L = ((size_t)BYTE(p) << 8) | BYTE(p + 1);
+        if (m == 0xC4) {                                /* DHT: as stb parses it */
+            long left = (long)L - 2;
+            size_t q = p + 2;
+            while (left > 0) {
+                int tc = BYTE(q) >> 4, th = BYTE(q) & 15;
+                if (tc > 1 || th > 3) return 1;         /* stb refuses this one itself */
+                long count = 0;
+                for (int i = 0; i < 16; i++) count += BYTE(q + 1 + i);
+                if (count > 256) return 0;
+                q += 17 + (size_t)count;
+                left -= 17 + count;
+            }
+            if (left < 0) return 1;                     /* stb refuses a DHT whose length lies */
+            p = q;
+        } else if (m == 0xDA) {                         /* SOS: its header, then entropy-coded data */
+            p += L;
+            /* the data ends at the first FF xx that is not stuffing (FF 00),
+               a fill byte (FF FF) or a restart marker (FF D0..D7) */
+            while (p + 1 < n && !(b[p] == 0xFF && b[p + 1] != 0x00 && b[p + 1] != 0xFF && (b[p + 1] < 0xD0 || b[p + 1] > 0xD7)))
+                p++;
+        } else {
+            p += L;                                     /* any other segment: skip by its length */
+        }
+    }
+    return 1;
+#undef BYTE
+}
+
 /* decodes an image file to 8-bit RGB (stb converts gray and drops alpha) */
 static unsigned char *read_rgb8(const char *path, int *w, int *h) {
+    /* the whole file into memory: stb decodes from there, and a JPEG's
+       tables can be checked first */
+    FILE *f = fopen(path, "rb");
+    if (!f) { ivae_set_error("%s: cannot open (%s)", path, strerror(errno)); return NULL; }
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0) { ivae_set_error("%s: cannot stat (%s)", path, strerror(errno)); fclose(f); return NULL; }
+    if (st.st_size > INT_MAX) { ivae_set_error("%s: image file too large (%lld bytes)", path, (long long)st.st_size); fclose(f); return NULL; }
+    size_t n = (size_t)st.st_size;
+    unsigned char *bytes = malloc(n ? n : 1);
+    if (!bytes) { ivae_set_error("%s: out of memory", path); fclose(f); return NULL; }
+    size_t got = fread(bytes, 1, n, f);
+    fclose(f);
+    if (got != n) { ivae_set_error("%s: read error (%zu of %zu bytes)", path, got, n); free(bytes); return NULL; }
+    if (n >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8 && !jpeg_tables_ok(bytes, n)) {
+        ivae_set_error("%s: cannot decode image (Corrupt JPEG: a Huffman table with more than 256 codes)", path);
+        free(bytes);
+        return NULL;
+    }
     int n_in_file;
-    unsigned char *rgb = stbi_load(path, w, h, &n_in_file, 3);
+    unsigned char *rgb = stbi_load_from_memory(bytes, (int)n, w, h, &n_in_file, 3);
+    free(bytes);
     if (!rgb) {
         const char *why = stbi_failure_reason();
         ivae_set_error("%s: cannot decode image (%s)", path, why ? why : "unknown error");
@@ -1238,7 +1302,7 @@ int save_side_by_side(const char *png_path, const Clip *orig, const Clip *recon,
     if (canvas_new(&cv, 3 * pw + 2 * gap, top + ph, bg, png_path) != 0) return -1;
     for (int p = 0; p < 3; p++) {
         int x0 = p * (pw + gap);
-        canvas_text(&cv, x0 + pad, pad, label[p], ts, fg, 0);
+        canvas_text(&cv, x0 + (pw - text_width(label[p], ts)) / 2, pad, label[p], ts, fg, 0);   /* centred */
         for (int y = 0; y < ph; y++)
             for (int x = 0; x < pw; x++) {
                 int sy = y / scale, sx = x / scale;     /* nearest: each pixel a scale x scale block */
@@ -1256,20 +1320,17 @@ int save_side_by_side(const char *png_path, const Clip *orig, const Clip *recon,
 
 /* ---- the line plot ---- */
 
-/* Heckbert's "nice numbers": 1, 2 or 5 times a power of ten near x
-   (rounded to the nearest one, or the next one up) */
-static double nice_num(double x, int round_it) {
-    double e = floor(log10(x)), f = x / pow(10.0, e), nf;
-    if (round_it) nf = f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10;
-    else          nf = f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10;
+/* a "nice" tick step near x (after Heckbert): 1, 2 or 5 times a power of ten */
+static double nice_step(double x) {
+    double e = floor(log10(x)), f = x / pow(10.0, e);
+    double nf = f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10;
     return nf * pow(10.0, e);
 }
 
 /* a linear axis covering lo..hi with about n ticks at round values; the
    axis limits are extended to whole ticks */
 static void nice_axis(double lo, double hi, int n, double *amin, double *amax, double *step) {
-    double range = nice_num(hi - lo, 0);
-    *step = nice_num(range / (n - 1), 1);
+    *step = nice_step((hi - lo) / (n - 1));
     *amin = floor(lo / *step) * *step;
     *amax = ceil(hi / *step) * *step;
 }
@@ -1368,7 +1429,7 @@ int plot_curves(const char *png_path, const char *title, const char *xlabel, con
         if (w > ylab_w) ylab_w = w;
     }
     const int left = 12 + (ylabel && *ylabel ? th + 12 : 0) + ylab_w + 10;
-    const int right = Wc - 24, top = title && *title ? 16 + th + 14 : 24, bottom = Hc - (12 + th + 12 + th + 14);
+    const int right = Wc - 40, top = title && *title ? 16 + th + 14 : 24, bottom = Hc - (12 + th + 12 + th + 14);
     const unsigned char white[3] = { 255, 255, 255 }, black[3] = { 0, 0, 0 };
     const unsigned char grid[3] = { 225, 225, 225 }, axis[3] = { 60, 60, 60 };
     static const unsigned char palette[10][3] = {
@@ -1422,7 +1483,7 @@ int plot_curves(const char *png_path, const char *title, const char *xlabel, con
             double px = PX(x), py = PY(log_y ? log10(y) : y);
             if (have_prev) mask_line(&mk, px0, py0, px, py, 2.0);
             else if (i + 1 >= lens[s] || !isfinite(ys[s][i + 1]) || !isfinite(xs[s][i + 1]))
-                mask_line(&mk, px, py, px, py, 3.0);    /* a lone point: a dot */
+                mask_line(&mk, px, py, px, py, 6.0);    /* a lone point: a dot */
             px0 = px; py0 = py; have_prev = 1;
         }
         mask_paint(&mk, &cv, palette[s % 10]);

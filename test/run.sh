@@ -7,7 +7,9 @@
 #   3. golden         ./ivae grad vs the PyTorch port, tiny config and ivae-s
 #   4. threads        OMP_NUM_THREADS=1, 2 and 3 give identical bits
 #   5. sanitizer      the ASan/UBSan build gives the same bits as the normal one
-#   6. bad input      malformed files and arguments: one-line errors, no crash
+#   6. training       a short run learns; exact resume; atomic checkpoints; recon
+#   7. OpenCL         every kernel bit-identical to its C twin (pocl)
+#   8. bad input      malformed files and arguments: one-line errors, no crash
 set -u
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -76,7 +78,25 @@ else
     fail "ivae_asan and ivae give different bits"
 fi
 
-step "6. bad input (normal and sanitizer builds)"
+step "6a. media: image, frame-folder and Y4M loaders, metrics, pictures (normal and sanitizer builds)"
+for bin in test_media test_media_asan; do
+    ./test/$bin "$OUT/$bin" > "$OUT/$bin.log" 2>&1 || { grep -v '^ok' "$OUT/$bin.log"; fail "$bin"; }
+    tail -n 1 "$OUT/$bin.log" | sed "s|^|$bin: |"
+done
+
+step "6b. training, resume, atomic checkpoints, media commands"
+sh test/test_train.sh > "$OUT/test_train.log" 2>&1 || fail test_train
+cat "$OUT/test_train.log"
+
+step "7. OpenCL: every layer bit-identical to the CPU reference (pocl in CI)"
+if [ -x test/test_cl ]; then
+    ./test/test_cl > "$OUT/test_cl.log" 2>&1 || fail test_cl
+    grep -v '^ok' "$OUT/test_cl.log"
+else
+    echo "SKIP: built without OpenCL (apt-get install ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd)"
+fi
+
+step "8. bad input (normal and sanitizer builds)"
 # Error exits leave memory to the OS (die() does not free), so LeakSanitizer
 # is off here; it stays on for the successful sanitizer run of step 5.
 for bin in ./ivae ./ivae_asan; do

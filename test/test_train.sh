@@ -1,0 +1,87 @@
+#!/bin/sh
+# test/test_train.sh: the training program and the media commands, end to end.
+#   1. a short run on data/ whose loss must fall
+#   2. N steps straight == N/2 steps, then --resume, then N/2 (bit for bit)
+#   3. a process killed while checkpointing leaves a loadable checkpoint
+#   4. recon / encode / decode on a frame folder, an image and a .y4m
+#   5. bad input to train: one-line errors, exit status 1
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-test/out/train}
+rm -rf "$OUT" && mkdir -p "$OUT"
+fails=0
+ok() { echo "ok   $1"; }
+bad() { echo "FAIL $1"; fails=$((fails + 1)); }
+Q="--data data --eval-size 16 --log-every 1000"
+
+# 1. learning: mean loss of the last 10 of 40 steps below 0.75 x the first 10's
+#    (measured: 0.0188 -> 0.0095 over 60 steps, so 0.75 leaves a wide margin)
+./ivae train $Q --steps 40 --warmup 10 --lr 1e-3 --out "$OUT/learn" > "$OUT/learn.log" 2>&1 || { cat "$OUT/learn.log"; bad "training run"; }
+if awk -F, 'NR>1 && $1<=10 {a+=$3; na++} NR>1 && $1>30 {b+=$3; nb++}
+            END {printf "loss: first 10 steps %.5f, last 10 %.5f\n", a/na, b/nb; exit !(nb == 10 && b/nb < 0.75*a/na)}' "$OUT/learn/log.csv"; then
+    ok "a 40-step run learns"
+else
+    bad "the loss did not fall"
+fi
+for f in model.safetensors ckpt.safetensors log.csv eval.csv loss.png heldout_image_0.png heldout_clip_0.png; do
+    [ -s "$OUT/learn/$f" ] || bad "the run did not write $f"
+done
+grep -q "held-out" "$OUT/learn.log" && ok "held-out PSNR/SSIM reported: $(grep held-out "$OUT/learn.log")"
+
+# 2. resume: 8 steps straight vs 4 + resume + 4
+R="$Q --steps 8 --warmup 3 --ckpt-every 4 --guard-every 4"
+./ivae train $R --out "$OUT/straight" > /dev/null 2>&1 &&
+./ivae train $R --stop-after 4 --out "$OUT/halves" > /dev/null 2>&1 &&
+./ivae train --data data --eval-size 16 --resume "$OUT/halves/ckpt.safetensors" --out "$OUT/halves" > /dev/null 2>&1 || bad "resume runs"
+if cmp -s "$OUT/straight/model.safetensors" "$OUT/halves/model.safetensors" &&
+   cmp -s "$OUT/straight/ckpt.safetensors" "$OUT/halves/ckpt.safetensors"; then
+    ok "8 steps == 4 + resume + 4: weights and optimizer state bit-identical"
+else
+    bad "resume is not exact"
+fi
+
+# 3. atomic checkpoints: kill -9 during training that checkpoints every step
+./ivae train $Q --steps 4 --ckpt-every 1 --guard-every 1 --out "$OUT/kill" > /dev/null 2>&1 || bad "kill test setup"
+survived=0
+for i in 1 2 3 4 5 6; do
+    ./ivae train $Q --steps 100000 --ckpt-every 1 --guard-every 1 --resume "$OUT/kill/ckpt.safetensors" --out "$OUT/kill" > /dev/null 2>&1 &
+    pid=$!
+    sleep "0.$((3 + i))"
+    kill -9 $pid 2>/dev/null
+    wait $pid 2>/dev/null
+    ./ivae info "$OUT/kill/ckpt.safetensors" > /dev/null 2>&1 && survived=$((survived + 1))
+done
+[ $survived -eq 6 ] && ok "6 kill -9 during checkpointing: the checkpoint stayed loadable every time" || bad "checkpoint lost after kill ($survived of 6 loadable)"
+
+# 4. media commands with the trained model
+M=$OUT/learn/model.safetensors
+clip=$(ls -d data/eval/clips/* | head -n 1)
+img=$(ls data/eval/images/* | head -n 1)
+./ivae recon "$M" "$clip" "$OUT/recon_clip" > "$OUT/r1.log" 2>&1 && [ -f "$OUT/recon_clip/0001.png" ] && ok "recon of a frame folder: $(head -n 1 "$OUT/r1.log")" || bad "recon of $clip"
+./ivae recon "$M" "$img" "$OUT/recon_img.png" > "$OUT/r2.log" 2>&1 && [ -f "$OUT/recon_img.png" ] && ok "recon of an image: $(head -n 1 "$OUT/r2.log")" || bad "recon of $img"
+./ivae recon "$M" "$clip" "$OUT/recon.y4m" > /dev/null 2>&1 && ./ivae recon "$M" "$OUT/recon.y4m" "$OUT/recon2.y4m" > "$OUT/r3.log" 2>&1 && ok "recon of a .y4m: $(head -n 1 "$OUT/r3.log")" || bad "recon through .y4m"
+./ivae encode "$M" "$clip" "$OUT/z.safetensors" > /dev/null 2>&1 && ./ivae decode "$M" "$OUT/z.safetensors" "$OUT/dec" > /dev/null 2>&1 &&
+  ./ivae recon "$M" "$clip" "$OUT/recon_clip2" > /dev/null 2>&1 && cmp -s "$OUT/dec/0005.png" "$OUT/recon_clip2/0005.png" &&
+  ok "encode + decode == recon (frame 5 identical)" || bad "encode + decode"
+
+# 5. bad input to train and the media commands
+expect_error() { # name, command...
+    name=$1; shift
+    "$@" > /dev/null 2> "$OUT/err.txt"; rc=$?
+    lines=$(wc -l < "$OUT/err.txt")
+    if [ $rc -eq 1 ] && [ "$lines" -eq 1 ] && grep -q '^ivae: error:' "$OUT/err.txt"; then ok "$name: $(cat "$OUT/err.txt")"
+    else bad "$name (exit $rc, $lines lines: $(head -c 200 "$OUT/err.txt"))"; fi
+}
+mkdir -p "$OUT/empty"
+printf 'not a png' > "$OUT/bad.png"
+expect_error "train without data" ./ivae train --data "$OUT/nodata" --steps 1 --out "$OUT/x"
+expect_error "train --clip-frames 8" ./ivae train --data data --clip-frames 8 --steps 1 --out "$OUT/x"
+expect_error "train --resume of a corrupt file" ./ivae train --data data --resume "$OUT/bad.png" --out "$OUT/x"
+expect_error "train --resume of a weights-only file" ./ivae train --data data --resume "$M" --out "$OUT/x"
+expect_error "train --lr abc" ./ivae train --lr abc
+expect_error "recon of a corrupt PNG" ./ivae recon "$M" "$OUT/bad.png" "$OUT/x.png"
+expect_error "recon of an empty folder" ./ivae recon "$M" "$OUT/empty" "$OUT/x"
+expect_error "decode of a file without mu" ./ivae decode "$M" "$M" "$OUT/x"
+
+[ $fails -eq 0 ] && echo "PASS: test_train" || echo "FAIL: test_train ($fails failed)"
+[ $fails -eq 0 ]
