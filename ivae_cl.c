@@ -1,0 +1,691 @@
+/*
+ * ivae_cl.c: the host side of the OpenCL twin of ivae's layers (kernels.cl).
+ *
+ * Read it top-down:
+ *   1. CL_CHECK, the one way every OpenCL call is checked, and its name table
+ *   2. platforms and devices: the count, the listing, the choice by env
+ *   3. the context: device checks, building kernels.cl, buffers, scratch
+ *   4. the layer wrappers, in ivae.c's order, each a few kernel launches
+ *
+ * The kernels are the strict ones: one work-item per output element running
+ * ivae.c's loop for that element, so the results are bit for bit the CPU's.
+ * Speed is the next stage's business; readability and the exact order of
+ * every sum are this one's.
+ */
+#include "ivae_cl.h"
+#include "ivae.h"
+
+#include <limits.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ========================================================================== */
+/* 1. checking OpenCL calls                                                   */
+/* ========================================================================== */
+
+static const char *cl_error_name(cl_int e) {
+    switch (e) {
+#define NAME(x) case x: return #x;
+    NAME(CL_SUCCESS) NAME(CL_DEVICE_NOT_FOUND) NAME(CL_DEVICE_NOT_AVAILABLE) NAME(CL_COMPILER_NOT_AVAILABLE)
+    NAME(CL_MEM_OBJECT_ALLOCATION_FAILURE) NAME(CL_OUT_OF_RESOURCES) NAME(CL_OUT_OF_HOST_MEMORY)
+    NAME(CL_PROFILING_INFO_NOT_AVAILABLE) NAME(CL_MEM_COPY_OVERLAP) NAME(CL_IMAGE_FORMAT_MISMATCH)
+    NAME(CL_IMAGE_FORMAT_NOT_SUPPORTED) NAME(CL_BUILD_PROGRAM_FAILURE) NAME(CL_MAP_FAILURE)
+    NAME(CL_MISALIGNED_SUB_BUFFER_OFFSET) NAME(CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST)
+    NAME(CL_COMPILE_PROGRAM_FAILURE) NAME(CL_LINKER_NOT_AVAILABLE) NAME(CL_LINK_PROGRAM_FAILURE)
+    NAME(CL_DEVICE_PARTITION_FAILED) NAME(CL_KERNEL_ARG_INFO_NOT_AVAILABLE)
+    NAME(CL_INVALID_VALUE) NAME(CL_INVALID_DEVICE_TYPE) NAME(CL_INVALID_PLATFORM) NAME(CL_INVALID_DEVICE)
+    NAME(CL_INVALID_CONTEXT) NAME(CL_INVALID_QUEUE_PROPERTIES) NAME(CL_INVALID_COMMAND_QUEUE)
+    NAME(CL_INVALID_HOST_PTR) NAME(CL_INVALID_MEM_OBJECT) NAME(CL_INVALID_IMAGE_FORMAT_DESCRIPTOR)
+    NAME(CL_INVALID_IMAGE_SIZE) NAME(CL_INVALID_SAMPLER) NAME(CL_INVALID_BINARY) NAME(CL_INVALID_BUILD_OPTIONS)
+    NAME(CL_INVALID_PROGRAM) NAME(CL_INVALID_PROGRAM_EXECUTABLE) NAME(CL_INVALID_KERNEL_NAME)
+    NAME(CL_INVALID_KERNEL_DEFINITION) NAME(CL_INVALID_KERNEL) NAME(CL_INVALID_ARG_INDEX)
+    NAME(CL_INVALID_ARG_VALUE) NAME(CL_INVALID_ARG_SIZE) NAME(CL_INVALID_KERNEL_ARGS)
+    NAME(CL_INVALID_WORK_DIMENSION) NAME(CL_INVALID_WORK_GROUP_SIZE) NAME(CL_INVALID_WORK_ITEM_SIZE)
+    NAME(CL_INVALID_GLOBAL_OFFSET) NAME(CL_INVALID_EVENT_WAIT_LIST) NAME(CL_INVALID_EVENT)
+    NAME(CL_INVALID_OPERATION) NAME(CL_INVALID_GL_OBJECT) NAME(CL_INVALID_BUFFER_SIZE)
+    NAME(CL_INVALID_MIP_LEVEL) NAME(CL_INVALID_GLOBAL_WORK_SIZE) NAME(CL_INVALID_PROPERTY)
+    NAME(CL_INVALID_IMAGE_DESCRIPTOR) NAME(CL_INVALID_COMPILER_OPTIONS) NAME(CL_INVALID_LINKER_OPTIONS)
+    NAME(CL_INVALID_DEVICE_PARTITION_COUNT)
+#undef NAME
+    /* OpenCL 2.x codes and the ICD loader's, which the 1.2 headers do not name */
+    case -69: return "CL_INVALID_PIPE_SIZE";
+    case -70: return "CL_INVALID_DEVICE_QUEUE";
+    case -71: return "CL_INVALID_SPEC_ID";
+    case -72: return "CL_MAX_SIZE_RESTRICTION_EXCEEDED";
+    case -1001: return "CL_PLATFORM_NOT_FOUND_KHR";
+    default: return "an unknown OpenCL error";
+    }
+}
+
+/* On failure: prints the call, the error's name, file and line to stderr,
+   keeps the same line in ivae_error(), and returns 1. Used through CL_CHECK:
+       if (CL_CHECK(clFinish(cl->queue))) return -1;
+   A call that returns its error through a pointer is checked with the comma
+   operator, so that the message still shows the call:
+       if (CL_CHECK((b = clCreateBuffer(..., &err), err))) return NULL; */
+static int cl_failed(cl_int err, const char *call, const char *file, int line) {
+    if (err == CL_SUCCESS) return 0;
+    ivae_set_error("OpenCL error %s (%d) from %s at %s:%d", cl_error_name(err), (int)err, call, file, line);
+    fprintf(stderr, "ivae: %s\n", ivae_error());
+    return 1;
+}
+#define CL_CHECK(call) cl_failed((call), #call, __FILE__, __LINE__)
+
+/* ========================================================================== */
+/* 2. platforms and devices                                                   */
+/* ========================================================================== */
+
+int ivae_cl_platform_count(void) {
+    cl_uint n = 0;
+    /* The one call not under CL_CHECK: with no driver installed the ICD
+       loader answers CL_PLATFORM_NOT_FOUND_KHR, which means "none", not
+       "broken". */
+    if (clGetPlatformIDs(0, NULL, &n) != CL_SUCCESS) return 0;
+    return (int)n;
+}
+
+static const char *no_platform =
+    "no OpenCL platform found (no OpenCL driver is installed; on Debian, apt-get install pocl-opencl-icd "
+    "gives the CPU one); the CPU path works without one";
+
+/* the platforms (malloc'd); -1 with a message if there is none */
+static int get_platforms(cl_platform_id **ids, cl_uint *n) {
+    *ids = NULL;
+    *n = (cl_uint)ivae_cl_platform_count();
+    if (*n == 0) {
+        ivae_set_error("%s", no_platform);
+        return -1;
+    }
+    *ids = malloc(*n * sizeof **ids);
+    if (!*ids || CL_CHECK(clGetPlatformIDs(*n, *ids, NULL))) {
+        free(*ids);
+        *ids = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* a platform's devices (malloc'd), possibly none */
+static int get_devices(cl_platform_id p, cl_device_id **ids, cl_uint *n) {
+    *ids = NULL;
+    *n = 0;
+    cl_int err = clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, 0, NULL, n);
+    if (err == CL_DEVICE_NOT_FOUND) { /* an answer: no devices */
+        *n = 0;
+        return 0;
+    }
+    if (cl_failed(err, "clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, 0, NULL, n)", __FILE__, __LINE__)) return -1;
+    *ids = malloc(*n * sizeof **ids);
+    if (!*ids || CL_CHECK(clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, *n, *ids, NULL))) {
+        free(*ids);
+        *ids = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static int platform_str(cl_platform_id p, cl_platform_info what, char *buf, size_t cap) {
+    buf[0] = 0;
+    if (CL_CHECK(clGetPlatformInfo(p, what, cap, buf, NULL))) return -1;
+    buf[cap - 1] = 0;
+    return 0;
+}
+
+static int device_str(cl_device_id d, cl_device_info what, char *buf, size_t cap) {
+    buf[0] = 0;
+    if (CL_CHECK(clGetDeviceInfo(d, what, cap, buf, NULL))) return -1;
+    buf[cap - 1] = 0;
+    return 0;
+}
+
+/* does the device give correctly rounded float / and sqrt, as the strict build needs? */
+static int device_strict_ok(cl_device_id d, int *ok, int *denorms) {
+    cl_device_fp_config fp = 0;
+    if (CL_CHECK(clGetDeviceInfo(d, CL_DEVICE_SINGLE_FP_CONFIG, sizeof fp, &fp, NULL))) return -1;
+    *ok = (fp & CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT) != 0;
+    *denorms = (fp & CL_FP_DENORM) != 0;
+    return 0;
+}
+
+int ivae_cl_print_devices(FILE *f) {
+    cl_platform_id *plats;
+    cl_uint np;
+    if (get_platforms(&plats, &np) != 0) return -1;
+    for (cl_uint ip = 0; ip < np; ip++) {
+        char name[256], version[256];
+        if (platform_str(plats[ip], CL_PLATFORM_NAME, name, sizeof name) ||
+            platform_str(plats[ip], CL_PLATFORM_VERSION, version, sizeof version))
+            goto fail;
+        fprintf(f, "platform %u: %s (%s)\n", ip, name, version);
+        cl_device_id *devs;
+        cl_uint nd;
+        if (get_devices(plats[ip], &devs, &nd) != 0) goto fail;
+        if (nd == 0) fprintf(f, "  (no devices)\n");
+        for (cl_uint id = 0; id < nd; id++) {
+            char dname[256];
+            cl_device_type type = 0;
+            cl_uint units = 0;
+            cl_ulong mem = 0;
+            int strict, denorms;
+            if (device_str(devs[id], CL_DEVICE_NAME, dname, sizeof dname) ||
+                CL_CHECK(clGetDeviceInfo(devs[id], CL_DEVICE_TYPE, sizeof type, &type, NULL)) ||
+                CL_CHECK(clGetDeviceInfo(devs[id], CL_DEVICE_MAX_COMPUTE_UNITS, sizeof units, &units, NULL)) ||
+                CL_CHECK(clGetDeviceInfo(devs[id], CL_DEVICE_GLOBAL_MEM_SIZE, sizeof mem, &mem, NULL)) ||
+                device_strict_ok(devs[id], &strict, &denorms)) {
+                free(devs);
+                goto fail;
+            }
+            fprintf(f, "  device %u: %s (%s, %u compute units, %.1f GiB%s)\n", id, dname,
+                    type & CL_DEVICE_TYPE_GPU   ? "GPU"
+                    : type & CL_DEVICE_TYPE_CPU ? "CPU"
+                                                : "other",
+                    units, (double)mem / (1 << 30),
+                    strict ? "" : "; no correctly rounded divide/sqrt: cannot run the strict build");
+        }
+        free(devs);
+    }
+    free(plats);
+    return 0;
+fail:
+    free(plats);
+    return -1;
+}
+
+/* a non-negative index from the environment, default 0 */
+static int env_index(const char *var, int *out) {
+    const char *s = getenv(var);
+    *out = 0;
+    if (!s || !*s) return 0;
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*end || v < 0 || v > INT_MAX) {
+        ivae_set_error("%s=%s is not an index (0, 1, ...; `ivae devices` lists them)", var, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+/* the platform and device named by IVAE_CL_PLATFORM and IVAE_CL_DEVICE */
+static int choose_device(IvaeCl *cl) {
+    if (env_index("IVAE_CL_PLATFORM", &cl->platform_index) || env_index("IVAE_CL_DEVICE", &cl->device_index))
+        return -1;
+    cl_platform_id *plats;
+    cl_uint np;
+    if (get_platforms(&plats, &np) != 0) return -1;
+    if ((cl_uint)cl->platform_index >= np) {
+        char name[256] = "";
+        platform_str(plats[0], CL_PLATFORM_NAME, name, sizeof name);
+        ivae_set_error("IVAE_CL_PLATFORM=%d but there %s %u OpenCL platform%s (0: %s%s)", cl->platform_index,
+                       np == 1 ? "is" : "are", np, np == 1 ? "" : "s", name, np > 1 ? ", ..." : "");
+        free(plats);
+        return -1;
+    }
+    cl->platform = plats[cl->platform_index];
+    free(plats);
+    if (platform_str(cl->platform, CL_PLATFORM_NAME, cl->platform_name, sizeof cl->platform_name)) return -1;
+
+    cl_device_id *devs;
+    cl_uint nd;
+    if (get_devices(cl->platform, &devs, &nd) != 0) return -1;
+    if ((cl_uint)cl->device_index >= nd) {
+        ivae_set_error("IVAE_CL_DEVICE=%d but platform %d (%s) has %u device%s", cl->device_index,
+                       cl->platform_index, cl->platform_name, nd, nd == 1 ? "" : "s");
+        free(devs);
+        return -1;
+    }
+    cl->device = devs[cl->device_index];
+    free(devs);
+    return device_str(cl->device, CL_DEVICE_NAME, cl->device_name, sizeof cl->device_name);
+}
+
+/* ========================================================================== */
+/* 3. the context: device checks, the program, buffers                        */
+/* ========================================================================== */
+
+static const char *kernel_names[IVAE_K_COUNT] = {
+#define IVAE_CL_NAME(name) #name,
+    IVAE_CL_KERNELS(IVAE_CL_NAME)
+#undef IVAE_CL_NAME
+};
+
+static int readable(const char *path) { return access(path, R_OK) == 0; }
+
+/* kernels.cl: $IVAE_KERNELS, else next to the executable, else one directory up */
+static int find_kernels(char *path, size_t cap) {
+    const char *env = getenv("IVAE_KERNELS");
+    if (env && *env) {
+        if (!readable(env)) {
+            ivae_set_error("IVAE_KERNELS=%s: cannot read that file", env);
+            return -1;
+        }
+        snprintf(path, cap, "%s", env);
+        return 0;
+    }
+    char exe[1024];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) {
+        ivae_set_error("cannot find kernels.cl (the executable's directory is unknown): set IVAE_KERNELS to its path");
+        return -1;
+    }
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = 0;
+    snprintf(path, cap, "%s/kernels.cl", exe);
+    if (readable(path)) return 0;
+    snprintf(path, cap, "%s/../kernels.cl", exe);
+    if (readable(path)) return 0;
+    ivae_set_error("kernels.cl is neither in %s nor in %s/..: set IVAE_KERNELS to its path", exe, exe);
+    return -1;
+}
+
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        ivae_set_error("%s: cannot open it", path);
+        return NULL;
+    }
+    char *s = NULL;
+    long n = -1;
+    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
+    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (s = malloc((size_t)n + 1)) && fread(s, 1, (size_t)n, f) == (size_t)n) {
+        s[n] = 0;
+    } else {
+        free(s);
+        s = NULL;
+        ivae_set_error("%s: cannot read it", path);
+    }
+    fclose(f);
+    return s;
+}
+
+/* pocl puts -I. before the caller's -I, so an ivae_math.h in the working
+   directory would silently replace the one next to kernels.cl: refuse to
+   build if there is one and it differs */
+static int check_cwd_header(const char *dir) {
+    char theirs[1100], here[PATH_MAX], there[PATH_MAX];
+    snprintf(theirs, sizeof theirs, "%s/ivae_math.h", dir);
+    if (!readable("ivae_math.h") || !realpath("ivae_math.h", here) || !realpath(theirs, there) ||
+        strcmp(here, there) == 0)
+        return 0;
+    char *a = read_text("ivae_math.h"), *b = read_text(theirs);
+    int same = a && b && strcmp(a, b) == 0;
+    free(a);
+    free(b);
+    if (!same) {
+        ivae_set_error("./ivae_math.h differs from %s, and some OpenCL compilers (pocl) take the working "
+                       "directory's first: run from another directory",
+                       theirs);
+        return -1;
+    }
+    return 0;
+}
+
+/* builds kernels.cl in strict mode: correctly rounded / and sqrt, no fast-math
+   or mad flags, FP_CONTRACT OFF inside the file; -I its directory for
+   ivae_math.h. On failure prints the build log. */
+static int build_program(IvaeCl *cl) {
+    if (find_kernels(cl->kernels_path, sizeof cl->kernels_path) != 0) return -1;
+    char *src = read_text(cl->kernels_path);
+    if (!src) return -1;
+    char dir[1024], options[1200];
+    snprintf(dir, sizeof dir, "%s", cl->kernels_path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    else snprintf(dir, sizeof dir, ".");
+    if (strchr(dir, ' ') || strchr(dir, '"')) {
+        ivae_set_error("%s: the directory of kernels.cl must not contain spaces or quotes (it goes into -I)", dir);
+        free(src);
+        return -1;
+    }
+    snprintf(options, sizeof options, "-cl-fp32-correctly-rounded-divide-sqrt -I %s", dir);
+    if (check_cwd_header(dir) != 0) {
+        free(src);
+        return -1;
+    }
+
+    cl_int err;
+    const char *srcs[1] = {src};
+    int failed = CL_CHECK((cl->program = clCreateProgramWithSource(cl->context, 1, srcs, NULL, &err), err));
+    free(src);
+    if (failed) return -1;
+    err = clBuildProgram(cl->program, 1, &cl->device, options, NULL, NULL);
+    if (err != CL_SUCCESS) {
+        size_t n = 0;
+        char *log = NULL;
+        if (!CL_CHECK(clGetProgramBuildInfo(cl->program, cl->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &n)) &&
+            (log = malloc(n + 1)) &&
+            !CL_CHECK(clGetProgramBuildInfo(cl->program, cl->device, CL_PROGRAM_BUILD_LOG, n, log, NULL))) {
+            log[n] = 0;
+            fprintf(stderr, "ivae: building %s (%s) failed; the build log:\n%s\n", cl->kernels_path, options, log);
+        }
+        free(log);
+        cl_failed(err, "clBuildProgram(cl->program, 1, &cl->device, options, NULL, NULL)", __FILE__, __LINE__);
+        return -1;
+    }
+    for (int k = 0; k < IVAE_K_COUNT; k++) {
+        if (CL_CHECK((cl->kernel[k] = clCreateKernel(cl->program, kernel_names[k], &err), err))) {
+            fprintf(stderr, "ivae: (kernel %s of %s)\n", kernel_names[k], cl->kernels_path);
+            return -1;
+        }
+        /* work-groups of 64, or fewer if the kernel cannot have that many */
+        size_t most = 0;
+        if (CL_CHECK(clGetKernelWorkGroupInfo(cl->kernel[k], cl->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof most,
+                                              &most, NULL)))
+            return -1;
+        cl->local[k] = most < 64 ? most : 64;
+    }
+    return 0;
+}
+
+static int cl_open(IvaeCl *cl) {
+    if (choose_device(cl) != 0) return -1;
+    int strict, denorms;
+    if (device_strict_ok(cl->device, &strict, &denorms) != 0) return -1;
+    if (!strict) {
+        ivae_set_error("device %d of platform %d (%s) has no correctly rounded float divide and sqrt "
+                       "(CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT): the strict OpenCL build cannot match the CPU on it",
+                       cl->device_index, cl->platform_index, cl->device_name);
+        return -1;
+    }
+    if (!denorms)
+        fprintf(stderr, "ivae: warning: %s flushes float denormals to zero; results that pass through a denormal "
+                        "will differ from the CPU's\n", cl->device_name);
+    cl_int err;
+    cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)cl->platform, 0};
+    if (CL_CHECK((cl->context = clCreateContext(props, 1, &cl->device, NULL, NULL, &err), err))) return -1;
+    if (CL_CHECK((cl->queue = clCreateCommandQueue(cl->context, cl->device, 0, &err), err))) return -1;
+    return build_program(cl);
+}
+
+IvaeCl *ivae_cl_new(void) {
+    IvaeCl *cl = calloc(1, sizeof *cl);
+    if (!cl) {
+        ivae_set_error("out of memory");
+        return NULL;
+    }
+    if (cl_open(cl) != 0) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", ivae_error()); /* freeing must not hide the reason */
+        ivae_cl_free(cl);
+        ivae_set_error("%s", msg);
+        return NULL;
+    }
+    return cl;
+}
+
+void ivae_cl_free(IvaeCl *cl) {
+    if (!cl) return;
+    for (int s = 0; s < IVAE_CLS_N; s++)
+        if (cl->scratch[s]) CL_CHECK(clReleaseMemObject(cl->scratch[s]));
+    for (int k = 0; k < IVAE_K_COUNT; k++)
+        if (cl->kernel[k]) CL_CHECK(clReleaseKernel(cl->kernel[k]));
+    if (cl->program) CL_CHECK(clReleaseProgram(cl->program));
+    if (cl->queue) CL_CHECK(clReleaseCommandQueue(cl->queue));
+    if (cl->context) CL_CHECK(clReleaseContext(cl->context));
+    free(cl);
+}
+
+cl_mem ivae_cl_buffer(IvaeCl *cl, size_t n, const float *host) {
+    cl_int err;
+    cl_mem b;
+    cl_mem_flags flags = CL_MEM_READ_WRITE | (host ? CL_MEM_COPY_HOST_PTR : 0);
+    if (CL_CHECK((b = clCreateBuffer(cl->context, flags, (n ? n : 1) * sizeof(float), (void *)host, &err), err)))
+        return NULL;
+    return b;
+}
+
+static int read_at(IvaeCl *cl, float *dst, cl_mem src, size_t offset, size_t n) {
+    if (n == 0) return 0;
+    return CL_CHECK(clEnqueueReadBuffer(cl->queue, src, CL_TRUE, offset * sizeof(float), n * sizeof(float), dst, 0,
+                                        NULL, NULL))
+               ? -1
+               : 0;
+}
+
+int ivae_cl_read(IvaeCl *cl, float *dst, cl_mem src, size_t n) { return read_at(cl, dst, src, 0, n); }
+
+int ivae_cl_write(IvaeCl *cl, cl_mem dst, const float *src, size_t n) {
+    if (n == 0) return 0;
+    return CL_CHECK(clEnqueueWriteBuffer(cl->queue, dst, CL_TRUE, 0, n * sizeof(float), src, 0, NULL, NULL)) ? -1 : 0;
+}
+
+int ivae_cl_finish(IvaeCl *cl) { return CL_CHECK(clFinish(cl->queue)) ? -1 : 0; }
+
+/* a scratch buffer of at least n floats, grown on demand (ivae.c's scratch()) */
+static cl_mem scratch(IvaeCl *cl, int slot, size_t n) {
+    if (n == 0) n = 1;
+    if (n * sizeof(float) > cl->scratch_bytes[slot]) {
+        if (cl->scratch[slot]) CL_CHECK(clReleaseMemObject(cl->scratch[slot]));
+        cl->scratch_bytes[slot] = 0;
+        if (!(cl->scratch[slot] = ivae_cl_buffer(cl, n, NULL))) return NULL;
+        cl->scratch_bytes[slot] = n * sizeof(float);
+    }
+    return cl->scratch[slot];
+}
+
+/* --- launching a kernel ----------------------------------------------------
+   RUN(cl, kernel, n, args...) sets the arguments in order and runs n
+   work-items, the global size rounded up to a multiple of the work-group size
+   (each kernel returns early past its n). Arguments: MEM(buffer or NULL),
+   INT(v), FLT(v), ULONG(v). */
+typedef struct {
+    size_t size;
+    const void *value;
+} KArg;
+#define MEM(m) ((KArg){sizeof(cl_mem), &(cl_mem){(m)}})
+#define INT(v) ((KArg){sizeof(cl_int), &(cl_int){(v)}})
+#define FLT(v) ((KArg){sizeof(cl_float), &(cl_float){(v)}})
+#define ULONG(v) ((KArg){sizeof(cl_ulong), &(cl_ulong){(v)}})
+#define RUN(cl, name, n, ...)                                                                                  \
+    run_kernel((cl), IVAE_K_##name, (n), (const KArg[]){__VA_ARGS__},                                          \
+               (int)(sizeof((const KArg[]){__VA_ARGS__}) / sizeof(KArg)))
+
+static int run_kernel(IvaeCl *cl, int k, size_t n, const KArg *args, int nargs) {
+    if (n == 0) return 0;
+    for (int a = 0; a < nargs; a++)
+        if (CL_CHECK(clSetKernelArg(cl->kernel[k], (cl_uint)a, args[a].size, args[a].value))) {
+            fprintf(stderr, "ivae: (kernel %s, argument %d)\n", kernel_names[k], a);
+            return -1;
+        }
+    size_t local = cl->local[k], global = (n + local - 1) / local * local;
+    if (CL_CHECK(clEnqueueNDRangeKernel(cl->queue, cl->kernel[k], 1, NULL, &global, &local, 0, NULL, NULL))) {
+        fprintf(stderr, "ivae: (kernel %s, %zu work-items in groups of %zu)\n", kernel_names[k], global, local);
+        return -1;
+    }
+    return 0;
+}
+
+/* ========================================================================== */
+/* 4. the layers and the loss                                                 */
+/* ========================================================================== */
+
+static int conv_out_t(int T, int st) { return (T - 1) / st + 1; }
+static int conv_out_s(int H, int k, int s) { return (H + 2 * (k / 2) - k) / s + 1; }
+
+/* the eleven size arguments every conv kernel takes, in ivae.c's order */
+#define CONV_SIZES                                                                                             \
+    INT(Cin), INT(T), INT(H), INT(W), INT(Cout), INT(kt), INT(kh), INT(kw), INT(st), INT(sh), INT(sw)
+
+int ivae_cl_conv3d_forward(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem weight, cl_mem bias, int Cin, int T, int H,
+                           int W, int Cout, int kt, int kh, int kw, int st, int sh, int sw) {
+    // out (Cout, To, Ho, Wo), inp (Cin, T, H, W), weight (Cout, Cin, kt, kh, kw), bias (Cout) or NULL
+    size_t n = (size_t)Cout * conv_out_t(T, st) * conv_out_s(H, kh, sh) * conv_out_s(W, kw, sw);
+    return RUN(cl, conv3d_forward, n, MEM(out), MEM(inp), MEM(weight), MEM(bias), CONV_SIZES);
+}
+
+int ivae_cl_conv3d_forward_chunk(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem prev, int s0, cl_mem weight,
+                                 cl_mem bias, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw, int st,
+                                 int sh, int sw) {
+    // out (Cout, To, Ho, Wo) for the To output frames whose last tap falls in frames s0 .. s0+T-1
+    int first = (s0 + st - 1) / st, last = (s0 + T - 1) / st, To = last - first + 1;
+    if (To <= 0) return 0;
+    size_t n = (size_t)Cout * To * conv_out_s(H, kh, sh) * conv_out_s(W, kw, sw);
+    if (RUN(cl, conv3d_forward_chunk, n, MEM(out), MEM(inp), MEM(prev), INT(s0), MEM(weight), MEM(bias), CONV_SIZES))
+        return -1;
+    return To;
+}
+
+int ivae_cl_conv3d_backward(IvaeCl *cl, cl_mem dinp, cl_mem dweight, cl_mem dbias, cl_mem dout, cl_mem inp,
+                            cl_mem weight, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw, int st,
+                            int sh, int sw) {
+    // dinp (Cin, T, H, W) written; dweight, dbias accumulated; dout (Cout, To, Ho, Wo)
+    // the same two input-gradient paths as ivae.c: a flipped convolution for stride 1, a gather otherwise
+    size_t nx = (size_t)Cin * T * H * W, nw = (size_t)Cout * Cin * kt * kh * kw;
+    if (dinp && st == 1 && sh == 1 && sw == 1) {
+        if (RUN(cl, conv3d_backward_dinp, nx, MEM(dinp), MEM(dout), MEM(weight), CONV_SIZES)) return -1;
+    } else if (dinp) {
+        if (RUN(cl, conv3d_backward_dinp_strided, nx, MEM(dinp), MEM(dout), MEM(weight), CONV_SIZES)) return -1;
+    }
+    if (dweight && RUN(cl, conv3d_backward_dweight, nw, MEM(dweight), MEM(dout), MEM(inp), CONV_SIZES)) return -1;
+    if (dbias && RUN(cl, conv3d_backward_dbias, (size_t)Cout, MEM(dbias), MEM(dout), CONV_SIZES)) return -1;
+    return 0;
+}
+
+int ivae_cl_smc_weight_forward(IvaeCl *cl, cl_mem what, cl_mem norm, cl_mem weight, cl_mem scale, cl_mem gain,
+                               int Cout, int Cin, int K) {
+    return RUN(cl, smc_weight_forward, (size_t)Cout, MEM(what), MEM(norm), MEM(weight), MEM(scale), MEM(gain),
+               INT(Cout), INT(Cin), INT(K));
+}
+
+int ivae_cl_smc_weight_backward(IvaeCl *cl, cl_mem dweight, cl_mem dscale, cl_mem dgain, cl_mem dwhat, cl_mem norm,
+                                cl_mem weight, cl_mem scale, cl_mem gain, int Cout, int Cin, int K) {
+    cl_mem dot = scratch(cl, IVAE_CLS_DOT, (size_t)Cout);
+    if (!dot) return -1;
+    if (RUN(cl, smc_weight_backward_dot, (size_t)Cout, MEM(dot), MEM(dwhat), MEM(weight), MEM(scale), INT(Cout),
+            INT(Cin), INT(K)))
+        return -1;
+    if (dweight && RUN(cl, smc_weight_backward_dweight, (size_t)Cout * Cin * K, MEM(dweight), MEM(dwhat), MEM(norm),
+                       MEM(dot), MEM(weight), MEM(scale), MEM(gain), INT(Cout), INT(Cin), INT(K)))
+        return -1;
+    if (dscale && RUN(cl, smc_weight_backward_dscale, (size_t)Cin, MEM(dscale), MEM(dwhat), MEM(norm), MEM(dot),
+                      MEM(weight), MEM(scale), MEM(gain), INT(Cout), INT(Cin), INT(K)))
+        return -1;
+    if (dgain && RUN(cl, smc_weight_backward_dgain, 1, MEM(dgain), MEM(norm), MEM(dot), INT(Cout))) return -1;
+    return 0;
+}
+
+int ivae_cl_silu_forward(IvaeCl *cl, cl_mem out, cl_mem inp, size_t n) {
+    return RUN(cl, silu_forward, n, MEM(out), MEM(inp), ULONG(n));
+}
+
+int ivae_cl_silu_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, cl_mem inp, size_t n) {
+    return RUN(cl, silu_backward, n, MEM(dinp), MEM(dout), MEM(inp), ULONG(n));
+}
+
+int ivae_cl_pixelnorm_forward(IvaeCl *cl, cl_mem out, cl_mem norm, cl_mem inp, int C, size_t N) {
+    return RUN(cl, pixelnorm_forward, N, MEM(out), MEM(norm), MEM(inp), INT(C), ULONG(N));
+}
+
+int ivae_cl_pixelnorm_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, cl_mem inp, cl_mem norm, int C, size_t N) {
+    return RUN(cl, pixelnorm_backward, N, MEM(dinp), MEM(dout), MEM(inp), MEM(norm), INT(C), ULONG(N));
+}
+
+int ivae_cl_attention_forward(IvaeCl *cl, cl_mem out, cl_mem att, cl_mem qkv, int C, int T, int H, int W, int mode) {
+    // out (C, N), att (N, L), qkv (3C, N); L = N (causal) or H*W (frame)
+    return RUN(cl, attention_forward, (size_t)T * H * W, MEM(out), MEM(att), MEM(qkv), INT(C), INT(T), INT(H),
+               INT(W), INT(mode));
+}
+
+int ivae_cl_attention_backward(IvaeCl *cl, cl_mem dqkv, cl_mem dout, cl_mem att, cl_mem qkv, int C, int T, int H,
+                               int W, int mode) {
+    // dqkv (3C, N) written; ds (N, L) lives in scratch between the two kernels
+    size_t N = (size_t)T * H * W, L = mode == IVAE_ATTN_CAUSAL ? N : (size_t)H * W;
+    cl_mem ds = scratch(cl, IVAE_CLS_ATT, N * L);
+    if (!ds) return -1;
+    if (RUN(cl, attention_backward_dsdq, N, MEM(dqkv), MEM(ds), MEM(dout), MEM(att), MEM(qkv), INT(C), INT(T),
+            INT(H), INT(W), INT(mode)))
+        return -1;
+    return RUN(cl, attention_backward_dkdv, N, MEM(dqkv), MEM(ds), MEM(dout), MEM(att), MEM(qkv), INT(C), INT(T),
+               INT(H), INT(W), INT(mode));
+}
+
+int ivae_cl_upsample_forward(IvaeCl *cl, cl_mem out, cl_mem inp, int C, int T, int H, int W, int temporal) {
+    size_t n = (size_t)C * (temporal ? 2 * T - 1 : T) * 4 * H * W;
+    return RUN(cl, upsample_forward, n, MEM(out), MEM(inp), INT(C), INT(T), INT(H), INT(W), INT(temporal));
+}
+
+int ivae_cl_upsample_chunk(IvaeCl *cl, cl_mem out, cl_mem inp, int C, int T, int H, int W, int temporal, int first) {
+    size_t n = (size_t)C * (temporal ? (first ? 2 * T - 1 : 2 * T) : T) * 4 * H * W;
+    return RUN(cl, upsample_chunk, n, MEM(out), MEM(inp), INT(C), INT(T), INT(H), INT(W), INT(temporal),
+               INT(first));
+}
+
+int ivae_cl_upsample_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, int C, int T, int H, int W, int temporal) {
+    return RUN(cl, upsample_backward, (size_t)C * T * H * W, MEM(dinp), MEM(dout), INT(C), INT(T), INT(H), INT(W),
+               INT(temporal));
+}
+
+/* --- the loss --------------------------------------------------------------- */
+
+int ivae_cl_sum_nested_d(IvaeCl *cl, double *sum, cl_mem v, int C, int T, int H, int W) {
+    // as in C: a float sum, converted to double at the end
+    cl_mem part = scratch(cl, IVAE_CLS_SUM, (size_t)C); /* the channel sums */
+    cl_mem total = scratch(cl, IVAE_CLS_TOTAL, 1);
+    float s;
+    if (!part || !total ||
+        RUN(cl, sum_nested_d_channel, (size_t)C, MEM(part), MEM(v), INT(C), INT(T), INT(H), INT(W)) ||
+        RUN(cl, sum_nested_d_total, 1, MEM(total), MEM(part), INT(C)) || read_at(cl, &s, total, 0, 1))
+        return -1;
+    *sum = s;
+    return 0;
+}
+
+int ivae_cl_rec_loss(IvaeCl *cl, double *rec, cl_mem dxhat, cl_mem xhat, cl_mem x, int C, int T, int H, int W,
+                     float coef, cl_mem scratch) {
+    // rec = sum |xhat - x| (nested order); dxhat = coef * sign(xhat - x) unless NULL
+    if (RUN(cl, rec_loss, (size_t)C * T * H * W, MEM(dxhat), MEM(xhat), MEM(x), INT(C), INT(T), INT(H), INT(W),
+            FLT(coef), MEM(scratch)))
+        return -1;
+    return ivae_cl_sum_nested_d(cl, rec, scratch, C, T, H, W);
+}
+
+int ivae_cl_latent_forward(IvaeCl *cl, double *kl, cl_mem logvar, cl_mem zs, cl_mem scratch, cl_mem h, cl_mem eps,
+                           int C, int T, int H, int W) {
+    // kl = 0.5 * sum (mu^2 + exp(logvar) - 1 - logvar), unnormalised, nested order
+    if (RUN(cl, latent_forward, (size_t)C * T * H * W, MEM(logvar), MEM(zs), MEM(scratch), MEM(h), MEM(eps), INT(C),
+            INT(T), INT(H), INT(W)))
+        return -1;
+    return ivae_cl_sum_nested_d(cl, kl, scratch, C, T, H, W);
+}
+
+int ivae_cl_latent_backward(IvaeCl *cl, cl_mem dh, cl_mem dz, cl_mem h, cl_mem logvar, cl_mem eps, size_t n,
+                            float ckl) {
+    return RUN(cl, latent_backward, n, MEM(dh), MEM(dz), MEM(h), MEM(logvar), MEM(eps), ULONG(n), FLT(ckl));
+}
+
+/* the scratch of the outlier penalty, by frame (kernels.cl, OPL_*):
+   m (T, C), S (T), dist (T, HW), nact (T), oplt (T), g (T, C) */
+size_t ivae_cl_opl_scratch(int C, int T, int H, int W) { return (size_t)T * (2 * (size_t)C + (size_t)H * W + 3); }
+
+int ivae_cl_opl_forward_backward(IvaeCl *cl, double *opl, cl_mem dz, cl_mem z, int C, int T, int H, int W,
+                                 float coef, cl_mem scratch) {
+    // opl = mean over frames of opl_t; with coef != 0 also dz += coef * d(opl)/dz
+    size_t HW = (size_t)H * W, oplt_at = (size_t)T * C + 2 * (size_t)T + (size_t)T * HW;
+    if (RUN(cl, opl_forward_backward_stats, (size_t)T, MEM(z), INT(C), INT(T), INT(H), INT(W), MEM(scratch)) ||
+        RUN(cl, opl_forward_backward_dist, (size_t)T * HW, MEM(z), INT(C), INT(T), INT(H), INT(W), MEM(scratch)) ||
+        RUN(cl, opl_forward_backward_hinge, (size_t)T, INT(C), INT(T), INT(H), INT(W), MEM(scratch)))
+        return -1;
+    float *oplt = malloc((size_t)T * sizeof(float));
+    if (!oplt) {
+        ivae_set_error("out of memory");
+        return -1;
+    }
+    if (read_at(cl, oplt, scratch, oplt_at, (size_t)T) != 0) {
+        free(oplt);
+        return -1;
+    }
+    /* as in C: the frames' float values summed in double */
+    double total = 0;
+    for (int t = 0; t < T; t++) total += oplt[t];
+    free(oplt);
+    *opl = total / T;
+    if (coef == 0 || !dz) return 0;
+    if (RUN(cl, opl_forward_backward_g, (size_t)T * C, MEM(z), INT(C), INT(T), INT(H), INT(W), MEM(scratch)) ||
+        RUN(cl, opl_forward_backward_dz, (size_t)C * T * HW, MEM(dz), MEM(z), INT(C), INT(T), INT(H), INT(W),
+            FLT(coef), MEM(scratch)))
+        return -1;
+    return 0;
+}

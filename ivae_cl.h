@@ -1,0 +1,158 @@
+/*
+ * ivae_cl.h: the OpenCL twin of ivae's layers, driven from C.
+ *
+ * kernels.cl holds one kernel per layer function of ivae.c (SPEC 2 and 4),
+ * computing every element with the same float operations in the same order
+ * as the C reference, so the results are bit for bit the CPU's (SPEC 8,
+ * "strict build"). This header opens a device and wraps each layer:
+ *
+ *   IvaeCl *cl = ivae_cl_new();                 // IVAE_CL_PLATFORM, IVAE_CL_DEVICE
+ *   if (!cl) { fprintf(stderr, "%s\n", ivae_error()); ... use the CPU path }
+ *   cl_mem x = ivae_cl_buffer(cl, n, host_x);   // n floats, copied from host_x
+ *   cl_mem y = ivae_cl_buffer(cl, n, NULL);
+ *   ivae_cl_silu_forward(cl, y, x, n);          // = silu_forward(y, x, n) of ivae.c
+ *   ivae_cl_read(cl, host_y, y, n);
+ *   clReleaseMemObject(x); clReleaseMemObject(y); ivae_cl_free(cl);
+ *
+ * Every layer wrapper takes the context, then the C function's arguments in
+ * its order with a cl_mem for each pointer (NULL where the C function
+ * accepts NULL), and enqueues its kernels on the context's in-order queue: a
+ * read that follows sees the result. It returns 0 (conv3d_forward_chunk: the
+ * number of output frames, as in C), or -1 when an OpenCL call failed; the
+ * call, the error's name, file and line are then printed to stderr and kept
+ * in ivae_error(). A C function that returns a double (a loss) gets a
+ * `double *` output as its first argument instead.
+ *
+ * Device choice: env IVAE_CL_PLATFORM and IVAE_CL_DEVICE, indices as printed
+ * by ivae_cl_print_devices(), default 0 and 0.
+ *
+ * kernels.cl is read at run time and compiled for the device (it includes
+ * ivae_math.h from its own directory): from the file named by env
+ * IVAE_KERNELS if set, else from the directory of the executable, else from
+ * the directory above it (so test/test_cl finds ../kernels.cl).
+ *
+ * Needs ivae.c (linked or included) for ivae_set_error().
+ */
+#ifndef IVAE_CL_H
+#define IVAE_CL_H
+
+#ifndef CL_TARGET_OPENCL_VERSION
+#define CL_TARGET_OPENCL_VERSION 120 /* the 1.2 API: enough, and what every driver has */
+#endif
+#include <CL/cl.h>
+#include <stddef.h>
+#include <stdio.h>
+
+/* The kernels of kernels.cl, in file order; the context holds one cl_kernel each. */
+#define IVAE_CL_KERNELS(X)                                                                              \
+    X(sum_nested_d_channel) X(sum_nested_d_total)                                                       \
+    X(conv3d_forward) X(conv3d_forward_chunk) X(conv3d_backward_dinp) X(conv3d_backward_dinp_strided)   \
+    X(conv3d_backward_dweight) X(conv3d_backward_dbias)                                                 \
+    X(smc_weight_forward) X(smc_weight_backward_dot) X(smc_weight_backward_dweight)                     \
+    X(smc_weight_backward_dscale) X(smc_weight_backward_dgain)                                          \
+    X(silu_forward) X(silu_backward) X(pixelnorm_forward) X(pixelnorm_backward)                         \
+    X(attention_forward) X(attention_backward_dsdq) X(attention_backward_dkdv)                          \
+    X(upsample_forward) X(upsample_chunk) X(upsample_backward)                                          \
+    X(rec_loss) X(latent_forward) X(latent_backward)                                                    \
+    X(opl_forward_backward_stats) X(opl_forward_backward_dist) X(opl_forward_backward_hinge)            \
+    X(opl_forward_backward_g) X(opl_forward_backward_dz)
+
+#define IVAE_CL_ENUM(name) IVAE_K_##name,
+enum { IVAE_CL_KERNELS(IVAE_CL_ENUM) IVAE_K_COUNT };
+#undef IVAE_CL_ENUM
+
+/* scratch buffers the wrappers need between their kernels (cf. ivae.c's
+   scratch()): grown on demand, reused after */
+enum { IVAE_CLS_SUM, IVAE_CLS_TOTAL, IVAE_CLS_DOT, IVAE_CLS_ATT, IVAE_CLS_N };
+
+typedef struct {
+    cl_platform_id platform;
+    cl_device_id device;
+    cl_context context;
+    cl_command_queue queue;
+    cl_program program;
+    cl_kernel kernel[IVAE_K_COUNT];
+    size_t local[IVAE_K_COUNT];     /* work-group size used for each kernel */
+    cl_mem scratch[IVAE_CLS_N];
+    size_t scratch_bytes[IVAE_CLS_N];
+    int platform_index, device_index;
+    char platform_name[256], device_name[256];
+    char kernels_path[1024];        /* the kernels.cl that was built */
+} IvaeCl;
+
+/* ------------------------------------------------------------------------ */
+/* device, program, buffers */
+
+/* the number of OpenCL platforms; 0 when there is none (no driver, or no
+   ICD loader configured), which is not an error: the CPU path works */
+int ivae_cl_platform_count(void);
+/* prints every platform and device with its indices, for `ivae devices`;
+   -1 on failure (nothing printed but the error) */
+int ivae_cl_print_devices(FILE *f);
+/* opens the device chosen by IVAE_CL_PLATFORM / IVAE_CL_DEVICE, checks that
+   it can run the strict build, and builds kernels.cl (the build log is
+   printed on failure); NULL with ivae_error() set otherwise */
+IvaeCl *ivae_cl_new(void);
+void ivae_cl_free(IvaeCl *cl);
+
+/* a buffer of n floats, copied from host if not NULL; NULL on failure */
+cl_mem ivae_cl_buffer(IvaeCl *cl, size_t n, const float *host);
+/* blocking copies of n floats */
+int ivae_cl_write(IvaeCl *cl, cl_mem dst, const float *src, size_t n);
+int ivae_cl_read(IvaeCl *cl, float *dst, cl_mem src, size_t n);
+int ivae_cl_finish(IvaeCl *cl);
+
+/* ------------------------------------------------------------------------ */
+/* the layers (ivae.c section 2); sizes as there. Backward wrappers write
+   dinp and accumulate dweight, dbias (each may be NULL to skip it). */
+
+int ivae_cl_conv3d_forward(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem weight, cl_mem bias, int Cin, int T, int H,
+                           int W, int Cout, int kt, int kh, int kw, int st, int sh, int sw);
+/* returns the number of output frames written (as the C function), -1 on failure */
+int ivae_cl_conv3d_forward_chunk(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem prev, int s0, cl_mem weight,
+                                 cl_mem bias, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw, int st,
+                                 int sh, int sw);
+int ivae_cl_conv3d_backward(IvaeCl *cl, cl_mem dinp, cl_mem dweight, cl_mem dbias, cl_mem dout, cl_mem inp,
+                            cl_mem weight, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw, int st,
+                            int sh, int sw);
+
+int ivae_cl_smc_weight_forward(IvaeCl *cl, cl_mem what, cl_mem norm, cl_mem weight, cl_mem scale, cl_mem gain,
+                               int Cout, int Cin, int K);
+int ivae_cl_smc_weight_backward(IvaeCl *cl, cl_mem dweight, cl_mem dscale, cl_mem dgain, cl_mem dwhat, cl_mem norm,
+                                cl_mem weight, cl_mem scale, cl_mem gain, int Cout, int Cin, int K);
+
+int ivae_cl_silu_forward(IvaeCl *cl, cl_mem out, cl_mem inp, size_t n);
+int ivae_cl_silu_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, cl_mem inp, size_t n);
+
+int ivae_cl_pixelnorm_forward(IvaeCl *cl, cl_mem out, cl_mem norm, cl_mem inp, int C, size_t N);
+int ivae_cl_pixelnorm_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, cl_mem inp, cl_mem norm, int C, size_t N);
+
+int ivae_cl_attention_forward(IvaeCl *cl, cl_mem out, cl_mem att, cl_mem qkv, int C, int T, int H, int W, int mode);
+int ivae_cl_attention_backward(IvaeCl *cl, cl_mem dqkv, cl_mem dout, cl_mem att, cl_mem qkv, int C, int T, int H,
+                               int W, int mode);
+
+int ivae_cl_upsample_forward(IvaeCl *cl, cl_mem out, cl_mem inp, int C, int T, int H, int W, int temporal);
+int ivae_cl_upsample_chunk(IvaeCl *cl, cl_mem out, cl_mem inp, int C, int T, int H, int W, int temporal, int first);
+int ivae_cl_upsample_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, int C, int T, int H, int W, int temporal);
+
+/* ------------------------------------------------------------------------ */
+/* the loss (ivae.c section 3). ivae.c's Shape s is passed as C, T, H, W.
+   The double result of the C function comes first. */
+
+/* ivae.c's sum_nested_d of a (C, T, H, W) tensor */
+int ivae_cl_sum_nested_d(IvaeCl *cl, double *sum, cl_mem v, int C, int T, int H, int W);
+/* scratch: C*T*H*W floats, as in C */
+int ivae_cl_rec_loss(IvaeCl *cl, double *rec, cl_mem dxhat, cl_mem xhat, cl_mem x, int C, int T, int H, int W,
+                     float coef, cl_mem scratch);
+/* scratch: C*T*H*W floats, as in C */
+int ivae_cl_latent_forward(IvaeCl *cl, double *kl, cl_mem logvar, cl_mem zs, cl_mem scratch, cl_mem h, cl_mem eps,
+                           int C, int T, int H, int W);
+int ivae_cl_latent_backward(IvaeCl *cl, cl_mem dh, cl_mem dz, cl_mem h, cl_mem logvar, cl_mem eps, size_t n,
+                            float ckl);
+/* scratch: ivae_cl_opl_scratch(C, T, H, W) floats (more than the C function's:
+   the frames run in parallel) */
+size_t ivae_cl_opl_scratch(int C, int T, int H, int W);
+int ivae_cl_opl_forward_backward(IvaeCl *cl, double *opl, cl_mem dz, cl_mem z, int C, int T, int H, int W,
+                                 float coef, cl_mem scratch);
+
+#endif

@@ -1,0 +1,773 @@
+/*
+ * kernels.cl: the OpenCL twin of every layer of ivae.c (sections 2 and 3),
+ * in the strict form: bit for bit the C reference.
+ *
+ * One kernel per C function, named after it and taking its arguments in the
+ * same order (outputs, saved, inputs, weights, sizes). A C function that does
+ * several things is split into kernels named <function>_<part>:
+ *
+ *   ivae.c                      kernels.cl
+ *   conv3d_forward              conv3d_forward
+ *   conv3d_forward_chunk        conv3d_forward_chunk
+ *   conv3d_backward             conv3d_backward_dinp          (stride 1: the flipped conv)
+ *                               conv3d_backward_dinp_strided  (ivae.c's conv_dinp_strided)
+ *                               conv3d_backward_dweight       (ivae.c's conv_wgrad)
+ *                               conv3d_backward_dbias
+ *   smc_weight_forward          smc_weight_forward
+ *   smc_weight_backward         smc_weight_backward_dot, _dweight, _dscale, _dgain
+ *   silu_forward, _backward     silu_forward, silu_backward
+ *   pixelnorm_forward, _backward  pixelnorm_forward, pixelnorm_backward
+ *   attention_forward           attention_forward
+ *   attention_backward          attention_backward_dsdq, attention_backward_dkdv
+ *   upsample_forward, _chunk, _backward   the same three names
+ *   sum_nested_d                sum_nested_d_channel, sum_nested_d_total
+ *   rec_loss                    rec_loss (elementwise part; then sum_nested_d_*)
+ *   latent_forward, _backward   latent_forward (then sum_nested_d_*), latent_backward
+ *   opl_forward_backward        opl_forward_backward_stats, _dist, _hinge, _g, _dz
+ *
+ * Bit for bit means that every output element is made by the same float
+ * operations in the same order as in ivae.c. So:
+ * - one work-item per output element runs the C code's loop for that
+ *   element, serially. (The C code's register tiles, padded copies and
+ *   transposes change where numbers live, never which numbers are added in
+ *   which order.) Each kernel quotes the C lines it mirrors.
+ * - fma() exactly where ivae.c writes FMA() (fmaf and OpenCL's fma are both
+ *   correctly rounded); a * b + c everywhere else, kept as two roundings by
+ *   FP_CONTRACT OFF below (ivae.c is built with -ffp-contract=off).
+ * - every accumulator starts at 0 and adds, as the C code does: 0 + (-0) is
+ *   +0, so starting from the first term instead could flip a zero's sign.
+ * - exp is ivae_expf from ivae_math.h, the same source the C code uses;
+ *   division and sqrt are correctly rounded (the host builds this file with
+ *   -cl-fp32-correctly-rounded-divide-sqrt, after checking that the device
+ *   supports it).
+ * - zero padding: ivae.c's forward conv, stride-1 input gradient and weight
+ *   gradient read zeros from padded buffers and fma them in (fma(w, 0, part)
+ *   can turn part = -0 into +0); the strided input gradient visits in-range
+ *   taps only. Each kernel here does exactly the same.
+ * - a C function that returns a double from a float sum (sum_nested_d, the
+ *   losses) has its float sum done here; the host converts.
+ *
+ * The host rounds every global size up to a multiple of the work-group size
+ * (pocl has no non-uniform work-groups), so each kernel starts with
+ * `if (gid >= n) return;`. Sizes are int as in ivae.c; counts that ivae.c
+ * keeps in size_t are ulong here.
+ */
+#pragma OPENCL FP_CONTRACT OFF
+#include "ivae_math.h"
+
+#define IVAE_ATTN_CAUSAL 1 /* IvaeAttnMode in ivae.h (which OpenCL cannot include) */
+
+/* output sizes (SPEC 2.1), as in ivae.c */
+static int conv_out_t(int T, int st) { return (T - 1) / st + 1; }
+static int conv_out_s(int H, int k, int s) { return (H + 2 * (k / 2) - k) / s + 1; }
+
+/* ========================================================================== */
+/* helpers: ivae.c's two sum orders                                           */
+/* ========================================================================== */
+
+/* sum_nested_d for one channel (T, H, W): rows straight through, rows summed
+   per frame, frames summed per channel:
+       ch = 0; for t { fr = 0; for h { acc = 0; for w acc += row[w]; fr += acc; } ch += fr; } */
+static float sum_nested_channel(global const float *v, int T, int H, int W) {
+    float ch = 0;
+    for (int t = 0; t < T; t++) {
+        float fr = 0;
+        for (int h = 0; h < H; h++) {
+            global const float *row = v + ((size_t)t * H + h) * W;
+            float acc = 0;
+            for (int w = 0; w < W; w++) acc += row[w];
+            fr += acc;
+        }
+        ch += fr;
+    }
+    return ch;
+}
+
+/* sum_rows(v, n, W) of ivae.c: a span of n values as rows of W, each row
+   straight through, then the row sums in order. The variants below sum
+   products a[j] * b[j] (each rounded to float, as the C code's tmp[] holds
+   them) without the C code's temporary. */
+static float sum_rows(global const float *v, int n, int W) {
+    float total = 0;
+    for (int r0 = 0; r0 < n; r0 += W) {
+        float acc = 0;
+        for (int j = r0; j < r0 + W; j++) acc += v[j];
+        total += acc;
+    }
+    return total;
+}
+
+/* sum_rows of a[j] * b[j] */
+static float sum_rows_prod(global const float *a, global const float *b, int n, int W) {
+    float total = 0;
+    for (int r0 = 0; r0 < n; r0 += W) {
+        float acc = 0;
+        for (int j = r0; j < r0 + W; j++) acc += a[j] * b[j];
+        total += acc;
+    }
+    return total;
+}
+
+/* Sum of a (C, T, H, W) tensor, ivae.c's sum_nested_d, in two kernels: one
+   work-item per channel, then the channel sums in order:
+       total = 0; for c total += ch[c];   (returned as a double by C) */
+kernel void sum_nested_d_channel(global float *part, global const float *v, int C, int T, int H, int W) {
+    // part (C), v (C, T, H, W)
+    size_t c = get_global_id(0);
+    if (c >= (size_t)C) return;
+    part[c] = sum_nested_channel(v + c * T * H * W, T, H, W);
+}
+
+kernel void sum_nested_d_total(global float *total, global const float *part, int C) {
+    if (get_global_id(0) != 0) return;
+    float s = 0;
+    for (int c = 0; c < C; c++) s += part[c];
+    total[0] = s;
+}
+
+/* ========================================================================== */
+/* 2.1 causal conv3d                                                          */
+/* ========================================================================== */
+
+/* One output y[o, t, h, w] of conv3d_forward_chunk (conv3d_forward is the
+   chunk with s0 = 0 and prev = NULL). The C code's conv_tile:
+       acc = 0;
+       for i { part = 0; for k (taps a, c, d row-major) part = FMA(w[o,i,k], xp[tap], part); acc += part; }
+       y = bias ? acc + bias[o] : acc;
+   where xp is the zero-padded input: padded frame j is clip frame
+   s0 - (kt-1) + j, from prev (the kt-1 frames before the chunk; zeros when
+   prev is NULL) while j < kt-1 and from inp after; kh/2 rows and kw/2
+   columns of zeros around. Output t (of the chunk) has its first tap at
+   padded frame first * st - s0 + t * st. */
+static float conv_forward_point(global const float *inp, global const float *prev, int s0,
+                                global const float *weight, global const float *bias, int Cin, int T,
+                                int H, int W, int kt, int kh, int kw, int st, int sh, int sw, int o, int t,
+                                int h, int w) {
+    int tf = kt - 1, ph = kh / 2, pw = kw / 2, first = (s0 + st - 1) / st;
+    int j0 = first * st - s0 + t * st;
+    size_t HW = (size_t)H * W;
+    float acc = 0;
+    for (int i = 0; i < Cin; i++) {
+        float part = 0;
+        global const float *wi = weight + ((size_t)o * Cin + i) * kt * kh * kw;
+        for (int a = 0; a < kt; a++) {
+            int j = j0 + a;
+            global const float *f = j >= tf ? inp + ((size_t)i * T + (j - tf)) * HW
+                                  : prev   ? prev + ((size_t)i * tf + j) * HW
+                                           : 0;
+            for (int c = 0; c < kh; c++) {
+                int y = h * sh + c - ph;
+                for (int d = 0; d < kw; d++) {
+                    int x = w * sw + d - pw;
+                    float xv = (f && y >= 0 && y < H && x >= 0 && x < W) ? f[(size_t)y * W + x] : 0.0f;
+                    part = fma(wi[(a * kh + c) * kw + d], xv, part);
+                }
+            }
+        }
+        acc += part;
+    }
+    return bias ? acc + bias[o] : acc;
+}
+
+/* y[o,t',h',w'] = b[o] + sum_{i,a,c,d} W[o,i,a,c,d] * xpad[i, t'st+a, h'sh+c, w'sw+d] */
+kernel void conv3d_forward(global float *out, global const float *inp, global const float *weight,
+                           global const float *bias, int Cin, int T, int H, int W, int Cout, int kt, int kh,
+                           int kw, int st, int sh, int sw) {
+    // out (Cout, To, Ho, Wo), inp (Cin, T, H, W), weight (Cout, Cin, kt, kh, kw), bias (Cout) or NULL
+    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw);
+    size_t gid = get_global_id(0);
+    if (gid >= (size_t)Cout * To * Ho * Wo) return;
+    int w = gid % Wo, h = gid / Wo % Ho, t = gid / ((size_t)Wo * Ho) % To, o = gid / ((size_t)Wo * Ho * To);
+    out[gid] = conv_forward_point(inp, 0, 0, weight, bias, Cin, T, H, W, kt, kh, kw, st, sh, sw, o, t, h, w);
+}
+
+/* the output frames t' of the clip whose last tap t'*st falls in the chunk
+   (frames s0 .. s0+T-1): first = ceil(s0 / st) .. last = (s0+T-1) / st */
+kernel void conv3d_forward_chunk(global float *out, global const float *inp, global const float *prev, int s0,
+                                 global const float *weight, global const float *bias, int Cin, int T, int H,
+                                 int W, int Cout, int kt, int kh, int kw, int st, int sh, int sw) {
+    // out (Cout, To, Ho, Wo), inp (Cin, T, H, W), prev (Cin, kt-1, H, W) or NULL
+    int first = (s0 + st - 1) / st, last = (s0 + T - 1) / st, To = last - first + 1;
+    int Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw);
+    size_t gid = get_global_id(0);
+    if (To <= 0 || gid >= (size_t)Cout * To * Ho * Wo) return;
+    int w = gid % Wo, h = gid / Wo % Ho, t = gid / ((size_t)Wo * Ho) % To, o = gid / ((size_t)Wo * Ho * To);
+    out[gid] = conv_forward_point(inp, prev, s0, weight, bias, Cin, T, H, W, kt, kh, kw, st, sh, sw, o, t, h, w);
+}
+
+/* conv3d_backward, input gradient, stride (1, 1, 1). ivae.c runs the forward
+   tile on dy padded kt-1 frames at the END in time and qh = kh-1-kh/2 rows,
+   qw columns around, with the flipped kernel (taps reversed, in and out
+   channels swapped) and no bias:
+       acc = 0;
+       for o { part = 0; for k (a, c, d row-major) part = FMA(W[o,i,K-1-k], dypad[o, t+a, h+c, w+d], part); acc += part; }
+       dx[i,t,h,w] = acc;
+   with dypad[o, t, y, x] = dy[o, t, y-qh, x-qw], zero outside. */
+kernel void conv3d_backward_dinp(global float *dinp, global const float *dout, global const float *weight,
+                                 int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw, int st, int sh,
+                                 int sw) {
+    // dinp (Cin, T, H, W) written; dout (Cout, To, Ho, Wo); st = sh = sw = 1
+    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw), K = kt * kh * kw;
+    int qh = kh - 1 - kh / 2, qw = kw - 1 - kw / 2;
+    size_t gid = get_global_id(0);
+    if (gid >= (size_t)Cin * T * H * W) return;
+    int w = gid % W, h = gid / W % H, t = gid / ((size_t)W * H) % T, i = gid / ((size_t)W * H * T);
+    float acc = 0;
+    for (int o = 0; o < Cout; o++) {
+        float part = 0;
+        global const float *wo = weight + ((size_t)o * Cin + i) * K;
+        global const float *dyo = dout + (size_t)o * To * Ho * Wo;
+        for (int a = 0; a < kt; a++)
+            for (int c = 0; c < kh; c++)
+                for (int d = 0; d < kw; d++) {
+                    int k = (a * kh + c) * kw + d, tt = t + a, y = h + c - qh, x = w + d - qw;
+                    float dy = (tt < To && y >= 0 && y < Ho && x >= 0 && x < Wo)
+                                   ? dyo[((size_t)tt * Ho + y) * Wo + x]
+                                   : 0.0f;
+                    part = fma(wo[K - 1 - k], dy, part);
+                }
+        acc += part;
+    }
+    dinp[gid] = acc;
+}
+
+/* conv3d_backward, input gradient of a strided conv: ivae.c's
+   conv_dinp_strided. Only in-range taps are visited (no fma with zeros):
+       dx = 0;
+       for o { part = 0;
+               for a = kt-1..0, c = kh-1..0, d = kw-1..0, when output (t', h', w') with
+                   t'st + a - (kt-1) = t, h'sh + c - ph = h, w'sw + d - pw = w exists:
+                   part = FMA(W[o,i,a,c,d], dy[o,t',h',w'], part);
+               dx += part; } */
+kernel void conv3d_backward_dinp_strided(global float *dinp, global const float *dout,
+                                         global const float *weight, int Cin, int T, int H, int W, int Cout,
+                                         int kt, int kh, int kw, int st, int sh, int sw) {
+    // dinp (Cin, T, H, W) written; dout (Cout, To, Ho, Wo)
+    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw);
+    int ph = kh / 2, pw = kw / 2;
+    size_t gid = get_global_id(0);
+    if (gid >= (size_t)Cin * T * H * W) return;
+    int w = gid % W, h = gid / W % H, t = gid / ((size_t)W * H) % T, i = gid / ((size_t)W * H * T);
+    float dx = 0;
+    for (int o = 0; o < Cout; o++) {
+        float part = 0;
+        for (int a = kt - 1; a >= 0; a--) {
+            int num = t + (kt - 1) - a; /* = t' * st */
+            if (num % st != 0 || num / st >= To) continue;
+            global const float *dyf = dout + ((size_t)o * To + num / st) * Ho * Wo;
+            global const float *wk = weight + (((size_t)o * Cin + i) * kt + a) * kh * kw;
+            for (int c = kh - 1; c >= 0; c--) {
+                int hh = h + ph - c; /* = h' * sh */
+                if (hh < 0 || hh % sh != 0 || hh / sh >= Ho) continue;
+                for (int d = kw - 1; d >= 0; d--) {
+                    int ww = w + pw - d; /* = w' * sw */
+                    if (ww < 0 || ww % sw != 0 || ww / sw >= Wo) continue;
+                    part = fma(wk[c * kw + d], dyf[(size_t)(hh / sh) * Wo + ww / sw], part);
+                }
+            }
+        }
+        dx += part;
+    }
+    dinp[gid] = dx;
+}
+
+/* conv3d_backward, weight gradient: ivae.c's conv_wgrad, per (o, i, tap):
+       clip = 0;
+       for t' { frame = 0;
+                for h' { row = 0; for w' row = FMA(xpad[i, t'st+a, h'sh+c, w'sw+d], dy[o,t',h',w'], row);
+                         frame += row; }
+                clip += frame; }
+       dW[o,i,a,c,d] += clip;
+   xpad is the forward's zero-padded input; padded taps are fma'd in. */
+kernel void conv3d_backward_dweight(global float *dweight, global const float *dout, global const float *inp,
+                                    int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw, int st,
+                                    int sh, int sw) {
+    // dweight (Cout, Cin, kt, kh, kw) accumulated; dout (Cout, To, Ho, Wo); inp (Cin, T, H, W)
+    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw), K = kt * kh * kw;
+    int ph = kh / 2, pw = kw / 2;
+    size_t gid = get_global_id(0);
+    if (gid >= (size_t)Cout * Cin * K) return;
+    int k = gid % K, i = gid / K % Cin, o = gid / ((size_t)K * Cin);
+    int a = k / (kh * kw), c = k / kw % kh, d = k % kw;
+    global const float *xi = inp + (size_t)i * T * H * W;
+    global const float *dyo = dout + (size_t)o * To * Ho * Wo;
+    float clip = 0;
+    for (int t = 0; t < To; t++) {
+        float frame = 0;
+        int j = t * st + a - (kt - 1); /* the input frame, < 0: front padding */
+        for (int h = 0; h < Ho; h++) {
+            int y = h * sh + c - ph;
+            int inside = j >= 0 && y >= 0 && y < H;
+            global const float *dyr = dyo + ((size_t)t * Ho + h) * Wo;
+            float row = 0;
+            for (int w = 0; w < Wo; w++) {
+                int x = w * sw + d - pw;
+                float xv = (inside && x >= 0 && x < W) ? xi[((size_t)j * H + y) * W + x] : 0.0f;
+                row = fma(xv, dyr[w], row);
+            }
+            frame += row;
+        }
+        clip += frame;
+    }
+    dweight[gid] += clip;
+}
+
+/* conv3d_backward, bias gradient: y = ... + b[o], so
+       db[o] += (real)sum_nested_d(dy[o], {1, To, Ho, Wo});   i.e. total = 0; total += ch; db += total */
+kernel void conv3d_backward_dbias(global float *dbias, global const float *dout, int Cin, int T, int H, int W,
+                                  int Cout, int kt, int kh, int kw, int st, int sh, int sw) {
+    // dbias (Cout) accumulated; dout (Cout, To, Ho, Wo)
+    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw);
+    size_t o = get_global_id(0);
+    if (o >= (size_t)Cout) return;
+    float total = 0;
+    total += sum_nested_channel(dout + o * To * Ho * Wo, To, Ho, Wo);
+    dbias[o] += total;
+}
+
+/* ========================================================================== */
+/* 2.2 SMC: the reparameterised weight                                        */
+/* ========================================================================== */
+
+/* What[o,i,k] = g * s[i]*W[o,i,k] / n[o],  n[o] = sqrt( sum_{i,k} (s[i]*W[o,i,k])^2 + 1e-8 );
+   one work-item per output channel o, as the C loop:
+       sum = 0; for i { part = 0; for k { u = s[i] * w; part += u * u; } sum += part; }
+       n = sqrt(sum + 1e-8);  what = g * (s[i] * w) / n */
+kernel void smc_weight_forward(global float *what, global float *norm, global const float *weight,
+                               global const float *scale, global const float *gain, int Cout, int Cin, int K) {
+    // what (Cout, Cin, K), norm (Cout), weight (Cout, Cin, K), scale (Cin), gain (1)
+    size_t o = get_global_id(0);
+    if (o >= (size_t)Cout) return;
+    global const float *w = weight + o * Cin * K;
+    float sum = 0;
+    for (int i = 0; i < Cin; i++) {
+        float part = 0;
+        for (int k = 0; k < K; k++) {
+            float u = scale[i] * w[i * K + k];
+            part += u * u;
+        }
+        sum += part;
+    }
+    float n = sqrt(sum + 1e-8f);
+    norm[o] = n;
+    for (int i = 0; i < Cin; i++)
+        for (int k = 0; k < K; k++) what[o * Cin * K + i * K + k] = gain[0] * (scale[i] * w[i * K + k]) / n;
+}
+
+/* smc_weight_backward in four kernels, run in this order:
+   in the forward pass: what = g * u / n, u = s[i] * W, n = sqrt(sum u^2 + eps), so with
+   dot[o] = sum_j dwhat_j u_j:  du = (g / n) * (dwhat - u * dot / n^2),
+   dW = s[i] * du,  ds[i] = sum_{o,k} W * du,  dg = sum_o dot[o] / n[o] */
+
+/* dot[o]: sum = 0; for i { part = 0; for k part += dwhat * (s[i] * w); sum += part; } */
+kernel void smc_weight_backward_dot(global float *dot, global const float *dwhat, global const float *weight,
+                                    global const float *scale, int Cout, int Cin, int K) {
+    // dot (Cout) scratch; dwhat, weight (Cout, Cin, K); scale (Cin)
+    size_t o = get_global_id(0);
+    if (o >= (size_t)Cout) return;
+    global const float *w = weight + o * Cin * K, *dwh = dwhat + o * Cin * K;
+    float sum = 0;
+    for (int i = 0; i < Cin; i++) {
+        float part = 0;
+        for (int k = 0; k < K; k++) part += dwh[i * K + k] * (scale[i] * w[i * K + k]);
+        sum += part;
+    }
+    dot[o] = sum;
+}
+
+/* ivae.c's SMC_DU(o, i, k): (g / n[o]) * (dwhat - (s[i] * W) * dot[o] / (n[o] * n[o])) */
+static float smc_du(global const float *dwhat, global const float *norm, global const float *dot,
+                    global const float *weight, global const float *scale, global const float *gain, int Cin,
+                    int K, int o, int i, int k) {
+    size_t j = ((size_t)o * Cin + i) * K + k;
+    return (gain[0] / norm[o]) * (dwhat[j] - (scale[i] * weight[j]) * dot[o] / (norm[o] * norm[o]));
+}
+
+/* dW[o,i,k] += s[i] * du */
+kernel void smc_weight_backward_dweight(global float *dweight, global const float *dwhat, global const float *norm,
+                                        global const float *dot, global const float *weight,
+                                        global const float *scale, global const float *gain, int Cout, int Cin,
+                                        int K) {
+    size_t gid = get_global_id(0);
+    if (gid >= (size_t)Cout * Cin * K) return;
+    int k = gid % K, i = gid / K % Cin, o = gid / ((size_t)K * Cin);
+    dweight[gid] += scale[i] * smc_du(dwhat, norm, dot, weight, scale, gain, Cin, K, o, i, k);
+}
+
+/* ds[i] += sum, sum = 0; for o { part = 0; for k part += W * du; sum += part; } */
+kernel void smc_weight_backward_dscale(global float *dscale, global const float *dwhat, global const float *norm,
+                                       global const float *dot, global const float *weight,
+                                       global const float *scale, global const float *gain, int Cout, int Cin,
+                                       int K) {
+    size_t i = get_global_id(0);
+    if (i >= (size_t)Cin) return;
+    float sum = 0;
+    for (int o = 0; o < Cout; o++) {
+        float part = 0;
+        for (int k = 0; k < K; k++)
+            part += weight[((size_t)o * Cin + i) * K + k] * smc_du(dwhat, norm, dot, weight, scale, gain, Cin, K, o, i, k);
+        sum += part;
+    }
+    dscale[i] += sum;
+}
+
+/* dg += g, g = 0; for o g += dot[o] / n[o] */
+kernel void smc_weight_backward_dgain(global float *dgain, global const float *norm, global const float *dot,
+                                      int Cout) {
+    if (get_global_id(0) != 0) return;
+    float g = 0;
+    for (int o = 0; o < Cout; o++) g += dot[o] / norm[o];
+    dgain[0] += g;
+}
+
+/* ========================================================================== */
+/* 2.3 SiLU                                                                   */
+/* ========================================================================== */
+
+kernel void silu_forward(global float *out, global const float *inp, ulong n) {
+    size_t j = get_global_id(0);
+    if (j >= n) return;
+    out[j] = inp[j] / (1 + ivae_expf(-inp[j]));
+}
+
+/* in the forward pass: y = x * sig(x), so dy/dx = sig * (1 + x * (1 - sig)) */
+kernel void silu_backward(global float *dinp, global const float *dout, global const float *inp, ulong n) {
+    size_t j = get_global_id(0);
+    if (j >= n) return;
+    float x = inp[j];
+    float sig = 1 / (1 + ivae_expf(-x));
+    dinp[j] = dout[j] * (sig * (1 + x * (1 - sig)));
+}
+
+/* ========================================================================== */
+/* 2.4 PixelNorm                                                              */
+/* ========================================================================== */
+
+/* y[c,p] = x[c,p] / n[p],  n[p] = sqrt( (1/C) sum_c x[c,p]^2 + 1e-8 ); channels straight through */
+kernel void pixelnorm_forward(global float *out, global float *norm, global const float *inp, int C, ulong N) {
+    // out (C, N), norm (N), inp (C, N)
+    size_t p = get_global_id(0);
+    if (p >= N) return;
+    float ss = 0;
+    for (int c = 0; c < C; c++) ss += inp[c * N + p] * inp[c * N + p];
+    float n = sqrt(ss / (float)C + 1e-8f);
+    norm[p] = n;
+    for (int c = 0; c < C; c++) out[c * N + p] = inp[c * N + p] / n;
+}
+
+/* dx_c = (dy_c - x_c * dot / (C n^2)) / n, dot = sum_c dy_c x_c */
+kernel void pixelnorm_backward(global float *dinp, global const float *dout, global const float *inp,
+                               global const float *norm, int C, ulong N) {
+    size_t p = get_global_id(0);
+    if (p >= N) return;
+    float dot = 0;
+    for (int c = 0; c < C; c++) dot += dout[c * N + p] * inp[c * N + p];
+    float n = norm[p];
+    for (int c = 0; c < C; c++) dinp[c * N + p] = (dout[c * N + p] - inp[c * N + p] * dot / ((float)C * n * n)) / n;
+}
+
+/* ========================================================================== */
+/* 2.6 attention (the part between the qkv and proj convolutions)             */
+/* ========================================================================== */
+
+/* token p (frame t = p / HW) attends to [r0, r1): its frame, or frames 0..t when causal */
+static void attn_span(int mode, int p, int HW, int *r0, int *r1) {
+    int t = p / HW;
+    *r0 = mode == IVAE_ATTN_CAUSAL ? 0 : t * HW;
+    *r1 = (t + 1) * HW;
+}
+
+static int attn_row_len(int mode, int T, int HW) { return mode == IVAE_ATTN_CAUSAL ? T * HW : HW; }
+
+/* o_p = sum_r softmax_r(q_p . k_r / sqrt(C)) v_r over the allowed r; one work-item per token p:
+       a[r] = (sum_c q * k) * scale, mx = max; a[r] = exp(a[r] - mx); sum = sum_rows(a); a[r] /= sum;
+       out[c,p] = sum_rows(a[r] * v[c,r]) */
+kernel void attention_forward(global float *out, global float *att, global const float *qkv, int C, int T, int H,
+                              int W, int mode) {
+    // out (C, N), att (N, L) probabilities, qkv (3C, N): q rows 0..C-1, k C..2C-1, v 2C..3C-1
+    int HW = H * W, N = T * HW, L = attn_row_len(mode, T, HW);
+    size_t gid = get_global_id(0);
+    if (gid >= (size_t)N) return;
+    int p = gid, r0, r1;
+    global const float *q = qkv, *k = qkv + (size_t)C * N, *v = qkv + (size_t)2 * C * N;
+    float scale = 1 / sqrt((float)C);
+    attn_span(mode, p, HW, &r0, &r1);
+    global float *a = att + (size_t)p * L;
+    float mx = -INFINITY;
+    for (int r = r0; r < r1; r++) {
+        float dot = 0;
+        for (int c = 0; c < C; c++) dot += q[(size_t)c * N + p] * k[(size_t)c * N + r];
+        a[r - r0] = dot * scale;
+        if (a[r - r0] > mx) mx = a[r - r0];
+    }
+    for (int r = r0; r < r1; r++) a[r - r0] = ivae_expf(a[r - r0] - mx);
+    float sum = sum_rows(a, r1 - r0, W);
+    for (int r = r0; r < r1; r++) a[r - r0] = a[r - r0] / sum;
+    for (int c = 0; c < C; c++) out[(size_t)c * N + p] = sum_rows_prod(a, v + (size_t)c * N + r0, r1 - r0, W);
+}
+
+/* attention_backward in two kernels. In the forward pass: s_pr = q_p.k_r * scale, a = softmax_r(s),
+   o_p = sum_r a_pr v_r, so dv_r = sum_p a_pr do_p, da_pr = do_p . v_r,
+   ds_pr = a_pr (da_pr - sum_r' a_pr' da_pr'), dq_p = scale * sum_r ds_pr k_r, dk_r = scale * sum_p ds_pr q_p.
+   First ds (N, L) and dq, one token p per work-item:
+       da[r] = sum_c do[c,p] * v[c,r];  adot = sum_rows(a * da);  ds[r] = a * (da - adot);
+       dq[c,p] = sum_rows(ds * k[c]) * scale */
+kernel void attention_backward_dsdq(global float *dqkv, global float *ds, global const float *dout,
+                                    global const float *att, global const float *qkv, int C, int T, int H, int W,
+                                    int mode) {
+    // dqkv (3C, N), ds (N, L) scratch, dout (C, N), att (N, L), qkv (3C, N)
+    int HW = H * W, N = T * HW, L = attn_row_len(mode, T, HW);
+    size_t gid = get_global_id(0);
+    if (gid >= (size_t)N) return;
+    int p = gid, r0, r1;
+    global const float *k = qkv + (size_t)C * N, *v = qkv + (size_t)2 * C * N;
+    global float *dq = dqkv;
+    float scale = 1 / sqrt((float)C);
+    attn_span(mode, p, HW, &r0, &r1);
+    global const float *a = att + (size_t)p * L;
+    global float *dsp = ds + (size_t)p * L;
+    for (int r = r0; r < r1; r++) {
+        float da = 0;
+        for (int c = 0; c < C; c++) da += dout[(size_t)c * N + p] * v[(size_t)c * N + r];
+        dsp[r - r0] = da; /* da for now */
+    }
+    float adot = sum_rows_prod(a, dsp, r1 - r0, W);
+    for (int r = r0; r < r1; r++) dsp[r - r0] = a[r - r0] * (dsp[r - r0] - adot);
+    for (int c = 0; c < C; c++) dq[(size_t)c * N + p] = sum_rows_prod(dsp, k + (size_t)c * N + r0, r1 - r0, W) * scale;
+}
+
+/* then dk and dv, one key token r per work-item; the queries that saw r form [p0, p1):
+       dk[c,r] = sum_rows_p(ds[p, r] * q[c,p]) * scale;  dv[c,r] = sum_rows_p(a[p, r] * do[c,p]) */
+kernel void attention_backward_dkdv(global float *dqkv, global const float *ds, global const float *dout,
+                                    global const float *att, global const float *qkv, int C, int T, int H, int W,
+                                    int mode) {
+    int HW = H * W, N = T * HW, L = attn_row_len(mode, T, HW);
+    size_t gid = get_global_id(0);
+    if (gid >= (size_t)N) return;
+    int r = gid, t = r / HW;
+    int p0 = t * HW, p1 = mode == IVAE_ATTN_CAUSAL ? N : (t + 1) * HW;
+    global const float *q = qkv;
+    global float *dk = dqkv + (size_t)C * N, *dv = dqkv + (size_t)2 * C * N;
+    float scale = 1 / sqrt((float)C);
+    for (int c = 0; c < C; c++) {
+        float total = 0;
+        for (int j0 = p0; j0 < p1; j0 += W) {
+            float acc = 0;
+            for (int p = j0; p < j0 + W; p++) {
+                int q0, q1;
+                attn_span(mode, p, HW, &q0, &q1);
+                acc += ds[(size_t)p * L + r - q0] * q[(size_t)c * N + p];
+            }
+            total += acc;
+        }
+        dk[(size_t)c * N + r] = total * scale;
+        total = 0;
+        for (int j0 = p0; j0 < p1; j0 += W) {
+            float acc = 0;
+            for (int p = j0; p < j0 + W; p++) {
+                int q0, q1;
+                attn_span(mode, p, HW, &q0, &q1);
+                acc += att[(size_t)p * L + r - q0] * dout[(size_t)c * N + p];
+            }
+            total += acc;
+        }
+        dv[(size_t)c * N + r] = total;
+    }
+}
+
+/* ========================================================================== */
+/* 2.8 nearest-neighbour upsampling                                           */
+/* ========================================================================== */
+
+/* output frame j comes from input frame (j+1)/2 when temporal (T -> 2T-1), j/2 in a chunk that
+   does not start the clip (first = 0, T -> 2T), j otherwise */
+static int up_src_frame(int j, int temporal, int first) { return temporal ? (first ? (j + 1) / 2 : j / 2) : j; }
+static int up_frames(int T, int temporal, int first) { return temporal ? (first ? 2 * T - 1 : 2 * T) : T; }
+
+static void upsample_point(global float *out, global const float *inp, int C, int T, int H, int W, int temporal,
+                           int first, size_t gid) {
+    int To = up_frames(T, temporal, first), Ho = 2 * H, Wo = 2 * W;
+    if (gid >= (size_t)C * To * Ho * Wo) return;
+    int w = gid % Wo, h = gid / Wo % Ho, j = gid / ((size_t)Wo * Ho) % To, c = gid / ((size_t)Wo * Ho * To);
+    out[gid] = inp[(((size_t)c * T + up_src_frame(j, temporal, first)) * H + h / 2) * W + w / 2];
+}
+
+kernel void upsample_forward(global float *out, global const float *inp, int C, int T, int H, int W, int temporal) {
+    // out (C, To, 2H, 2W), inp (C, T, H, W)
+    upsample_point(out, inp, C, T, H, W, temporal, 1, get_global_id(0));
+}
+
+kernel void upsample_chunk(global float *out, global const float *inp, int C, int T, int H, int W, int temporal,
+                           int first) {
+    upsample_point(out, inp, C, T, H, W, temporal, first, get_global_id(0));
+}
+
+/* each input pixel was copied to a 2x2 block of 1 or 2 output frames:
+       dx = 0; for j (frames in increasing order, from t) { s = b[0]; s += b[1]; s += b[Wo]; s += b[Wo+1]; dx += s; } */
+kernel void upsample_backward(global float *dinp, global const float *dout, int C, int T, int H, int W,
+                              int temporal) {
+    // dinp (C, T, H, W) written, dout (C, To, 2H, 2W)
+    int To = temporal ? 2 * T - 1 : T, Ho = 2 * H, Wo = 2 * W;
+    size_t gid = get_global_id(0);
+    if (gid >= (size_t)C * T * H * W) return;
+    int w = gid % W, h = gid / W % H, t = gid / ((size_t)W * H) % T, c = gid / ((size_t)W * H * T);
+    float dx = 0;
+    for (int j = 0; j < To; j++) {
+        if (up_src_frame(j, temporal, 1) != t) continue;
+        global const float *b = dout + (((size_t)c * To + j) * Ho + 2 * h) * Wo + 2 * w;
+        float s = b[0];
+        s += b[1];
+        s += b[Wo];
+        s += b[Wo + 1];
+        dx += s;
+    }
+    dinp[gid] = dx;
+}
+
+/* ========================================================================== */
+/* 3. loss (SPEC 4)                                                           */
+/* ========================================================================== */
+
+/* rec = sum |xhat - x| (then sum_nested_d over scratch); dxhat = coef * sign(xhat - x), or NULL */
+kernel void rec_loss(global float *dxhat, global const float *xhat, global const float *x, int C, int T, int H,
+                     int W, float coef, global float *scratch) {
+    size_t j = get_global_id(0);
+    if (j >= (size_t)C * T * H * W) return;
+    float d = xhat[j] - x[j];
+    scratch[j] = fabs(d);
+    if (dxhat) dxhat[j] = d > 0 ? coef : d < 0 ? -coef : 0; /* |.|'(0) = 0, as PyTorch */
+}
+
+/* mu = h[0:n], logvar = clamp(h[n:2n], -30, 20), z = mu + exp(logvar/2) * eps;
+   scratch = 0.5 * (mu^2 + exp(logvar) - 1 - logvar), summed by sum_nested_d after */
+kernel void latent_forward(global float *logvar, global float *zs, global float *scratch, global const float *h,
+                           global const float *eps, int C, int T, int H, int W) {
+    size_t n = (size_t)C * T * H * W, j = get_global_id(0);
+    if (j >= n) return;
+    global const float *mu = h, *raw = h + n;
+    float lv = raw[j] < -30 ? -30 : raw[j] > 20 ? 20 : raw[j];
+    if (raw[j] != raw[j]) lv = raw[j]; /* NaN stays NaN */
+    logvar[j] = lv;
+    zs[j] = mu[j] + ivae_expf(0.5f * lv) * eps[j];
+    scratch[j] = 0.5f * (mu[j] * mu[j] + ivae_expf(lv) - 1 - lv);
+}
+
+/* dmu = dz + ckl * mu,  dlv = dz * eps * exp(lv/2) / 2 + ckl * (exp(lv) - 1) / 2,
+   passed where -30 <= raw <= 20 */
+kernel void latent_backward(global float *dh, global const float *dz, global const float *h,
+                            global const float *logvar, global const float *eps, ulong n, float ckl) {
+    size_t j = get_global_id(0);
+    if (j >= n) return;
+    global const float *mu = h, *raw = h + n;
+    float lv = logvar[j];
+    dh[j] = dz[j] + ckl * mu[j];
+    float dlv = dz[j] * eps[j] * 0.5f * ivae_expf(0.5f * lv) + ckl * 0.5f * (ivae_expf(lv) - 1);
+    dh[n + j] = (raw[j] >= -30 && raw[j] <= 20) ? dlv : 0;
+}
+
+/* Outlier penalty (SPEC 4) on z (C, T, H, W), ivae.c's opl_forward_backward in five kernels,
+   with N = T*H*W, HW = H*W and a scratch laid out by frame (the host reads oplt and adds
+   the frames in double, as the C code does: total += oplt[t]; return total / T):
+     m (T, C)  S (T)  dist (T, HW)  nact (T)  oplt (T)  g (T, C)                                 */
+#define OPL_M(s, C, T, HW) (s)
+#define OPL_S(s, C, T, HW) ((s) + (size_t)(T) * (C))
+#define OPL_DIST(s, C, T, HW) ((s) + (size_t)(T) * (C) + (T))
+#define OPL_NACT(s, C, T, HW) ((s) + (size_t)(T) * (C) + (T) + (size_t)(T) * (HW))
+#define OPL_OPLT(s, C, T, HW) ((s) + (size_t)(T) * (C) + 2 * (T) + (size_t)(T) * (HW))
+#define OPL_G(s, C, T, HW) ((s) + (size_t)(T) * (C) + 3 * (T) + (size_t)(T) * (HW))
+
+/* per frame t:
+       var_sum = 0; for c { m[c] = sum_rows(z[c,t]) / HW; var_sum += sum_rows((z - m)(z - m)) / HW; }
+       S = sqrt(var_sum) */
+kernel void opl_forward_backward_stats(global const float *z, int C, int T, int H, int W, global float *scratch) {
+    int HW = H * W;
+    size_t N = (size_t)T * HW, t = get_global_id(0);
+    if (t >= (size_t)T) return;
+    global const float *zt = z + t * HW; /* channel c at zt[c*N + p] */
+    global float *m = OPL_M(scratch, C, T, HW) + t * C;
+    float var_sum = 0;
+    for (int c = 0; c < C; c++) {
+        global const float *zc = zt + c * N;
+        m[c] = sum_rows(zc, HW, W) / (float)HW;
+        float total = 0;
+        for (int r0 = 0; r0 < HW; r0 += W) {
+            float acc = 0;
+            for (int p = r0; p < r0 + W; p++) acc += (zc[p] - m[c]) * (zc[p] - m[c]);
+            total += acc;
+        }
+        var_sum += total / (float)HW; /* sd[c]^2 */
+    }
+    OPL_S(scratch, C, T, HW)[t] = sqrt(var_sum);
+}
+
+/* per position (t, p): dist = sqrt(sum_c (z - m)(z - m)) */
+kernel void opl_forward_backward_dist(global const float *z, int C, int T, int H, int W, global float *scratch) {
+    int HW = H * W;
+    size_t N = (size_t)T * HW, gid = get_global_id(0);
+    if (gid >= N) return;
+    int t = gid / HW, p = gid % HW;
+    global const float *m = OPL_M(scratch, C, T, HW) + (size_t)t * C;
+    float ss = 0;
+    for (int c = 0; c < C; c++) {
+        float zv = z[c * N + (size_t)t * HW + p];
+        ss += (zv - m[c]) * (zv - m[c]);
+    }
+    OPL_DIST(scratch, C, T, HW)[gid] = sqrt(ss);
+}
+
+/* per frame t: hinge = max(dist - 3 S, 0), n_act = how many are > 0, oplt = sum_rows(hinge) / HW */
+kernel void opl_forward_backward_hinge(int C, int T, int H, int W, global float *scratch) {
+    int HW = H * W;
+    size_t t = get_global_id(0);
+    if (t >= (size_t)T) return;
+    global const float *dist = OPL_DIST(scratch, C, T, HW) + t * HW;
+    float S = OPL_S(scratch, C, T, HW)[t];
+    int n_act = 0;
+    float total = 0;
+    for (int r0 = 0; r0 < HW; r0 += W) {
+        float acc = 0;
+        for (int p = r0; p < r0 + W; p++) {
+            float e = dist[p] - 3 * S;
+            acc += e > 0 ? e : 0;
+            n_act += e > 0;
+        }
+        total += acc;
+    }
+    OPL_NACT(scratch, C, T, HW)[t] = (float)n_act; /* exact: n_act <= HW < 2^24 */
+    OPL_OPLT(scratch, C, T, HW)[t] = total / (float)HW;
+}
+
+/* per (t, c): G_c = sum_rows_p( d_p > 3S ? (z[c,p] - m[c]) / d_p : 0 ) */
+kernel void opl_forward_backward_g(global const float *z, int C, int T, int H, int W, global float *scratch) {
+    int HW = H * W;
+    size_t N = (size_t)T * HW, gid = get_global_id(0);
+    if (gid >= (size_t)T * C) return;
+    int t = gid / C, c = gid % C;
+    global const float *zc = z + c * N + (size_t)t * HW, *dist = OPL_DIST(scratch, C, T, HW) + (size_t)t * HW;
+    float S = OPL_S(scratch, C, T, HW)[t], m = OPL_M(scratch, C, T, HW)[gid];
+    float total = 0;
+    for (int r0 = 0; r0 < HW; r0 += W) {
+        float acc = 0;
+        for (int p = r0; p < r0 + W; p++) acc += dist[p] - 3 * S > 0 ? (zc[p] - m) / dist[p] : 0;
+        total += acc;
+    }
+    OPL_G(scratch, C, T, HW)[gid] = total;
+}
+
+/* dz[c,t,p] += k * v,  k = coef / T / HW, u = z - m,
+   v = (d_p > 3S ? u / d_p : 0) - G_c / HW  - (S > 0 ? 3 n_act u / (HW S) : 0) */
+kernel void opl_forward_backward_dz(global float *dz, global const float *z, int C, int T, int H, int W, float coef,
+                                    global const float *scratch) {
+    int HW = H * W;
+    size_t N = (size_t)T * HW, gid = get_global_id(0);
+    if (gid >= (size_t)C * N) return;
+    int c = gid / N, t = gid % N / HW, p = gid % HW;
+    float m = OPL_M(scratch, C, T, HW)[(size_t)t * C + c], S = OPL_S(scratch, C, T, HW)[t];
+    float dist = OPL_DIST(scratch, C, T, HW)[(size_t)t * HW + p], n_act = OPL_NACT(scratch, C, T, HW)[t];
+    float g = OPL_G(scratch, C, T, HW)[(size_t)t * C + c];
+    float k = coef / (float)T / (float)HW;
+    float u = z[gid] - m;
+    float v = (dist - 3 * S > 0 ? u / dist : 0) - g / (float)HW;
+    if (S > 0) v -= 3 * n_act * u / ((float)HW * S);
+    dz[gid] += k * v;
+}

@@ -1,0 +1,608 @@
+/*
+ * test/test_cl.c: every OpenCL kernel of kernels.cl against its C twin in
+ * ivae.c, bit for bit (SPEC 8: "OpenCL path, strict build: bit-identical to
+ * the CPU reference").
+ *
+ * For each layer function and a handful of shapes (odd sizes, T = 1, strides
+ * (1,1,1), (1,2,2), (2,2,2), kernels 3x3x3 and 1x1x1, both attention modes,
+ * temporal and plain upsampling, chunks, the loss with its clamp and hinge
+ * cases) it runs the C function and the OpenCL wrapper on the same random
+ * inputs and compares the outputs with memcmp. One line per kernel and case:
+ *
+ *   ok    conv3d_forward                 3x3x3 s(1,2,2) 4->6 3x9x11
+ *   FAIL  conv3d_backward_dweight        ...: 12 of 648 differ, first at [17] (C 0.1234 CL 0.1235), max 1 ulp
+ *
+ * Exit status 1 if any differs. Without any OpenCL platform it prints SKIP
+ * and exits 0 (the CPU build does not need one).
+ *
+ *   test/test_cl            the tests (about 5 s on two cores with pocl)
+ *   test/test_cl --bench    also times conv3d_forward, ivae-s shape 32->32 3x3x3 on 17x64x64, C vs OpenCL
+ *
+ * ivae.c is included, so its static helpers (Shape, sum_nested_d) are visible
+ * here; it is compiled with the same flags as ./ivae.
+ */
+#define _GNU_SOURCE /* nftw(), to remove the private kernel cache */
+#include "../ivae.c"
+#include "../ivae_cl.h"
+
+#include <ftw.h>
+#include <time.h>
+
+static IvaeCl *g_cl;
+static IvaeRng g_rng = {20240917};
+static int g_failed, g_checked;
+
+/* ------------------------------------------------------------------------ */
+/* host arrays, device buffers */
+
+static float *alloc_f(size_t n) {
+    float *p = malloc((n ? n : 1) * sizeof(float));
+    if (!p) {
+        fprintf(stderr, "test_cl: out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+static float *uniform(size_t n, float lo, float hi) {
+    float *p = alloc_f(n);
+    for (size_t j = 0; j < n; j++) p[j] = lo + (hi - lo) * (float)ivae_rng_uniform(&g_rng);
+    return p;
+}
+
+static float *normal(size_t n, float sd) {
+    float *p = alloc_f(n);
+    for (size_t j = 0; j < n; j++) p[j] = sd * (float)ivae_rng_normal(&g_rng);
+    return p;
+}
+
+static float *filled(size_t n, float v) {
+    float *p = alloc_f(n);
+    for (size_t j = 0; j < n; j++) p[j] = v;
+    return p;
+}
+
+static float *copy(const float *src, size_t n) {
+    float *p = alloc_f(n);
+    memcpy(p, src, n * sizeof(float));
+    return p;
+}
+
+static cl_mem dev(const float *host, size_t n) {
+    cl_mem b = ivae_cl_buffer(g_cl, n, host);
+    if (!b) exit(1); /* the failed call is printed */
+    return b;
+}
+
+/* a device buffer of n floats that holds NaN: an element a kernel fails to
+   write cannot pass as the C code's value */
+static cl_mem dev_poisoned(size_t n) {
+    float *nan = filled(n, NAN);
+    cl_mem b = dev(nan, n);
+    free(nan);
+    return b;
+}
+
+static float *host(cl_mem b, size_t n) {
+    float *p = alloc_f(n);
+    if (ivae_cl_read(g_cl, p, b, n) != 0) exit(1);
+    return p;
+}
+
+static void release(cl_mem b) {
+    if (b) clReleaseMemObject(b);
+}
+
+/* ------------------------------------------------------------------------ */
+/* comparing */
+
+/* floats as integers in the order of their values: the ulp distance is the difference */
+static int64_t ordered(float f) {
+    int32_t i;
+    memcpy(&i, &f, sizeof i);
+    return i < 0 ? (int64_t)INT32_MIN - i : i;
+}
+
+static uint32_t bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static void report(int ok, const char *kernel, const char *cas, const char *detail) {
+    g_checked++;
+    if (!ok) g_failed++;
+    printf("%-5s %-30s %s%s\n", ok ? "ok" : "FAIL", kernel, cas, detail);
+    fflush(stdout);
+}
+
+/* the C result c and the OpenCL result g, n floats, must have the same bytes */
+static void check(const char *kernel, const char *cas, const float *c, const float *g, size_t n) {
+    if (memcmp(c, g, n * sizeof(float)) == 0) {
+        report(1, kernel, cas, "");
+        return;
+    }
+    size_t first = n, ndiff = 0;
+    int64_t maxulp = 0;
+    for (size_t j = 0; j < n; j++) {
+        if (bits(c[j]) == bits(g[j])) continue;
+        if (first == n) first = j;
+        ndiff++;
+        int64_t d = ordered(c[j]) - ordered(g[j]);
+        if (d < 0) d = -d;
+        if (c[j] != c[j] || g[j] != g[j]) d = INT64_MAX; /* NaN on one side: not a distance */
+        if (d > maxulp) maxulp = d;
+    }
+    char detail[256];
+    snprintf(detail, sizeof detail, ": %zu of %zu differ, first at [%zu] (C %.9g 0x%08x, CL %.9g 0x%08x), max %s%lld ulp",
+             ndiff, n, first, c[first], bits(c[first]), g[first], bits(g[first]),
+             maxulp == INT64_MAX ? "(NaN) " : "", maxulp == INT64_MAX ? -1LL : (long long)maxulp);
+    report(0, kernel, cas, detail);
+}
+
+static void check_buf(const char *kernel, const char *cas, const float *c, cl_mem g, size_t n) {
+    float *h = host(g, n);
+    check(kernel, cas, c, h, n);
+    free(h);
+}
+
+/* a double that the C code made from a float sum */
+static void check_double(const char *kernel, const char *cas, double c, double g) {
+    if (memcmp(&c, &g, sizeof c) == 0) {
+        report(1, kernel, cas, "");
+        return;
+    }
+    char detail[128];
+    snprintf(detail, sizeof detail, ": C %.17g, CL %.17g", c, g);
+    report(0, kernel, cas, detail);
+}
+
+/* a wrapper returned -1: the failed call is printed already */
+static void cl_ok(int rc, const char *what) {
+    if (rc < 0) {
+        fprintf(stderr, "test_cl: %s failed\n", what);
+        exit(1);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* 2.1 conv3d: forward, the three parts of backward, the chunked forward */
+
+static void test_conv(int Cin, int Cout, int T, int H, int W, int kt, int kh, int kw, int st, int sh, int sw,
+                      int with_bias) {
+    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw), K = kt * kh * kw;
+    size_t nx = (size_t)Cin * T * H * W, ny = (size_t)Cout * To * Ho * Wo, nw = (size_t)Cout * Cin * K;
+    char cas[128];
+    snprintf(cas, sizeof cas, "%dx%dx%d s(%d,%d,%d) %d->%d %dx%dx%d%s", kt, kh, kw, st, sh, sw, Cin, Cout, T, H, W,
+             with_bias ? "" : " no bias");
+    float a = 1 / sqrtf((float)(Cin * K));
+    float *x = normal(nx, 1), *w = uniform(nw, -a, a), *b = normal(Cout, 0.5f);
+    float *dy = normal(ny, 1), *dw0 = normal(nw, 0.1f), *db0 = normal(Cout, 0.1f);
+    cl_mem gx = dev(x, nx), gw = dev(w, nw), gb = with_bias ? dev(b, Cout) : NULL, gdy = dev(dy, ny);
+
+    float *y = alloc_f(ny);
+    conv3d_forward(y, x, w, with_bias ? b : NULL, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw);
+    cl_mem gy = dev_poisoned(ny);
+    cl_ok(ivae_cl_conv3d_forward(g_cl, gy, gx, gw, gb, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw), "conv3d_forward");
+    check_buf("conv3d_forward", cas, y, gy, ny);
+
+    float *dx = alloc_f(nx), *dw = copy(dw0, nw), *db = copy(db0, Cout);
+    conv3d_backward(dx, dw, db, dy, x, w, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw);
+    cl_mem gdx = dev_poisoned(nx), gdw = dev(dw0, nw), gdb = dev(db0, Cout);
+    cl_ok(ivae_cl_conv3d_backward(g_cl, gdx, gdw, gdb, gdy, gx, gw, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw),
+          "conv3d_backward");
+    int stride1 = st == 1 && sh == 1 && sw == 1;
+    check_buf(stride1 ? "conv3d_backward_dinp" : "conv3d_backward_dinp_strided", cas, dx, gdx, nx);
+    check_buf("conv3d_backward_dweight", cas, dw, gdw, nw);
+    check_buf("conv3d_backward_dbias", cas, db, gdb, Cout);
+
+    free(x), free(w), free(b), free(dy), free(dw0), free(db0), free(y), free(dx), free(dw), free(db);
+    release(gx), release(gw), release(gb), release(gdy), release(gy), release(gdx), release(gdw), release(gdb);
+}
+
+/* a chunk of a longer clip: frames s0 .. s0+T-1, with the kt-1 frames before it in prev (or NULL) */
+static void test_conv_chunk(int Cin, int Cout, int T, int H, int W, int k, int st, int ss, int s0, int with_prev) {
+    int Ho = conv_out_s(H, k, ss), Wo = conv_out_s(W, k, ss), K = k * k * k;
+    size_t nx = (size_t)Cin * T * H * W, np = (size_t)Cin * (k - 1) * H * W, nw = (size_t)Cout * Cin * K;
+    char cas[128];
+    snprintf(cas, sizeof cas, "%dx%dx%d s(%d,%d,%d) %d->%d %dx%dx%d from frame %d%s", k, k, k, st, ss, ss, Cin, Cout,
+             T, H, W, s0, with_prev ? " with prev" : ", prev NULL");
+    float *x = normal(nx, 1), *prev = normal(np, 1), *w = uniform(nw, -0.3f, 0.3f), *b = normal(Cout, 0.5f);
+    size_t ny = (size_t)Cout * T * Ho * Wo; /* at least To */
+    float *y = filled(ny, 0);
+    int To = conv3d_forward_chunk(y, x, with_prev ? prev : NULL, s0, w, b, Cin, T, H, W, Cout, k, k, k, st, ss, ss);
+    cl_mem gx = dev(x, nx), gp = with_prev ? dev(prev, np) : NULL, gw = dev(w, nw), gb = dev(b, Cout);
+    cl_mem gy = dev(y, ny); /* ... so that frames past To compare equal */
+    float *nan = filled((size_t)Cout * To * Ho * Wo, NAN);
+    cl_ok(ivae_cl_write(g_cl, gy, nan, (size_t)Cout * To * Ho * Wo), "write");
+    int Tg = ivae_cl_conv3d_forward_chunk(g_cl, gy, gx, gp, s0, gw, gb, Cin, T, H, W, Cout, k, k, k, st, ss, ss);
+    cl_ok(Tg, "conv3d_forward_chunk");
+    if (Tg != To) {
+        char d[64];
+        snprintf(d, sizeof d, ": %d output frames, C has %d", Tg, To);
+        report(0, "conv3d_forward_chunk", cas, d);
+    } else {
+        check_buf("conv3d_forward_chunk", cas, y, gy, ny);
+    }
+    free(x), free(prev), free(w), free(b), free(y), free(nan);
+    release(gx), release(gp), release(gw), release(gb), release(gy);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 2.2 SMC */
+
+static void test_smc(int Cout, int Cin, int K) {
+    size_t nw = (size_t)Cout * Cin * K;
+    char cas[64];
+    snprintf(cas, sizeof cas, "%d x %d x %d", Cout, Cin, K);
+    float *w = uniform(nw, -0.2f, 0.2f), *s = uniform(Cin, 0.5f, 1.5f), *g = uniform(1, 0.5f, 2);
+    float *what = alloc_f(nw), *norm = alloc_f(Cout);
+    smc_weight_forward(what, norm, w, s, g, Cout, Cin, K);
+    cl_mem gw = dev(w, nw), gs = dev(s, Cin), gg = dev(g, 1), gwhat = dev_poisoned(nw), gnorm = dev_poisoned(Cout);
+    cl_ok(ivae_cl_smc_weight_forward(g_cl, gwhat, gnorm, gw, gs, gg, Cout, Cin, K), "smc_weight_forward");
+    check_buf("smc_weight_forward (what)", cas, what, gwhat, nw);
+    check_buf("smc_weight_forward (norm)", cas, norm, gnorm, Cout);
+
+    float *dwhat = normal(nw, 1), *dw0 = normal(nw, 0.1f), *ds0 = normal(Cin, 0.1f), *dg0 = normal(1, 0.1f);
+    float *dw = copy(dw0, nw), *ds = copy(ds0, Cin), *dg = copy(dg0, 1);
+    smc_weight_backward(dw, ds, dg, dwhat, norm, w, s, g, Cout, Cin, K);
+    cl_mem gdwhat = dev(dwhat, nw), gdw = dev(dw0, nw), gds = dev(ds0, Cin), gdg = dev(dg0, 1);
+    cl_ok(ivae_cl_smc_weight_backward(g_cl, gdw, gds, gdg, gdwhat, gnorm, gw, gs, gg, Cout, Cin, K),
+          "smc_weight_backward");
+    check_buf("smc_weight_backward_dweight", cas, dw, gdw, nw);
+    check_buf("smc_weight_backward_dscale", cas, ds, gds, Cin);
+    check_buf("smc_weight_backward_dgain", cas, dg, gdg, 1);
+
+    free(w), free(s), free(g), free(what), free(norm), free(dwhat), free(dw0), free(ds0), free(dg0), free(dw),
+        free(ds), free(dg);
+    release(gw), release(gs), release(gg), release(gwhat), release(gnorm), release(gdwhat), release(gdw),
+        release(gds), release(gdg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 2.3 SiLU, 2.4 PixelNorm */
+
+static void test_silu(const char *cas, float *x, size_t n) {
+    float *y = alloc_f(n), *dy = normal(n, 1), *dx = alloc_f(n);
+    silu_forward(y, x, n);
+    silu_backward(dx, dy, x, n);
+    cl_mem gx = dev(x, n), gy = dev_poisoned(n), gdy = dev(dy, n), gdx = dev_poisoned(n);
+    cl_ok(ivae_cl_silu_forward(g_cl, gy, gx, n), "silu_forward");
+    cl_ok(ivae_cl_silu_backward(g_cl, gdx, gdy, gx, n), "silu_backward");
+    check_buf("silu_forward", cas, y, gy, n);
+    check_buf("silu_backward", cas, dx, gdx, n);
+    free(x), free(y), free(dy), free(dx);
+    release(gx), release(gy), release(gdy), release(gdx);
+}
+
+static void test_pixelnorm(int C, size_t N) {
+    size_t n = (size_t)C * N;
+    char cas[64];
+    snprintf(cas, sizeof cas, "C %d, N %zu", C, N);
+    float *x = normal(n, 2), *y = alloc_f(n), *norm = alloc_f(N), *dy = normal(n, 1), *dx = alloc_f(n);
+    pixelnorm_forward(y, norm, x, C, N);
+    pixelnorm_backward(dx, dy, x, norm, C, N);
+    cl_mem gx = dev(x, n), gy = dev_poisoned(n), gnorm = dev_poisoned(N), gdy = dev(dy, n), gdx = dev_poisoned(n);
+    cl_ok(ivae_cl_pixelnorm_forward(g_cl, gy, gnorm, gx, C, N), "pixelnorm_forward");
+    cl_ok(ivae_cl_pixelnorm_backward(g_cl, gdx, gdy, gx, gnorm, C, N), "pixelnorm_backward");
+    check_buf("pixelnorm_forward (out)", cas, y, gy, n);
+    check_buf("pixelnorm_forward (norm)", cas, norm, gnorm, N);
+    check_buf("pixelnorm_backward", cas, dx, gdx, n);
+    free(x), free(y), free(norm), free(dy), free(dx);
+    release(gx), release(gy), release(gnorm), release(gdy), release(gdx);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 2.6 attention */
+
+static void test_attention(int C, int T, int H, int W, int mode) {
+    int HW = H * W, N = T * HW, L = attn_row_len(mode, T, HW);
+    size_t nqkv = (size_t)3 * C * N, no = (size_t)C * N, na = (size_t)N * L;
+    char cas[64];
+    snprintf(cas, sizeof cas, "%s, C %d, %dx%dx%d", mode == IVAE_ATTN_CAUSAL ? "causal" : "frame", C, T, H, W);
+    float *qkv = normal(nqkv, 1.5f), *out = alloc_f(no), *att = filled(na, 0); /* causal rows are not all written */
+    attention_forward(out, att, qkv, C, T, H, W, mode);
+    cl_mem gqkv = dev(qkv, nqkv), gout = dev_poisoned(no), gatt = dev(att, na);
+    float *zero = filled(na, 0);
+    cl_ok(ivae_cl_write(g_cl, gatt, zero, na), "write");
+    cl_ok(ivae_cl_attention_forward(g_cl, gout, gatt, gqkv, C, T, H, W, mode), "attention_forward");
+    check_buf("attention_forward (out)", cas, out, gout, no);
+    check_buf("attention_forward (att)", cas, att, gatt, na);
+
+    float *dout = normal(no, 1), *dqkv = alloc_f(nqkv);
+    attention_backward(dqkv, dout, att, qkv, C, T, H, W, mode);
+    cl_mem gdout = dev(dout, no), gdqkv = dev_poisoned(nqkv);
+    cl_ok(ivae_cl_attention_backward(g_cl, gdqkv, gdout, gatt, gqkv, C, T, H, W, mode), "attention_backward");
+    float *h = host(gdqkv, nqkv);
+    check("attention_backward_dsdq (dq)", cas, dqkv, h, no);
+    check("attention_backward_dkdv (dk)", cas, dqkv + no, h + no, no);
+    check("attention_backward_dkdv (dv)", cas, dqkv + 2 * no, h + 2 * no, no);
+    free(qkv), free(out), free(att), free(zero), free(dout), free(dqkv), free(h);
+    release(gqkv), release(gout), release(gatt), release(gdout), release(gdqkv);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 2.8 upsampling */
+
+static void test_upsample(int C, int T, int H, int W, int temporal) {
+    int To = temporal ? 2 * T - 1 : T;
+    size_t nx = (size_t)C * T * H * W, ny = (size_t)C * To * 4 * H * W;
+    char cas[64];
+    snprintf(cas, sizeof cas, "%s, C %d, %dx%dx%d", temporal ? "temporal" : "spatial", C, T, H, W);
+    float *x = normal(nx, 1), *y = alloc_f(ny), *dy = normal(ny, 1), *dx = alloc_f(nx);
+    upsample_forward(y, x, C, T, H, W, temporal);
+    upsample_backward(dx, dy, C, T, H, W, temporal);
+    cl_mem gx = dev(x, nx), gy = dev_poisoned(ny), gdy = dev(dy, ny), gdx = dev_poisoned(nx);
+    cl_ok(ivae_cl_upsample_forward(g_cl, gy, gx, C, T, H, W, temporal), "upsample_forward");
+    cl_ok(ivae_cl_upsample_backward(g_cl, gdx, gdy, C, T, H, W, temporal), "upsample_backward");
+    check_buf("upsample_forward", cas, y, gy, ny);
+    check_buf("upsample_backward", cas, dx, gdx, nx);
+    free(x), free(y), free(dy), free(dx);
+    release(gx), release(gy), release(gdy), release(gdx);
+}
+
+static void test_upsample_chunk(int C, int T, int H, int W, int temporal, int first) {
+    int To = up_frames(T, temporal, first);
+    size_t nx = (size_t)C * T * H * W, ny = (size_t)C * To * 4 * H * W;
+    char cas[64];
+    snprintf(cas, sizeof cas, "%s, %s chunk, C %d, %dx%dx%d", temporal ? "temporal" : "spatial",
+             first ? "first" : "later", C, T, H, W);
+    float *x = normal(nx, 1), *y = alloc_f(ny);
+    upsample_chunk(y, x, C, T, H, W, temporal, first);
+    cl_mem gx = dev(x, nx), gy = dev_poisoned(ny);
+    cl_ok(ivae_cl_upsample_chunk(g_cl, gy, gx, C, T, H, W, temporal, first), "upsample_chunk");
+    check_buf("upsample_chunk", cas, y, gy, ny);
+    free(x), free(y);
+    release(gx), release(gy);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 3. loss */
+
+static void test_rec_loss(int C, int T, int H, int W, int with_grad) {
+    Shape s = {C, T, H, W};
+    size_t n = shape_numel(s);
+    char cas[64];
+    snprintf(cas, sizeof cas, "%dx%dx%dx%d%s", C, T, H, W, with_grad ? "" : ", dxhat NULL");
+    float *x = uniform(n, -1, 1), *xhat = uniform(n, -1.2f, 1.2f), *scr = alloc_f(n), *dxhat = alloc_f(n);
+    for (size_t j = 0; j < n; j += 7) xhat[j] = x[j]; /* |.|'(0) = 0 */
+    float coef = 0.013f;
+    double rec = rec_loss(with_grad ? dxhat : NULL, xhat, x, s, coef, scr), grec = 0;
+    cl_mem gx = dev(x, n), gxhat = dev(xhat, n), gscr = dev_poisoned(n), gdxhat = with_grad ? dev_poisoned(n) : NULL;
+    cl_ok(ivae_cl_rec_loss(g_cl, &grec, gdxhat, gxhat, gx, C, T, H, W, coef, gscr), "rec_loss");
+    check_double("rec_loss (sum)", cas, rec, grec);
+    if (with_grad) check_buf("rec_loss (dxhat)", cas, dxhat, gdxhat, n);
+    free(x), free(xhat), free(scr), free(dxhat);
+    release(gx), release(gxhat), release(gscr), release(gdxhat);
+}
+
+static void test_latent(int C, int T, int H, int W) {
+    Shape s = {C, T, H, W};
+    size_t n = shape_numel(s);
+    char cas[64];
+    snprintf(cas, sizeof cas, "%dx%dx%dx%d, logvar from -40 to 30", C, T, H, W);
+    float *h = normal(2 * n, 1), *eps = normal(n, 1);
+    for (size_t j = 0; j < n; j++) h[n + j] = -40 + 70 * (float)ivae_rng_uniform(&g_rng);
+    /* the clamp's edges: exactly at them (gradient passes) and just past (blocked) */
+    const float edges[] = {-30, 20, nextafterf(-30, -31), nextafterf(20, 21), -30.5f, 20.5f};
+    for (int e = 0; e < 6 && (size_t)e * 5 < n; e++) h[n + e * 5] = edges[e];
+    float *lv = alloc_f(n), *zs = alloc_f(n), *scr = alloc_f(n);
+    double kl = latent_forward(lv, zs, scr, h, eps, s), gkl = 0;
+    cl_mem gh = dev(h, 2 * n), geps = dev(eps, n), glv = dev_poisoned(n), gzs = dev_poisoned(n), gscr = dev_poisoned(n);
+    cl_ok(ivae_cl_latent_forward(g_cl, &gkl, glv, gzs, gscr, gh, geps, C, T, H, W), "latent_forward");
+    check_double("latent_forward (kl sum)", cas, kl, gkl);
+    check_buf("latent_forward (logvar)", cas, lv, glv, n);
+    check_buf("latent_forward (z)", cas, zs, gzs, n);
+
+    float *dz = normal(n, 1), *dh = alloc_f(2 * n), ckl = 0.37f;
+    latent_backward(dh, dz, h, lv, eps, n, ckl);
+    cl_mem gdz = dev(dz, n), gdh = dev_poisoned(2 * n);
+    cl_ok(ivae_cl_latent_backward(g_cl, gdh, gdz, gh, glv, geps, n, ckl), "latent_backward");
+    check_buf("latent_backward", cas, dh, gdh, 2 * n);
+    free(h), free(eps), free(lv), free(zs), free(scr), free(dz), free(dh);
+    release(gh), release(geps), release(glv), release(gzs), release(gscr), release(gdz), release(gdh);
+}
+
+/* kind 0: normal with outliers, 1: one frame constant (S = 0), 2: coef = 0 (no gradient) */
+static void test_opl(int C, int T, int H, int W, int kind) {
+    Shape s = {C, T, H, W};
+    size_t n = shape_numel(s), HW = (size_t)H * W;
+    char cas[96];
+    snprintf(cas, sizeof cas, "%dx%dx%dx%d, %s", C, T, H, W,
+             kind == 0 ? "outliers" : kind == 1 ? "a constant frame (S = 0)" : "coef 0, no gradient");
+    float *z = normal(n, 1);
+    for (size_t j = 3; j < n; j += 11) z[j] *= 8; /* some positions past 3 ||sd|| */
+    if (kind == 1)
+        for (int c = 0; c < C; c++)
+            for (size_t p = 0; p < HW; p++) z[(size_t)c * T * HW + p] = 0.25f * c; /* frame 0 */
+    float coef = kind == 2 ? 0 : 0.1f;
+    float *dz0 = normal(n, 0.1f), *dz = copy(dz0, n), *scr = alloc_f(2 * (size_t)C + 2 * HW);
+    double opl = opl_forward_backward(dz, z, s, coef, scr), gopl = 0;
+    cl_mem gz = dev(z, n), gdz = dev(dz0, n), gscr = dev_poisoned(ivae_cl_opl_scratch(C, T, H, W));
+    cl_ok(ivae_cl_opl_forward_backward(g_cl, &gopl, gdz, gz, C, T, H, W, coef, gscr), "opl_forward_backward");
+    check_double("opl_forward_backward (opl)", cas, opl, gopl);
+    check_buf("opl_forward_backward (dz)", cas, dz, gdz, n);
+    free(z), free(dz0), free(dz), free(scr);
+    release(gz), release(gdz), release(gscr);
+}
+
+static void test_sum_nested(int C, int T, int H, int W) {
+    Shape s = {C, T, H, W};
+    size_t n = shape_numel(s);
+    char cas[64];
+    snprintf(cas, sizeof cas, "%dx%dx%dx%d", C, T, H, W);
+    float *v = normal(n, 1);
+    double sum = sum_nested_d(v, s), gsum = 0;
+    cl_mem gv = dev(v, n);
+    cl_ok(ivae_cl_sum_nested_d(g_cl, &gsum, gv, C, T, H, W), "sum_nested_d");
+    check_double("sum_nested_d", cas, sum, gsum);
+    free(v);
+    release(gv);
+}
+
+/* ------------------------------------------------------------------------ */
+/* the device choice: out-of-range indices give the promised one-line errors */
+
+static void test_env_errors(void) {
+    char cas[160], name[256] = "";
+    cl_platform_id p;
+    cl_uint nd = 0;
+    if (clGetPlatformIDs(1, &p, NULL) == CL_SUCCESS) clGetPlatformInfo(p, CL_PLATFORM_NAME, sizeof name, name, NULL);
+    if (clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, 0, NULL, &nd) != CL_SUCCESS) nd = 0;
+    char want[512];
+    snprintf(want, sizeof want, "IVAE_CL_DEVICE=%u but platform 0 (%s) has %u device%s", nd + 4, name, nd,
+             nd == 1 ? "" : "s");
+    char val[16];
+    snprintf(val, sizeof val, "%u", nd + 4);
+    setenv("IVAE_CL_DEVICE", val, 1);
+    IvaeCl *bad = ivae_cl_new();
+    unsetenv("IVAE_CL_DEVICE");
+    snprintf(cas, sizeof cas, "IVAE_CL_DEVICE=%s -> \"%s\"", val, bad ? "(opened!)" : ivae_error());
+    report(!bad && strcmp(ivae_error(), want) == 0, "device choice", cas, "");
+    ivae_cl_free(bad);
+
+    setenv("IVAE_CL_PLATFORM", "x1", 1);
+    bad = ivae_cl_new();
+    unsetenv("IVAE_CL_PLATFORM");
+    snprintf(cas, sizeof cas, "IVAE_CL_PLATFORM=x1 -> \"%s\"", bad ? "(opened!)" : ivae_error());
+    report(!bad && strstr(ivae_error(), "IVAE_CL_PLATFORM=x1 is not an index") != NULL, "device choice", cas, "");
+    ivae_cl_free(bad);
+}
+
+/* ------------------------------------------------------------------------ */
+/* timing: the strict conv3d_forward on an ivae-s shape, C vs OpenCL */
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static void bench_conv(void) {
+    int Cin = 32, Cout = 32, T = 17, H = 64, W = 64, k = 3;
+    size_t nx = (size_t)Cin * T * H * W, ny = (size_t)Cout * T * H * W, nw = (size_t)Cout * Cin * k * k * k;
+    float *x = normal(nx, 1), *w = uniform(nw, -0.1f, 0.1f), *b = normal(Cout, 0.1f), *y = alloc_f(ny);
+    cl_mem gx = dev(x, nx), gw = dev(w, nw), gb = dev(b, Cout), gy = dev(y, ny);
+    conv3d_forward(y, x, w, b, Cin, T, H, W, Cout, k, k, k, 1, 1, 1); /* warm-up: scratch, pages */
+    int reps = 5;
+    double t0 = now();
+    for (int r = 0; r < reps; r++) conv3d_forward(y, x, w, b, Cin, T, H, W, Cout, k, k, k, 1, 1, 1);
+    double tc = (now() - t0) / reps;
+    cl_ok(ivae_cl_conv3d_forward(g_cl, gy, gx, gw, gb, Cin, T, H, W, Cout, k, k, k, 1, 1, 1), "conv"); /* warm-up */
+    cl_ok(ivae_cl_finish(g_cl), "finish");
+    double t1 = now();
+    cl_ok(ivae_cl_conv3d_forward(g_cl, gy, gx, gw, gb, Cin, T, H, W, Cout, k, k, k, 1, 1, 1), "conv");
+    cl_ok(ivae_cl_finish(g_cl), "finish");
+    double tg = now() - t1;
+    double gflop = 2.0 * ny * Cin * k * k * k * 1e-9;
+    printf("bench conv3d_forward 32->32 3x3x3 on 17x64x64 (%.2f GFLOP): C %.3f s (%.1f GFLOP/s, %d threads), "
+           "OpenCL strict %.3f s (%.1f GFLOP/s), ratio %.0fx\n",
+           gflop, tc, gflop / tc, max_threads(), tg, gflop / tg, tg / tc);
+    check_buf("conv3d_forward", "bench shape 3x3x3 s(1,1,1) 32->32 17x64x64", y, gy, ny);
+    free(x), free(w), free(b), free(y);
+    release(gx), release(gw), release(gb), release(gy);
+}
+
+/* ------------------------------------------------------------------------ */
+
+/* the private pocl cache, removed at any exit */
+static char g_cache[] = "/tmp/ivae_test_cl.XXXXXX";
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) { return remove(path); }
+static void remove_cache(void) { nftw(g_cache, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+int main(int argc, char **argv) {
+    int bench = argc > 1 && strcmp(argv[1], "--bench") == 0;
+    if (argc > 1 && !bench) {
+        fprintf(stderr, "usage: test/test_cl [--bench]\n");
+        return 2;
+    }
+    if (ivae_cl_platform_count() == 0) {
+        printf("SKIP test_cl: no OpenCL platform on this machine (no OpenCL driver installed; on Debian, "
+               "apt-get install pocl-opencl-icd); the CPU path does not need one\n");
+        return 0;
+    }
+    /* pocl caches compiled kernels; a private cache per run means a stale
+       binary (of an older kernels.cl or ivae_math.h) can never be tested */
+    if (!mkdtemp(g_cache)) {
+        perror("test_cl: mkdtemp");
+        return 1;
+    }
+    atexit(remove_cache);
+    setenv("POCL_CACHE_DIR", g_cache, 1);
+
+    double t0 = now();
+    g_cl = ivae_cl_new();
+    if (!g_cl) {
+        fprintf(stderr, "test_cl: %s\n", ivae_error());
+        return 1;
+    }
+    printf("OpenCL platform %d (%s), device %d (%s)\nkernels %s, built in %.1f s\n", g_cl->platform_index,
+           g_cl->platform_name, g_cl->device_index, g_cl->device_name, g_cl->kernels_path, now() - t0);
+
+    test_env_errors();
+
+    /* 2.1 conv3d: shapes, strides, kernels; W past one 16-column tile, Cout
+       past the 8-channel forward tile and the 32-channel weight-gradient tile */
+    test_conv(3, 5, 5, 7, 9, 3, 3, 3, 1, 1, 1, 1);
+    test_conv(4, 6, 3, 9, 11, 3, 3, 3, 1, 2, 2, 1);
+    test_conv(3, 4, 5, 9, 7, 3, 3, 3, 2, 2, 2, 1);
+    test_conv(3, 4, 6, 8, 10, 3, 3, 3, 2, 2, 2, 1);
+    test_conv(5, 3, 1, 7, 5, 3, 3, 3, 1, 1, 1, 1);
+    test_conv(3, 5, 1, 9, 9, 3, 3, 3, 1, 2, 2, 1);
+    test_conv(4, 4, 1, 8, 8, 3, 3, 3, 2, 2, 2, 1);
+    test_conv(5, 7, 3, 5, 6, 1, 1, 1, 1, 1, 1, 1);
+    test_conv(6, 3, 2, 3, 5, 1, 1, 1, 1, 1, 1, 0);
+    test_conv(9, 35, 3, 5, 37, 3, 3, 3, 1, 1, 1, 1);
+    test_conv(16, 16, 5, 16, 16, 3, 3, 3, 1, 1, 1, 0);
+    test_conv(16, 16, 5, 16, 16, 3, 3, 3, 2, 2, 2, 1);
+    test_conv_chunk(3, 5, 4, 7, 9, 3, 1, 1, 5, 1);
+    test_conv_chunk(3, 5, 4, 7, 9, 3, 2, 2, 5, 1);
+    test_conv_chunk(3, 5, 1, 7, 9, 3, 1, 1, 0, 0);
+    test_conv_chunk(4, 3, 4, 6, 5, 3, 2, 2, 1, 1);
+
+    /* 2.2 SMC */
+    test_smc(5, 7, 27);
+    test_smc(3, 4, 1);
+    test_smc(64, 64, 27);
+
+    /* 2.3 SiLU: ordinary values, then the whole range of exp (inf, denormal sigmoids) */
+    test_silu("n 1037, normal(0, 4)", normal(1037, 4), 1037);
+    test_silu("n 4099, uniform(-110, 110)", uniform(4099, -110, 110), 4099);
+    test_silu("n 1000, subnormal inputs", uniform(1000, -1e-38f, 1e-38f), 1000);
+
+    /* 2.4 PixelNorm */
+    test_pixelnorm(7, 105);
+    test_pixelnorm(64, 37);
+
+    /* 2.6 attention */
+    test_attention(6, 3, 4, 5, IVAE_ATTN_FRAME);
+    test_attention(6, 3, 4, 5, IVAE_ATTN_CAUSAL);
+    test_attention(5, 1, 3, 7, IVAE_ATTN_CAUSAL);
+    test_attention(16, 2, 6, 6, IVAE_ATTN_FRAME);
+
+    /* 2.8 upsampling */
+    test_upsample(3, 3, 5, 7, 0);
+    test_upsample(3, 3, 5, 7, 1);
+    test_upsample(2, 1, 4, 3, 1);
+    test_upsample_chunk(3, 3, 5, 7, 1, 1);
+    test_upsample_chunk(3, 3, 5, 7, 1, 0);
+    test_upsample_chunk(3, 3, 5, 7, 0, 0);
+
+    /* 3. loss */
+    test_sum_nested(3, 5, 7, 9);
+    test_rec_loss(3, 5, 6, 7, 1);
+    test_rec_loss(3, 1, 8, 8, 0);
+    test_latent(4, 3, 5, 6);
+    test_latent(16, 1, 2, 2);
+    test_opl(4, 3, 5, 6, 0);
+    test_opl(4, 3, 5, 6, 1);
+    test_opl(4, 2, 4, 4, 2);
+    test_opl(16, 5, 8, 8, 0);
+
+    if (bench) bench_conv();
+
+    ivae_cl_free(g_cl);
+    printf("%s: %d of %d checks bit-identical (%.1f s)\n", g_failed ? "FAIL" : "OK", g_checked - g_failed, g_checked,
+           now() - t0);
+    return g_failed ? 1 : 0;
+}
