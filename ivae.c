@@ -21,17 +21,22 @@
  * Summation order. Two implementations give the same bits only if they add
  * the same numbers in the same order, so every reduction here has a fixed,
  * documented order, and long ones are nested (a fresh accumulator per row,
- * per frame, per channel) which also keeps float32 rounding error small:
- * - conv3d forward:   y = sum_i ( sum_{a,c,d} W * x ), kernel taps in
- *                      row-major order, inner sums fresh per input channel i;
- *                      then + bias;
- * - conv3d dinput:    dx = sum_o ( sum over the outputs (t',h',w') the input
- *                      touched, in increasing order ), fresh per o;
- * - conv3d dweight:   sum_{t'} ( sum_{h'} ( sum_{w'} dy * x ) ), fresh per
- *                      frame and per row; the same nesting for dbias;
- * - all other long sums (loss terms, softmax, attention) use the same
- *   row / frame / channel nesting; sums over channels run straight through.
- * A padded (zero) input adds nothing; skipping it gives the same bits.
+ * per frame, per channel) which also keeps float32 rounding error small.
+ * "fma" is a fused multiply-add, one rounding (C99 fmaf, OpenCL fma):
+ * - conv3d forward:   y = ( sum_i P_i ) + bias, where P_i = fma chain over
+ *                      input channel i's kernel taps (a, c, d) in row-major
+ *                      order, starting from 0; the sum over i starts from 0;
+ *                      padded taps are included (their inputs are zeros);
+ * - conv3d dinput:    dx = sum_o Q_o, Q_o = fma chain over the outputs
+ *                      (t', h', w') that read the input, in increasing order
+ *                      (stride 1: padded taps included; strided: in-range
+ *                      taps only);
+ * - conv3d dweight:   dW += sum_{t'} ( sum_{h'} ( fma chain over w' ) ),
+ *                      fresh per frame and per row;
+ * - dbias, loss terms, softmax, attention: plain sums nested by row, frame
+ *   and channel (sum_nested_d, sum_rows); sums over channels run straight.
+ * Because every sum starts from +0, a zero term never changes the bits, so
+ * padded taps could as well be skipped.
  */
 #include "ivae.h"
 #include "ivae_math.h"
