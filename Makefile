@@ -26,10 +26,15 @@ else
   endif
 endif
 
+# stb (header-only image I/O) is the one library the build needs besides libc
+ifeq ($(wildcard /usr/include/stb/stb_image.h),)
+  $(error ✗ stb not found: install it with   sudo apt-get install libstb-dev)
+endif
+
 SRC  := ivae.c media.c train.c main.c
 HDR  := ivae.h ivae_math.h media.h
 
-.PHONY: all asan test golden clean
+.PHONY: all asan test golden clean run
 all: ivae
 
 ivae: $(SRC) $(HDR)
@@ -46,6 +51,12 @@ test/gradcheck: test/gradcheck.c ivae.c $(HDR)
 
 test/test_model: test/test_model.c ivae.c $(HDR)
 	$(CC) $(CFLAGS) -o $@ test/test_model.c $(LDLIBS)
+
+# the main job (README): the shipped model on the held-out data, then a fresh
+# model trained on data/ for the rest of 10 minutes
+MINUTES ?= 10
+run: ivae
+	sh ./run.sh $(MINUTES)
 
 # golden files from the project's PyTorch port (needs python3-torch)
 golden:
