@@ -672,7 +672,8 @@ int train_main(int argc, char **argv) {
            *c_rec = must_calloc(cap_curve, sizeof(double));
     int n_curve = 0;
     double t_start = now_s(), budget = o.minutes * 60, t_loop = now_s();
-    long step0 = s.step, skipped = 0, rollbacks = 0;
+    long step0 = s.step, skipped = 0, rollbacks = 0, spike_skips = 0;
+    int spikes = 0; /* consecutive */
     IvaeActStat stats[256];
 
     for (;;) {
@@ -714,20 +715,31 @@ int train_main(int argc, char **argv) {
             }
             continue;
         }
-        /* spike guard: loss or activations far above their recent medians */
+        /* spike guard: loss or activations far above their recent medians.
+           One hard batch is normal: its step is skipped. Three in a row is a
+           run going bad: roll back to the good state and halve the rate. */
         int warm = s.n_hist >= 16 && o.spike_factor > 0;
         double med_loss = median(s.loss_hist, s.n_hist), med_act = median(s.act_hist, s.n_hist);
         if (warm && (L.loss > o.spike_factor * med_loss || max_act > 4 * o.spike_factor * med_act)) {
             long from = s.step + 1;
-            backup_restore(&backup, m, &s);
-            s.lr_scale *= 0.5;
-            rollbacks++;
-            printf("step %ld: spike (loss %.4g vs median %.4g, max activation norm %.4g vs %.4g): rolled back to step %ld, learning rate x%.3g\n",
-                   from, L.loss, med_loss, max_act, med_act, s.step, s.lr_scale);
-            fprintf(csv, "%ld,%.3f,%.9g,%.9g,%.9g,%.9g,%.9g,0,0,0,%.6g,rollback\n", from, now_s() - t_start, L.loss, L.rec, L.kl,
-                    L.opl, gn, max_act);
+            const char *what = "spike_skip";
+            if (++spikes >= 3) {
+                backup_restore(&backup, m, &s);
+                s.lr_scale *= 0.5;
+                rollbacks++, spikes = 0;
+                what = "rollback";
+                printf("step %ld: 3 spikes in a row (loss %.4g vs median %.4g, max activation norm %.4g vs %.4g): rolled back to step %ld, learning rate x%.3g\n",
+                       from, L.loss, med_loss, max_act, med_act, s.step, s.lr_scale);
+            } else {
+                spike_skips++;
+                printf("step %ld: spike (loss %.4g vs median %.4g, max activation norm %.4g vs %.4g): step skipped\n", from, L.loss,
+                       med_loss, max_act, med_act);
+            }
+            fprintf(csv, "%ld,%.3f,%.9g,%.9g,%.9g,%.9g,%.9g,0,0,0,%.6g,%s\n", from, now_s() - t_start, L.loss, L.rec, L.kl,
+                    L.opl, gn, max_act, what);
             continue;
         }
+        spikes = 0;
         /* clipping, then the step */
         int agc_n = o.agc > 0 ? clip_adaptive(m, o.agc) : 0, global = 0;
         double gn2 = grad_norm(m), med_g = median(s.gnorm_hist, s.n_hist);
@@ -798,7 +810,8 @@ int train_main(int argc, char **argv) {
     plot_loss(o.out, c_step, c_loss, c_rec, n_curve);
     char elapsed[32];
     fmt_time(elapsed, sizeof elapsed, now_s() - t_start);
-    printf("done: %ld steps in %s (%ld rollbacks, %ld skipped)\n", s.step, elapsed, rollbacks, skipped);
+    printf("done: %ld steps in %s (%ld rollbacks, %ld spike steps skipped, %ld non-finite steps skipped)\n", s.step, elapsed,
+           rollbacks, spike_skips, skipped);
     printf("held-out (%dx%d crops): images PSNR %.2f dB SSIM %.4f | clips PSNR %.2f dB SSIM %.4f\n", o.eval_size, o.eval_size,
            e.psnr_img, e.ssim_img, e.psnr_vid, e.ssim_vid);
     printf("wrote %s/model.safetensors, ckpt.safetensors, log.csv, eval.csv, loss.png, heldout_*.png\n", o.out);
