@@ -263,7 +263,7 @@ static int conv_out_s(int H, int k, int s) { return (H + 2 * (k / 2) - k) / s + 
 /* Scratch buffers that grow to the largest size asked for and are then
    reused: after the first step, the convolutions allocate nothing. Only
    called outside parallel regions. */
-enum { SCR_PAD, SCR_WPACK, SCR_DYT, SCR_DYPAD, SCR_THREAD, SCR_ATT, SCR_SMALL, SCR_N };
+enum { SCR_PAD, SCR_WPACK, SCR_DYT, SCR_DYPAD, SCR_DIL, SCR_THREAD, SCR_ATT, SCR_SMALL, SCR_N };
 static real *scr_buf[SCR_N];
 static size_t scr_cap[SCR_N];
 
@@ -344,6 +344,15 @@ static inline void conv_tile(real *restrict y, size_t ystride, int n_o, int n_w,
     real acc[MR][NR];
     for (int m = 0; m < MR; m++)
         for (int n = 0; n < NR; n++) acc[m][n] = 0;
+    if (K == 1) { /* a 1x1x1 conv: part = fma(w, x, 0) = w * x rounded, so acc += w * x, same bits */
+        for (int i = 0; i < Cin; i++) {
+            const real *xr = x + (size_t)i * cs + toff[0], *wk = wpk + (size_t)i * MR;
+            for (int m = 0; m < MR; m++)
+#pragma omp simd
+                for (int n = 0; n < NR; n++) acc[m][n] += wk[m] * xr[n];
+        }
+        Cin = 0; /* done: skip the general loop */
+    }
     for (int i = 0; i < Cin; i++) {
         real part[MR][NR];
         for (int m = 0; m < MR; m++)
@@ -443,15 +452,18 @@ int conv3d_forward_chunk(real *out, const real *inp, const real *prev, int s0, c
 static int conv_forward_packed(real *out, const real *inp, const real *prev, int s0, const real *wpk,
                                const real *weight, const real *bias, int Cin, int T, int H, int W, int Cout, int kt,
                                int kh, int kw, int st, int sh, int sw) {
-    int first = (s0 + st - 1) / st, last = (s0 + T - 1) / st, To = last - first + 1;
+    int first = (s0 + st - 1) / st, last = (s0 + T - 1) / st, To = last - first + 1, frames = To;
     if (To <= 0) return 0;
+    if (kt * kh * kw == 1 && st * sh * sw == 1) { /* 1x1x1: one long row of T*H*W positions fills every lane */
+        W = T * H * W, T = 1, H = 1, To = 1;
+    }
     Padded g;
     const real *xp = pad_input(SCR_PAD, &g, inp, Cin, T, H, W, prev, kt - 1, 0, kh / 2, kw / 2, sw);
     if (!wpk) wpk = pack_weights(weight, Cout, Cin, kt * kh * kw, 0);
     /* padded frame j is clip frame s0 - (kt-1) + j; output t' starts at clip frame t'*st - (kt-1) */
     conv_padded(out, xp, &g, wpk, bias, Cin, Cout, first * st - s0, To, conv_out_s(H, kh, sh), conv_out_s(W, kw, sw),
                 kt, kh, kw, st, sh);
-    return To;
+    return frames;
 }
 
 /* One weight-gradient tile: NO output channels x nc taps of input channel i.
@@ -511,63 +523,6 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
     }
 }
 
-/* For kernel offset c along one axis (input size n, padding p, stride s, n_out
-   outputs), the outputs o whose input o*s + c - p lies inside [0, n) are
-   exactly lo <= o < hi. */
-static void tap_range(int c, int p, int s, int n, int n_out, int *lo, int *hi) {
-    int first = p - c > 0 ? (p - c + s - 1) / s : 0;
-    int num = n - 1 + p - c;
-    int last = num < 0 ? -1 : num / s;
-    if (last > n_out - 1) last = n_out - 1;
-    *lo = first;
-    *hi = last + 1 > first ? last + 1 : first;
-}
-
-/* dinp of a strided conv (the downsampling layers), directly: each thread
-   owns whole input frames (i, t) and gathers, for each o, the taps that read
-   them in decreasing tap order (= increasing output order) */
-static void conv_dinp_strided(real *dinp, const real *dout, const real *weight, int Cin, int T, int H, int W,
-                              int Cout, int kt, int kh, int kw, int st, int sh, int sw) {
-    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw);
-    int ph = kh / 2, pw = kw / 2;
-    size_t HWo = (size_t)Ho * Wo, HW = (size_t)H * W;
-    real *parts = scratch(SCR_THREAD, HW * max_threads());
-#pragma omp parallel
-    {
-        real *part = THREAD_SCRATCH(parts, HW);
-#pragma omp for schedule(static)
-        for (int it = 0; it < Cin * T; it++) {
-            int i = it / T, t = it % T;
-            real *dx = dinp + (size_t)it * HW;
-            for (size_t p = 0; p < HW; p++) dx[p] = 0;
-            for (int o = 0; o < Cout; o++) {
-                for (size_t p = 0; p < HW; p++) part[p] = 0;
-                for (int a = kt - 1; a >= 0; a--) {
-                    int num = t + (kt - 1) - a; /* = t' * st */
-                    if (num % st != 0 || num / st >= To) continue;
-                    const real *dyf = dout + ((size_t)o * To + num / st) * HWo;
-                    const real *wk = weight + (((size_t)o * Cin + i) * kt + a) * kh * kw;
-                    for (int c = kh - 1; c >= 0; c--) {
-                        int hlo, hhi;
-                        tap_range(c, ph, sh, H, Ho, &hlo, &hhi);
-                        for (int d = kw - 1; d >= 0; d--) {
-                            int wlo, whi;
-                            tap_range(d, pw, sw, W, Wo, &wlo, &whi);
-                            real wv = wk[c * kw + d];
-                            for (int h = hlo; h < hhi; h++) {
-                                const real *dyr = dyf + (size_t)h * Wo;
-                                real *pr = part + (size_t)(h * sh + c - ph) * W;
-                                for (int w = wlo; w < whi; w++) pr[w * sw + d - pw] = FMA(wv, dyr[w], pr[w * sw + d - pw]);
-                            }
-                        }
-                    }
-                }
-                for (size_t p = 0; p < HW; p++) dx[p] += part[p];
-            }
-        }
-    }
-}
-
 void conv3d_backward(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp,
                      const real *weight, int Cin, int T, int H, int W, int Cout, int kt, int kh,
                      int kw, int st, int sh, int sw) {
@@ -584,14 +539,33 @@ static void conv_backward_packed(real *dinp, real *dweight, real *dbias, const r
     // in the forward pass: y[o,t',h',w'] += W[o,i,a,c,d] * x[i, t'st+a-(kt-1), h'sh+c-ph, w'sw+d-pw]
     // so dx[i,t,h,w] = sum_o sum_{a,c,d} W[o,i,a,c,d] * dy[o, t+(kt-1)-a, h+ph-c, w+pw-d]:
     // for stride 1, a convolution of dy (padded kt-1 frames at the end) with the flipped kernel
-    if (dinp && st == 1 && sh == 1 && sw == 1) {
+    // A strided conv is a stride-1 conv whose outputs are kept only at multiples
+    // of the stride; so spread dy out to the stride-1 output grid, zeros between
+    // (a zero adds nothing to a sum that starts from +0: the bits are those of
+    // conv_dinp_strided, which visits only the taps that hit a real output).
+    if (dinp) {
+        const real *dy = dout;
+        int T1 = conv_out_t(T, 1), H1 = conv_out_s(H, kh, 1), W1 = conv_out_s(W, kw, 1);
+        if (st * sh * sw != 1) {
+            real *dil = scratch(SCR_DIL, (size_t)Cout * T1 * H1 * W1);
+            memset(dil, 0, (size_t)Cout * T1 * H1 * W1 * sizeof(real));
+#pragma omp parallel for schedule(static)
+            for (int ot = 0; ot < Cout * To; ot++) {
+                int o = ot / To, t = ot % To;
+                for (int h = 0; h < Ho; h++)
+                    for (int w = 0; w < Wo; w++)
+                        dil[(((size_t)o * T1 + t * st) * H1 + h * sh) * W1 + w * sw] = dout[((size_t)ot * Ho + h) * Wo + w];
+            }
+            dy = dil;
+        }
+        int flat = K == 1; /* 1x1x1: one long row, as in the forward pass */
         Padded g;
         int qh = kh - 1 - kh / 2, qw = kw - 1 - kw / 2;
-        const real *dyp = pad_input(SCR_DYPAD, &g, dout, Cout, To, Ho, Wo, NULL, 0, kt - 1, qh, qw, 1);
+        const real *dyp = flat ? pad_input(SCR_DYPAD, &g, dy, Cout, 1, 1, T1 * H1 * W1, NULL, 0, 0, 0, 0, 1)
+                               : pad_input(SCR_DYPAD, &g, dy, Cout, T1, H1, W1, NULL, 0, kt - 1, qh, qw, 1);
         if (!wpkf) wpkf = pack_weights(weight, Cout, Cin, K, 1);
-        conv_padded(dinp, dyp, &g, wpkf, NULL, Cout, Cin, 0, T, H, W, kt, kh, kw, 1, 1);
-    } else if (dinp) {
-        conv_dinp_strided(dinp, dout, weight, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw);
+        if (flat) conv_padded(dinp, dyp, &g, wpkf, NULL, Cout, Cin, 0, 1, 1, T * H * W, 1, 1, 1, 1, 1);
+        else conv_padded(dinp, dyp, &g, wpkf, NULL, Cout, Cin, 0, T, H, W, kt, kh, kw, 1, 1);
     }
 
     // dW[o,i,a,c,d] += sum_{t',h',w'} dy[o,t',h',w'] * xpad[i, t'st+a, h'sh+c, w'sw+d]

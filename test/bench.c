@@ -2,13 +2,15 @@
  * bench.c: how fast is ivae, next to the machine's peak and to PyTorch?
  *
  *   make bench                        # builds test/bench, runs it, writes bench.csv
- *   test/bench --quick                # smoke test: 1 run per row, 64x64 instead of 256x256
+ *   test/bench --quick                # smoke test: 1 call per row, 64x64 instead of 256x256
  *   test/bench --help                 # the other flags
  *
  * Rows, for one config (default ivae-s):
  *   peak   the machine's FP32 rate: independent fmaf()s on many accumulators
- *          (vfmadd, 512- and 256-bit), and the same as a multiply then an add;
- *          every GF/s below is also given as a fraction of the best fma rate
+ *          (vfmadd, 512- and 256-bit), the same as a multiply then an add, and
+ *          fma on one thread; the fastest of several calls. Every GF/s below
+ *          is also a percentage of max(all-thread fma, threads x 1-thread
+ *          fma): a neighbour holding a core halves the first, not the second
  *   conv   each DISTINCT conv3d shape of one training step on a 3x17x64x64 clip
  *          (walked from SPEC 3 by walk_model), timed three ways: forward,
  *          input gradient, weight gradient (+ bias gradient); "uses" counts
@@ -18,8 +20,11 @@
  *   mem    peak resident memory of a training step and of a decode, at 17 and
  *          33 frames
  * FLOPs are 2 * Cout * Cin * kt*kh*kw * output positions per conv (the same
- * for the three passes); a model row's GF/s counts its convs only (attention
- * and the elementwise layers are not counted, but their time is).
+ * for the three passes), taps on the zero padding included; a model row's
+ * GF/s counts its convs only (attention and the elementwise layers are not
+ * counted, but their time is). So GF/s are nominal where padding is a large
+ * part: for a 1-frame image 2 of every 3 temporal taps read the causal
+ * padding, which ivae skips and PyTorch computes.
  *
  * Side by side with PyTorch: when torch imports, test/bench_torch.py runs as a
  * server (a child process on two pipes) and, right after ivae has timed a row,
@@ -27,11 +32,18 @@
  * ratio are measured seconds apart on this shared, noisy machine. The ratio is
  * PyTorch's time / ivae's time: > 1 means ivae is faster.
  *
- * Timing: one warm-up call, then timed calls (at most --runs, and no more once
- * the next would take the row past --budget seconds; conv rows get a fifth of
- * it), and the median. A warm-up that took --long seconds or more is kept as
- * the one sample: so slow a row's one-off costs are noise next to it, and
- * repeating it would blow the time of `make bench`.
+ * Timing: one warm-up call, then --runs timed calls (more, up to 64, while
+ * they add up to less than --min seconds; none started once it would take
+ * the row past --budget seconds, a fifth of that for conv rows), and the
+ * median. A warm-up that took --long seconds or more is kept as the one
+ * sample: so slow a row's one-off costs are noise next to it, and repeating
+ * it would blow the time of `make bench`.
+ *
+ * "others" is how many CPUs other processes kept busy while the row ran
+ * (/proc/stat's busy time less the CPU time of the bench, its children and
+ * the server): on this shared 2-core machine a row with others near 1 had one
+ * core taken from it, and OpenMP's barriers then wait for the scheduler,
+ * which hurts the rows made of many small layers most.
  *
  * Every ivae measurement runs in a forked child process: its peak resident
  * memory (wait4's ru_maxrss) is its own, and the parent never starts OpenMP,
@@ -78,6 +90,7 @@ typedef struct {
     int runs;          /* most timed calls per row and side */
     double budget;     /* seconds of timed calls per model row (conv rows: a fifth) */
     double long_s;     /* a warm-up this slow is kept as the one sample */
+    double min_s;      /* fast rows: more calls, until they add up to this */
     int quick;         /* 1 call per row, no warm-up, 64x64 for the 256x256 rows */
     int torch;         /* 0: --no-torch */
     char only[128];    /* comma list of sections, "" = all */
@@ -86,14 +99,15 @@ typedef struct {
 
 static Options opt = {
     .config = "ivae-s", .csv = "bench.csv", .python = "/usr/bin/python3",
-    .runs = 5, .budget = 20.0, .long_s = 10.0, .quick = 0, .torch = 1, .seed = 1,
+    .runs = 5, .budget = 20.0, .long_s = 10.0, .min_s = 0.25, .quick = 0, .torch = 1, .seed = 1,
 };
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: test/bench [options]\n"
             "  --quick          smoke test: 1 call per row, no warm-up, 64x64 instead of 256x256\n"
-            "  --runs N         at most N timed calls per row and side (default %d)\n"
+            "  --runs N         N timed calls per row and side (default %d); rows faster than\n"
+            "                   --min S / N get more, up to %d, until they add up to S (default %g)\n"
             "  --budget S       stop adding calls once a model row's would pass S seconds\n"
             "                   (conv rows: S/5; default %g)\n"
             "  --long S         a warm-up of S seconds or more is kept as the one sample (default %g)\n"
@@ -104,7 +118,7 @@ static void usage(FILE *f) {
             "  --no-torch       ivae only\n"
             "  --python PATH    the python with torch (default %s)\n"
             "  --torch-script P the PyTorch server (default: bench_torch.py next to this binary)\n",
-            opt.runs, opt.budget, opt.long_s, opt.csv, opt.config, (unsigned long long)opt.seed,
+            opt.runs, MAX_RUNS, opt.min_s, opt.budget, opt.long_s, opt.csv, opt.config, (unsigned long long)opt.seed,
             opt.python);
 }
 
@@ -151,9 +165,17 @@ typedef struct {
 
 typedef struct {
     int warmup;         /* one untimed call first */
-    int runs;           /* at most this many timed calls */
+    int runs;           /* this many timed calls ... */
+    double min_s;       /* ... or more, up to MAX_RUNS, until they add up to min_s */
     double budget;      /* no new call once sum + last would pass it */
 } Plan;
+
+static double fastest(const Samples *s) {
+    double v = NAN;
+    for (int i = 0; i < s->n; i++)
+        if (!(s->t[i] >= v)) v = s->t[i];
+    return v;
+}
 
 static double median(const Samples *s) {
     double v[MAX_RUNS];
@@ -170,7 +192,9 @@ static double median(const Samples *s) {
 }
 
 /* The rule both sides follow (bench_torch.py's timed() is its twin). call
-   returns 0 on success. */
+   returns 0 on success. Fast rows get more calls (min_s): on this machine a
+   call now and then loses a few ms to the scheduler, and the median of many
+   is steadier. */
 static int time_calls(int (*call)(void *), void *ctx, Plan p, Samples *s) {
     memset(s, 0, sizeof *s);
     if (p.runs > MAX_RUNS) p.runs = MAX_RUNS;
@@ -185,8 +209,9 @@ static int time_calls(int (*call)(void *), void *ctx, Plan p, Samples *s) {
         }
     }
     double sum = s->n ? s->t[0] : 0;
-    while (s->n < p.runs) {
+    while (s->n < MAX_RUNS) {
         if (s->n > 0 && sum + s->t[s->n - 1] > p.budget) break;
+        if (s->n >= p.runs && sum >= p.min_s) break;
         double t0 = now();
         if (call(ctx) != 0) return -1;
         s->t[s->n] = now() - t0;
@@ -196,8 +221,8 @@ static int time_calls(int (*call)(void *), void *ctx, Plan p, Samples *s) {
 }
 
 static Plan plan_for(double budget) {
-    Plan p = {1, opt.runs, budget};
-    if (opt.quick) p = (Plan){0, 1, 0};
+    Plan p = {1, opt.runs, opt.min_s, budget};
+    if (opt.quick) p = (Plan){0, 1, 0, 0};
     return p;
 }
 
@@ -249,6 +274,60 @@ static int in_child(int (*body)(void *, Samples *), void *arg, Samples *s, doubl
     return 0;
 }
 
+/* ========================================================================== */
+/* how busy the machine was with other work                                   */
+/* ========================================================================== */
+
+static pid_t g_server_pid; /* the PyTorch server, whose CPU time is ours too */
+
+/* CPU seconds the whole machine has been busy, summed over CPUs (/proc/stat:
+   user nice system irq softirq steal; steal is the hypervisor's doing) */
+static double machine_busy(void) {
+    FILE *f = fopen("/proc/stat", "r");
+    unsigned long long v[8] = {0};
+    if (!f) return NAN;
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                   &v[6], &v[7]);
+    fclose(f);
+    if (n < 8) return NAN;
+    return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / sysconf(_SC_CLK_TCK);
+}
+
+/* CPU seconds used by this process, its waited-for children and the server */
+static double our_cpu(void) {
+    struct rusage a, b;
+    getrusage(RUSAGE_SELF, &a);
+    getrusage(RUSAGE_CHILDREN, &b);
+    double t = a.ru_utime.tv_sec + a.ru_stime.tv_sec + b.ru_utime.tv_sec + b.ru_stime.tv_sec +
+               1e-6 * (a.ru_utime.tv_usec + a.ru_stime.tv_usec + b.ru_utime.tv_usec + b.ru_stime.tv_usec);
+    if (g_server_pid > 0) {
+        char path[64], buf[1024];
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)g_server_pid);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            size_t k = fread(buf, 1, sizeof buf - 1, f);
+            buf[k] = 0;
+            fclose(f);
+            char *p = strrchr(buf, ')'); /* fields after the command name: state is field 3 */
+            unsigned long long ut, st;
+            if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2)
+                t += (double)(ut + st) / sysconf(_SC_CLK_TCK);
+        }
+    }
+    return t;
+}
+
+typedef struct { double wall, busy, ours; } Probe;
+
+static Probe probe(void) { return (Probe){now(), machine_busy(), our_cpu()}; }
+
+/* how many CPUs other processes kept busy, on average, since p */
+static double others_since(Probe p) {
+    Probe q = probe();
+    double o = ((q.busy - p.busy) - (q.ours - p.ours)) / (q.wall - p.wall);
+    return isfinite(o) ? (o > 0 ? o : 0) : NAN;
+}
+
 /* in a child: random U(-1, 1) floats */
 static float *random_buf(size_t n, IvaeRng *rng) {
     float *p = xalloc(n * sizeof(float));
@@ -272,10 +351,10 @@ static float *normal_buf(size_t n, IvaeRng *rng) {
    them: enough to cover 4 cycles of latency on two fma ports). The target
    attributes give the instructions whatever CFLAGS say; -O3 is what keeps the
    accumulators out of memory. fmaf is an explicit fma, which
-   -ffp-contract=off allows; the mul-add twin is two roundings, as the
-   reference's a*b+c is. */
-#define PEAK_FN(name, attrs, NACC, EXPR)                                   \
-    __attribute__((attrs, noinline)) static float name(long iters, float a, float b) { \
+   -ffp-contract=off allows; the mul-add twin is two roundings, the rate
+   for code that may not fuse. */
+#define PEAK_FN(name, NACC, EXPR, ...)                                     \
+    __attribute__((__VA_ARGS__, noinline)) static float name(long iters, float a, float b) { \
         float acc[NACC];                                                   \
         for (int j = 0; j < NACC; j++) acc[j] = (float)j;                  \
         for (long it = 0; it < iters; it++)                                \
@@ -287,13 +366,13 @@ static float *normal_buf(size_t n, IvaeRng *rng) {
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define HAVE_X86_PEAK 1
-PEAK_FN(fma512, target("avx512f,fma,prefer-vector-width=512"), optimize("O3"), 192, fmaf(acc[j], a, b))
-PEAK_FN(fma256, target("avx2,fma"), optimize("O3"), 96, fmaf(acc[j], a, b))
-PEAK_FN(muladd512, target("avx512f,prefer-vector-width=512"), optimize("O3", "fp-contract=off"), 192, acc[j] * a + b)
-PEAK_FN(muladd256, target("avx2"), optimize("O3", "fp-contract=off"), 96, acc[j] * a + b)
+PEAK_FN(fma512, 192, fmaf(acc[j], a, b), target("avx512f,fma,prefer-vector-width=512"), optimize("O3"))
+PEAK_FN(fma256, 96, fmaf(acc[j], a, b), target("avx2,fma"), optimize("O3"))
+PEAK_FN(muladd512, 192, acc[j] * a + b, target("avx512f,prefer-vector-width=512"), optimize("O3", "fp-contract=off"))
+PEAK_FN(muladd256, 96, acc[j] * a + b, target("avx2"), optimize("O3", "fp-contract=off"))
 #else
-PEAK_FN(fma_generic, optimize("O3"), 96, fmaf(acc[j], a, b))
-PEAK_FN(muladd_generic, optimize("O3", "fp-contract=off"), 96, acc[j] * a + b)
+PEAK_FN(fma_generic, 96, fmaf(acc[j], a, b), optimize("O3"))
+PEAK_FN(muladd_generic, 96, acc[j] * a + b, optimize("O3", "fp-contract=off"))
 #endif
 
 typedef struct {
@@ -301,19 +380,22 @@ typedef struct {
     float (*fn)(long, float, float);
     int nacc;
     int fused;
+    int one;     /* on 1 thread (to see how the 2nd scales), not all of them */
     int ok;      /* the CPU has the instructions */
     long iters;  /* per thread per call, set by calibration */
 } PeakKind;
 
 static PeakKind peak_kinds[] = {
 #ifdef HAVE_X86_PEAK
-    {"fma 512-bit", fma512, 192, 1, 0, 0},
-    {"fma 256-bit", fma256, 96, 1, 0, 0},
-    {"mul+add 512-bit", muladd512, 192, 0, 0, 0},
-    {"mul+add 256-bit", muladd256, 96, 0, 0, 0},
+    {"fma 512-bit", fma512, 192, 1, 0, 0, 0},
+    {"fma 256-bit", fma256, 96, 1, 0, 0, 0},
+    {"mul+add 512-bit", muladd512, 192, 0, 0, 0, 0},
+    {"mul+add 256-bit", muladd256, 96, 0, 0, 0, 0},
+    {"fma 512-bit", fma512, 192, 1, 1, 0, 0},
 #else
-    {"fma", fma_generic, 96, 1, 1, 0},
-    {"mul+add", muladd_generic, 96, 0, 1, 0},
+    {"fma", fma_generic, 96, 1, 0, 1, 0},
+    {"mul+add", muladd_generic, 96, 0, 0, 1, 0},
+    {"fma", fma_generic, 96, 1, 1, 1, 0},
 #endif
 };
 #define N_PEAK ((int)(sizeof peak_kinds / sizeof peak_kinds[0]))
@@ -339,6 +421,9 @@ static int nthreads(void) {
 
 static int peak_body(void *arg, Samples *s) {
     PeakKind *k = arg;
+#ifdef _OPENMP
+    if (k->one) omp_set_num_threads(1); /* in this child only */
+#endif
     /* calibrate: about 0.2 s per call */
     k->iters = 1 << 16;
     for (;;) {
@@ -352,7 +437,9 @@ static int peak_body(void *arg, Samples *s) {
         }
         k->iters *= 4;
     }
-    Plan p = opt.quick ? (Plan){0, 1, 0} : (Plan){1, opt.runs, 1e9};
+    /* the best of several 0.2 s calls: the peak is what the machine can do,
+       and a neighbour's load only ever makes a call slower */
+    Plan p = opt.quick ? (Plan){0, 1, 0, 0} : (Plan){1, opt.runs > 7 ? opt.runs : 7, 0, 1e9};
     if (time_calls(peak_call, k, p, s) != 0) return -1;
     s->aux = (double)k->iters; /* the parent needs it for the FLOP count */
     return 0;
@@ -430,7 +517,7 @@ static void walk_mid(ShapeList *L, const char *p, int C, int T, int H, int W) {
 /* Every conv of the encoder (on a 3 x T x H x W input) and/or the decoder (on
    the latent the encoder would give), with its input shape, by SPEC 3. */
 static void walk_model(ShapeList *L, const IvaeConfig *cfg, int T, int H, int W, int enc, int dec) {
-    int S = cfg->n_stages, C[IVAE_MAX_STAGES];
+    int S = cfg->n_stages, C[IVAE_MAX_STAGES] = {0};
     char b[96];
     for (int s = 0; s < S; s++) C[s] = cfg->base_ch * cfg->ch_mult[s];
     memset(L, 0, sizeof *L);
@@ -586,7 +673,7 @@ static int model_body(void *arg, Samples *s) {
         return -1;
     }
     ivae_init_params(j->m, opt.seed);
-    if (j->kind == JOB_MODEL_ONLY) return time_calls(model_call, j, (Plan){0, 1, 0}, s);
+    if (j->kind == JOB_MODEL_ONLY) return 0; /* only the memory is wanted */
     size_t nx = (size_t)3 * j->T * j->H * j->W;
     size_t nz = (size_t)cfg.z_ch * j->Tz * j->Hz * j->Wz;
     ivae_loss_defaults(&j->lo);
@@ -620,10 +707,11 @@ typedef struct {
     int up;
     pid_t pid;
     FILE *to, *from;
-    char version[64], threads[16], blas[256], openblas[16], conv[64];
+    char version[64], threads[16], blas[512], openblas[16];
 } Torch;
 
 static Torch py;
+static char g_pt_kernel[32]; /* the conv kernel PyTorch picked for the last conv request */
 
 static void kv(const char *line, const char *key, char *dst, size_t cap) {
     char pat[64];
@@ -648,6 +736,7 @@ static void torch_stop(void) {
     int status;
     waitpid(py.pid, &status, 0);
     py.pid = 0;
+    g_server_pid = 0;
     py.to = py.from = NULL;
     py.up = 0;
 }
@@ -667,9 +756,12 @@ static void torch_start(void) {
         close(in[1]);
         close(out[0]);
         close(out[1]);
-        char th[16];
+        char th[16], lg[32], seed[32];
         snprintf(th, sizeof th, "%d", nthreads());
-        execl(opt.python, opt.python, opt.script, "--serve", "--threads", th, (char *)NULL);
+        snprintf(lg, sizeof lg, "%.17g", opt.long_s);
+        snprintf(seed, sizeof seed, "%llu", (unsigned long long)opt.seed);
+        execl(opt.python, opt.python, opt.script, "--serve", "--threads", th, "--long", lg, "--config",
+              opt.config, "--seed", seed, (char *)NULL);
         printf("notorch cannot run %s: %s\n", opt.python, strerror(errno));
         fflush(stdout);
         _exit(127);
@@ -677,6 +769,7 @@ static void torch_start(void) {
     close(in[0]);
     close(out[1]);
     py.pid = pid;
+    g_server_pid = pid;
     py.to = fdopen(in[1], "w");
     py.from = fdopen(out[0], "r");
     if (!py.to || !py.from) die("fdopen: %s", strerror(errno));
@@ -689,10 +782,6 @@ static void torch_start(void) {
             break;
         }
         line[strcspn(line, "\n")] = 0;
-        if (!strncmp(line, "note ", 5)) {
-            printf("%s\n", line + 5);
-            continue;
-        }
         if (!strncmp(line, "notorch", 7)) {
             printf("PyTorch: not installed (apt-get install python3-torch python3-numpy)%s%s\n",
                    line[7] ? ":" : "", line + 7);
@@ -703,7 +792,6 @@ static void torch_start(void) {
             kv(line, "threads", py.threads, sizeof py.threads);
             kv(line, "blas", py.blas, sizeof py.blas);
             kv(line, "openblas_pthread", py.openblas, sizeof py.openblas);
-            kv(line, "conv", py.conv, sizeof py.conv);
             py.up = 1;
             break;
         }
@@ -723,7 +811,8 @@ static int torch_time(Samples *s, Plan p, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(req, sizeof req, fmt, ap);
     va_end(ap);
-    if (fprintf(py.to, "%s %d %d %.17g\n", req, p.warmup, p.runs, p.budget) < 0 || fflush(py.to) != 0) {
+    if (fprintf(py.to, "%s %d %d %.17g %.17g\n", req, p.warmup, p.runs, p.min_s, p.budget) < 0 ||
+        fflush(py.to) != 0) {
         printf("PyTorch: the server is gone (%s); no more PyTorch columns\n", strerror(errno));
         torch_stop();
         return -1;
@@ -738,6 +827,7 @@ static int torch_time(Samples *s, Plan p, const char *fmt, ...) {
         return -1;
     }
     line[strcspn(line, "\n")] = 0;
+    g_pt_kernel[0] = 0;
     if (!strncmp(line, "ok ", 3)) {
         double med;
         int n, warm, off = 0;
@@ -748,6 +838,7 @@ static int torch_time(Samples *s, Plan p, const char *fmt, ...) {
                 s->t[s->n] = strtod(q, &q);
                 if (*q == ',') q++;
             }
+            kv(q, "kernel", g_pt_kernel, sizeof g_pt_kernel);
             rc = 0;
         }
     }
@@ -766,11 +857,14 @@ typedef struct {
     char shape[48];
     int uses;           /* 0: not a conv row */
     char first[96];
+    char pt_kernel[32]; /* conv rows: onednn or im2col+blas */
     double flop;        /* per call; 0 if not counted */
+    int fastest;        /* rate from the fastest call, not the median (peak rows) */
     double items;       /* clips or frames per call; 0 if no rate */
     const char *unit;
     Samples iv, th;
     double rss_mb;      /* the ivae child's peak resident memory */
+    double others;      /* CPUs other processes kept busy meanwhile */
 } Row;
 
 static double g_peak;   /* best fma GFLOP/s, 0 until measured */
@@ -791,52 +885,107 @@ static const char *fmt_num(char *b, size_t n, double v, const char *f) {
 }
 
 static void print_header(void) {
-    printf("\n%-9s %-34s %4s | %9s %7s %6s %12s %4s | %9s %7s %12s %4s | %7s\n", "row", "shape", "uses",
-           "ivae", "GF/s", "%peak", "rate", "n", "PyTorch", "GF/s", "rate", "n", "ivae/pt");
+    printf("\n%-9s %-34s %4s | %9s %7s %6s %14s %3s | %9s %7s %14s %3s | %7s %6s  %-11s %s\n", "row", "shape",
+           "uses", "ivae", "GF/s", "%peak", "rate", "n", "PyTorch", "GF/s", "rate", "n", "ivae/pt", "others",
+           "pt kernel", "first use");
 }
 
 static void csv_header(void) {
     fprintf(g_csv, "section,row,shape,uses,first_use,gflop,ivae_s,ivae_n,ivae_gflops,ivae_pct_peak,"
                    "ivae_rate,rate_unit,torch_s,torch_n,torch_gflops,torch_rate,ratio_ivae_over_torch,"
-                   "ivae_maxrss_mb\n");
+                   "ivae_maxrss_mb,others_cpus,torch_kernel\n");
+}
+
+/* what a row's samples say */
+typedef struct {
+    double ti, tt;      /* median seconds, ivae and PyTorch (NAN if none) */
+    double gi, gt;      /* GFLOP/s */
+    double ri, rt;      /* clips or frames per second */
+    double pct;         /* ivae's GF/s as a percentage of the fma peak */
+    double ratio;       /* tt / ti: > 1 means ivae is faster */
+} Rates;
+
+static Rates rates(const Row *r) {
+    Rates q;
+    q.ti = r->fastest ? fastest(&r->iv) : median(&r->iv);
+    q.tt = r->fastest ? fastest(&r->th) : median(&r->th);
+    q.gi = r->flop > 0 ? r->flop / q.ti / 1e9 : NAN;
+    q.gt = r->flop > 0 ? r->flop / q.tt / 1e9 : NAN;
+    q.ri = r->items > 0 ? r->items / q.ti : NAN;
+    q.rt = r->items > 0 ? r->items / q.tt : NAN;
+    q.pct = g_peak > 0 ? 100 * q.gi / g_peak : NAN;
+    q.ratio = q.tt / q.ti;
+    return q;
+}
+
+static void csv_num(double v, const char *f) {
+    if (isfinite(v) && v > 0) fprintf(g_csv, f, v);
+    fputc(',', g_csv);
+}
+
+/* a text field, quoted if it holds a comma or a quote (RFC 4180) */
+static void csv_str(const char *v) {
+    if (!strpbrk(v, ",\"\n")) {
+        fprintf(g_csv, "%s,", v);
+        return;
+    }
+    fputc('"', g_csv);
+    for (; *v; v++) {
+        if (*v == '"') fputc('"', g_csv);
+        fputc(*v, g_csv);
+    }
+    fputs("\",", g_csv);
+}
+
+static void csv_row(const Row *r) {
+    Rates q = rates(r);
+    if (!g_csv) return;
+    csv_str(r->section);
+    csv_str(r->name);
+    csv_str(r->shape);
+    fprintf(g_csv, "%d,", r->uses);
+    csv_str(r->first);
+    csv_num(r->flop / 1e9, "%.6g");
+    csv_num(q.ti, "%.6g");
+    fprintf(g_csv, "%d,", r->iv.n);
+    csv_num(q.gi, "%.4g");
+    csv_num(q.pct, "%.3g");
+    csv_num(q.ri, "%.5g");
+    fprintf(g_csv, "%s,", r->items > 0 ? r->unit : "");
+    csv_num(q.tt, "%.6g");
+    fprintf(g_csv, "%d,", r->th.n);
+    csv_num(q.gt, "%.4g");
+    csv_num(q.rt, "%.5g");
+    csv_num(q.ratio, "%.4g");
+    csv_num(r->rss_mb, "%.1f");
+    if (isfinite(r->others) && (r->iv.n || r->th.n)) fprintf(g_csv, "%.2f", r->others);
+    fprintf(g_csv, ",%s\n", r->pt_kernel);
+    fflush(g_csv);
+}
+
+static const char *fmt_rate(char *b, size_t n, double v, const char *unit) {
+    if (!isfinite(v) || v <= 0) snprintf(b, n, "-");
+    else snprintf(b, n, "%.3g %s", v, unit);
+    return b;
 }
 
 static void print_row(const Row *r) {
-    double ti = median(&r->iv), tt = median(&r->th);
-    double gi = r->flop > 0 ? r->flop / ti / 1e9 : NAN, gt = r->flop > 0 ? r->flop / tt / 1e9 : NAN;
-    double ri = r->items > 0 ? r->items / ti : NAN, rt = r->items > 0 ? r->items / tt : NAN;
-    double pct = g_peak > 0 ? 100 * gi / g_peak : NAN;
-    double ratio = tt / ti;
-    char a[32], b[32], c[32], d[32], e[32], f[32], g[32], h[32], ni[8], nt[8], uses[8], ru[48], rtt[48];
+    Rates q = rates(r);
+    char a[32], b[32], c[32], d[32], g[32], h[32], o[32], ni[8], nt[8], uses[8], ri[48], rt[48];
     snprintf(ni, sizeof ni, "%d%s", r->iv.n, r->iv.warm_kept ? "*" : "");
     snprintf(nt, sizeof nt, "%d%s", r->th.n, r->th.warm_kept ? "*" : "");
     snprintf(uses, sizeof uses, r->uses ? "%d" : "", r->uses);
-    snprintf(ru, sizeof ru, "%s%s%s", fmt_num(e, sizeof e, ri, "%.3g"), isfinite(ri) ? " " : "", isfinite(ri) ? r->unit : "");
-    snprintf(rtt, sizeof rtt, "%s%s%s", fmt_num(f, sizeof f, rt, "%.3g"), isfinite(rt) ? " " : "", isfinite(rt) ? r->unit : "");
-    if (!(r->items > 0)) ru[0] = rtt[0] = 0;
-    printf("%-9s %-34s %4s | %9s %7s %6s %12s %4s | %9s %7s %12s %4s | %7s%s%s\n", r->name, r->shape, uses,
-           fmt_time(a, sizeof a, ti), fmt_num(b, sizeof b, gi, "%.1f"), fmt_num(c, sizeof c, pct, "%.1f%%"), ru,
-           r->iv.n ? ni : "-", fmt_time(d, sizeof d, tt), fmt_num(g, sizeof g, gt, "%.1f"), rtt,
-           r->th.n ? nt : "-", fmt_num(h, sizeof h, ratio, "%.2f"), r->first[0] ? "  " : "", r->first);
+    fmt_rate(ri, sizeof ri, q.ri, r->unit);
+    fmt_rate(rt, sizeof rt, q.rt, r->unit);
+    if (!(r->items > 0)) ri[0] = rt[0] = 0;
+    snprintf(o, sizeof o, isfinite(r->others) ? "%.2f" : "-", r->others);
+    printf("%-9s %-34s %4s | %9s %7s %6s %14s %3s | %9s %7s %14s %3s | %7s %6s  %-11s %s\n", r->name, r->shape,
+           uses, fmt_time(a, sizeof a, q.ti), fmt_num(b, sizeof b, q.gi, "%.1f"),
+           fmt_num(c, sizeof c, q.pct, "%.1f%%"), ri, r->iv.n ? ni : "-", fmt_time(d, sizeof d, q.tt),
+           fmt_num(g, sizeof g, q.gt, "%.1f"), rt, r->th.n ? nt : "-", fmt_num(h, sizeof h, q.ratio, "%.2f"), o,
+           r->pt_kernel, r->first);
     fflush(stdout);
-    if (!g_csv) return;
-    fprintf(g_csv, "%s,%s,%s,%d,%s,", r->section, r->name, r->shape, r->uses, r->first);
-#define CSVNUM(v, f) (isfinite(v) && (v) > 0 ? fprintf(g_csv, f ",", v) : fprintf(g_csv, ","))
-    CSVNUM(r->flop / 1e9, "%.6g");
-    CSVNUM(ti, "%.6g");
-    fprintf(g_csv, "%d,", r->iv.n);
-    CSVNUM(gi, "%.4g");
-    CSVNUM(pct, "%.3g");
-    CSVNUM(ri, "%.5g");
-    fprintf(g_csv, "%s,", r->items > 0 ? r->unit : "");
-    CSVNUM(tt, "%.6g");
-    fprintf(g_csv, "%d,", r->th.n);
-    CSVNUM(gt, "%.4g");
-    CSVNUM(rt, "%.5g");
-    CSVNUM(ratio, "%.4g");
-    if (r->rss_mb > 0) fprintf(g_csv, "%.1f", r->rss_mb);
-    fprintf(g_csv, "\n");
-    fflush(g_csv);
+    csv_row(r);
 }
 
 /* ========================================================================== */
@@ -844,46 +993,63 @@ static void print_row(const Row *r) {
 /* ========================================================================== */
 
 static void run_peak(void) {
-    printf("\nPeak FP32 rate on %d threads (independent fmaf/mul+add on register accumulators):\n", nthreads());
+    double all_threads = 0, one_thread = 0;
+    printf("\nPeak FP32 rate (independent fmaf or mul+add on register accumulators, OpenMP):\n");
     for (int k = 0; k < N_PEAK; k++) {
         PeakKind *p = &peak_kinds[k];
+        if (p->one && nthreads() == 1) continue; /* the row above already is */
 #ifdef HAVE_X86_PEAK
         __builtin_cpu_init();
         int has512 = __builtin_cpu_supports("avx512f"), has256 = __builtin_cpu_supports("avx2");
         int hasfma = __builtin_cpu_supports("fma");
         p->ok = strstr(p->name, "512") ? has512 && (hasfma || !p->fused) : has256 && (hasfma || !p->fused);
 #endif
-        Row r = {.section = "peak"};
+        Row r = {.section = "peak", .fastest = 1};
+        int threads = p->one ? 1 : nthreads();
         snprintf(r.name, sizeof r.name, "peak");
-        snprintf(r.shape, sizeof r.shape, "%s x %d threads", p->name, nthreads());
+        snprintf(r.shape, sizeof r.shape, "%s x %d thread%s", p->name, threads, threads > 1 ? "s" : "");
         if (!p->ok) {
             printf("  %-34s not supported by this CPU\n", r.shape);
             continue;
         }
-        if (in_child(peak_body, p, &r.iv, &r.rss_mb) != 0) {
+        Probe pr = probe();
+        int rc = in_child(peak_body, p, &r.iv, &r.rss_mb);
+        r.others = others_since(pr);
+        if (rc != 0) {
             printf("  %-34s failed\n", r.shape);
             continue;
         }
         long iters = (long)r.iv.aux;
-        r.flop = 2.0 * p->nacc * iters * nthreads();
-        double gf = r.flop / median(&r.iv) / 1e9;
-        if (p->fused && gf > g_peak) g_peak = gf;
-        printf("  %-34s %8.1f GFLOP/s%s\n", r.shape, gf, p->fused ? "" : "  (not fused: what -ffp-contract=off code can reach)");
-        if (g_csv) {
-            fprintf(g_csv, "peak,peak,%s,0,,%.6g,%.6g,%d,%.4g,,,,,,,,,\n", r.shape, r.flop / 1e9, median(&r.iv),
-                    r.iv.n, gf);
-        }
+        r.flop = 2.0 * p->nacc * iters * threads;
+        double gf = rates(&r).gi;
+        if (p->fused && !p->one && gf > all_threads) all_threads = gf;
+        if (p->fused && p->one && gf > one_thread) one_thread = gf;
+        printf("  %-34s %8.1f GFLOP/s   others %.2f%s\n", r.shape, gf, r.others,
+               p->fused ? "" : "  (a*b+c, two roundings)");
+        csv_row(&r);
     }
-    if (g_peak > 0) printf("  %%peak below is GF/s over %.1f GFLOP/s, the best fma rate\n", g_peak);
+    /* A neighbour holding a core caps the all-thread rate at about one core's,
+       while the one-thread rate is safe from it: take the larger of the
+       measured all-thread rate and threads x the one-thread rate. */
+    g_peak = all_threads > nthreads() * one_thread ? all_threads : nthreads() * one_thread;
+    if (g_peak > 0)
+        printf("  (each the fastest of its calls) %%peak below is GF/s over %.1f GFLOP/s = max(%d-thread fma, "
+               "%d x 1-thread fma)\n", g_peak, nthreads(), nthreads());
+    if (nthreads() > 1 && one_thread > 0 && all_threads < 0.75 * nthreads() * one_thread)
+        printf("  NOTE: %d threads reached only %.2fx one thread's fma rate: other processes held a core, or the "
+               "%d CPUs are hyperthreads of fewer cores (then %%peak is understated up to %dx)\n",
+               nthreads(), all_threads / one_thread, nthreads(), nthreads());
     if (py.up) {
-        Samples s;
         int n = 2048;
-        if (torch_time(&s, plan_for(opt.budget / 5), "gemm %d", n) == 0) {
-            double gf = 2.0 * n * n * n / median(&s) / 1e9;
-            printf("  %-34s %8.1f GFLOP/s  (torch.mm %dx%d, %s threads: what its BLAS reaches)\n", "PyTorch sgemm",
-                   gf, n, n, py.threads);
-            if (g_csv) fprintf(g_csv, "peak,torch sgemm,%dx%dx%d,0,,%.6g,,,,,,,%.6g,%d,%.4g,,,\n", n, n, n,
-                               2.0 * n * n * n / 1e9, median(&s), s.n, gf);
+        Row r = {.section = "peak", .flop = 2.0 * n * n * n, .fastest = 1};
+        snprintf(r.name, sizeof r.name, "peak");
+        snprintf(r.shape, sizeof r.shape, "PyTorch sgemm %dx%dx%d", n, n, n);
+        Probe pr = probe();
+        if (torch_time(&r.th, plan_for(opt.budget / 5), "gemm %d", n) == 0) {
+            r.others = others_since(pr);
+            printf("  %-34s %8.1f GFLOP/s   others %.2f  (torch.mm on %s threads: what its BLAS reaches)\n",
+                   r.shape, rates(&r).gt, r.others, py.threads);
+            csv_row(&r);
         }
     }
 }
@@ -909,9 +1075,12 @@ static void run_conv(const IvaeConfig *cfg) {
             shape_str(r.shape, sizeof r.shape, c);
             snprintf(r.first, sizeof r.first, "%s", c->first);
             ConvJob j = {.c = c, .pass = pass, .plan = plan_for(opt.budget / 5)};
+            Probe pr = probe();
             if (in_child(conv_body, &j, &r.iv, &r.rss_mb) != 0) printf("(ivae failed on this row)\n");
-            torch_time(&r.th, j.plan, "conv %d %d %d %d %d %d %d %d %d %d %d %s", c->cin, c->cout, c->kt, c->kh,
-                       c->kw, c->st, c->sh, c->sw, c->T, c->H, c->W, pass_name[pass]);
+            if (torch_time(&r.th, j.plan, "conv %d %d %d %d %d %d %d %d %d %d %d %s", c->cin, c->cout, c->kt,
+                           c->kh, c->kw, c->st, c->sh, c->sw, c->T, c->H, c->W, pass_name[pass]) == 0)
+                snprintf(r.pt_kernel, sizeof r.pt_kernel, "%s", g_pt_kernel);
+            r.others = others_since(pr);
             print_row(&r);
         }
     }
@@ -948,12 +1117,14 @@ static double model_row(const IvaeConfig *cfg, const char *section, const char *
         snprintf(r.shape, sizeof r.shape, "%dx%dx%dx%d -> 3x%dx%dx%d", cfg->z_ch, Tz, Hz, Wz, T, H, W);
     }
     free(L);
+    Probe pr = probe();
     if (in_child(model_body, &j, &r.iv, &r.rss_mb) != 0) printf("(ivae failed on this row)\n");
     if (with_torch) {
         if (kind == JOB_TRAIN) torch_time(&r.th, plan, "train %d %d %d %d", B, T, H, W);
         else if (kind == JOB_ENCODE) torch_time(&r.th, plan, "encode %d %d %d", T, H, W);
         else torch_time(&r.th, plan, "decode %d %d %d", Tz, Hz, Wz);
     }
+    r.others = others_since(pr);
     print_row(&r);
     return r.iv.n ? r.rss_mb : NAN;
 }
@@ -962,7 +1133,8 @@ static double g_rss_train17 = NAN, g_rss_decode17 = NAN;
 
 static void run_train(const IvaeConfig *cfg) {
     printf("\nTraining step: ivae_zero_grad + ivae_batch_grad + ivae_adamw_step; PyTorch: forward_loss of "
-           "test/ref.py, backward (x.requires_grad, as ivae always computes dL/dx), torch.optim.AdamW\n");
+           "test/ref.py, backward (x.requires_grad, as ivae always computes dL/dx), torch.optim.AdamW; "
+           "GF/s are nominal (every kernel tap, padding included: an image's are 1/3 real)\n");
     print_header();
     g_rss_train17 = model_row(cfg, "train", "train", JOB_TRAIN, 1, 17, 64, 64, plan_for(opt.budget), 1);
     model_row(cfg, "train", "train", JOB_TRAIN, 4, 1, 64, 64, plan_for(opt.budget), 1);
@@ -979,36 +1151,48 @@ static void run_infer(const IvaeConfig *cfg) {
     g_rss_decode17 = model_row(cfg, "infer", "decode", JOB_DECODE, 1, 17, S, S, plan_for(opt.budget), 1);
 }
 
+/* one line of the memory table, and its CSV row */
+static void mem_line(const char *what, const char *name, const char *shape17, const char *shape33, double m17,
+                     double m33) {
+    printf("%-36s %10.1f %10.1f %10.1f %7.2f\n", what, m17, m33, m33 - m17, m33 / m17);
+    Row r = {.section = "mem"};
+    snprintf(r.name, sizeof r.name, "%s", name);
+    snprintf(r.shape, sizeof r.shape, "%s", shape17);
+    r.rss_mb = m17;
+    csv_row(&r);
+    snprintf(r.shape, sizeof r.shape, "%s", shape33);
+    r.rss_mb = m33;
+    csv_row(&r);
+}
+
 static void run_mem(const IvaeConfig *cfg) {
     int S = infer_size();
-    Plan once = {0, 1, 0};
-    printf("\nPeak resident memory (MB, ru_maxrss of a child that builds the model and does the work):\n");
-    Row base = {0};
-    ModelJob jb = {.kind = JOB_MODEL_ONLY, .T = 1, .H = 64, .W = 64};
-    if (in_child(model_body, &jb, &base.iv, &base.rss_mb) != 0) base.rss_mb = NAN;
-    /* the 17-frame peaks come from the timed rows' children when they ran */
-    printf("  (measuring the 33-frame rows: one call each, no PyTorch)\n");
+    Plan once = {0, 1, 0, 0};
+    printf("\nPeak resident memory (ru_maxrss of a child that builds the model and does the work); "
+           "the 33-frame rows, one call each, no PyTorch:\n");
     print_header();
+    /* the 17-frame peaks come from the timed rows' children when they ran */
     if (!isfinite(g_rss_train17))
         g_rss_train17 = model_row(cfg, "mem", "train", JOB_TRAIN, 1, 17, 64, 64, once, 0);
     double t33 = model_row(cfg, "mem", "train", JOB_TRAIN, 1, 33, 64, 64, once, 0);
     if (!isfinite(g_rss_decode17))
         g_rss_decode17 = model_row(cfg, "mem", "decode", JOB_DECODE, 1, 17, S, S, once, 0);
     double d33 = model_row(cfg, "mem", "decode", JOB_DECODE, 1, 33, S, S, once, 0);
-    printf("\n%-34s %10s %10s %10s %9s\n", "", "17 frames", "33 frames", "growth", "x");
-    printf("%-34s %10.1f\n", "model only (params, grads)", base.rss_mb);
-    char n1[64], n2[64];
-    snprintf(n1, sizeof n1, "training step 3xTx64x64");
-    snprintf(n2, sizeof n2, "decode 3xTx%dx%d (latent 5 -> 9)", S, S);
-    printf("%-34s %10.1f %10.1f %10.1f %9.2f\n", n1, g_rss_train17, t33, t33 - g_rss_train17, t33 / g_rss_train17);
-    printf("%-34s %10.1f %10.1f %10.1f %9.2f\n", n2, g_rss_decode17, d33, d33 - g_rss_decode17, d33 / g_rss_decode17);
-    if (g_csv) {
-        fprintf(g_csv, "mem,model only,,0,,,,,,,,,,,,,,%.1f\n", base.rss_mb);
-        fprintf(g_csv, "mem,train 17,3x17x64x64,0,,,,,,,,,,,,,,%.1f\n", g_rss_train17);
-        fprintf(g_csv, "mem,train 33,3x33x64x64,0,,,,,,,,,,,,,,%.1f\n", t33);
-        fprintf(g_csv, "mem,decode 17,3x17x%dx%d,0,,,,,,,,,,,,,,%.1f\n", S, S, g_rss_decode17);
-        fprintf(g_csv, "mem,decode 33,3x33x%dx%d,0,,,,,,,,,,,,,,%.1f\n", S, S, d33);
-    }
+    Row base = {.section = "mem"};
+    ModelJob jb = {.kind = JOB_MODEL_ONLY, .T = 1, .H = 64, .W = 64};
+    if (in_child(model_body, &jb, &base.iv, &base.rss_mb) != 0) base.rss_mb = NAN;
+    snprintf(base.name, sizeof base.name, "peak rss model only");
+    csv_row(&base);
+
+    char s17[48], s33[48];
+    printf("\n%-36s %10s %10s %10s %7s\n", "peak RSS, MB", "17 frames", "33 frames", "growth", "ratio");
+    printf("%-36s %10.1f\n", "the model alone (ivae_model_new)", base.rss_mb);
+    mem_line("training step, 3xTx64x64", "peak rss train", "3x17x64x64", "3x33x64x64", g_rss_train17, t33);
+    snprintf(s17, sizeof s17, "3x17x%dx%d", S, S);
+    snprintf(s33, sizeof s33, "3x33x%dx%d", S, S);
+    char what[64];
+    snprintf(what, sizeof what, "decode, latent 5|9 -> 3xTx%dx%d", S, S);
+    mem_line(what, "peak rss decode", s17, s33, g_rss_decode17, d33);
 }
 
 /* ========================================================================== */
@@ -1059,6 +1243,7 @@ int main(int argc, char **argv) {
             if (opt.runs < 1 || opt.runs > MAX_RUNS) die("--runs must be 1..%d", MAX_RUNS);
         } else if (!strcmp(a, "--budget")) opt.budget = arg_num(argc, argv, &i);
         else if (!strcmp(a, "--long")) opt.long_s = arg_num(argc, argv, &i);
+        else if (!strcmp(a, "--min")) opt.min_s = arg_num(argc, argv, &i);
         else if (!strcmp(a, "--csv")) opt.csv = arg_str(argc, argv, &i);
         else if (!strcmp(a, "--only")) snprintf(opt.only, sizeof opt.only, "%s", arg_str(argc, argv, &i));
         else if (!strcmp(a, "--config")) opt.config = arg_str(argc, argv, &i);
@@ -1084,8 +1269,12 @@ int main(int argc, char **argv) {
     IvaeConfig cfg;
     if (ivae_config_preset(opt.config, &cfg) != 0) die("--config %s: %s", opt.config, ivae_error());
     signal(SIGPIPE, SIG_IGN); /* a dead server is an error from write, not a kill */
+    g_csv = fopen(opt.csv, "w");
+    if (!g_csv) die("cannot write %s: %s", opt.csv, strerror(errno));
+    csv_header();
 
     double t_start = now();
+    Probe whole = probe();
     char cpu[256];
     cpu_name(cpu, sizeof cpu);
     time_t wall = time(NULL);
@@ -1093,16 +1282,30 @@ int main(int argc, char **argv) {
     strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S", localtime(&wall));
     printf("ivae bench, %s, config %s, seed %llu%s\n", date, opt.config, (unsigned long long)opt.seed,
            opt.quick ? ", --quick" : "");
-    printf("CPU: %s; ivae threads (OpenMP): %d; CFLAGS: %s\n", cpu, nthreads(), BENCH_CFLAGS);
-    printf("timing: median of up to %d calls after 1 warm-up (a row stops adding calls at %g s, conv rows at "
-           "%g s; n* = the warm-up took >= %g s and is the sample)\n",
-           opt.quick ? 1 : opt.runs, opt.budget, opt.budget / 5, opt.long_s);
+    printf("CPU: %s, %ld online; ivae threads (OpenMP): %d; CFLAGS: %s\n", cpu, sysconf(_SC_NPROCESSORS_ONLN),
+           nthreads(), BENCH_CFLAGS);
+    double load = NAN;
+    FILE *lf = fopen("/proc/loadavg", "r");
+    if (lf) {
+        if (fscanf(lf, "%lf", &load) != 1) load = NAN;
+        fclose(lf);
+    }
+    printf("load average before the bench: %.2f%s\n", load,
+           load > 0.5 ? " -- other work is running: small rows will be noisy; compare ratios, not times" : "");
+    printf("others = CPUs that other processes kept busy while a row ran (/proc/stat less our own CPU time); "
+           "rows with others > 0.3 were contended\n");
+    if (opt.quick)
+        printf("timing: --quick: one call per row and no warm-up, so first-call costs are in every number: "
+               "a smoke test, not a measurement\n");
+    else
+        printf("timing: median of %d calls after 1 warm-up (more, up to %d, for rows under %g s in all; none "
+               "started past %g s a row, %g s a conv row; n* = the warm-up took >= %g s and is the sample)\n",
+               opt.runs, MAX_RUNS, opt.min_s, opt.budget, opt.budget / 5, opt.long_s);
 
     if (opt.torch) {
         torch_start();
         if (py.up) {
-            printf("PyTorch %s, %s threads, conv3d backend %s, BLAS %s\n", py.version, py.threads, py.conv,
-                   py.blas[0] ? py.blas : "(none loaded)");
+            printf("PyTorch %s, %s threads, BLAS %s\n", py.version, py.threads, py.blas[0] ? py.blas : "(none loaded)");
             if (strcmp(py.openblas, "yes") != 0)
                 printf("WARNING: libopenblas0-pthread is not installed: PyTorch's BLAS may be single-threaded "
                        "and unfairly slow (apt-get install libopenblas0-pthread)\n");
@@ -1113,10 +1316,6 @@ int main(int argc, char **argv) {
         printf("PyTorch: off (--no-torch)\n");
     }
 
-    g_csv = fopen(opt.csv, "w");
-    if (!g_csv) die("cannot write %s: %s", opt.csv, strerror(errno));
-    csv_header();
-
     if (section_on("peak")) run_peak();
     if (section_on("conv")) run_conv(&cfg);
     if (section_on("train")) run_train(&cfg);
@@ -1125,6 +1324,7 @@ int main(int argc, char **argv) {
 
     torch_stop();
     if (fclose(g_csv) != 0) die("writing %s: %s", opt.csv, strerror(errno));
-    printf("\nwrote %s; %.0f s in all\n", opt.csv, now() - t_start);
+    printf("\nwrote %s; %.0f s in all; other processes kept %.2f CPUs busy on average meanwhile\n", opt.csv,
+           now() - t_start, others_since(whole));
     return 0;
 }

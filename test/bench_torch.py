@@ -9,17 +9,18 @@ test/ref.py, the project's own PyTorch port of SPEC.md (imported, not copied).
   /usr/bin/python3 test/bench_torch.py --serve [--threads 2]   # the server (stdin/stdout)
   /usr/bin/python3 test/bench_torch.py conv 32 64 3 3 3 1 1 1 17 32 32 fwd   # one request, by hand
 
-Protocol: the server first prints zero or more "note TEXT" lines, then either
-"ready torch=VER threads=N blas=PATH openblas_pthread=yes|no conv=BACKEND" or
+Protocol: the server first prints either
+"ready torch=VER threads=N blas=PATHS openblas_pthread=yes|no" or
 "notorch REASON" (and exits). Then one request per line, one answer per line:
 
-  conv CIN COUT KT KH KW ST SH SW T H W fwd|dinp|dw  WARMUP RUNS BUDGET
-  train B T H W                                      WARMUP RUNS BUDGET
-  encode T H W                                       WARMUP RUNS BUDGET
-  decode TZ HZ WZ                                    WARMUP RUNS BUDGET
-  gemm N                                             WARMUP RUNS BUDGET
+  conv CIN COUT KT KH KW ST SH SW T H W fwd|dinp|dw  WARMUP RUNS MIN BUDGET
+  train B T H W                                      WARMUP RUNS MIN BUDGET
+  encode T H W                                       WARMUP RUNS MIN BUDGET
+  decode TZ HZ WZ                                    WARMUP RUNS MIN BUDGET
+  gemm N                                             WARMUP RUNS MIN BUDGET
   quit
-  -> "ok MEDIAN_SECONDS N WARM_KEPT T1,T2,..."  or  "err MESSAGE"
+  -> "ok MEDIAN_SECONDS N WARM_KEPT T1,T2,... [kernel=NAME]"  or  "err MESSAGE"
+     (kernel: the aten conv3d kernel PyTorch picked for a conv row's shape)
 
 What is timed:
   conv fwd   ref.causal_conv3d (F.pad + F.conv3d) under torch.no_grad()
@@ -35,8 +36,9 @@ What is timed:
   decode     model.decode(z) under torch.no_grad()
   gemm       torch.mm of two N x N matrices: what PyTorch's BLAS reaches
 The timing rule is test/bench.c's time_calls(): one untimed warm-up call
-(kept as the one sample if it took LONG seconds or more), then timed calls,
-at most RUNS, no new one once sum + last would pass BUDGET.
+(kept as the one sample if it took LONG seconds or more), then RUNS timed
+calls, more (up to 64) while they add up to less than MIN seconds, and no
+new one once sum + last would pass BUDGET.
 """
 
 import argparse
@@ -47,6 +49,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LONG_S = 10.0  # test/bench.c's --long default; overridden by --long
+MAX_RUNS = 64  # test/bench.c's MAX_RUNS
 
 
 def say(line):
@@ -73,10 +76,25 @@ def loaded_blas():
         return "unknown"
 
 
-def timed(call, warmup, runs, budget):
+def conv3d_backend(torch, x, w, stride=(1, 1, 1)):
+    """The aten kernel F.conv3d picks for these operands: PyTorch 1.13 chooses
+    per shape (aten::mkldnn_convolution, oneDNN, or aten::slow_conv3d, im2col
+    + BLAS, for small batch-1 inputs with 3x3 kernels); the backward pass
+    follows the same choice. Short names: onednn, im2col+blas."""
+    with torch.no_grad(), torch.autograd.profiler.profile() as prof:
+        torch.nn.functional.conv3d(x, w, stride=stride)
+    names = [e.name for e in prof.function_events]
+    if any("mkldnn" in n for n in names):
+        return "onednn"
+    if any("slow_conv3d" in n for n in names):
+        return "im2col+blas"
+    return "other"
+
+
+def timed(call, warmup, runs, min_s, budget):
     """test/bench.c's time_calls(): returns (samples, warm_kept)."""
     samples, kept = [], 0
-    runs = max(1, min(runs, 64))
+    runs = max(1, min(runs, MAX_RUNS))
     if warmup:
         t0 = time.perf_counter()
         call()
@@ -84,8 +102,10 @@ def timed(call, warmup, runs, budget):
         if t >= LONG_S:
             samples.append(t)
             kept = 1
-    while len(samples) < runs:
+    while len(samples) < MAX_RUNS:
         if samples and sum(samples) + samples[-1] > budget:
+            break
+        if len(samples) >= runs and sum(samples) >= min_s:
             break
         t0 = time.perf_counter()
         call()
@@ -100,6 +120,7 @@ class Bench:
         self.torch, self.ref = torch, ref
         self.config, self.seed = config, seed
         self.model = None
+        self.note = ""  # appended to the answer, e.g. "kernel=onednn"
         self.opt = None
         self.flags = dict(w_image=1.0, w_video=1.0, beta=1e-6, w_opl=0.0, ref_shape=(17, 64, 64))
 
@@ -116,13 +137,15 @@ class Bench:
         return self.torch.Generator().manual_seed(self.seed + 1000)
 
     def conv(self, cin, cout, kt, kh, kw, st, sh, sw, T, H, W, mode):
-        torch, F = self.torch, self.ref.F
+        torch, F = self.torch, self.torch.nn.functional
         g = self.gen()
         x = torch.rand((1, cin, T, H, W), generator=g) * 2 - 1
         w = (torch.rand((cout, cin, kt, kh, kw), generator=g) * 2 - 1) / (cin * kt * kh * kw) ** 0.5
         b = torch.rand((cout,), generator=g) * 2 - 1
         stride = (st, sh, sw)
         conv = self.ref.causal_conv3d
+        xpad = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2, kt - 1, 0))  # as causal_conv3d does
+        self.note = "kernel=" + conv3d_backend(torch, xpad, w, stride)
         if mode == "fwd":
             def call():
                 with torch.no_grad():
@@ -188,10 +211,11 @@ class Bench:
     def answer(self, line):
         """One request line -> one answer line."""
         f = line.split()
-        if len(f) < 4:
+        if len(f) < 5:
             raise ValueError("too few fields")
-        kind, args, (warmup, runs, budget) = f[0], f[1:-3], f[-3:]
-        warmup, runs, budget = int(warmup), int(runs), float(budget)
+        kind, args, (warmup, runs, min_s, budget) = f[0], f[1:-4], f[-4:]
+        self.note = ""
+        warmup, runs, min_s, budget = int(warmup), int(runs), float(min_s), float(budget)
         if kind == "conv":
             if len(args) != 12:
                 raise ValueError("conv wants CIN COUT KT KH KW ST SH SW T H W MODE")
@@ -203,15 +227,16 @@ class Bench:
             call = getattr(self, kind)(*[int(a) for a in args])
         else:
             raise ValueError(f"unknown request {kind!r}")
-        samples, kept = timed(call, warmup, runs, budget)
+        samples, kept = timed(call, warmup, runs, min_s, budget)
         s = sorted(samples)
         n = len(s)
         med = s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
-        return f"ok {med!r} {n} {kept} " + ",".join(repr(t) for t in samples)
+        return f"ok {med!r} {n} {kept} " + ",".join(repr(t) for t in samples) + \
+            (" " + self.note if self.note else "")
 
 
 def start(threads, config, seed):
-    """Imports torch; prints notes; returns a Bench, or None after 'notorch'."""
+    """Imports torch and says 'ready ...'; returns a Bench, or None after 'notorch'."""
     sys.path.insert(0, HERE)
     try:
         import torch
@@ -225,12 +250,8 @@ def start(threads, config, seed):
     torch.mm(torch.ones(64, 64), torch.ones(64, 64))  # loads the BLAS
     blas = loaded_blas()
     ob = "yes" if openblas_pthread_installed() else "no"
-    if torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled:
-        conv = "mkldnn(oneDNN)"
-    else:
-        conv = "native(im2col+BLAS)"
     say(f"ready torch={torch.__version__} threads={torch.get_num_threads()} blas={blas} "
-        f"openblas_pthread={ob} conv={conv}")
+        f"openblas_pthread={ob}")
     return b
 
 
@@ -265,7 +286,7 @@ def main():
     if a.serve:
         serve(b)
     elif a.request:
-        req = a.request + ["1", "5", "20"] if a.request[0] != "quit" else a.request
+        req = a.request + ["1", "5", "0.25", "20"]
         say(b.answer(" ".join(req)))
     else:
         ap.print_help()
