@@ -263,7 +263,7 @@ static int conv_out_s(int H, int k, int s) { return (H + 2 * (k / 2) - k) / s + 
 /* Scratch buffers that grow to the largest size asked for and are then
    reused: after the first step, the convolutions allocate nothing. Only
    called outside parallel regions. */
-enum { SCR_PAD, SCR_WPACK, SCR_DYT, SCR_DYPAD, SCR_DIL, SCR_THREAD, SCR_ATT, SCR_SMALL, SCR_N };
+enum { SCR_PAD, SCR_WPACK, SCR_DYT, SCR_DYPAD, SCR_DIL, SCR_WGRAD, SCR_THREAD, SCR_ATT, SCR_SMALL, SCR_N };
 static real *scr_buf[SCR_N];
 static size_t scr_cap[SCR_N];
 
@@ -487,19 +487,27 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
                        int To, int Ho, int Wo, int kt, int kh, int kw, int st, int sh, int sw) {
     int K = kt * kh * kw, Coutp = (Cout + NO - 1) / NO * NO, nob = Coutp / NO;
     size_t P = (size_t)To * Ho * Wo;
-    /* dy transposed to (position, channel), channels padded to NO */
+    /* dy transposed to (channel block, position, NO channels), channels padded to NO */
     real *dyt = scratch(SCR_DYT, P * Coutp);
 #pragma omp parallel for schedule(static)
-    for (size_t p = 0; p < P; p++)
-        for (int o = 0; o < Coutp; o++) dyt[p * Coutp + o] = o < Cout ? dout[(size_t)o * P + p] : 0;
+    for (size_t bp = 0; bp < (size_t)nob * P; bp++) {
+        size_t ob = bp / P, p = bp % P;
+        for (int o = 0; o < NO; o++) {
+            size_t oc = ob * NO + o;
+            dyt[bp * NO + o] = oc < (size_t)Cout ? dout[oc * P + p] : 0;
+        }
+    }
     /* taps in groups: 3x3x3 kernels in groups of 3 (a, c) rows of 3 d (9 taps),
        any other kernel one tap at a time */
-    int per = kw == 3 && K % 9 == 0 ? NC : 1, ngroup = K / per;
+    int per = kw == 3 && K % 9 == 0 ? NC : 1, ngroup = K / per, ntask = nob * Cin * ngroup;
+    /* the clip sums of every task, filled frame by frame: one frame of dy
+       (Ho x Wo x NO floats per block) stays in cache while every task uses it */
+    real *clip = scratch(SCR_WGRAD, (size_t)ntask * NC * NO);
+    memset(clip, 0, (size_t)ntask * NC * NO * sizeof(real));
+    for (int t = 0; t < To; t++) {
 #pragma omp parallel for schedule(static)
-    for (int task = 0; task < nob * Cin * ngroup; task++) {
-        int ob = task / (Cin * ngroup), i = task / ngroup % Cin, grp = task % ngroup;
-        real clip[NC][NO] = {{0}};
-        for (int t = 0; t < To; t++) {
+        for (int task = 0; task < ntask; task++) {
+            int ob = task / (Cin * ngroup), i = task / ngroup % Cin, grp = task % ngroup;
             real frame[NC][NO] = {{0}};
             for (int h = 0; h < Ho; h++) {
                 const real *x[NC];
@@ -508,18 +516,24 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
                     x[k] = xp + (size_t)i * g->cs + ((size_t)(t * st + a) * g->Hp + h * sh + c) * g->Wrow + col_index(g, d);
                 }
                 real row[NC][NO];
-                const real *dyrow = dyt + ((size_t)t * Ho + h) * Wo * Coutp + (size_t)ob * NO;
-                if (per == NC) wgrad_row(row, x, dyrow, Coutp, Wo, NC); /* constant nc: fully unrolled */
-                else wgrad_row(row, x, dyrow, Coutp, Wo, 1);
+                const real *dyrow = dyt + ((size_t)ob * P + ((size_t)t * Ho + h) * Wo) * NO;
+                if (per == NC) wgrad_row(row, x, dyrow, NO, Wo, NC); /* constant nc: fully unrolled */
+                else wgrad_row(row, x, dyrow, NO, Wo, 1);
                 for (int k = 0; k < per; k++)
                     for (int o = 0; o < NO; o++) frame[k][o] += row[k][o];
             }
+            real *c = clip + (size_t)task * NC * NO;
             for (int k = 0; k < per; k++)
-                for (int o = 0; o < NO; o++) clip[k][o] += frame[k][o];
+                for (int o = 0; o < NO; o++) c[k * NO + o] += frame[k][o];
         }
+    }
+#pragma omp parallel for schedule(static)
+    for (int task = 0; task < ntask; task++) {
+        int ob = task / (Cin * ngroup), i = task / ngroup % Cin, grp = task % ngroup;
+        const real *c = clip + (size_t)task * NC * NO;
         for (int k = 0; k < per; k++)
             for (int o = 0; o < NO && ob * NO + o < Cout; o++)
-                dweight[((size_t)(ob * NO + o) * Cin + i) * K + grp * per + k] += clip[k][o];
+                dweight[((size_t)(ob * NO + o) * Cin + i) * K + grp * per + k] += c[k * NO + o];
     }
 }
 
