@@ -344,9 +344,12 @@ static double median(const double *h, int n) {
     return k % 2 ? v[k / 2] : 0.5 * (v[k / 2 - 1] + v[k / 2]);
 }
 
+/* The history is kept at float precision, as the checkpoint stores it: the
+   clipping threshold derives from it, so a resumed run must see the very
+   same values (with doubles here, a resume diverged in the last bits). */
 static void hist_push(TrainState *s, double loss, double gnorm, double act) {
     int j = s->n_hist % HIST;
-    s->loss_hist[j] = loss, s->gnorm_hist[j] = gnorm, s->act_hist[j] = act;
+    s->loss_hist[j] = (real)loss, s->gnorm_hist[j] = (real)gnorm, s->act_hist[j] = (real)act;
     s->n_hist++;
 }
 
