@@ -116,10 +116,24 @@ else
   endif
 endif
 
+# ./ivae gets the model on the device (ivae_cl_model.c: `--device cl`,
+# `ivae devices`, `ivae compare`) when OpenCL is found, and otherwise a stub
+# (ivae_cl_stub.c) whose functions say that the build has no OpenCL.
+ifeq ($(OPENCL_OK),yes)
+  CL_SRC := ivae_cl.c ivae_cl_model.c
+  CL_LIB := -lOpenCL
+else
+  CL_SRC := ivae_cl_stub.c
+  CL_LIB :=
+endif
+ivae ivae_asan: $(CL_SRC) ivae_cl_model.h $(if $(filter yes,$(OPENCL_OK)),ivae_cl.h)
+ivae ivae_asan: SRC += $(CL_SRC)
+ivae ivae_asan: LDLIBS += $(CL_LIB)
+
 .PHONY: test_cl clean_cl
 ifeq ($(OPENCL_OK),yes)
-test/test_cl: test/test_cl.c ivae_cl.c ivae_cl.h ivae.c $(HDR)
-	$(CC) $(CFLAGS) -o $@ test/test_cl.c ivae_cl.c $(LDLIBS) -lOpenCL
+test/test_cl: test/test_cl.c ivae_cl.c ivae_cl.h ivae_cl_model.c ivae_cl_model.h ivae.c $(HDR)
+	$(CC) $(CFLAGS) -o $@ test/test_cl.c ivae_cl.c ivae_cl_model.c $(LDLIBS) -lOpenCL
 
 test_cl: test/test_cl
 	./test/test_cl

@@ -7,18 +7,21 @@
  *   3. the context: device checks, building kernels.cl, buffers, scratch
  *   4. the layer wrappers, in ivae.c's order, each a few kernel launches
  *
- * The kernels are the strict ones: one work-item per output element running
- * ivae.c's loop for that element, so the results are bit for bit the CPU's.
- * Speed is the next stage's business; readability and the exact order of
- * every sum are this one's.
+ * The strict kernels run ivae.c's loop for each output element (the
+ * convolutions four elements at a time, as float4 lanes), so the results are
+ * bit for bit the CPU's; the fast ones (section 4, last part) are tiled
+ * products in local memory, within SPEC 8's tolerances. ivae_cl_model.c
+ * runs the whole model with these wrappers.
  */
 #include "ivae_cl.h"
 #include "ivae.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ========================================================================== */
@@ -65,13 +68,13 @@ static const char *cl_error_name(cl_int e) {
    A call that returns its error through a pointer is checked with the comma
    operator, so that the message still shows the call:
        if (CL_CHECK((b = clCreateBuffer(..., &err), err))) return NULL; */
-static int cl_failed(cl_int err, const char *call, const char *file, int line) {
+int ivae_cl_failed(cl_int err, const char *call, const char *file, int line) {
     if (err == CL_SUCCESS) return 0;
     ivae_set_error("OpenCL error %s (%d) from %s at %s:%d", cl_error_name(err), (int)err, call, file, line);
     fprintf(stderr, "ivae: %s\n", ivae_error());
     return 1;
 }
-#define CL_CHECK(call) cl_failed((call), #call, __FILE__, __LINE__)
+#define CL_CHECK(call) IVAE_CL_CHECK(call)
 
 /* ========================================================================== */
 /* 2. platforms and devices                                                   */
@@ -87,8 +90,9 @@ int ivae_cl_platform_count(void) {
 }
 
 static const char *no_platform =
-    "no OpenCL platform found (no OpenCL driver is installed; on Debian, apt-get install pocl-opencl-icd "
-    "gives the CPU one); the CPU path works without one";
+    "no OpenCL platform found (no OpenCL driver is installed, or none is registered in /etc/OpenCL/vendors "
+    "or $OCL_ICD_VENDORS; on Debian, apt-get install pocl-opencl-icd gives the CPU one); the CPU path works "
+    "without one";
 
 /* the platforms (malloc'd); -1 with a message if there is none */
 static int get_platforms(cl_platform_id **ids, cl_uint *n) {
@@ -116,7 +120,7 @@ static int get_devices(cl_platform_id p, cl_device_id **ids, cl_uint *n) {
         *n = 0;
         return 0;
     }
-    if (cl_failed(err, "clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, 0, NULL, n)", __FILE__, __LINE__)) return -1;
+    if (ivae_cl_failed(err, "clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, 0, NULL, n)", __FILE__, __LINE__)) return -1;
     *ids = malloc(*n * sizeof **ids);
     if (!*ids || CL_CHECK(clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, *n, *ids, NULL))) {
         free(*ids);
@@ -149,6 +153,11 @@ static int device_strict_ok(cl_device_id d, int *ok, int *denorms) {
     return 0;
 }
 
+/* prints every platform and device, with what decides whether ivae can use it:
+   correctly rounded divide and sqrt (the strict mode needs them), denormals
+   (a device that flushes them differs from the CPU where results pass
+   through one), work-group size and local memory (the fast kernels use
+   groups of 256 and 8.5 KiB of local memory) */
 int ivae_cl_print_devices(FILE *f) {
     cl_platform_id *plats;
     cl_uint np;
@@ -164,25 +173,35 @@ int ivae_cl_print_devices(FILE *f) {
         if (get_devices(plats[ip], &devs, &nd) != 0) goto fail;
         if (nd == 0) fprintf(f, "  (no devices)\n");
         for (cl_uint id = 0; id < nd; id++) {
-            char dname[256];
+            char dname[256], dversion[256], driver[256];
             cl_device_type type = 0;
             cl_uint units = 0;
-            cl_ulong mem = 0;
+            cl_ulong mem = 0, local = 0;
+            size_t group = 0;
             int strict, denorms;
             if (device_str(devs[id], CL_DEVICE_NAME, dname, sizeof dname) ||
+                device_str(devs[id], CL_DEVICE_VERSION, dversion, sizeof dversion) ||
+                device_str(devs[id], CL_DRIVER_VERSION, driver, sizeof driver) ||
                 CL_CHECK(clGetDeviceInfo(devs[id], CL_DEVICE_TYPE, sizeof type, &type, NULL)) ||
                 CL_CHECK(clGetDeviceInfo(devs[id], CL_DEVICE_MAX_COMPUTE_UNITS, sizeof units, &units, NULL)) ||
                 CL_CHECK(clGetDeviceInfo(devs[id], CL_DEVICE_GLOBAL_MEM_SIZE, sizeof mem, &mem, NULL)) ||
+                CL_CHECK(clGetDeviceInfo(devs[id], CL_DEVICE_LOCAL_MEM_SIZE, sizeof local, &local, NULL)) ||
+                CL_CHECK(clGetDeviceInfo(devs[id], CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof group, &group, NULL)) ||
                 device_strict_ok(devs[id], &strict, &denorms)) {
                 free(devs);
                 goto fail;
             }
-            fprintf(f, "  device %u: %s (%s, %u compute units, %.1f GiB%s)\n", id, dname,
+            fprintf(f, "  device %u: %s\n", id, dname);
+            fprintf(f, "    %s, %s, driver %s\n",
                     type & CL_DEVICE_TYPE_GPU   ? "GPU"
                     : type & CL_DEVICE_TYPE_CPU ? "CPU"
                                                 : "other",
-                    units, (double)mem / (1 << 30),
-                    strict ? "" : "; no correctly rounded divide/sqrt: cannot run the strict build");
+                    dversion, driver);
+            fprintf(f, "    %u compute units, %.1f GiB global memory, %.0f KiB local memory, work-groups up to %zu\n",
+                    units, (double)mem / (1 << 30), (double)local / 1024, group);
+            fprintf(f, "    correctly rounded divide/sqrt: %s; denormals: %s\n",
+                    strict ? "yes (the strict mode can run)" : "NO (the strict mode cannot run)",
+                    denorms ? "yes" : "flushed to zero (results through a denormal differ from the CPU's)");
         }
         free(devs);
     }
@@ -250,6 +269,13 @@ static const char *kernel_names[IVAE_K_COUNT] = {
     IVAE_CL_KERNELS(IVAE_CL_NAME)
 #undef IVAE_CL_NAME
 };
+
+/* the fast kernels that run in fixed work-groups of FG x FG = 256 (kernels.cl) */
+static int is_tiled(int k) {
+    return k == IVAE_K_conv3d_forward_fast || k == IVAE_K_conv3d_backward_dinp_fast ||
+           k == IVAE_K_conv3d_backward_dweight_fast || k == IVAE_K_conv3d_backward_dbias_fast ||
+           k == IVAE_K_gemm_fast;
+}
 
 static int readable(const char *path) { return access(path, R_OK) == 0; }
 
@@ -362,7 +388,7 @@ static int build_program(IvaeCl *cl) {
             fprintf(stderr, "ivae: building %s (%s) failed; the build log:\n%s\n", cl->kernels_path, options, log);
         }
         free(log);
-        cl_failed(err, "clBuildProgram(cl->program, 1, &cl->device, options, NULL, NULL)", __FILE__, __LINE__);
+        ivae_cl_failed(err, "clBuildProgram(cl->program, 1, &cl->device, options, NULL, NULL)", __FILE__, __LINE__);
         return -1;
     }
     for (int k = 0; k < IVAE_K_COUNT; k++) {
@@ -376,6 +402,11 @@ static int build_program(IvaeCl *cl) {
                                               &most, NULL)))
             return -1;
         cl->local[k] = most < 64 ? most : 64;
+        if (is_tiled(k) && most < IVAE_CL_FAST_GROUP * IVAE_CL_FAST_GROUP && cl->fast_ok) {
+            cl->fast_ok = 0;
+            snprintf(cl->fast_why, sizeof cl->fast_why, "kernel %s runs in work-groups of at most %zu here, the fast "
+                     "kernels need %d", kernel_names[k], most, IVAE_CL_FAST_GROUP * IVAE_CL_FAST_GROUP);
+        }
     }
     return 0;
 }
@@ -393,6 +424,12 @@ static int cl_open(IvaeCl *cl) {
     if (!denorms)
         fprintf(stderr, "ivae: warning: %s flushes float denormals to zero; results that pass through a denormal "
                         "will differ from the CPU's\n", cl->device_name);
+    cl_uint align_bits = 0;
+    if (CL_CHECK(clGetDeviceInfo(cl->device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL)))
+        return -1;
+    cl->base_align = align_bits / 8 > 64 ? align_bits / 8 : 64;
+    cl->fast_ok = 1;
+    cl->profile = getenv("IVAE_CL_PROFILE") && strcmp(getenv("IVAE_CL_PROFILE"), "0") != 0;
     cl_int err;
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)cl->platform, 0};
     if (CL_CHECK((cl->context = clCreateContext(props, 1, &cl->device, NULL, NULL, &err), err))) return -1;
@@ -416,8 +453,32 @@ IvaeCl *ivae_cl_new(void) {
     return cl;
 }
 
+static double seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* IVAE_CL_PROFILE: the kernels that ran, the slowest first */
+static void print_profile(const IvaeCl *cl) {
+    int order[IVAE_K_COUNT], n = 0;
+    double total = 0;
+    for (int k = 0; k < IVAE_K_COUNT; k++)
+        if (cl->prof_n[k]) order[n++] = k, total += cl->prof_s[k];
+    for (int a = 1; a < n; a++) /* insertion sort by time */
+        for (int b = a; b > 0 && cl->prof_s[order[b]] > cl->prof_s[order[b - 1]]; b--) {
+            int t = order[b];
+            order[b] = order[b - 1], order[b - 1] = t;
+        }
+    fprintf(stderr, "ivae: OpenCL kernel times (IVAE_CL_PROFILE), %.3f s in all:\n", total);
+    for (int j = 0; j < n; j++)
+        fprintf(stderr, "  %-36s %9.3f s %5.1f%%  %7ld launches\n", kernel_names[order[j]], cl->prof_s[order[j]],
+                100 * cl->prof_s[order[j]] / (total > 0 ? total : 1), cl->prof_n[order[j]]);
+}
+
 void ivae_cl_free(IvaeCl *cl) {
     if (!cl) return;
+    if (cl->profile) print_profile(cl);
     for (int s = 0; s < IVAE_CLS_N; s++)
         if (cl->scratch[s]) CL_CHECK(clReleaseMemObject(cl->scratch[s]));
     for (int k = 0; k < IVAE_K_COUNT; k++)
@@ -483,6 +544,14 @@ typedef struct {
     run_kernel((cl), IVAE_K_##name, (n), (const KArg[]){__VA_ARGS__},                                          \
                (int)(sizeof((const KArg[]){__VA_ARGS__}) / sizeof(KArg)))
 
+/* IVAE_CL_PROFILE: waits for kernel k, launched at t0, and counts its time */
+static int profile_end(IvaeCl *cl, int k, double t0) {
+    if (CL_CHECK(clFinish(cl->queue))) return -1;
+    cl->prof_s[k] += seconds() - t0;
+    cl->prof_n[k]++;
+    return 0;
+}
+
 static int run_kernel(IvaeCl *cl, int k, size_t n, const KArg *args, int nargs) {
     if (n == 0) return 0;
     for (int a = 0; a < nargs; a++)
@@ -491,11 +560,34 @@ static int run_kernel(IvaeCl *cl, int k, size_t n, const KArg *args, int nargs) 
             return -1;
         }
     size_t local = cl->local[k], global = (n + local - 1) / local * local;
+    double t0 = cl->profile ? seconds() : 0;
     if (CL_CHECK(clEnqueueNDRangeKernel(cl->queue, cl->kernel[k], 1, NULL, &global, &local, 0, NULL, NULL))) {
         fprintf(stderr, "ivae: (kernel %s, %zu work-items in groups of %zu)\n", kernel_names[k], global, local);
         return -1;
     }
-    return 0;
+    return cl->profile ? profile_end(cl, k, t0) : 0;
+}
+
+/* RUN_ND(cl, kernel, global, local, args...): the same with a 1-, 2- or 3-D
+   range, global[3] and local[3] given (global a multiple of local) */
+#define RUN_ND(cl, name, global, local, ...)                                                                   \
+    run_kernel_nd((cl), IVAE_K_##name, (global), (local), (const KArg[]){__VA_ARGS__},                         \
+                  (int)(sizeof((const KArg[]){__VA_ARGS__}) / sizeof(KArg)))
+
+static int run_kernel_nd(IvaeCl *cl, int k, const size_t *global, const size_t *local, const KArg *args, int nargs) {
+    if (global[0] == 0 || global[1] == 0 || global[2] == 0) return 0;
+    for (int a = 0; a < nargs; a++)
+        if (CL_CHECK(clSetKernelArg(cl->kernel[k], (cl_uint)a, args[a].size, args[a].value))) {
+            fprintf(stderr, "ivae: (kernel %s, argument %d)\n", kernel_names[k], a);
+            return -1;
+        }
+    double t0 = cl->profile ? seconds() : 0;
+    if (CL_CHECK(clEnqueueNDRangeKernel(cl->queue, cl->kernel[k], 3, NULL, global, local, 0, NULL, NULL))) {
+        fprintf(stderr, "ivae: (kernel %s, %zu x %zu x %zu work-items in groups of %zu x %zu x %zu)\n",
+                kernel_names[k], global[0], global[1], global[2], local[0], local[1], local[2]);
+        return -1;
+    }
+    return cl->profile ? profile_end(cl, k, t0) : 0;
 }
 
 /* ========================================================================== */
@@ -512,7 +604,8 @@ static int conv_out_s(int H, int k, int s) { return (H + 2 * (k / 2) - k) / s + 
 int ivae_cl_conv3d_forward(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem weight, cl_mem bias, int Cin, int T, int H,
                            int W, int Cout, int kt, int kh, int kw, int st, int sh, int sw) {
     // out (Cout, To, Ho, Wo), inp (Cin, T, H, W), weight (Cout, Cin, kt, kh, kw), bias (Cout) or NULL
-    size_t n = (size_t)Cout * conv_out_t(T, st) * conv_out_s(H, kh, sh) * conv_out_s(W, kw, sw);
+    // one work-item per four neighbouring outputs of a row
+    size_t n = (size_t)Cout * conv_out_t(T, st) * conv_out_s(H, kh, sh) * ((conv_out_s(W, kw, sw) + 3) / 4);
     return RUN(cl, conv3d_forward, n, MEM(out), MEM(inp), MEM(weight), MEM(bias), CONV_SIZES);
 }
 
@@ -522,7 +615,7 @@ int ivae_cl_conv3d_forward_chunk(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem prev
     // out (Cout, To, Ho, Wo) for the To output frames whose last tap falls in frames s0 .. s0+T-1
     int first = (s0 + st - 1) / st, last = (s0 + T - 1) / st, To = last - first + 1;
     if (To <= 0) return 0;
-    size_t n = (size_t)Cout * To * conv_out_s(H, kh, sh) * conv_out_s(W, kw, sw);
+    size_t n = (size_t)Cout * To * conv_out_s(H, kh, sh) * ((conv_out_s(W, kw, sw) + 3) / 4);
     if (RUN(cl, conv3d_forward_chunk, n, MEM(out), MEM(inp), MEM(prev), INT(s0), MEM(weight), MEM(bias), CONV_SIZES))
         return -1;
     return To;
@@ -532,14 +625,15 @@ int ivae_cl_conv3d_backward(IvaeCl *cl, cl_mem dinp, cl_mem dweight, cl_mem dbia
                             cl_mem weight, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw, int st,
                             int sh, int sw) {
     // dinp (Cin, T, H, W) written; dweight, dbias accumulated; dout (Cout, To, Ho, Wo)
-    // the same two input-gradient paths as ivae.c: a flipped convolution for stride 1, a gather otherwise
-    size_t nx = (size_t)Cin * T * H * W, nw = (size_t)Cout * Cin * kt * kh * kw;
+    // the input gradient as in ivae.c: the flipped convolution of dy (strided: of dy spread to the stride-1 grid)
+    // (the dinp kernels run four neighbouring w per work-item, dweight four output channels)
+    size_t nx4 = (size_t)Cin * T * H * ((W + 3) / 4), nw4 = (size_t)(Cout + 3) / 4 * Cin * kt * kh * kw;
     if (dinp && st == 1 && sh == 1 && sw == 1) {
-        if (RUN(cl, conv3d_backward_dinp, nx, MEM(dinp), MEM(dout), MEM(weight), CONV_SIZES)) return -1;
+        if (RUN(cl, conv3d_backward_dinp, nx4, MEM(dinp), MEM(dout), MEM(weight), CONV_SIZES)) return -1;
     } else if (dinp) {
-        if (RUN(cl, conv3d_backward_dinp_strided, nx, MEM(dinp), MEM(dout), MEM(weight), CONV_SIZES)) return -1;
+        if (RUN(cl, conv3d_backward_dinp_strided, nx4, MEM(dinp), MEM(dout), MEM(weight), CONV_SIZES)) return -1;
     }
-    if (dweight && RUN(cl, conv3d_backward_dweight, nw, MEM(dweight), MEM(dout), MEM(inp), CONV_SIZES)) return -1;
+    if (dweight && RUN(cl, conv3d_backward_dweight, nw4, MEM(dweight), MEM(dout), MEM(inp), CONV_SIZES)) return -1;
     if (dbias && RUN(cl, conv3d_backward_dbias, (size_t)Cout, MEM(dbias), MEM(dout), CONV_SIZES)) return -1;
     return 0;
 }
@@ -686,6 +780,147 @@ int ivae_cl_opl_forward_backward(IvaeCl *cl, double *opl, cl_mem dz, cl_mem z, i
     if (RUN(cl, opl_forward_backward_g, (size_t)T * C, MEM(z), INT(C), INT(T), INT(H), INT(W), MEM(scratch)) ||
         RUN(cl, opl_forward_backward_dz, (size_t)C * T * HW, MEM(dz), MEM(z), INT(C), INT(T), INT(H), INT(W),
             FLT(coef), MEM(scratch)))
+        return -1;
+    return 0;
+}
+
+/* --- the model's glue (ivae.c section 4) ------------------------------------ */
+
+int ivae_cl_residual_add(IvaeCl *cl, cl_mem y, cl_mem a, size_t n) {
+    return RUN(cl, residual_add, n, MEM(y), MEM(a), ULONG(n));
+}
+
+int ivae_cl_residual_sub(IvaeCl *cl, cl_mem y, cl_mem a, size_t n) {
+    return RUN(cl, residual_sub, n, MEM(y), MEM(a), ULONG(n));
+}
+
+int ivae_cl_adamw_tensor(IvaeCl *cl, cl_mem w, cl_mem g, cl_mem m, cl_mem v, size_t n, float lr, float beta1,
+                         float beta2, float eps, float wd, float c1, float c2) {
+    return RUN(cl, adamw_step, n, MEM(w), MEM(g), MEM(m), MEM(v), ULONG(n), FLT(lr), FLT(beta1), FLT(beta2),
+               FLT(eps), FLT(wd), FLT(c1), FLT(c2));
+}
+
+int ivae_cl_nonfinite_flags(IvaeCl *cl, cl_mem flags, cl_mem v, size_t n, int block) {
+    return RUN(cl, nonfinite_flags, (n + block - 1) / block, MEM(flags), MEM(v), ULONG(n), INT(block));
+}
+
+int ivae_cl_zero(IvaeCl *cl, cl_mem b, size_t n) {
+    if (n == 0) return 0;
+    cl_float zero = 0;
+    return CL_CHECK(clEnqueueFillBuffer(cl->queue, b, &zero, sizeof zero, 0, n * sizeof(float), 0, NULL, NULL)) ? -1
+                                                                                                              : 0;
+}
+
+/* --- the fast kernels --------------------------------------------------------- */
+
+#define FT 64 /* kernels.cl: the tile of C one work-group computes */
+#define FG IVAE_CL_FAST_GROUP
+
+static int fast_ready(IvaeCl *cl) {
+    if (cl->fast_ok) return 0;
+    ivae_set_error("the fast OpenCL kernels cannot run on %s: %s", cl->device_name, cl->fast_why);
+    return -1;
+}
+
+/* the range of a tiled product C (M, N), batch entries (or chunks) nb */
+static void tiled_range(size_t *global, size_t *local, size_t M, size_t N, size_t nb) {
+    global[0] = (N + FT - 1) / FT * FG, global[1] = (M + FT - 1) / FT * FG, global[2] = nb;
+    local[0] = FG, local[1] = FG, local[2] = 1;
+}
+
+int ivae_cl_conv3d_forward_fast(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem weight, cl_mem bias, int Cin, int T,
+                                int H, int W, int Cout, int kt, int kh, int kw, int st, int sh, int sw) {
+    // out (Cout, To, Ho, Wo), inp (Cin, T, H, W), weight (Cout, Cin, kt, kh, kw), bias (Cout) or NULL
+    if (fast_ready(cl)) return -1;
+    size_t P = (size_t)conv_out_t(T, st) * conv_out_s(H, kh, sh) * conv_out_s(W, kw, sw), global[3], local[3];
+    tiled_range(global, local, Cout, P, 1);
+    return RUN_ND(cl, conv3d_forward_fast, global, local, MEM(out), MEM(inp), MEM(weight), MEM(bias), CONV_SIZES);
+}
+
+/* the weight gradient's reduction over P positions runs in chunks of at most
+   2048 positions (a multiple of the kernel's 16), enough of them to give
+   the device some 512 work-groups; the partial sums are added in order */
+int ivae_cl_conv3d_backward_fast(IvaeCl *cl, cl_mem dinp, cl_mem dweight, cl_mem dbias, cl_mem dout, cl_mem inp,
+                                 cl_mem weight, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
+                                 int st, int sh, int sw) {
+    // dinp (Cin, T, H, W) written; dweight, dbias accumulated; dout (Cout, To, Ho, Wo)
+    if (fast_ready(cl)) return -1;
+    size_t P = (size_t)conv_out_t(T, st) * conv_out_s(H, kh, sh) * conv_out_s(W, kw, sw), global[3], local[3];
+    size_t N = (size_t)T * H * W, NJ = (size_t)Cin * kt * kh * kw;
+    if (dinp) {
+        tiled_range(global, local, Cin, N, 1);
+        if (RUN_ND(cl, conv3d_backward_dinp_fast, global, local, MEM(dinp), MEM(dout), MEM(weight), CONV_SIZES))
+            return -1;
+    }
+    if (dweight) {
+        size_t tiles = ((size_t)Cout + FT - 1) / FT * ((NJ + FT - 1) / FT), want = 512 / tiles + 1;
+        size_t chunk = (P + want - 1) / want;
+        chunk = chunk > 2048 ? 2048 : (chunk + 15) / 16 * 16;
+        size_t chunks = (P + chunk - 1) / chunk;
+        cl_mem part = scratch(cl, IVAE_CLS_PART, chunks * Cout * NJ);
+        if (!part) return -1;
+        tiled_range(global, local, Cout, NJ, chunks);
+        if (RUN_ND(cl, conv3d_backward_dweight_fast, global, local, MEM(part), MEM(dout), MEM(inp), CONV_SIZES,
+                   INT((int)chunk)) ||
+            RUN(cl, conv3d_backward_dweight_reduce, (size_t)Cout * NJ, MEM(dweight), MEM(part),
+                ULONG((size_t)Cout * NJ), INT((int)chunks)))
+            return -1;
+    }
+    if (dbias) {
+        size_t g[3] = {(size_t)Cout * FG * FG, 1, 1}, l[3] = {FG * FG, 1, 1};
+        if (RUN_ND(cl, conv3d_backward_dbias_fast, g, l, MEM(dbias), MEM(dout), INT((int)P))) return -1;
+    }
+    return 0;
+}
+
+/* C[b](m, n) = alpha * sum_k A[b](m, k) B[b](k, n) for b < nb, X[b](i, j) = X[off + b bs + i si + j sj] */
+typedef struct {
+    cl_mem buf;
+    size_t off, bs;
+    int si, sj;
+} Mat;
+
+static int gemm(IvaeCl *cl, Mat C, Mat A, Mat B, int M, int N, int K, int nb, float alpha) {
+    size_t global[3], local[3];
+    tiled_range(global, local, M, N, nb);
+    return RUN_ND(cl, gemm_fast, global, local, MEM(C.buf), ULONG(C.off), ULONG(C.bs), INT(C.si), INT(C.sj),
+                  MEM(A.buf), ULONG(A.off), ULONG(A.bs), INT(A.si), INT(A.sj), MEM(B.buf), ULONG(B.off), ULONG(B.bs),
+                  INT(B.si), INT(B.sj), INT(M), INT(N), INT(K), FLT(alpha));
+}
+
+/* Attention as products, per group of F tokens that see each other (a frame,
+   or in causal mode the whole clip, masked): with q, k, v (C, N) and att (N, F),
+   for each group b (tokens bF .. bF+F-1):
+       att[b] = softmax(scale q[b]^T k[b]),  out[b] = v[b] att[b]^T */
+int ivae_cl_attention_forward_fast(IvaeCl *cl, cl_mem out, cl_mem att, cl_mem qkv, int C, int T, int H, int W,
+                                   int mode) {
+    if (fast_ready(cl)) return -1;
+    size_t N = (size_t)T * H * W, F = mode == IVAE_ATTN_CAUSAL ? N : (size_t)H * W, nb = N / F, CN = (size_t)C * N;
+    float scale = 1 / sqrtf((float)C);
+    if (gemm(cl, (Mat){att, 0, F * F, (int)F, 1}, (Mat){qkv, 0, F, 1, (int)N}, (Mat){qkv, CN, F, (int)N, 1}, (int)F,
+             (int)F, C, (int)nb, scale) ||
+        RUN(cl, attention_softmax_fast, N, MEM(att), INT(T), INT(H), INT(W), INT(mode)))
+        return -1;
+    return gemm(cl, (Mat){out, 0, F, (int)N, 1}, (Mat){qkv, 2 * CN, F, (int)N, 1}, (Mat){att, 0, F * F, 1, (int)F},
+                C, (int)F, (int)F, (int)nb, 1);
+}
+
+/* da[b] = do[b]^T v[b];  ds = att * (da - rowsum(att * da));
+   dq[b] = scale k[b] ds[b]^T,  dk[b] = scale q[b] ds[b],  dv[b] = do[b] att[b] */
+int ivae_cl_attention_backward_fast(IvaeCl *cl, cl_mem dqkv, cl_mem dout, cl_mem att, cl_mem qkv, int C, int T,
+                                    int H, int W, int mode) {
+    if (fast_ready(cl)) return -1;
+    size_t N = (size_t)T * H * W, F = mode == IVAE_ATTN_CAUSAL ? N : (size_t)H * W, nb = N / F, CN = (size_t)C * N;
+    float scale = 1 / sqrtf((float)C);
+    cl_mem ds = scratch(cl, IVAE_CLS_ATT, N * F);
+    if (!ds) return -1;
+    Mat dsr = {ds, 0, F * F, (int)F, 1}, dst = {ds, 0, F * F, 1, (int)F}; /* ds[b] and its transpose */
+    if (gemm(cl, dsr, (Mat){dout, 0, F, 1, (int)N}, (Mat){qkv, 2 * CN, F, (int)N, 1}, (int)F, (int)F, C, (int)nb, 1) ||
+        RUN(cl, attention_dsoftmax_fast, N, MEM(ds), MEM(att), INT(T), INT(H), INT(W), INT(mode)) ||
+        gemm(cl, (Mat){dqkv, 0, F, (int)N, 1}, (Mat){qkv, CN, F, (int)N, 1}, dst, C, (int)F, (int)F, (int)nb, scale) ||
+        gemm(cl, (Mat){dqkv, CN, F, (int)N, 1}, (Mat){qkv, 0, F, (int)N, 1}, dsr, C, (int)F, (int)F, (int)nb, scale) ||
+        gemm(cl, (Mat){dqkv, 2 * CN, F, (int)N, 1}, (Mat){dout, 0, F, (int)N, 1}, (Mat){att, 0, F * F, (int)F, 1}, C,
+             (int)F, (int)F, (int)nb, 1))
         return -1;
     return 0;
 }

@@ -23,8 +23,15 @@
  * in ivae_error(). A C function that returns a double (a loss) gets a
  * `double *` output as its first argument instead.
  *
+ * The whole model on the device (parameters, gradients and activations kept
+ * there between calls) is ivae_cl_model.h's, built on these wrappers. Each
+ * layer that matters for speed also has a fast twin (ivae_cl_*_fast, same
+ * arguments): tiled, within SPEC 8's tolerances instead of bit for bit.
+ *
  * Device choice: env IVAE_CL_PLATFORM and IVAE_CL_DEVICE, indices as printed
- * by ivae_cl_print_devices(), default 0 and 0.
+ * by ivae_cl_print_devices(), default 0 and 0. Env IVAE_CL_PROFILE=1 times
+ * every kernel (each launch then waits for its end) and prints the totals,
+ * kernel by kernel, when the context is freed.
  *
  * kernels.cl is read at run time and compiled for the device (it includes
  * ivae_math.h from its own directory): from the file named by env
@@ -55,7 +62,11 @@
     X(upsample_forward) X(upsample_chunk) X(upsample_backward)                                          \
     X(rec_loss) X(latent_forward) X(latent_backward)                                                    \
     X(opl_forward_backward_stats) X(opl_forward_backward_dist) X(opl_forward_backward_hinge)            \
-    X(opl_forward_backward_g) X(opl_forward_backward_dz)
+    X(opl_forward_backward_g) X(opl_forward_backward_dz)                                               \
+    X(residual_add) X(residual_sub) X(adamw_step) X(nonfinite_flags)                                    \
+    X(conv3d_forward_fast) X(conv3d_backward_dinp_fast) X(conv3d_backward_dweight_fast)                 \
+    X(conv3d_backward_dweight_reduce) X(conv3d_backward_dbias_fast) X(gemm_fast)                        \
+    X(attention_softmax_fast) X(attention_dsoftmax_fast)
 
 #define IVAE_CL_ENUM(name) IVAE_K_##name,
 enum { IVAE_CL_KERNELS(IVAE_CL_ENUM) IVAE_K_COUNT };
@@ -63,9 +74,12 @@ enum { IVAE_CL_KERNELS(IVAE_CL_ENUM) IVAE_K_COUNT };
 
 /* scratch buffers the wrappers need between their kernels (cf. ivae.c's
    scratch()): grown on demand, reused after */
-enum { IVAE_CLS_SUM, IVAE_CLS_TOTAL, IVAE_CLS_DOT, IVAE_CLS_ATT, IVAE_CLS_N };
+enum { IVAE_CLS_SUM, IVAE_CLS_TOTAL, IVAE_CLS_DOT, IVAE_CLS_ATT, IVAE_CLS_PART, IVAE_CLS_N };
 
-typedef struct {
+/* the work-group of the fast tiled kernels (kernels.cl, FG x FG) */
+#define IVAE_CL_FAST_GROUP 16
+
+typedef struct IvaeCl {
     cl_platform_id platform;
     cl_device_id device;
     cl_context context;
@@ -78,10 +92,24 @@ typedef struct {
     int platform_index, device_index;
     char platform_name[256], device_name[256];
     char kernels_path[1024];        /* the kernels.cl that was built */
+    int fast_ok;                    /* the fast kernels can run here (work-groups of 256) */
+    char fast_why[256];             /* if not, why */
+    size_t base_align;              /* sub-buffer origins must be multiples of this (bytes) */
+    /* env IVAE_CL_PROFILE=1: every launch waits for its kernel, and the time
+       per kernel is printed to stderr by ivae_cl_free */
+    int profile;
+    double prof_s[IVAE_K_COUNT];
+    long prof_n[IVAE_K_COUNT];
 } IvaeCl;
 
 /* ------------------------------------------------------------------------ */
 /* device, program, buffers */
+
+/* The one way every OpenCL call is checked: on failure prints the call, the
+   error's name, file and line to stderr, keeps that line in ivae_error()
+   and returns 1:  if (IVAE_CL_CHECK(clFinish(q))) return -1; */
+int ivae_cl_failed(cl_int err, const char *call, const char *file, int line);
+#define IVAE_CL_CHECK(call) ivae_cl_failed((call), #call, __FILE__, __LINE__)
 
 /* the number of OpenCL platforms; 0 when there is none (no driver, or no
    ICD loader configured), which is not an error: the CPU path works */
@@ -154,5 +182,37 @@ int ivae_cl_latent_backward(IvaeCl *cl, cl_mem dh, cl_mem dz, cl_mem h, cl_mem l
 size_t ivae_cl_opl_scratch(int C, int T, int H, int W);
 int ivae_cl_opl_forward_backward(IvaeCl *cl, double *opl, cl_mem dz, cl_mem z, int C, int T, int H, int W,
                                  float coef, cl_mem scratch);
+
+/* ------------------------------------------------------------------------ */
+/* what ivae.c's model does between the layers (ivae_batch_grad, ivae_adamw_step) */
+
+/* y = a + y and y = y - a, elementwise (the residual sums; dx - dxhat) */
+int ivae_cl_residual_add(IvaeCl *cl, cl_mem y, cl_mem a, size_t n);
+int ivae_cl_residual_sub(IvaeCl *cl, cl_mem y, cl_mem a, size_t n);
+/* one AdamW step on one tensor of n values; c1, c2 the bias corrections */
+int ivae_cl_adamw_tensor(IvaeCl *cl, cl_mem w, cl_mem g, cl_mem m, cl_mem v, size_t n, float lr, float beta1,
+                         float beta2, float eps, float wd, float c1, float c2);
+/* flags[b] = 1.0f if v[b*block ..] holds a NaN or inf: ceil(n / block) flags */
+int ivae_cl_nonfinite_flags(IvaeCl *cl, cl_mem flags, cl_mem v, size_t n, int block);
+/* sets n floats of b to 0 */
+int ivae_cl_zero(IvaeCl *cl, cl_mem b, size_t n);
+
+/* ------------------------------------------------------------------------ */
+/* the fast kernels (--cl-mode fast): the same contract as the strict
+   wrappers above (same arguments, same outputs), tiled products in local
+   memory, within SPEC 8's tolerances of the C reference but not bit for bit.
+   They need work-groups of 256 (cl->fast_ok). */
+
+int ivae_cl_conv3d_forward_fast(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem weight, cl_mem bias, int Cin, int T,
+                                int H, int W, int Cout, int kt, int kh, int kw, int st, int sh, int sw);
+int ivae_cl_conv3d_backward_fast(IvaeCl *cl, cl_mem dinp, cl_mem dweight, cl_mem dbias, cl_mem dout, cl_mem inp,
+                                 cl_mem weight, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
+                                 int st, int sh, int sw);
+/* att (N, L) as in the strict kernels; in causal mode the entries past a
+   row's span are written 0 (the strict kernels leave them alone) */
+int ivae_cl_attention_forward_fast(IvaeCl *cl, cl_mem out, cl_mem att, cl_mem qkv, int C, int T, int H, int W,
+                                   int mode);
+int ivae_cl_attention_backward_fast(IvaeCl *cl, cl_mem dqkv, cl_mem dout, cl_mem att, cl_mem qkv, int C, int T,
+                                    int H, int W, int mode);
 
 #endif

@@ -10,7 +10,7 @@
  *   conv3d_forward              conv3d_forward
  *   conv3d_forward_chunk        conv3d_forward_chunk
  *   conv3d_backward             conv3d_backward_dinp          (stride 1: the flipped conv)
- *                               conv3d_backward_dinp_strided  (ivae.c's conv_dinp_strided)
+ *                               conv3d_backward_dinp_strided  (strided: the same on dy spread out)
  *                               conv3d_backward_dweight       (ivae.c's conv_wgrad)
  *                               conv3d_backward_dbias
  *   smc_weight_forward          smc_weight_forward
@@ -24,13 +24,22 @@
  *   rec_loss                    rec_loss (elementwise part; then sum_nested_d_*)
  *   latent_forward, _backward   latent_forward (then sum_nested_d_*), latent_backward
  *   opl_forward_backward        opl_forward_backward_stats, _dist, _hinge, _g, _dz
+ *   (block_forward's residuals) residual_add, residual_sub
+ *   ivae_adamw_step             adamw_step (one tensor)
+ *   (finiteness of gradients)   nonfinite_flags
+ *
+ * Section 5 holds the fast kernels (--cl-mode fast): tiled products in local
+ * memory for the convolutions and attention, which agree with the C code
+ * within SPEC 8's tolerances, not bit for bit. Everything else is shared.
  *
  * Bit for bit means that every output element is made by the same float
  * operations in the same order as in ivae.c. So:
  * - one work-item per output element runs the C code's loop for that
- *   element, serially. (The C code's register tiles, padded copies and
+ *   element, serially (the convolutions: four neighbouring outputs per
+ *   work-item, as the four lanes of float4 operations, each lane its own
+ *   element's chain). The C code's register tiles, padded copies and
  *   transposes change where numbers live, never which numbers are added in
- *   which order.) Each kernel quotes the C lines it mirrors.
+ *   which order. Each kernel quotes the C lines it mirrors.
  * - fma() exactly where ivae.c writes FMA() (fmaf and OpenCL's fma are both
  *   correctly rounded); a * b + c everywhere else, kept as two roundings by
  *   FP_CONTRACT OFF below (ivae.c is built with -ffp-contract=off).
@@ -129,8 +138,30 @@ kernel void sum_nested_d_total(global float *total, global const float *part, in
 /* 2.1 causal conv3d                                                          */
 /* ========================================================================== */
 
-/* One output y[o, t, h, w] of conv3d_forward_chunk (conv3d_forward is the
-   chunk with s0 = 0 and prev = NULL). The C code's conv_tile:
+/* Four lanes, four independent computations: the strict conv kernels let
+   each work-item compute four neighbouring outputs (along w, or four output
+   channels for the weight gradient) with float4 arithmetic. A float4 fma is
+   four fmas, lane by lane, each correctly rounded, so every lane runs
+   exactly the scalar chain the C code runs for its output; the lanes only
+   share the loads (and on a CPU the vector instructions). */
+
+/* x[l] = row[x0 + l * step] where 0 <= x0 + l * step < n, else 0; row NULL: all 0 */
+static float4 gather4(global const float *row, int x0, int step, int n) {
+    if (!row) return (float4)(0.0f);
+    if (x0 >= 0 && x0 + 3 * step < n) {
+        if (step == 1) return vload4(0, row + x0);
+        return (float4)(row[x0], row[x0 + step], row[x0 + 2 * step], row[x0 + 3 * step]);
+    }
+    float v[4];
+    for (int l = 0; l < 4; l++) {
+        int x = x0 + l * step;
+        v[l] = x >= 0 && x < n ? row[x] : 0.0f;
+    }
+    return vload4(0, v);
+}
+
+/* Outputs y[o, t, h, w + l], l < 4, of conv3d_forward_chunk (conv3d_forward
+   is the chunk with s0 = 0 and prev = NULL). The C code's conv_tile, per output:
        acc = 0;
        for i { part = 0; for k (taps a, c, d row-major) part = FMA(w[o,i,k], xp[tap], part); acc += part; }
        y = bias ? acc + bias[o] : acc;
@@ -139,16 +170,15 @@ kernel void sum_nested_d_total(global float *total, global const float *part, in
    prev is NULL) while j < kt-1 and from inp after; kh/2 rows and kw/2
    columns of zeros around. Output t (of the chunk) has its first tap at
    padded frame first * st - s0 + t * st. */
-static float conv_forward_point(global const float *inp, global const float *prev, int s0,
-                                global const float *weight, global const float *bias, int Cin, int T,
-                                int H, int W, int kt, int kh, int kw, int st, int sh, int sw, int o, int t,
-                                int h, int w) {
+static float4 conv_forward_point4(global const float *inp, global const float *prev, int s0,
+                                  global const float *weight, global const float *bias, int Cin, int T, int H,
+                                  int W, int kt, int kh, int kw, int st, int sh, int sw, int o, int t, int h, int w) {
     int tf = kt - 1, ph = kh / 2, pw = kw / 2, first = (s0 + st - 1) / st;
     int j0 = first * st - s0 + t * st;
     size_t HW = (size_t)H * W;
-    float acc = 0;
+    float4 acc = (float4)(0.0f);
     for (int i = 0; i < Cin; i++) {
-        float part = 0;
+        float4 part = (float4)(0.0f);
         global const float *wi = weight + ((size_t)o * Cin + i) * kt * kh * kw;
         for (int a = 0; a < kt; a++) {
             int j = j0 + a;
@@ -157,28 +187,39 @@ static float conv_forward_point(global const float *inp, global const float *pre
                                            : 0;
             for (int c = 0; c < kh; c++) {
                 int y = h * sh + c - ph;
-                for (int d = 0; d < kw; d++) {
-                    int x = w * sw + d - pw;
-                    float xv = (f && y >= 0 && y < H && x >= 0 && x < W) ? f[(size_t)y * W + x] : 0.0f;
-                    part = fma(wi[(a * kh + c) * kw + d], xv, part);
-                }
+                global const float *row = f && y >= 0 && y < H ? f + (size_t)y * W : 0;
+                for (int d = 0; d < kw; d++)
+                    part = fma((float4)(wi[(a * kh + c) * kw + d]), gather4(row, w * sw + d - pw, sw, W), part);
             }
         }
         acc += part;
     }
-    return bias ? acc + bias[o] : acc;
+    return bias ? acc + (float4)(bias[o]) : acc;
 }
 
-/* y[o,t',h',w'] = b[o] + sum_{i,a,c,d} W[o,i,a,c,d] * xpad[i, t'st+a, h'sh+c, w'sw+d] */
+/* stores the lanes l < n of v at y[l] */
+static void store4(global float *y, float4 v, int n) {
+    if (n >= 4) {
+        vstore4(v, 0, y);
+        return;
+    }
+    float tmp[4];
+    vstore4(v, 0, tmp);
+    for (int l = 0; l < n; l++) y[l] = tmp[l];
+}
+
+/* y[o,t',h',w'] = b[o] + sum_{i,a,c,d} W[o,i,a,c,d] * xpad[i, t'st+a, h'sh+c, w'sw+d];
+   one work-item per four neighbouring outputs of a row (Wo4 = ceil(Wo / 4) per row) */
 kernel void conv3d_forward(global float *out, global const float *inp, global const float *weight,
                            global const float *bias, int Cin, int T, int H, int W, int Cout, int kt, int kh,
                            int kw, int st, int sh, int sw) {
     // out (Cout, To, Ho, Wo), inp (Cin, T, H, W), weight (Cout, Cin, kt, kh, kw), bias (Cout) or NULL
-    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw);
+    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw), Wo4 = (Wo + 3) / 4;
     size_t gid = get_global_id(0);
-    if (gid >= (size_t)Cout * To * Ho * Wo) return;
-    int w = gid % Wo, h = gid / Wo % Ho, t = gid / ((size_t)Wo * Ho) % To, o = gid / ((size_t)Wo * Ho * To);
-    out[gid] = conv_forward_point(inp, 0, 0, weight, bias, Cin, T, H, W, kt, kh, kw, st, sh, sw, o, t, h, w);
+    if (gid >= (size_t)Cout * To * Ho * Wo4) return;
+    int w = gid % Wo4 * 4, h = gid / Wo4 % Ho, t = gid / ((size_t)Wo4 * Ho) % To, o = gid / ((size_t)Wo4 * Ho * To);
+    float4 y = conv_forward_point4(inp, 0, 0, weight, bias, Cin, T, H, W, kt, kh, kw, st, sh, sw, o, t, h, w);
+    store4(out + (((size_t)o * To + t) * Ho + h) * Wo + w, y, Wo - w);
 }
 
 /* the output frames t' of the clip whose last tap t'*st falls in the chunk
@@ -188,87 +229,85 @@ kernel void conv3d_forward_chunk(global float *out, global const float *inp, glo
                                  int W, int Cout, int kt, int kh, int kw, int st, int sh, int sw) {
     // out (Cout, To, Ho, Wo), inp (Cin, T, H, W), prev (Cin, kt-1, H, W) or NULL
     int first = (s0 + st - 1) / st, last = (s0 + T - 1) / st, To = last - first + 1;
-    int Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw);
+    int Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw), Wo4 = (Wo + 3) / 4;
     size_t gid = get_global_id(0);
-    if (To <= 0 || gid >= (size_t)Cout * To * Ho * Wo) return;
-    int w = gid % Wo, h = gid / Wo % Ho, t = gid / ((size_t)Wo * Ho) % To, o = gid / ((size_t)Wo * Ho * To);
-    out[gid] = conv_forward_point(inp, prev, s0, weight, bias, Cin, T, H, W, kt, kh, kw, st, sh, sw, o, t, h, w);
+    if (To <= 0 || gid >= (size_t)Cout * To * Ho * Wo4) return;
+    int w = gid % Wo4 * 4, h = gid / Wo4 % Ho, t = gid / ((size_t)Wo4 * Ho) % To, o = gid / ((size_t)Wo4 * Ho * To);
+    float4 y = conv_forward_point4(inp, prev, s0, weight, bias, Cin, T, H, W, kt, kh, kw, st, sh, sw, o, t, h, w);
+    store4(out + (((size_t)o * To + t) * Ho + h) * Wo + w, y, Wo - w);
 }
 
-/* conv3d_backward, input gradient, stride (1, 1, 1). ivae.c runs the forward
-   tile on dy padded kt-1 frames at the END in time and qh = kh-1-kh/2 rows,
-   qw columns around, with the flipped kernel (taps reversed, in and out
+/* conv3d_backward, input gradient. ivae.c spreads dy out to the stride-1
+   output grid (T1 x H1 x W1, dy[o,t',h',w'] at (t'st, h'sh, w'sw), zeros
+   between; for stride 1 the grid is dy itself), then runs the forward tile
+   on it padded kt-1 frames at the END in time and qh = kh-1-kh/2 rows, qw
+   columns around, with the flipped kernel (taps reversed, in and out
    channels swapped) and no bias:
        acc = 0;
        for o { part = 0; for k (a, c, d row-major) part = FMA(W[o,i,K-1-k], dypad[o, t+a, h+c, w+d], part); acc += part; }
        dx[i,t,h,w] = acc;
-   with dypad[o, t, y, x] = dy[o, t, y-qh, x-qw], zero outside. */
-kernel void conv3d_backward_dinp(global float *dinp, global const float *dout, global const float *weight,
-                                 int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw, int st, int sh,
-                                 int sw) {
-    // dinp (Cin, T, H, W) written; dout (Cout, To, Ho, Wo); st = sh = sw = 1
+   with dypad[o, t, y, x] = grid[o, t, y-qh, x-qw], zero outside: every tap
+   is fma'd in, zeros included. Four neighbouring w per work-item. */
+static float4 conv_dinp_point4(global const float *dout, global const float *weight, int Cin, int T, int H, int W,
+                               int Cout, int kt, int kh, int kw, int st, int sh, int sw, int i, int t, int h, int w) {
     int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw), K = kt * kh * kw;
+    int T1 = conv_out_t(T, 1), H1 = conv_out_s(H, kh, 1), W1 = conv_out_s(W, kw, 1);
     int qh = kh - 1 - kh / 2, qw = kw - 1 - kw / 2;
-    size_t gid = get_global_id(0);
-    if (gid >= (size_t)Cin * T * H * W) return;
-    int w = gid % W, h = gid / W % H, t = gid / ((size_t)W * H) % T, i = gid / ((size_t)W * H * T);
-    float acc = 0;
+    float4 acc = (float4)(0.0f);
     for (int o = 0; o < Cout; o++) {
-        float part = 0;
+        float4 part = (float4)(0.0f);
         global const float *wo = weight + ((size_t)o * Cin + i) * K;
         global const float *dyo = dout + (size_t)o * To * Ho * Wo;
         for (int a = 0; a < kt; a++)
-            for (int c = 0; c < kh; c++)
+            for (int c = 0; c < kh; c++) {
+                int tt = t + a, y = h + c - qh; /* on the stride-1 grid */
+                global const float *row = tt < T1 && y >= 0 && y < H1 && tt % st == 0 && y % sh == 0
+                                              ? dyo + ((size_t)(tt / st) * Ho + y / sh) * Wo
+                                              : 0;
                 for (int d = 0; d < kw; d++) {
-                    int k = (a * kh + c) * kw + d, tt = t + a, y = h + c - qh, x = w + d - qw;
-                    float dy = (tt < To && y >= 0 && y < Ho && x >= 0 && x < Wo)
-                                   ? dyo[((size_t)tt * Ho + y) * Wo + x]
-                                   : 0.0f;
-                    part = fma(wo[K - 1 - k], dy, part);
+                    int k = (a * kh + c) * kw + d, x0 = w + d - qw;
+                    float4 v;
+                    if (sw == 1) {
+                        v = gather4(row, x0, 1, Wo);
+                    } else {
+                        float g[4];
+                        for (int l = 0; l < 4; l++) {
+                            int x = x0 + l;
+                            g[l] = row && x >= 0 && x < W1 && x % sw == 0 ? row[x / sw] : 0.0f;
+                        }
+                        v = vload4(0, g);
+                    }
+                    part = fma((float4)(wo[K - 1 - k]), v, part);
                 }
+            }
         acc += part;
     }
-    dinp[gid] = acc;
+    return acc;
 }
 
-/* conv3d_backward, input gradient of a strided conv: ivae.c's
-   conv_dinp_strided. Only in-range taps are visited (no fma with zeros):
-       dx = 0;
-       for o { part = 0;
-               for a = kt-1..0, c = kh-1..0, d = kw-1..0, when output (t', h', w') with
-                   t'st + a - (kt-1) = t, h'sh + c - ph = h, w'sw + d - pw = w exists:
-                   part = FMA(W[o,i,a,c,d], dy[o,t',h',w'], part);
-               dx += part; } */
+/* stride (1, 1, 1): dy is the grid */
+kernel void conv3d_backward_dinp(global float *dinp, global const float *dout, global const float *weight,
+                                 int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw, int st, int sh,
+                                 int sw) {
+    // dinp (Cin, T, H, W) written; dout (Cout, To, Ho, Wo)
+    int W4 = (W + 3) / 4;
+    size_t gid = get_global_id(0);
+    if (gid >= (size_t)Cin * T * H * W4) return;
+    int w = gid % W4 * 4, h = gid / W4 % H, t = gid / ((size_t)W4 * H) % T, i = gid / ((size_t)W4 * H * T);
+    float4 dx = conv_dinp_point4(dout, weight, Cin, T, H, W, Cout, kt, kh, kw, 1, 1, 1, i, t, h, w);
+    store4(dinp + (((size_t)i * T + t) * H + h) * W + w, dx, W - w);
+}
+
+/* any stride: dy spread to the grid (the downsampling convs) */
 kernel void conv3d_backward_dinp_strided(global float *dinp, global const float *dout,
                                          global const float *weight, int Cin, int T, int H, int W, int Cout,
                                          int kt, int kh, int kw, int st, int sh, int sw) {
-    // dinp (Cin, T, H, W) written; dout (Cout, To, Ho, Wo)
-    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw);
-    int ph = kh / 2, pw = kw / 2;
+    int W4 = (W + 3) / 4;
     size_t gid = get_global_id(0);
-    if (gid >= (size_t)Cin * T * H * W) return;
-    int w = gid % W, h = gid / W % H, t = gid / ((size_t)W * H) % T, i = gid / ((size_t)W * H * T);
-    float dx = 0;
-    for (int o = 0; o < Cout; o++) {
-        float part = 0;
-        for (int a = kt - 1; a >= 0; a--) {
-            int num = t + (kt - 1) - a; /* = t' * st */
-            if (num % st != 0 || num / st >= To) continue;
-            global const float *dyf = dout + ((size_t)o * To + num / st) * Ho * Wo;
-            global const float *wk = weight + (((size_t)o * Cin + i) * kt + a) * kh * kw;
-            for (int c = kh - 1; c >= 0; c--) {
-                int hh = h + ph - c; /* = h' * sh */
-                if (hh < 0 || hh % sh != 0 || hh / sh >= Ho) continue;
-                for (int d = kw - 1; d >= 0; d--) {
-                    int ww = w + pw - d; /* = w' * sw */
-                    if (ww < 0 || ww % sw != 0 || ww / sw >= Wo) continue;
-                    part = fma(wk[c * kw + d], dyf[(size_t)(hh / sh) * Wo + ww / sw], part);
-                }
-            }
-        }
-        dx += part;
-    }
-    dinp[gid] = dx;
+    if (gid >= (size_t)Cin * T * H * W4) return;
+    int w = gid % W4 * 4, h = gid / W4 % H, t = gid / ((size_t)W4 * H) % T, i = gid / ((size_t)W4 * H * T);
+    float4 dx = conv_dinp_point4(dout, weight, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw, i, t, h, w);
+    store4(dinp + (((size_t)i * T + t) * H + h) * W + w, dx, W - w);
 }
 
 /* conv3d_backward, weight gradient: ivae.c's conv_wgrad, per (o, i, tap):
@@ -278,38 +317,45 @@ kernel void conv3d_backward_dinp_strided(global float *dinp, global const float 
                          frame += row; }
                 clip += frame; }
        dW[o,i,a,c,d] += clip;
-   xpad is the forward's zero-padded input; padded taps are fma'd in. */
+   xpad is the forward's zero-padded input; padded taps are fma'd in. A
+   work-item runs four output channels o4 .. o4+3 as four lanes (channels
+   past Cout see dy = 0 and are not stored). */
 kernel void conv3d_backward_dweight(global float *dweight, global const float *dout, global const float *inp,
                                     int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw, int st,
                                     int sh, int sw) {
     // dweight (Cout, Cin, kt, kh, kw) accumulated; dout (Cout, To, Ho, Wo); inp (Cin, T, H, W)
     int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw), K = kt * kh * kw;
-    int ph = kh / 2, pw = kw / 2;
-    size_t gid = get_global_id(0);
-    if (gid >= (size_t)Cout * Cin * K) return;
-    int k = gid % K, i = gid / K % Cin, o = gid / ((size_t)K * Cin);
+    int ph = kh / 2, pw = kw / 2, Cout4 = (Cout + 3) / 4;
+    size_t gid = get_global_id(0), P = (size_t)To * Ho * Wo;
+    if (gid >= (size_t)Cout4 * Cin * K) return;
+    int k = gid % K, i = gid / K % Cin, o4 = gid / ((size_t)K * Cin) * 4, no = min(4, Cout - o4);
     int a = k / (kh * kw), c = k / kw % kh, d = k % kw;
     global const float *xi = inp + (size_t)i * T * H * W;
-    global const float *dyo = dout + (size_t)o * To * Ho * Wo;
-    float clip = 0;
+    global const float *dyo = dout + (size_t)o4 * P;
+    float4 clip = (float4)(0.0f);
     for (int t = 0; t < To; t++) {
-        float frame = 0;
+        float4 frame = (float4)(0.0f);
         int j = t * st + a - (kt - 1); /* the input frame, < 0: front padding */
         for (int h = 0; h < Ho; h++) {
             int y = h * sh + c - ph;
             int inside = j >= 0 && y >= 0 && y < H;
-            global const float *dyr = dyo + ((size_t)t * Ho + h) * Wo;
-            float row = 0;
+            size_t p0 = ((size_t)t * Ho + h) * Wo;
+            float4 row = (float4)(0.0f);
             for (int w = 0; w < Wo; w++) {
                 int x = w * sw + d - pw;
                 float xv = (inside && x >= 0 && x < W) ? xi[((size_t)j * H + y) * W + x] : 0.0f;
-                row = fma(xv, dyr[w], row);
+                size_t p = p0 + w;
+                float4 dy = (float4)(dyo[p], no > 1 ? dyo[P + p] : 0.0f, no > 2 ? dyo[2 * P + p] : 0.0f,
+                                     no > 3 ? dyo[3 * P + p] : 0.0f);
+                row = fma((float4)(xv), dy, row);
             }
             frame += row;
         }
         clip += frame;
     }
-    dweight[gid] += clip;
+    float v[4];
+    vstore4(clip, 0, v);
+    for (int l = 0; l < no; l++) dweight[((size_t)(o4 + l) * Cin + i) * K + k] += v[l];
 }
 
 /* conv3d_backward, bias gradient: y = ... + b[o], so
@@ -770,4 +816,389 @@ kernel void opl_forward_backward_dz(global float *dz, global const float *z, int
     float v = (dist - 3 * S > 0 ? u / dist : 0) - g / (float)HW;
     if (S > 0) v -= 3 * n_act * u / ((float)HW * S);
     dz[gid] += k * v;
+}
+
+/* ========================================================================== */
+/* 4. the model (ivae.c section 4): what ivae_batch_grad and ivae_adamw_step  */
+/*    do between the layers                                                   */
+/* ========================================================================== */
+
+/* the residual sums of block_forward and block_backward:
+       b->y[j] = sc[j] + b->y[j];   b->y[j] = x[j] + b->y[j];   dx[j] = dx[j] + dsc[j]
+   (float addition is commutative, bit for bit, so one kernel serves all three) */
+kernel void residual_add(global float *y, global const float *a, ulong n) {
+    size_t j = get_global_id(0);
+    if (j >= n) return;
+    y[j] = a[j] + y[j];
+}
+
+/* ivae_batch_grad: x also enters the loss directly, dx[j] = dx[j] - dxhat[j] */
+kernel void residual_sub(global float *y, global const float *a, ulong n) {
+    size_t j = get_global_id(0);
+    if (j >= n) return;
+    y[j] = y[j] - a[j];
+}
+
+/* ivae_adamw_step on one tensor; c1, c2 are the bias corrections the host
+   computed as the C code does, (real)(1 - pow(beta, step)) in double:
+       mm = b1 mm + (1-b1) g;  vv = b2 vv + (1-b2) (g g);  mhat = mm / c1, vhat = vv / c2;
+       w = w - lr (mhat / (sqrt(vhat) + eps) + wd w) */
+kernel void adamw_step(global float *w, global const float *g, global float *mm, global float *vv, ulong n,
+                       float lr, float beta1, float beta2, float eps, float wd, float c1, float c2) {
+    size_t j = get_global_id(0);
+    if (j >= n) return;
+    mm[j] = beta1 * mm[j] + (1 - beta1) * g[j];
+    vv[j] = beta2 * vv[j] + (1 - beta2) * (g[j] * g[j]);
+    float mhat = mm[j] / c1, vhat = vv[j] / c2;
+    w[j] = w[j] - lr * (mhat / (sqrt(vhat) + eps) + wd * w[j]);
+}
+
+/* flags[b] = 1 if v[b*block .. (b+1)*block) holds a NaN or an inf, else 0 (the
+   finiteness check of ivae_batch_grad, without copying the gradients back) */
+kernel void nonfinite_flags(global float *flags, global const float *v, ulong n, int block) {
+    size_t b = get_global_id(0), j0 = b * block;
+    if (j0 >= n) return;
+    size_t j1 = j0 + block < n ? j0 + block : n;
+    int bad = 0;
+    for (size_t j = j0; j < j1; j++) bad |= isinf(v[j]) || isnan(v[j]);
+    flags[b] = bad;
+}
+
+/* ========================================================================== */
+/* 5. fast kernels (--cl-mode fast)                                           */
+/* ========================================================================== */
+/*
+ * The convolutions and attention as tiled matrix products in local memory,
+ * the classic GPU form: a work-group of FG x FG work-items computes an
+ * FT x FT tile of C = A B. Step by step along the reduction, the group copies
+ * an FT x FK slice of A and an FK x FT slice of B into local memory, waits,
+ * and each work-item multiplies them into its FR x FR = 4 x 4 outputs, a
+ * float4 of neighbouring columns per row (vector fma: one instruction for
+ * four outputs on a CPU, and 128-bit local loads on a GPU). The convolutions never build an im2col matrix: the loaders gather
+ * each element of the implicit one from the input as they copy it
+ * ("implicit GEMM"):
+ *
+ *   forward   Y (Cout, P)  = Wt (Cout, Cin K) x col(x) (Cin K, P)       + bias
+ *   dinput    dX (Cin, N)  = Wt' (Cin, Cout K) x gather(dy) (Cout K, N)   any stride
+ *   dweight   dW (Cout, Cin K) += dY (Cout, P) x col(x)^T (P, Cin K)      split over P
+ *
+ * with P = To Ho Wo output positions, N = T H W input positions, K = kt kh kw
+ * taps. The weight gradient's reduction (over P, tens of thousands of
+ * positions) is split into chunks that run in parallel; each chunk writes its
+ * partial sums and conv3d_backward_dweight_reduce adds them in chunk order.
+ *
+ * Summation orders here are not the C code's (that is what fast means), but
+ * every one is fixed, so a fast run is deterministic too. The file is built
+ * with the same flags as the strict kernels: no fast-math, no mad; fma()
+ * is written out where it is wanted.
+ */
+#define FG 16              /* the work-group is FG x FG work-items */
+#define FR 4               /* each work-item computes FR x FR outputs (a float4 per row) */
+#define FT (FG * FR)       /* rows and columns of a work-group's tile of C: 64 */
+#define FK 16              /* reduction depth of one step */
+#define FL (FT + 4)        /* row length of the local tiles: float4-aligned, +4 against bank conflicts */
+#define FA (FG * FG / FK)  /* rows of a tile one k-major load pass covers (16) */
+#define FB (FG * FG / FT)  /* rows of a tile one n-major load pass covers (4) */
+
+/* one step of the tile product, for the work-item's rows ly FR + r and
+   columns lx FR .. lx FR + 3 (one float4; fma on vectors is elementwise):
+       acc[r] += sum_kk As[kk][ly FR + r] * Bs[kk][lx FR ..] */
+static inline void tile_step(local const float *As, local const float *Bs, float4 acc[FR], int lx, int ly) {
+    for (int kk = 0; kk < FK; kk++) {
+        float4 a = vload4(0, As + kk * FL + ly * FR), b = vload4(0, Bs + kk * FL + lx * FR);
+        acc[0] = fma((float4)(a.s0), b, acc[0]);
+        acc[1] = fma((float4)(a.s1), b, acc[1]);
+        acc[2] = fma((float4)(a.s2), b, acc[2]);
+        acc[3] = fma((float4)(a.s3), b, acc[3]);
+    }
+}
+
+/* The reduction index k = i K + tap (input channel, kernel tap) of a load,
+   carried from one step to the next (k += FK) without a division */
+static inline void next_k(int *i, int *tap, int K) {
+    *tap += FK;
+    while (*tap >= K) *tap -= K, (*i)++;
+}
+
+/* the accumulators as res[r][c], for the output loops */
+static inline void tile_result(const float4 acc[FR], float res[FR][FR]) {
+    for (int r = 0; r < FR; r++) vstore4(acc[r], 0, res[r]);
+}
+
+/* tap -> (a, c, d) for a kt x kh x kw kernel in row-major order (3x3: constant divisors) */
+static inline void tap_split(int tap, int kh, int kw, int *a, int *c, int *d) {
+    if (kh == 3 && kw == 3) {
+        *a = tap / 9, *c = tap / 3 % 3, *d = tap % 3;
+    } else {
+        *a = tap / (kh * kw), *c = tap / kw % kh, *d = tap % kw;
+    }
+}
+
+/* Loading a tile, the two ways. k-major: a work-item keeps its reduction
+   index kk = lid % FK and copies rows lid / FK + FA q (q < FR); right for a
+   matrix whose consecutive k are consecutive in memory (weights, dy rows).
+   n-major: it keeps its column nn = lid % FT and copies reduction rows
+   lid / FT + FB q; right when consecutive columns are consecutive in memory
+   (input positions). Either way the tile is stored as tile[kk][column]. */
+
+/* y = conv(x) + bias, stride any: C = Y (Cout, P), A = weight (Cout, Cin K), B = col(x) */
+kernel __attribute__((reqd_work_group_size(FG, FG, 1)))
+void conv3d_forward_fast(global float *out, global const float *inp, global const float *weight,
+                         global const float *bias, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
+                         int st, int sh, int sw) {
+    local float As[FK * FL], Bs[FK * FL];
+    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw);
+    int K = kt * kh * kw, KR = Cin * K, P = To * Ho * Wo;
+    int lx = get_local_id(0), ly = get_local_id(1), lid = ly * FG + lx;
+    int n0 = get_group_id(0) * FT, m0 = get_group_id(1) * FT;
+    /* this work-item's column of B (n-major): an output position, its first tap */
+    int nn = lid % FT, n = n0 + nn;
+    int t = n / (Ho * Wo), h = n / Wo % Ho, w = n % Wo;
+    int tb = t * st - (kt - 1), yb = h * sh - kh / 2, xb = w * sw - kw / 2;
+    int bi[FR], btap[FR]; /* the input channel and tap of each of its FR rows of B */
+    for (int q = 0; q < FR; q++) {
+        int k = lid / FT + FB * q;
+        bi[q] = k / K, btap[q] = k - bi[q] * K;
+    }
+    float4 acc[FR] = {(float4)(0.0f), (float4)(0.0f), (float4)(0.0f), (float4)(0.0f)};
+    for (int k0 = 0; k0 < KR; k0 += FK) {
+        for (int q = 0; q < FR; q++) { /* A, k-major */
+            int kk = lid % FK, mm = lid / FK + FA * q, m = m0 + mm, k = k0 + kk;
+            As[kk * FL + mm] = m < Cout && k < KR ? weight[(size_t)m * KR + k] : 0.0f;
+        }
+        for (int q = 0; q < FR; q++) { /* B, n-major: x at tap k of position n, 0 in the padding */
+            int kk = lid / FT + FB * q, k = k0 + kk;
+            float v = 0.0f;
+            if (n < P && k < KR) {
+                int a, c, d;
+                tap_split(btap[q], kh, kw, &a, &c, &d);
+                int tt = tb + a, y = yb + c, x = xb + d;
+                if (tt >= 0 && y >= 0 && y < H && x >= 0 && x < W)
+                    v = inp[(((size_t)bi[q] * T + tt) * H + y) * W + x];
+            }
+            Bs[kk * FL + nn] = v;
+            next_k(&bi[q], &btap[q], K);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        tile_step(As, Bs, acc, lx, ly);
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    float res[FR][FR];
+    tile_result(acc, res);
+    for (int r = 0; r < FR; r++)
+        for (int c = 0; c < FR; c++) {
+            int m = m0 + ly * FR + r, nc = n0 + lx * FR + c;
+            if (m < Cout && nc < P) out[(size_t)m * P + nc] = bias ? res[r][c] + bias[m] : res[r][c];
+        }
+}
+
+/* dx = the gather of conv3d_backward, any stride:
+       dx[i,t,h,w] = sum_{o,a,c,d} W[o,i,a,c,d] * dy[o,t',h',w']  where t'st + a - (kt-1) = t,
+                     h'sh + c - ph = h, w'sw + d - pw = w
+   C = dX (Cin, N), A(i, (o, tap)) = W[o, i, tap], B((o, tap), n) = that dy or 0 */
+kernel __attribute__((reqd_work_group_size(FG, FG, 1)))
+void conv3d_backward_dinp_fast(global float *dinp, global const float *dout, global const float *weight, int Cin,
+                               int T, int H, int W, int Cout, int kt, int kh, int kw, int st, int sh, int sw) {
+    local float As[FK * FL], Bs[FK * FL];
+    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw);
+    int K = kt * kh * kw, KR = Cout * K, N = T * H * W, ph = kh / 2, pw = kw / 2;
+    int stride1 = st == 1 && sh == 1 && sw == 1;
+    int lx = get_local_id(0), ly = get_local_id(1), lid = ly * FG + lx;
+    int n0 = get_group_id(0) * FT, m0 = get_group_id(1) * FT;
+    int nn = lid % FT, n = n0 + nn;
+    int t = n / (H * W), h = n / W % H, w = n % W;
+    /* k = o K + tap of this work-item's column of A, and of each of its FR rows of B */
+    int ao = (lid % FK) / K, atap = lid % FK - ao * K, bo[FR], btap[FR];
+    for (int q = 0; q < FR; q++) {
+        int k = lid / FT + FB * q;
+        bo[q] = k / K, btap[q] = k - bo[q] * K;
+    }
+    float4 acc[FR] = {(float4)(0.0f), (float4)(0.0f), (float4)(0.0f), (float4)(0.0f)};
+    for (int k0 = 0; k0 < KR; k0 += FK) {
+        for (int q = 0; q < FR; q++) { /* A, k-major */
+            int kk = lid % FK, mm = lid / FK + FA * q, m = m0 + mm, k = k0 + kk;
+            As[kk * FL + mm] = m < Cin && k < KR ? weight[((size_t)ao * Cin + m) * K + atap] : 0.0f;
+        }
+        next_k(&ao, &atap, K);
+        for (int q = 0; q < FR; q++) { /* B, n-major */
+            int kk = lid / FT + FB * q, k = k0 + kk, o = bo[q], a, c, d;
+            float v = 0.0f;
+            if (n < N && k < KR) {
+                tap_split(btap[q], kh, kw, &a, &c, &d);
+                int num = t + (kt - 1) - a, hh = h + ph - c, ww = w + pw - d; /* = t' st, h' sh, w' sw */
+                if (stride1) {
+                    if (num < To && hh >= 0 && hh < Ho && ww >= 0 && ww < Wo)
+                        v = dout[(((size_t)o * To + num) * Ho + hh) * Wo + ww];
+                } else if (num % st == 0 && num / st < To && hh >= 0 && hh % sh == 0 && hh / sh < Ho && ww >= 0 &&
+                           ww % sw == 0 && ww / sw < Wo) {
+                    v = dout[(((size_t)o * To + num / st) * Ho + hh / sh) * Wo + ww / sw];
+                }
+            }
+            Bs[kk * FL + nn] = v;
+            next_k(&bo[q], &btap[q], K);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        tile_step(As, Bs, acc, lx, ly);
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    float res[FR][FR];
+    tile_result(acc, res);
+    for (int r = 0; r < FR; r++)
+        for (int c = 0; c < FR; c++) {
+            int m = m0 + ly * FR + r, nc = n0 + lx * FR + c;
+            if (m < Cin && nc < N) dinp[(size_t)m * N + nc] = res[r][c];
+        }
+}
+
+/* the weight gradient over one chunk of output positions (work-group z = the
+   chunk): part[z] (Cout, Cin K) = dY[:, chunk] x col(x)[:, chunk]^T.
+   A(o, p) = dy[o, p] and B(p, j) = col(x)[j, p], both k-major (consecutive p) */
+kernel __attribute__((reqd_work_group_size(FG, FG, 1)))
+void conv3d_backward_dweight_fast(global float *part, global const float *dout, global const float *inp, int Cin,
+                                  int T, int H, int W, int Cout, int kt, int kh, int kw, int st, int sh, int sw,
+                                  int chunk) {
+    local float As[FK * FL], Bs[FK * FL];
+    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw);
+    int K = kt * kh * kw, NJ = Cin * K, P = To * Ho * Wo;
+    int lx = get_local_id(0), ly = get_local_id(1), lid = ly * FG + lx;
+    int n0 = get_group_id(0) * FT, m0 = get_group_id(1) * FT, z = get_group_id(2);
+    int p0 = z * chunk, p1 = min(P, p0 + chunk);
+    /* the FR columns j of B this work-item copies: input channel and tap offsets */
+    int kk = lid % FK;
+    size_t ibase[FR];
+    int ta[FR], yc[FR], xd[FR], jok[FR];
+    for (int q = 0; q < FR; q++) {
+        int j = n0 + lid / FK + FA * q, i = j / K, a, c, d;
+        tap_split(j - i * K, kh, kw, &a, &c, &d);
+        jok[q] = j < NJ;
+        ibase[q] = (size_t)i * T * H * W;
+        ta[q] = a - (kt - 1), yc[q] = c - kh / 2, xd[q] = d - kw / 2;
+    }
+    /* the output position (t, h, w) of this work-item's row p = k0 + kk of A and B */
+    int pstart = p0 + kk, t = pstart / (Ho * Wo), h = pstart / Wo % Ho, w = pstart % Wo;
+    float4 acc[FR] = {(float4)(0.0f), (float4)(0.0f), (float4)(0.0f), (float4)(0.0f)};
+    for (int k0 = p0; k0 < p1; k0 += FK) {
+        int p = k0 + kk, pok = p < p1;
+        for (int q = 0; q < FR; q++) { /* A: dy rows */
+            int mm = lid / FK + FA * q, m = m0 + mm;
+            As[kk * FL + mm] = m < Cout && pok ? dout[(size_t)m * P + p] : 0.0f;
+        }
+        for (int q = 0; q < FR; q++) { /* B: x at tap j of position p, 0 in the padding */
+            int tt = t * st + ta[q], y = h * sh + yc[q], x = w * sw + xd[q];
+            float v = 0.0f;
+            if (pok && jok[q] && tt >= 0 && y >= 0 && y < H && x >= 0 && x < W)
+                v = inp[ibase[q] + ((size_t)tt * H + y) * W + x];
+            Bs[kk * FL + lid / FK + FA * q] = v;
+        }
+        for (w += FK; w >= Wo; w -= Wo) /* p += FK */
+            if (++h == Ho) h = 0, t++;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        tile_step(As, Bs, acc, lx, ly);
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    float res[FR][FR];
+    tile_result(acc, res);
+    for (int r = 0; r < FR; r++)
+        for (int c = 0; c < FR; c++) {
+            int m = m0 + ly * FR + r, j = n0 + lx * FR + c;
+            if (m < Cout && j < NJ) part[((size_t)z * Cout + m) * NJ + j] = res[r][c];
+        }
+}
+
+/* dW[j] += the chunks' partial sums, in chunk order */
+kernel void conv3d_backward_dweight_reduce(global float *dweight, global const float *part, ulong n, int chunks) {
+    size_t j = get_global_id(0);
+    if (j >= n) return;
+    float s = 0;
+    for (int z = 0; z < chunks; z++) s += part[z * n + j];
+    dweight[j] += s;
+}
+
+/* db[o] += sum of dy[o] over all P positions: one work-group of FG*FG per channel,
+   strided partial sums, then a tree in local memory */
+kernel __attribute__((reqd_work_group_size(FG * FG, 1, 1)))
+void conv3d_backward_dbias_fast(global float *dbias, global const float *dout, int P) {
+    local float red[FG * FG];
+    int o = get_group_id(0), lid = get_local_id(0);
+    global const float *dy = dout + (size_t)o * P;
+    float s = 0;
+    for (int p = lid; p < P; p += FG * FG) s += dy[p];
+    red[lid] = s;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int span = FG * FG / 2; span > 0; span /= 2) {
+        if (lid < span) red[lid] += red[lid + span];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (lid == 0) dbias[o] += red[0];
+}
+
+/* A batch of dense products with any strides, for attention (work-group z = the
+   batch entry b):  C[b](m, n) = alpha * sum_k A[b](m, k) B[b](k, n), where
+   X[b](i, j) = X[xoff + b * xbs + i * xi + j * xj]. A is loaded k-major, B n-major. */
+kernel __attribute__((reqd_work_group_size(FG, FG, 1)))
+void gemm_fast(global float *Cm, ulong coff, ulong cbs, int cm, int cn, global const float *A, ulong aoff, ulong abs_,
+               int am, int ak, global const float *B, ulong boff, ulong bbs, int bk, int bn, int M, int N, int K,
+               float alpha) {
+    local float As[FK * FL], Bs[FK * FL];
+    int lx = get_local_id(0), ly = get_local_id(1), lid = ly * FG + lx;
+    int n0 = get_group_id(0) * FT, m0 = get_group_id(1) * FT, b = get_group_id(2);
+    global const float *Ab = A + aoff + b * abs_, *Bb = B + boff + b * bbs;
+    global float *Cb = Cm + coff + b * cbs;
+    float4 acc[FR] = {(float4)(0.0f), (float4)(0.0f), (float4)(0.0f), (float4)(0.0f)};
+    for (int k0 = 0; k0 < K; k0 += FK) {
+        for (int q = 0; q < FR; q++) {
+            int kk = lid % FK, mm = lid / FK + FA * q, m = m0 + mm, k = k0 + kk;
+            As[kk * FL + mm] = m < M && k < K ? Ab[(size_t)m * am + (size_t)k * ak] : 0.0f;
+        }
+        for (int q = 0; q < FR; q++) {
+            int kk = lid / FT + FB * q, nn = lid % FT, n = n0 + nn, k = k0 + kk;
+            Bs[kk * FL + nn] = n < N && k < K ? Bb[(size_t)k * bk + (size_t)n * bn] : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        tile_step(As, Bs, acc, lx, ly);
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    float res[FR][FR];
+    tile_result(acc, res);
+    for (int r = 0; r < FR; r++)
+        for (int c = 0; c < FR; c++) {
+            int m = m0 + ly * FR + r, n = n0 + lx * FR + c;
+            if (m < M && n < N) Cb[(size_t)m * cm + (size_t)n * cn] = alpha * res[r][c];
+        }
+}
+
+/* Attention's row operations between the products. att is (N, L): row p holds
+   the scores (then probabilities) of token p against the L tokens of its
+   frame (frame mode, L = HW) or of the clip (causal, L = N); in causal mode
+   only r < (t+1) HW is allowed, the rest is set to 0 so that the dense
+   products that follow can run over whole rows. */
+kernel void attention_softmax_fast(global float *att, int T, int H, int W, int mode) {
+    int HW = H * W, N = T * HW, L = attn_row_len(mode, T, HW);
+    size_t p = get_global_id(0);
+    if (p >= (size_t)N) return;
+    int r0, r1;
+    attn_span(mode, p, HW, &r0, &r1);
+    int n = r1 - r0;
+    global float *a = att + p * L;
+    float mx = -INFINITY, sum = 0;
+    for (int r = 0; r < n; r++) mx = fmax(mx, a[r]);
+    for (int r = 0; r < n; r++) sum += (a[r] = ivae_expf(a[r] - mx));
+    for (int r = 0; r < n; r++) a[r] /= sum;
+    for (int r = n; r < L; r++) a[r] = 0;
+}
+
+/* ds = a * (da - sum_r a da), row by row (ds holds da on entry) */
+kernel void attention_dsoftmax_fast(global float *ds, global const float *att, int T, int H, int W, int mode) {
+    int HW = H * W, N = T * HW, L = attn_row_len(mode, T, HW);
+    size_t p = get_global_id(0);
+    if (p >= (size_t)N) return;
+    int r0, r1;
+    attn_span(mode, p, HW, &r0, &r1);
+    int n = r1 - r0;
+    global const float *a = att + p * L;
+    global float *d = ds + p * L;
+    float adot = 0;
+    for (int r = 0; r < n; r++) adot = fma(a[r], d[r], adot);
+    for (int r = 0; r < n; r++) d[r] = a[r] * (d[r] - adot);
+    for (int r = n; r < L; r++) d[r] = 0;
 }

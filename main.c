@@ -5,10 +5,13 @@
  *   ivae grad MODEL IN OUT          the debug state of SPEC 4 for one batch
  *   ivae diff EXPECTED ACTUAL       compare two tensor files (tolerances of SPEC 8)
  *   ivae info FILE                  what a safetensors file holds
+ *   ivae devices                    the OpenCL platforms and devices
+ *   ivae compare MODEL IN           CPU vs OpenCL, layer by layer
  *
  * Every error is one line on stderr and a non-zero exit status.
  */
 #include "ivae.h"
+#include "ivae_cl_model.h"
 #include "media.h"
 
 #include <math.h>
@@ -79,6 +82,57 @@ static int parse_list(const char *flag, const char *s, int *out, int max) {
         if (*end && *end != ',') die("%s: '%s' is not a list like 1,2,4,4", flag, s);
     }
     return n;
+}
+
+/* --- the device: --device cpu|cl, --cl-mode strict|fast -------------------- */
+
+typedef struct {
+    int cl;   /* run on the OpenCL device */
+    int fast; /* its fast kernels (else the strict, bit-identical ones) */
+} Device;
+
+#define DEVICE_HELP                                                                            \
+    "  --device cpu|cl  run on the CPU (default) or on the OpenCL device that\n"                 \
+    "                   IVAE_CL_PLATFORM / IVAE_CL_DEVICE choose (see ivae devices)\n"         \
+    "  --cl-mode strict|fast  OpenCL kernels: strict (default) gives the CPU's bits,\n"        \
+    "                   fast tiled ones agree within SPEC 8's tolerances\n"
+
+/* 1 if argv[*i] is --device or --cl-mode (its value consumed), else 0 */
+static int parse_device_flag(Device *d, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    if (strcmp(a, "--device") == 0) {
+        const char *v = flag_value(argc, argv, i);
+        if (strcmp(v, "cpu") && strcmp(v, "cl")) die("--device: '%s' (expected cpu or cl)", v);
+        d->cl = strcmp(v, "cl") == 0;
+        return 1;
+    }
+    if (strcmp(a, "--cl-mode") == 0) {
+        const char *v = flag_value(argc, argv, i);
+        if (strcmp(v, "strict") && strcmp(v, "fast")) die("--cl-mode: '%s' (expected strict or fast)", v);
+        d->fast = strcmp(v, "fast") == 0;
+        return 1;
+    }
+    return 0;
+}
+
+/* removes --device and --cl-mode from argv */
+static Device strip_device_flags(int *argc, char **argv) {
+    Device d = {0, 0};
+    int n = 0;
+    for (int i = 0; i < *argc; i++)
+        if (!parse_device_flag(&d, *argc, argv, &i)) argv[n++] = argv[i];
+    *argc = n;
+    return d;
+}
+
+/* the model on the OpenCL device, or a one-line error and exit 1 */
+static IvaeClModel *device_open(const char *cmd, const Device *d, IvaeModel *m, IvaeCl **cl) {
+    *cl = ivae_cl_new();
+    if (!*cl) die("%s --device cl: %s", cmd, ivae_error());
+    IvaeClModel *cm = ivae_cl_model_new(*cl, m, d->fast);
+    if (!cm) die("%s --device cl: %s", cmd, ivae_error());
+    fprintf(stderr, "ivae: %s on OpenCL (%s kernels), %s\n", cmd, d->fast ? "fast" : "strict", ivae_cl_describe(*cl));
+    return cm;
 }
 
 /* --- ivae init ------------------------------------------------------------ */
@@ -159,7 +213,8 @@ static const char *GRAD_HELP =
     "  --w-video X      loss weight of clips (default 1)\n"
     "  --beta X         KL weight (default 1e-6)\n"
     "  --w-opl X        outlier penalty weight (default 0)\n"
-    "  --ref-shape TxHxW  reference shape of the loss normalisation (default 17x64x64)\n";
+    "  --ref-shape TxHxW  reference shape of the loss normalisation (default 17x64x64)\n"
+    DEVICE_HELP;
 
 static void parse_loss_flag(IvaeLossOpts *o, int argc, char **argv, int *i) {
     const char *a = argv[*i];
@@ -192,6 +247,7 @@ static real *read_tensor(const IvaeSt *st, const char *name, int ndim, int64_t *
 static int cmd_grad(int argc, char **argv) {
     IvaeLossOpts opts;
     ivae_loss_defaults(&opts);
+    Device dev = {0, 0};
     const char *files[3];
     int nf = 0;
     for (int i = 0; i < argc; i++) {
@@ -199,6 +255,7 @@ static int cmd_grad(int argc, char **argv) {
             fputs(GRAD_HELP, stdout);
             return 0;
         }
+        if (parse_device_flag(&dev, argc, argv, &i)) continue;
         if (argv[i][0] == '-' && argv[i][1]) parse_loss_flag(&opts, argc, argv, &i);
         else if (nf < 3) files[nf++] = argv[i];
         else die("grad: too many arguments (usage: ivae grad MODEL IN OUT)");
@@ -241,10 +298,19 @@ static int cmd_grad(int argc, char **argv) {
     }
 
     IvaeLoss L;
+    IvaeCl *cl = NULL;
+    IvaeClModel *cm = dev.cl ? device_open("grad", &dev, m, &cl) : NULL;
     double t0 = now_s();
-    ivae_zero_grad(m);
-    if (ivae_batch_grad(m, s, B, &opts, &L) != 0) die("%s", ivae_error());
+    if (cm) { /* the same step on the device; the gradients come back for the file */
+        if (ivae_cl_zero_grad(cm) != 0 || ivae_cl_batch_grad(cm, s, B, &opts, &L) != 0) die("%s", ivae_error());
+    } else {
+        ivae_zero_grad(m);
+        if (ivae_batch_grad(m, s, B, &opts, &L) != 0) die("%s", ivae_error());
+    }
     double dt = now_s() - t0;
+    if (cm && ivae_cl_get_grads(cm, m->grads) != 0) die("%s", ivae_error());
+    ivae_cl_model_free(cm);
+    ivae_cl_free(cl);
 
     /* the debug state */
     int n = 3 + 4 * B + m->n_tensors;
@@ -449,20 +515,25 @@ static const char *RECON_HELP =
     "or else a folder of numbered PNG frames) and prints PSNR and SSIM. Frames\n"
     "are cut to 1 + 4k and the size to a multiple of 8 (a centre crop).\n"
     "\n"
-    "  --frames N   use at most N frames (default: all)\n";
+    "  --frames N   use at most N frames (default: all)\n"
+    DEVICE_HELP;
 
 static const char *ENCODE_HELP =
     "usage: ivae encode MODEL INPUT LATENT.safetensors [--frames N]\n"
     "\n"
     "Writes the latent mean mu (z, T', H', W') of INPUT (an image, a folder of\n"
     "numbered frames or a .y4m clip) as tensor \"mu\", with the input's shape in\n"
-    "the metadata. Frames are cut to 1 + 4k, the size to a multiple of 8.\n";
+    "the metadata. Frames are cut to 1 + 4k, the size to a multiple of 8.\n"
+    "\n"
+    DEVICE_HELP;
 
 static const char *DECODE_HELP =
     "usage: ivae decode MODEL LATENT.safetensors OUTPUT\n"
     "\n"
     "Decodes tensor \"mu\" of LATENT (as written by ivae encode) and writes OUTPUT:\n"
-    "a .png for a single frame, a .y4m, or else a folder of numbered PNG frames.\n";
+    "a .png for a single frame, a .y4m, or else a folder of numbered PNG frames.\n"
+    "\n"
+    DEVICE_HELP;
 
 /* the input as the model takes it: 1 + k*tf frames, sides a multiple of fs (centre crop) */
 static void load_for_model(const IvaeModel *m, const char *path, int max_frames, Clip *out) {
@@ -475,6 +546,15 @@ static void load_for_model(const IvaeModel *m, const char *path, int max_frames,
     if (cut.T != raw.T || H != raw.H || W != raw.W)
         fprintf(stderr, "ivae: note: %s: using %d of %d frames, %dx%d of %dx%d pixels\n", path, cut.T, raw.T, H, W, raw.H, raw.W);
     clip_free(&raw), clip_free(&cut);
+}
+
+/* ivae_encode / ivae_decode, or their OpenCL twins when cm is not NULL */
+static int run_encode(IvaeClModel *cm, IvaeModel *m, const real *x, int T, int H, int W, real *mu) {
+    return cm ? ivae_cl_encode(cm, x, T, H, W, mu) : ivae_encode(m, x, T, H, W, mu);
+}
+
+static int run_decode(IvaeClModel *cm, IvaeModel *m, const real *z, int Tz, int Hz, int Wz, real *xhat) {
+    return cm ? ivae_cl_decode(cm, z, Tz, Hz, Wz, xhat) : ivae_decode(m, z, Tz, Hz, Wz, xhat);
 }
 
 static int parse_frames_flag(int *argc, char **argv) {
@@ -493,10 +573,13 @@ static int parse_frames_flag(int *argc, char **argv) {
 static int cmd_recon(int argc, char **argv) {
     for (int i = 0; i < argc; i++)
         if (is_help(argv[i])) return fputs(RECON_HELP, stdout), 0;
+    Device dev = strip_device_flags(&argc, argv);
     int frames = parse_frames_flag(&argc, argv);
     if (argc != 3) die("recon: expected MODEL INPUT OUTPUT (see ivae recon --help)");
     IvaeModel *m = ivae_load(argv[0]);
     if (!m) die("%s", ivae_error());
+    IvaeCl *cl = NULL;
+    IvaeClModel *cm = dev.cl ? device_open("recon", &dev, m, &cl) : NULL;
     Clip in, rec;
     load_for_model(m, argv[1], frames, &in);
     int Tz, Hz, Wz;
@@ -504,8 +587,9 @@ static int cmd_recon(int argc, char **argv) {
     real *mu = must_malloc((size_t)m->cfg.z_ch * Tz * Hz * Wz * sizeof(real));
     rec = (Clip){in.T, in.H, in.W, must_malloc((size_t)3 * in.T * in.H * in.W * sizeof(float))};
     double t0 = now_s();
-    if (ivae_encode(m, in.px, in.T, in.H, in.W, mu) != 0 || ivae_decode(m, mu, Tz, Hz, Wz, rec.px) != 0) die("%s", ivae_error());
+    if (run_encode(cm, m, in.px, in.T, in.H, in.W, mu) != 0 || run_decode(cm, m, mu, Tz, Hz, Wz, rec.px) != 0) die("%s", ivae_error());
     double dt = now_s() - t0;
+    ivae_cl_model_free(cm), ivae_cl_free(cl);
     if (media_save(argv[2], &rec) != 0) die("%s", ivae_error());
     printf("%s: %d frame%s of %dx%d, latent %dx%dx%dx%d; PSNR %.2f dB, SSIM %.4f (%.2f s)\n", argv[1], in.T,
            in.T > 1 ? "s" : "", in.H, in.W, m->cfg.z_ch, Tz, Hz, Wz, clip_psnr(&in, &rec), clip_ssim(&in, &rec), dt);
@@ -518,16 +602,20 @@ static int cmd_recon(int argc, char **argv) {
 static int cmd_encode(int argc, char **argv) {
     for (int i = 0; i < argc; i++)
         if (is_help(argv[i])) return fputs(ENCODE_HELP, stdout), 0;
+    Device dev = strip_device_flags(&argc, argv);
     int frames = parse_frames_flag(&argc, argv);
     if (argc != 3) die("encode: expected MODEL INPUT LATENT (see ivae encode --help)");
     IvaeModel *m = ivae_load(argv[0]);
     if (!m) die("%s", ivae_error());
+    IvaeCl *cl = NULL;
+    IvaeClModel *cm = dev.cl ? device_open("encode", &dev, m, &cl) : NULL;
     Clip in;
     load_for_model(m, argv[1], frames, &in);
     int Tz, Hz, Wz;
     if (ivae_latent_shape(&m->cfg, in.T, in.H, in.W, &Tz, &Hz, &Wz) != 0) die("%s", ivae_error());
     real *mu = must_malloc((size_t)m->cfg.z_ch * Tz * Hz * Wz * sizeof(real));
-    if (ivae_encode(m, in.px, in.T, in.H, in.W, mu) != 0) die("%s", ivae_error());
+    if (run_encode(cm, m, in.px, in.T, in.H, in.W, mu) != 0) die("%s", ivae_error());
+    ivae_cl_model_free(cm), ivae_cl_free(cl);
     char T[16], H[16], W[16];
     snprintf(T, sizeof T, "%d", in.T), snprintf(H, sizeof H, "%d", in.H), snprintf(W, sizeof W, "%d", in.W);
     const char *meta[] = {"input_frames", T, "input_height", H, "input_width", W};
@@ -542,9 +630,12 @@ static int cmd_encode(int argc, char **argv) {
 static int cmd_decode(int argc, char **argv) {
     for (int i = 0; i < argc; i++)
         if (is_help(argv[i])) return fputs(DECODE_HELP, stdout), 0;
+    Device dev = strip_device_flags(&argc, argv);
     if (argc != 3) die("decode: expected MODEL LATENT OUTPUT (see ivae decode --help)");
     IvaeModel *m = ivae_load(argv[0]);
     if (!m) die("%s", ivae_error());
+    IvaeCl *cl = NULL;
+    IvaeClModel *cm = dev.cl ? device_open("decode", &dev, m, &cl) : NULL;
     IvaeSt *st = ivae_st_open(argv[1]);
     if (!st) die("%s", ivae_error());
     int64_t shape[4];
@@ -553,7 +644,8 @@ static int cmd_decode(int argc, char **argv) {
     int fs = ivae_space_factor(&m->cfg), T = (int)(shape[1] - 1) * ivae_time_factor(&m->cfg) + 1;
     Clip out = {T, (int)shape[2] * fs, (int)shape[3] * fs, NULL};
     out.px = must_malloc((size_t)3 * out.T * out.H * out.W * sizeof(float));
-    if (ivae_decode(m, mu, (int)shape[1], (int)shape[2], (int)shape[3], out.px) != 0) die("%s", ivae_error());
+    if (run_decode(cm, m, mu, (int)shape[1], (int)shape[2], (int)shape[3], out.px) != 0) die("%s", ivae_error());
+    ivae_cl_model_free(cm), ivae_cl_free(cl);
     if (media_save(argv[2], &out) != 0) die("%s", ivae_error());
     printf("%s: latent (%lld,%lld,%lld,%lld) -> %dx%dx%d; wrote %s\n", argv[1], (long long)shape[0], (long long)shape[1],
            (long long)shape[2], (long long)shape[3], out.T, out.H, out.W, argv[2]);
@@ -561,6 +653,351 @@ static int cmd_decode(int argc, char **argv) {
     ivae_st_close(st);
     ivae_model_free(m);
     return 0;
+}
+
+/* --- ivae devices ----------------------------------------------------------- */
+
+static const char *DEVICES_HELP =
+    "usage: ivae devices\n"
+    "\n"
+    "Lists the OpenCL platforms and devices (name, version, compute units,\n"
+    "memory, whether float divide and sqrt are correctly rounded, which the\n"
+    "strict mode needs), then opens the one IVAE_CL_PLATFORM / IVAE_CL_DEVICE\n"
+    "choose (default 0 and 0) and builds kernels.cl for it.\n"
+    "Exit status 1 if there is no OpenCL platform or the chosen device fails.\n";
+
+static int cmd_devices(int argc, char **argv) {
+    if (argc > 0 && is_help(argv[0])) return fputs(DEVICES_HELP, stdout), 0;
+    if (argc > 0) die("devices: no arguments expected (see ivae devices --help)");
+    if (ivae_cl_print_devices(stdout) != 0) die("devices: %s", ivae_error());
+    fflush(stdout);
+    double t0 = now_s();
+    IvaeCl *cl = ivae_cl_new();
+    if (!cl) die("devices: %s", ivae_error());
+    printf("chosen (IVAE_CL_PLATFORM, IVAE_CL_DEVICE): %s; kernels.cl built in %.1f s\n", ivae_cl_describe(cl),
+           now_s() - t0);
+    ivae_cl_free(cl);
+    return 0;
+}
+
+/* --- ivae compare ----------------------------------------------------------- */
+
+static const char *COMPARE_HELP =
+    "usage: ivae compare [options] MODEL.safetensors IN.safetensors\n"
+    "\n"
+    "Runs the forward and backward pass of ivae grad on the batch IN on the CPU\n"
+    "and on the OpenCL device, side by side, and compares them tensor by tensor:\n"
+    "first in forward order (every block's output for each sample, with mu, logvar\n"
+    "and xhat), then the loss, then in backward order (every parameter gradient,\n"
+    "block by block as the backward pass visits them, then dL/dx of each sample).\n"
+    "Each line: the largest absolute difference, the relative error\n"
+    "e = max|a-b| / max|b| of SPEC 8 (b = CPU), the largest distance in float32 ulps.\n"
+    "The verdict names the first tensor that diverges: in strict mode any bit that\n"
+    "differs, in fast mode e above 1e-5 (outputs) or 1e-4 (gradients).\n"
+    "Exit status 0 when everything agrees, 1 otherwise or without an OpenCL device.\n"
+    "\n"
+    "  --cl-mode strict|fast   the OpenCL kernels to check (default strict)\n"
+    "  --quiet                 print only the tensors that diverge, and the verdict\n"
+    "  --w-image, --w-video, --beta, --w-opl, --ref-shape   the loss, as ivae grad\n";
+
+typedef struct {
+    int strict, quiet;
+    int rows, bad;
+    char first[200];
+    double worst_out, worst_grad;
+    char heading[200]; /* the table's next heading, printed before its first line */
+} Compare;
+
+/* a heading of the table (with --quiet only if a line follows it) */
+static void compare_heading(Compare *c, const char *title, int columns) {
+    if (columns)
+        snprintf(c->heading, sizeof c->heading, "\n%-4s %-50s %-15s %10s %10s %9s\n", "", title, "shape", "max|a-b|", "e",
+                 "ulp");
+    else
+        snprintf(c->heading, sizeof c->heading, "\n%-4s %s\n", "", title);
+}
+
+/* one line of the table, and the verdict's bookkeeping */
+static void compare_report(Compare *c, const char *name, const char *shape, double maxd, double e, int64_t maxu,
+                           size_t ndiff, size_t n, int nan, int is_grad) {
+    double tol = is_grad ? 1e-4 : 1e-5;
+    int ok = c->strict ? ndiff == 0 : !nan && e <= tol;
+    if (is_grad && e > c->worst_grad) c->worst_grad = e;
+    if (!is_grad && e > c->worst_out) c->worst_out = e;
+    c->rows++;
+    if (!ok) {
+        c->bad++;
+        if (!c->first[0])
+            snprintf(c->first, sizeof c->first, "%s (%zu of %zu values differ, e %.3g, %lld ulp%s)", name, ndiff, n, e,
+                     (long long)maxu, nan ? ", NaN on one side" : "");
+    }
+    if (ok && c->quiet) return;
+    fputs(c->heading, stdout);
+    c->heading[0] = 0;
+    printf("%-4s %-50s %-15s %10.3e %10.3e %9lld", ok ? "ok" : c->strict ? "DIFF" : "FAIL", name, shape, maxd, e,
+           (long long)maxu);
+    if (ndiff && (c->strict || !ok)) printf("  %zu of %zu differ%s", ndiff, n, nan ? " (NaN)" : "");
+    printf("\n");
+}
+
+/* one tensor: the CPU's values b and the device's a, n floats */
+static void compare_row(Compare *c, const char *name, const int *shape, int ndim, const real *b, const real *a, size_t n,
+                        int is_grad) {
+    double maxd = 0, maxb = 0;
+    int64_t maxu = 0;
+    size_t ndiff = 0;
+    int nan = 0;
+    for (size_t j = 0; j < n; j++) {
+        if (fabs((double)b[j]) > maxb) maxb = fabs((double)b[j]);
+        if (memcmp(&a[j], &b[j], sizeof(real)) == 0) continue;
+        ndiff++;
+        if (a[j] != a[j] || b[j] != b[j]) {
+            nan = 1;
+            continue;
+        }
+        double d = fabs((double)a[j] - (double)b[j]);
+        if (d > maxd) maxd = d;
+        int64_t u = ulp_dist((float)a[j], (float)b[j]);
+        if (u > maxu) maxu = u;
+    }
+    char sh[64] = "";
+    for (int d = 0; d < ndim; d++) snprintf(sh + strlen(sh), sizeof sh - strlen(sh), "%s%d", d ? "x" : "", shape[d]);
+    compare_report(c, name, sh, nan ? INFINITY : maxd, nan ? INFINITY : maxb > 0 ? maxd / maxb : maxd, maxu, ndiff, n,
+                   nan, is_grad);
+}
+
+/* a double the C code returns (loss, rec, kl): its bits, its relative error */
+static void compare_scalar(Compare *c, const char *name, double b, double a) {
+    int differ = memcmp(&a, &b, sizeof a) != 0, nan = differ && (a != a || b != b);
+    double d = fabs(a - b);
+    compare_report(c, name, "(double)", d, b != 0 ? d / fabs(b) : d, ulp_dist((float)a, (float)b), differ, 1, nan, 0);
+}
+
+/* block outputs of the last pass on both sides, then the latent and xhat */
+static void compare_forward(Compare *c, IvaeModel *m, IvaeClModel *cm, int i, const IvaeSample *sc, const IvaeSample *sd,
+                            const int64_t *zs) {
+    char name[160];
+    for (int dec = 0; dec < 2; dec++) {
+        IvaeBlockDesc d[256];
+        int nb = ivae_graph(m, dec, d, 256);
+        for (int j = 0; j < nb; j++) {
+            int shape[4], dshape[4];
+            const real *b = ivae_block_output(m, dec, j, shape);
+            if (!b || ivae_cl_block_output(cm, dec, j, dshape, NULL) != 0) die("compare: %s: no output", d[j].name);
+            if (memcmp(shape, dshape, sizeof shape)) die("compare: %s: the device's output has another shape", d[j].name);
+            size_t n = (size_t)shape[0] * shape[1] * shape[2] * shape[3];
+            real *a = must_malloc(n * sizeof(real));
+            if (ivae_cl_block_output(cm, dec, j, dshape, a) != 0) die("%s", ivae_error());
+            snprintf(name, sizeof name, "sample %d  %s", i, d[j].name);
+            compare_row(c, name, shape, 4, b, a, n, 0);
+            free(a);
+        }
+        if (dec == 0) {
+            int shape[4] = {(int)zs[0], (int)zs[1], (int)zs[2], (int)zs[3]};
+            size_t nz = (size_t)shape[0] * shape[1] * shape[2] * shape[3];
+            snprintf(name, sizeof name, "sample %d  mu", i);
+            compare_row(c, name, shape, 4, sc->mu, sd->mu, nz, 0);
+            snprintf(name, sizeof name, "sample %d  logvar", i);
+            compare_row(c, name, shape, 4, sc->logvar, sd->logvar, nz, 0);
+        }
+    }
+    int xs[4] = {3, sc->T, sc->H, sc->W};
+    snprintf(name, sizeof name, "sample %d  xhat", i);
+    compare_row(c, name, xs, 4, sc->xhat, sd->xhat, (size_t)3 * sc->T * sc->H * sc->W, 0);
+}
+
+/* one parameter's gradient row, found by its offset */
+static void compare_param(Compare *c, const IvaeModel *m, const real *dgrads, size_t offset, int *seen) {
+    for (int t = 0; t < m->n_tensors; t++) {
+        const IvaeParamInfo *p = &m->info[t];
+        if (p->offset != offset) continue;
+        char name[160];
+        snprintf(name, sizeof name, "grad.%s", p->name);
+        compare_row(c, name, p->shape, p->ndim, m->grads + p->offset, dgrads + p->offset, p->numel, 1);
+        seen[t] = 1;
+        return;
+    }
+}
+
+static void compare_conv(Compare *c, const IvaeModel *m, const real *dgrads, const IvaeConvDesc *d, int *seen) {
+    compare_param(c, m, dgrads, d->w, seen);
+    compare_param(c, m, dgrads, d->b, seen);
+}
+
+/* the parameter gradients block by block, decoder then encoder, each from its
+   last block back, in the order block_backward reaches the convs */
+static void compare_backward(Compare *c, IvaeModel *m, const real *dgrads) {
+    int *seen = calloc(m->n_tensors, sizeof(int));
+    if (!seen) die("out of memory");
+    for (int dec = 1; dec >= 0; dec--) {
+        IvaeBlockDesc d[256];
+        int nb = ivae_graph(m, dec, d, 256);
+        for (int j = nb - 1; j >= 0; j--) {
+            switch (d[j].kind) {
+            case IVAE_BLK_RES:
+                compare_conv(c, m, dgrads, &d[j].c2, seen);
+                compare_param(c, m, dgrads, d[j].c2_scale, seen);
+                compare_param(c, m, dgrads, d[j].c2_gain, seen);
+                compare_conv(c, m, dgrads, &d[j].c1, seen);
+                compare_param(c, m, dgrads, d[j].c1_scale, seen);
+                compare_param(c, m, dgrads, d[j].c1_gain, seen);
+                if (d[j].shortcut) compare_conv(c, m, dgrads, &d[j].conv, seen);
+                break;
+            case IVAE_BLK_ATTN:
+                compare_conv(c, m, dgrads, &d[j].proj, seen);
+                compare_conv(c, m, dgrads, &d[j].conv, seen);
+                break;
+            default:
+                compare_conv(c, m, dgrads, &d[j].conv, seen);
+            }
+        }
+    }
+    for (int t = 0; t < m->n_tensors; t++) /* none should be left; if one is, it is still compared */
+        if (!seen[t]) compare_param(c, m, dgrads, m->info[t].offset, seen);
+    free(seen);
+}
+
+/* the batch of IN (x.i, eps.i), with room for every output, as ivae grad reads it */
+static IvaeSample *load_batch(const char *path, const IvaeModel *m, int *B_out, int64_t (**zshape)[4]) {
+    IvaeSt *in = ivae_st_open(path);
+    if (!in) die("%s", ivae_error());
+    int B = 0;
+    char name[64];
+    for (;; B++) {
+        snprintf(name, sizeof name, "x.%d", B);
+        if (!ivae_st_find(in, name)) break;
+    }
+    if (B == 0) die("%s: no input clips (expected tensors x.0, x.1, ...)", path);
+    IvaeSample *s = calloc(B, sizeof *s);
+    *zshape = calloc(B, sizeof **zshape);
+    if (!s || !*zshape) die("out of memory");
+    for (int i = 0; i < B; i++) {
+        int64_t xs[4], es[4];
+        int Tz, Hz, Wz;
+        snprintf(name, sizeof name, "x.%d", i);
+        real *x = read_tensor(in, name, 4, xs);
+        if (xs[0] != 3) die("%s: x.%d has %lld channels (RGB clips have 3)", path, i, (long long)xs[0]);
+        if (ivae_latent_shape(&m->cfg, (int)xs[1], (int)xs[2], (int)xs[3], &Tz, &Hz, &Wz) != 0)
+            die("%s: x.%d: %s", path, i, ivae_error());
+        snprintf(name, sizeof name, "eps.%d", i);
+        real *eps = read_tensor(in, name, 4, es);
+        if (es[0] != m->cfg.z_ch || es[1] != Tz || es[2] != Hz || es[3] != Wz)
+            die("%s: eps.%d has shape (%lld,%lld,%lld,%lld) but x.%d's latent is (%d,%d,%d,%d)", path, i,
+                (long long)es[0], (long long)es[1], (long long)es[2], (long long)es[3], i, m->cfg.z_ch, Tz, Hz, Wz);
+        size_t nx = (size_t)3 * xs[1] * xs[2] * xs[3], nz = (size_t)m->cfg.z_ch * Tz * Hz * Wz;
+        s[i] = (IvaeSample){.x = x, .T = (int)xs[1], .H = (int)xs[2], .W = (int)xs[3], .eps = eps,
+                            .mu = must_malloc(nz * sizeof(real)), .logvar = must_malloc(nz * sizeof(real)),
+                            .xhat = must_malloc(nx * sizeof(real)), .dx = must_malloc(nx * sizeof(real))};
+        (*zshape)[i][0] = m->cfg.z_ch, (*zshape)[i][1] = Tz, (*zshape)[i][2] = Hz, (*zshape)[i][3] = Wz;
+    }
+    ivae_st_close(in);
+    *B_out = B;
+    return s;
+}
+
+static int cmd_compare(int argc, char **argv) {
+    IvaeLossOpts opts;
+    ivae_loss_defaults(&opts);
+    Device dev = {1, 0};
+    Compare c;
+    memset(&c, 0, sizeof c);
+    const char *files[2];
+    int nf = 0;
+    for (int i = 0; i < argc; i++) {
+        if (is_help(argv[i])) return fputs(COMPARE_HELP, stdout), 0;
+        if (parse_device_flag(&dev, argc, argv, &i)) {
+            if (!dev.cl) die("compare: --device cpu makes no sense here (it always runs both)");
+        } else if (strcmp(argv[i], "--quiet") == 0) c.quiet = 1;
+        else if (argv[i][0] == '-' && argv[i][1]) parse_loss_flag(&opts, argc, argv, &i);
+        else if (nf < 2) files[nf++] = argv[i];
+        else die("compare: too many arguments (usage: ivae compare MODEL IN)");
+    }
+    if (nf != 2) die("compare: expected MODEL IN (see ivae compare --help)");
+    c.strict = !dev.fast;
+    IvaeModel *m = ivae_load(files[0]);
+    if (!m) die("%s", ivae_error());
+    int B;
+    int64_t (*zshape)[4];
+    IvaeSample *s = load_batch(files[1], m, &B, &zshape), *sd = calloc(B, sizeof *sd);
+    real *dgrads = must_malloc(m->n_params * sizeof(real));
+    if (!sd) die("out of memory");
+    for (int i = 0; i < B; i++) { /* the device's outputs go to arrays of their own */
+        size_t nx = (size_t)3 * s[i].T * s[i].H * s[i].W, nz = (size_t)zshape[i][0] * zshape[i][1] * zshape[i][2] * zshape[i][3];
+        sd[i] = s[i];
+        sd[i].mu = must_malloc(nz * sizeof(real)), sd[i].logvar = must_malloc(nz * sizeof(real));
+        sd[i].xhat = must_malloc(nx * sizeof(real)), sd[i].dx = must_malloc(nx * sizeof(real));
+    }
+    IvaeCl *cl = ivae_cl_new();
+    if (!cl) die("compare: %s", ivae_error());
+    IvaeClModel *cm = ivae_cl_model_new(cl, m, dev.fast);
+    if (!cm) die("compare: %s", ivae_error());
+
+    printf("ivae compare: the CPU reference vs OpenCL %s kernels on %s\n", dev.fast ? "fast" : "strict",
+           ivae_cl_describe(cl));
+    printf("model %s (%zu parameters), batch %s:", files[0], m->n_params, files[1]);
+    for (int i = 0; i < B; i++) printf("%s3x%dx%dx%d", i ? ", " : " ", s[i].T, s[i].H, s[i].W);
+    printf("\n%s\n", c.strict ? "strict: every bit must agree (DIFF: some bits differ)"
+                              : "fast: e <= 1e-5 for outputs, 1e-4 for gradients (SPEC 8)");
+    printf("columns: max|a-b|, e = max|a-b| / max|b| (b = CPU), the largest distance in float32 ulps\n");
+    fflush(stdout);
+
+    /* Forward, sample by sample. Block outputs exist for the last sample of a
+       pass only, so samples 0 .. B-2 first run alone on both sides (the
+       forward pass does not depend on the rest of the batch); the whole
+       batch then gives the last sample's outputs, the loss and the gradients. */
+    double t_cpu = 0, t_cl = 0;
+    IvaeLoss Lc, Ld;
+    compare_heading(&c, "forward: block outputs", 1);
+    for (int i = 0; i < B; i++) {
+        int whole = i == B - 1;
+        IvaeSample *bc = whole ? s : &s[i], *bd = whole ? sd : &sd[i];
+        int n = whole ? B : 1;
+        double t0 = now_s();
+        ivae_zero_grad(m);
+        if (ivae_batch_grad(m, bc, n, &opts, &Lc) != 0) die("%s", ivae_error());
+        double t1 = now_s();
+        if (ivae_cl_zero_grad(cm) != 0 || ivae_cl_batch_grad(cm, bd, n, &opts, &Ld) != 0) die("%s", ivae_error());
+        double t2 = now_s();
+        if (whole) t_cpu = t1 - t0, t_cl = t2 - t1;
+        compare_forward(&c, m, cm, i, &s[i], &sd[i], zshape[i]);
+        fflush(stdout);
+    }
+    compare_heading(&c, "loss (the whole batch)", 0);
+    compare_scalar(&c, "loss", Lc.loss, Ld.loss);
+    compare_scalar(&c, "rec", Lc.rec, Ld.rec);
+    compare_scalar(&c, "kl", Lc.kl, Ld.kl);
+    if (opts.w_opl != 0) compare_scalar(&c, "opl", Lc.opl, Ld.opl);
+
+    compare_heading(&c, "backward: gradients", 1);
+    if (ivae_cl_get_grads(cm, dgrads) != 0) die("%s", ivae_error());
+    compare_backward(&c, m, dgrads);
+    for (int i = 0; i < B; i++) {
+        char name[64];
+        int xs[4] = {3, s[i].T, s[i].H, s[i].W};
+        snprintf(name, sizeof name, "grad.x.%d", i);
+        compare_row(&c, name, xs, 4, s[i].dx, sd[i].dx, (size_t)3 * s[i].T * s[i].H * s[i].W, 1);
+    }
+
+    printf("\ntime for the batch's forward+backward: CPU %.2f s, OpenCL %s %.2f s\n", t_cpu, dev.fast ? "fast" : "strict",
+           t_cl);
+    if (c.bad)
+        printf("FAIL: %d of %d tensors diverge; the first, in the order above: %s\n", c.bad, c.rows, c.first);
+    else if (c.strict)
+        printf("PASS: all %d tensors bit-identical (strict)\n", c.rows);
+    else
+        printf("PASS: all %d tensors within SPEC 8 (fast); worst e: outputs %.3e, gradients %.3e\n", c.rows, c.worst_out,
+               c.worst_grad);
+
+    ivae_cl_model_free(cm);
+    ivae_cl_free(cl);
+    for (int i = 0; i < B; i++) {
+        free((void *)s[i].x), free((void *)s[i].eps);
+        free(s[i].mu), free(s[i].logvar), free(s[i].xhat), free(s[i].dx);
+        free(sd[i].mu), free(sd[i].logvar), free(sd[i].xhat), free(sd[i].dx);
+    }
+    free(s), free(sd), free(zshape), free(dgrads);
+    ivae_model_free(m);
+    return c.bad ? 1 : 0;
 }
 
 /* --- ivae info ------------------------------------------------------------ */
@@ -612,6 +1049,8 @@ static const char *HELP =
     "  batch   write a random input batch for grad\n"
     "  diff    compare two tensor files within SPEC 8's tolerances (or bit for bit)\n"
     "  info    list what a safetensors file holds\n"
+    "  devices list the OpenCL platforms and devices\n"
+    "  compare run grad on the CPU and on OpenCL; compare layer by layer\n"
     "\n"
     "Run 'ivae COMMAND --help' for the options of each.\n";
 
@@ -631,6 +1070,8 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "diff") == 0) return cmd_diff(argc - 2, argv + 2);
     if (strcmp(cmd, "batch") == 0) return cmd_batch(argc - 2, argv + 2);
     if (strcmp(cmd, "info") == 0) return cmd_info(argc - 2, argv + 2);
+    if (strcmp(cmd, "devices") == 0) return cmd_devices(argc - 2, argv + 2);
+    if (strcmp(cmd, "compare") == 0) return cmd_compare(argc - 2, argv + 2);
     die("unknown command '%s' (run ivae --help)", cmd);
     return 1;
 }

@@ -8,7 +8,8 @@
 #   4. threads        OMP_NUM_THREADS=1, 2 and 3 give identical bits
 #   5. sanitizer      the ASan/UBSan build gives the same bits as the normal one
 #   6. training       a short run learns; exact resume; atomic checkpoints; recon
-#   7. OpenCL         every kernel bit-identical to its C twin (pocl)
+#   7. OpenCL         every kernel and the model on the device bit-identical to
+#                     the CPU (strict), fast kernels within SPEC 8 (pocl)
 #   8. bad input      malformed files and arguments: one-line errors, no crash
 set -u
 cd "$(dirname "$0")/.."
@@ -88,10 +89,11 @@ step "6b. training, resume, atomic checkpoints, media commands"
 sh test/test_train.sh > "$OUT/test_train.log" 2>&1 || fail test_train
 cat "$OUT/test_train.log"
 
-step "7. OpenCL: every layer bit-identical to the CPU reference (pocl in CI)"
+step "7. OpenCL: every layer and the whole model bit-identical to the CPU reference, fast mode within SPEC 8 (pocl in CI)"
 if [ -x test/test_cl ]; then
     ./test/test_cl > "$OUT/test_cl.log" 2>&1 || fail test_cl
     grep -v '^ok' "$OUT/test_cl.log"
+    OUT="$OUT/cl_model" PYTHON="$PYTHON" sh test/test_cl_model.sh || fail "OpenCL program (test/test_cl_model.sh)"
 else
     echo "SKIP: built without OpenCL (apt-get install ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd)"
 fi

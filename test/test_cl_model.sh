@@ -1,0 +1,142 @@
+#!/bin/sh
+# test/test_cl_model.sh: the ivae program on the OpenCL device, end to end
+# (test/run.sh step 7; test/test_cl checks the kernels and the C API).
+#
+#   1. grad --device cl (strict) == grad on the CPU, byte for byte (cmp), for
+#      ivae-s on a 3x9x32x32 clip + a 3x1x32x32 image, and for a small
+#      causal-attention config with the outlier penalty on three shapes
+#   2. grad --cl-mode fast within SPEC 8's tolerances (ivae diff) on both
+#   3. ivae compare exits 0, strict and fast (small config)
+#   4. encode / decode / recon --device cl: the same files as on the CPU
+#   5. errors: no OpenCL platform (OCL_ICD_VENDORS = an empty directory): one
+#      clear line and exit 1, and the CPU path still works; IVAE_CL_DEVICE out
+#      of range: one clear line, exit 1
+#
+# Every model has all parameters non-trivial (test/nontrivial.py, SPEC 8).
+# Prints a line per check and the time of the ivae-s runs; exit status 1 if
+# any check failed. Skips (exit 0) when there is no OpenCL platform.
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-test/out/cl_model}
+PYTHON=${PYTHON:-/usr/bin/python3}
+rm -rf "$OUT" && mkdir -p "$OUT/empty"
+fails=0
+ok() { echo "ok   $1"; }
+bad() { echo "FAIL $1"; fails=$((fails + 1)); }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
+
+if ! ./ivae devices > "$OUT/devices.log" 2>&1; then
+    if grep -q -e "no OpenCL platform" -e "built without OpenCL" "$OUT/devices.log"; then
+        echo "SKIP: $(tail -n 1 "$OUT/devices.log" | sed 's/^ivae: error: devices: //')"
+        exit 0
+    fi
+    cat "$OUT/devices.log"
+    bad "ivae devices"
+    exit 1
+fi
+grep -E "^platform|device [0-9]+:" "$OUT/devices.log"
+
+# one kernel cache for this run (pocl compiles each kernel at its first use):
+# fresh, so that a stale binary of an older kernels.cl can never be tested
+POCL_CACHE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/ivae_cl_model.XXXXXX")
+export POCL_CACHE_DIR
+trap 'rm -rf "$POCL_CACHE_DIR"' EXIT INT TERM
+
+# the models and batches
+./ivae init --config ivae-s --seed 1 "$OUT/s0.safetensors" > /dev/null &&
+    "$PYTHON" test/nontrivial.py "$OUT/s0.safetensors" "$OUT/s.safetensors" 1 &&
+    ./ivae batch "$OUT/s.safetensors" "$OUT/s.in.safetensors" --clip 9x32x32 --clip 1x32x32 > /dev/null &&
+    ./ivae init --base-ch 8 --ch-mult 1,2,2 --n-res 2 --z-ch 4 --temporal 1,0 --attn causal --seed 3 \
+        "$OUT/c0.safetensors" > /dev/null &&
+    "$PYTHON" test/nontrivial.py "$OUT/c0.safetensors" "$OUT/c.safetensors" 2 &&
+    ./ivae batch "$OUT/c.safetensors" "$OUT/c.in.safetensors" --clip 5x16x16 --clip 1x8x8 --clip 3x8x16 > /dev/null &&
+    ./ivae init --base-ch 8 --ch-mult 1,2,2 --n-res 1 --z-ch 4 --temporal 1,0 --seed 4 "$OUT/f0.safetensors" > /dev/null &&
+    "$PYTHON" test/nontrivial.py "$OUT/f0.safetensors" "$OUT/f.safetensors" 3 ||
+    { bad "making the test models"; exit 1; }
+CF="--w-image 0.7 --w-video 1.3 --beta 0.01 --w-opl 0.1 --ref-shape 5x16x16"
+# The CPU reference runs on one thread: its bits do not depend on the thread
+# count (step 4 checks that), and on a busy machine OpenMP's barriers make
+# two threads many times slower than one.
+CPU1="env OMP_NUM_THREADS=1"
+
+# 1, 2: grad, strict and fast, for ivae-s and the causal config
+for m in s c; do
+    if [ $m = s ]; then fl=""; what="ivae-s, 3x9x32x32 + 3x1x32x32"; else fl=$CF; what="causal attention, w_opl 0.1, 3 shapes"; fi
+    t0=$(now)
+    $CPU1 ./ivae grad $fl "$OUT/$m.safetensors" "$OUT/$m.in.safetensors" "$OUT/$m.cpu.safetensors" > "$OUT/$m.cpu.log" 2>&1 || { cat "$OUT/$m.cpu.log"; bad "grad on the CPU ($what)"; }
+    t_cpu=$(since "$t0")
+    t0=$(now)
+    ./ivae grad $fl --device cl "$OUT/$m.safetensors" "$OUT/$m.in.safetensors" "$OUT/$m.strict.safetensors" > "$OUT/$m.strict.log" 2>&1 || { cat "$OUT/$m.strict.log"; bad "grad --device cl ($what)"; }
+    t_strict=$(since "$t0")
+    if cmp -s "$OUT/$m.cpu.safetensors" "$OUT/$m.strict.safetensors"; then
+        ok "grad --device cl (strict) == CPU, every byte of $(grep -o '[0-9]* tensors' "$OUT/$m.strict.log") ($what; CPU on 1 thread $t_cpu, OpenCL strict $t_strict)"
+    else
+        bad "grad --device cl (strict) differs from the CPU ($what):"
+        ./ivae diff --exact --quiet "$OUT/$m.cpu.safetensors" "$OUT/$m.strict.safetensors" | head -5
+    fi
+    t0=$(now)
+    ./ivae grad $fl --device cl --cl-mode fast "$OUT/$m.safetensors" "$OUT/$m.in.safetensors" "$OUT/$m.fast.safetensors" > "$OUT/$m.fast.log" 2>&1 || { cat "$OUT/$m.fast.log"; bad "grad --cl-mode fast ($what)"; }
+    t_fast=$(since "$t0")
+    if ./ivae diff --quiet "$OUT/$m.cpu.safetensors" "$OUT/$m.fast.safetensors" > "$OUT/$m.fastdiff.log"; then
+        ok "grad --cl-mode fast within SPEC 8 ($what; $(tail -n 1 "$OUT/$m.fastdiff.log" | sed 's/.*worst/worst/'); $t_fast)"
+    else
+        bad "grad --cl-mode fast beyond SPEC 8's tolerances ($what):"
+        cat "$OUT/$m.fastdiff.log"
+    fi
+done
+
+# 3: compare, strict and fast
+for mode in strict fast; do
+    if ./ivae compare $CF --cl-mode $mode "$OUT/c.safetensors" "$OUT/c.in.safetensors" > "$OUT/compare.$mode.log" 2>&1; then
+        ok "compare --cl-mode $mode exits 0: $(tail -n 1 "$OUT/compare.$mode.log")"
+    else
+        bad "compare --cl-mode $mode:"
+        grep -v "^ok" "$OUT/compare.$mode.log" | head -20
+    fi
+done
+if grep -q "^DIFF\|^FAIL" "$OUT/compare.strict.log"; then bad "compare printed a divergence but exited 0"; fi
+
+# 4: inference on the device (frame attention: the CPU streams, the device runs the clip whole)
+CLIP=data/eval/clips/$(ls data/eval/clips | head -n 1)
+$CPU1 ./ivae encode "$OUT/f.safetensors" "$CLIP" "$OUT/lat.cpu.safetensors" --frames 5 > /dev/null 2>&1 &&
+    ./ivae encode --device cl "$OUT/f.safetensors" "$CLIP" "$OUT/lat.cl.safetensors" --frames 5 > /dev/null 2>&1 &&
+    cmp -s "$OUT/lat.cpu.safetensors" "$OUT/lat.cl.safetensors" &&
+    $CPU1 ./ivae decode "$OUT/f.safetensors" "$OUT/lat.cpu.safetensors" "$OUT/dec.cpu.y4m" > /dev/null 2>&1 &&
+    ./ivae decode --device cl "$OUT/f.safetensors" "$OUT/lat.cpu.safetensors" "$OUT/dec.cl.y4m" > /dev/null 2>&1 &&
+    cmp -s "$OUT/dec.cpu.y4m" "$OUT/dec.cl.y4m" &&
+    ./ivae recon --device cl --cl-mode fast "$OUT/f.safetensors" "$CLIP" "$OUT/rec.cl.y4m" --frames 5 > "$OUT/recon.log" 2>&1 &&
+    ok "encode, decode --device cl: the CPU's files byte for byte (5 frames of $(basename "$CLIP")); recon --cl-mode fast runs" ||
+    bad "encode / decode / recon --device cl"
+
+# 5: errors
+if OCL_ICD_VENDORS="$PWD/$OUT/empty" ./ivae grad --device cl "$OUT/c.safetensors" "$OUT/c.in.safetensors" "$OUT/x.safetensors" > /dev/null 2> "$OUT/noplat.log"; then
+    bad "grad --device cl without an OpenCL platform exited 0"
+elif [ "$(wc -l < "$OUT/noplat.log")" -eq 1 ] && grep -q "no OpenCL platform found" "$OUT/noplat.log"; then
+    ok "no OpenCL platform: exit 1, \"$(cat "$OUT/noplat.log" | cut -c1-90)...\""
+else
+    bad "no OpenCL platform: not one clear line:"; cat "$OUT/noplat.log"
+fi
+for cmd in devices compare; do
+    if [ $cmd = devices ]; then args=""; else args="$OUT/c.safetensors $OUT/c.in.safetensors"; fi
+    OCL_ICD_VENDORS="$PWD/$OUT/empty" ./ivae $cmd $args > /dev/null 2> "$OUT/noplat.$cmd.log"
+    rc=$?
+    if [ $rc -eq 1 ] && grep -q "no OpenCL platform found" "$OUT/noplat.$cmd.log"; then ok "no OpenCL platform: ivae $cmd exits 1 with the message"
+    else bad "no OpenCL platform: ivae $cmd (exit $rc)"; cat "$OUT/noplat.$cmd.log"; fi
+done
+if OCL_ICD_VENDORS="$PWD/$OUT/empty" $CPU1 ./ivae grad $CF "$OUT/c.safetensors" "$OUT/c.in.safetensors" "$OUT/noplat.cpu.safetensors" > /dev/null 2>&1 &&
+    cmp -s "$OUT/c.cpu.safetensors" "$OUT/noplat.cpu.safetensors"; then
+    ok "no OpenCL platform: grad on the CPU still works (the same bytes)"
+else
+    bad "no OpenCL platform: grad on the CPU failed"
+fi
+if IVAE_CL_DEVICE=99 ./ivae grad --device cl "$OUT/c.safetensors" "$OUT/c.in.safetensors" "$OUT/x.safetensors" > /dev/null 2> "$OUT/baddev.log"; then
+    bad "IVAE_CL_DEVICE=99 exited 0"
+elif [ "$(wc -l < "$OUT/baddev.log")" -eq 1 ] && grep -q "IVAE_CL_DEVICE=99 but platform 0 (.*) has [0-9]* device" "$OUT/baddev.log"; then
+    ok "IVAE_CL_DEVICE out of range: exit 1, \"$(cat "$OUT/baddev.log")\""
+else
+    bad "IVAE_CL_DEVICE out of range: not one clear line:"; cat "$OUT/baddev.log"
+fi
+
+[ $fails -eq 0 ] && echo "all OpenCL program checks passed" || echo "$fails OpenCL program check(s) failed"
+[ $fails -eq 0 ]
