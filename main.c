@@ -24,7 +24,8 @@
 int train_main(int argc, char **argv); /* train.c */
 int eval_main(int argc, char **argv);  /* train.c */
 
-static void die(const char *fmt, ...) {
+/* one line on stderr, exit status 1 (train.c uses these too) */
+void die(const char *fmt, ...) {
     va_list ap;
     char msg[2048];
     va_start(ap, fmt);
@@ -36,7 +37,7 @@ static void die(const char *fmt, ...) {
     exit(1);
 }
 
-static double now_s(void) {
+double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + 1e-9 * ts.tv_nsec;

@@ -37,23 +37,9 @@
 
 #define HIST 64 /* steps of history the guards look at */
 
-static void die(const char *fmt, ...) {
-    char msg[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    for (char *c = msg; *c; c++)
-        if ((unsigned char)*c < 0x20) *c = '?';
-    fprintf(stderr, "ivae: error: %s\n", msg);
-    exit(1);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
+/* from main.c */
+void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+double now_s(void);
 
 static void *must_calloc(size_t n, size_t sz) {
     void *p = calloc(n ? n : 1, sz ? sz : 1);
