@@ -555,8 +555,9 @@ static void conv_backward_packed(real *dinp, real *dweight, real *dbias, const r
     // for stride 1, a convolution of dy (padded kt-1 frames at the end) with the flipped kernel
     // A strided conv is a stride-1 conv whose outputs are kept only at multiples
     // of the stride; so spread dy out to the stride-1 output grid, zeros between
-    // (a zero adds nothing to a sum that starts from +0: the bits are those of
-    // conv_dinp_strided, which visits only the taps that hit a real output).
+    // (a zero adds nothing to a sum that starts from +0, so the bits are those of
+    // visiting only the taps that hit a real output, as kernels.cl's strided
+    // kernel may).
     if (dinp) {
         const real *dy = dout;
         int T1 = conv_out_t(T, 1), H1 = conv_out_s(H, kh, 1), W1 = conv_out_s(W, kw, 1);

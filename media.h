@@ -104,7 +104,7 @@ double clip_ssim(const Clip *a, const Clip *b);
 /* ------------------------------------------------------------------------ */
 /* pictures */
 
-/* One PNG: original | reconstruction | |error| x4 of one frame, each panel
+/* One PNG: original | reconstruction | error x4 of one frame, each panel
    magnified by the integer factor scale (nearest; scale <= 0 picks one that
    makes panels at least 256 pixels wide), 2-pixel gaps, a label above each
    panel (shortened to "orig", "recon", "err x4" when a panel is too narrow). */

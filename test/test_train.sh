@@ -26,7 +26,7 @@ fi
 for f in model.safetensors ckpt.safetensors log.csv eval.csv loss.png heldout_image_0.png heldout_clip_0.png; do
     [ -s "$OUT/learn/$f" ] || bad "the run did not write $f"
 done
-grep -q "held-out" "$OUT/learn.log" && ok "held-out PSNR/SSIM reported: $(grep held-out "$OUT/learn.log")"
+grep -q "held-out" "$OUT/learn.log" && ok "held-out PSNR/SSIM reported: $(grep held-out "$OUT/learn.log")" || bad "no held-out PSNR/SSIM line"
 
 # 2. resume: 40 steps straight vs 20 + resume + 20; by step 20 the guards
 #    (median clipping, spike detection) are active, so their state must resume
