@@ -1371,6 +1371,42 @@ void ivae_adamw_step(IvaeModel *m, const IvaeAdamW *h) {
     }
 }
 
+/* --- units: what gradient clipping measures (ivae.h) ---------------------- */
+
+int ivae_units(const IvaeModel *m, IvaeUnit *out) {
+    int n = 0;
+    for (int t = 0; t < m->n_tensors; t++) {
+        const IvaeParamInfo *p = &m->info[t];
+        int rows = p->ndim == 5 ? p->shape[0] : 1;
+        for (int o = 0; o < rows; o++, n++)
+            if (out) {
+                out[n].len = (int)(p->numel / rows);
+                out[n].offset = p->offset + (size_t)o * out[n].len;
+                out[n].tensor = t, out[n].conv = p->ndim == 5;
+            }
+    }
+    return n;
+}
+
+void ivae_unit_sumsq(const IvaeUnit *u, int n, const real *x, double *out) {
+#pragma omp parallel for schedule(dynamic, 16)
+    for (int j = 0; j < n; j++) {
+        const real *v = x + u[j].offset;
+        double s = 0;
+        for (int k = 0; k < u[j].len; k++) s += (double)v[k] * v[k];
+        out[j] = s;
+    }
+}
+
+void ivae_unit_scale(const IvaeUnit *u, int n, real *x, const real *f) {
+#pragma omp parallel for schedule(dynamic, 16)
+    for (int j = 0; j < n; j++) {
+        if (f[j] == 1) continue;
+        real *v = x + u[j].offset;
+        for (int k = 0; k < u[j].len; k++) v[k] *= f[j];
+    }
+}
+
 /* --- running the layer graph ---------------------------------------------- */
 
 static void for_each_smc(IvaeModel *m, void (*fn)(IvaeModel *, Smc *)) {

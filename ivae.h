@@ -182,6 +182,24 @@ void ivae_adamw_defaults(IvaeAdamW *h);
    m->adam_v (allocated on first use) and m->step live in the model */
 void ivae_adamw_step(IvaeModel *m, const IvaeAdamW *h);
 
+/* The units that gradient clipping works on: each output channel of a conv
+   weight (a 5-D tensor; conv = 1) is one unit, every other tensor (biases,
+   SMC scales and gains) is one unit of its own (conv = 0), in SPEC 5 order.
+   Norms are squared sums in double, in index order within a unit; a norm of
+   the whole buffer is the units' sums added in unit order. The OpenCL path
+   (ivae_cl_unit_sumsq) sums the same units the same way. */
+typedef struct {
+    size_t offset;          /* into params / grads */
+    int len, tensor, conv;
+} IvaeUnit;
+
+/* the units of m (out may be NULL); returns their number */
+int ivae_units(const IvaeModel *m, IvaeUnit *out);
+/* out[u] = sum over unit u of (double)x[k] * x[k], for x = params or grads */
+void ivae_unit_sumsq(const IvaeUnit *u, int n, const real *x, double *out);
+/* x[k] *= f[u] over each unit u whose f[u] != 1 */
+void ivae_unit_scale(const IvaeUnit *u, int n, real *x, const real *f);
+
 /* ------------------------------------------------------------------------ */
 /* the layers (SPEC 2), for tests and benchmarks; sizes as in ivae.c.
    Backward functions write dinp and accumulate dweight and dbias; any of

@@ -392,6 +392,7 @@ static int build_program(IvaeCl *cl) {
         return -1;
     }
     for (int k = 0; k < IVAE_K_COUNT; k++) {
+        if ((k == IVAE_K_unit_sumsq || k == IVAE_K_pixel_sumsq) && !cl->fp64) continue; /* #ifdef cl_khr_fp64 */
         if (CL_CHECK((cl->kernel[k] = clCreateKernel(cl->program, kernel_names[k], &err), err))) {
             fprintf(stderr, "ivae: (kernel %s of %s)\n", kernel_names[k], cl->kernels_path);
             return -1;
@@ -429,6 +430,9 @@ static int cl_open(IvaeCl *cl) {
         return -1;
     cl->base_align = align_bits / 8 > 64 ? align_bits / 8 : 64;
     cl->fast_ok = 1;
+    cl_device_fp_config fp64 = 0;
+    if (CL_CHECK(clGetDeviceInfo(cl->device, CL_DEVICE_DOUBLE_FP_CONFIG, sizeof fp64, &fp64, NULL))) return -1;
+    cl->fp64 = fp64 != 0 && !(getenv("IVAE_CL_NO_FP64") && strcmp(getenv("IVAE_CL_NO_FP64"), "0") != 0);
     cl->profile = getenv("IVAE_CL_PROFILE") && strcmp(getenv("IVAE_CL_PROFILE"), "0") != 0;
     cl_int err;
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)cl->platform, 0};
@@ -511,6 +515,24 @@ int ivae_cl_read(IvaeCl *cl, float *dst, cl_mem src, size_t n) { return read_at(
 int ivae_cl_write(IvaeCl *cl, cl_mem dst, const float *src, size_t n) {
     if (n == 0) return 0;
     return CL_CHECK(clEnqueueWriteBuffer(cl->queue, dst, CL_TRUE, 0, n * sizeof(float), src, 0, NULL, NULL)) ? -1 : 0;
+}
+
+cl_mem ivae_cl_buffer_bytes(IvaeCl *cl, size_t n, const void *host) {
+    cl_int err;
+    cl_mem b;
+    cl_mem_flags flags = CL_MEM_READ_WRITE | (host ? CL_MEM_COPY_HOST_PTR : 0);
+    if (CL_CHECK((b = clCreateBuffer(cl->context, flags, n ? n : 1, (void *)host, &err), err))) return NULL;
+    return b;
+}
+
+int ivae_cl_write_bytes(IvaeCl *cl, cl_mem dst, const void *src, size_t n) {
+    if (n == 0) return 0;
+    return CL_CHECK(clEnqueueWriteBuffer(cl->queue, dst, CL_TRUE, 0, n, src, 0, NULL, NULL)) ? -1 : 0;
+}
+
+int ivae_cl_read_bytes(IvaeCl *cl, void *dst, cl_mem src, size_t n) {
+    if (n == 0) return 0;
+    return CL_CHECK(clEnqueueReadBuffer(cl->queue, src, CL_TRUE, 0, n, dst, 0, NULL, NULL)) ? -1 : 0;
 }
 
 int ivae_cl_finish(IvaeCl *cl) { return CL_CHECK(clFinish(cl->queue)) ? -1 : 0; }
@@ -802,6 +824,29 @@ int ivae_cl_adamw_tensor(IvaeCl *cl, cl_mem w, cl_mem g, cl_mem m, cl_mem v, siz
 
 int ivae_cl_nonfinite_flags(IvaeCl *cl, cl_mem flags, cl_mem v, size_t n, int block) {
     return RUN(cl, nonfinite_flags, (n + block - 1) / block, MEM(flags), MEM(v), ULONG(n), INT(block));
+}
+
+int ivae_cl_unit_scale(IvaeCl *cl, cl_mem x, cl_mem off, cl_mem len, cl_mem f, int n, int max_len) {
+    size_t local[3] = {64, 1, 1}, global[3] = {((size_t)max_len + 63) / 64 * 64, (size_t)n, 1};
+    if (local[0] > cl->local[IVAE_K_unit_scale]) local[0] = cl->local[IVAE_K_unit_scale];
+    global[0] = ((size_t)max_len + local[0] - 1) / local[0] * local[0];
+    return RUN_ND(cl, unit_scale, global, local, MEM(x), MEM(off), MEM(len), MEM(f), INT(n));
+}
+
+static int need_fp64(IvaeCl *cl, const char *what) {
+    if (cl->fp64) return 0;
+    ivae_set_error("%s needs cl_khr_fp64, which %s lacks (or IVAE_CL_NO_FP64 is set)", what, cl->device_name);
+    return -1;
+}
+
+int ivae_cl_unit_sumsq(IvaeCl *cl, cl_mem out, cl_mem x, cl_mem off, cl_mem len, int n) {
+    if (need_fp64(cl, "unit_sumsq")) return -1;
+    return RUN(cl, unit_sumsq, (size_t)n, MEM(out), MEM(x), MEM(off), MEM(len), INT(n));
+}
+
+int ivae_cl_pixel_sumsq(IvaeCl *cl, cl_mem out, cl_mem y, int C, size_t N) {
+    if (need_fp64(cl, "pixel_sumsq")) return -1;
+    return RUN(cl, pixel_sumsq, N, MEM(out), MEM(y), INT(C), ULONG(N));
 }
 
 int ivae_cl_zero(IvaeCl *cl, cl_mem b, size_t n) {

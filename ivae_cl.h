@@ -64,6 +64,7 @@
     X(opl_forward_backward_stats) X(opl_forward_backward_dist) X(opl_forward_backward_hinge)            \
     X(opl_forward_backward_g) X(opl_forward_backward_dz)                                               \
     X(residual_add) X(residual_sub) X(adamw_step) X(nonfinite_flags)                                    \
+    X(unit_scale) X(unit_sumsq) X(pixel_sumsq)                                                          \
     X(conv3d_forward_fast) X(conv3d_backward_dinp_fast) X(conv3d_backward_dweight_fast)                 \
     X(conv3d_backward_dweight_reduce) X(conv3d_backward_dbias_fast) X(gemm_fast)                        \
     X(attention_softmax_fast) X(attention_dsoftmax_fast)
@@ -93,6 +94,7 @@ typedef struct IvaeCl {
     char platform_name[256], device_name[256];
     char kernels_path[1024];        /* the kernels.cl that was built */
     int fast_ok;                    /* the fast kernels can run here (work-groups of 256) */
+    int fp64;                       /* cl_khr_fp64: unit_sumsq and pixel_sumsq exist (env IVAE_CL_NO_FP64=1: off) */
     char fast_why[256];             /* if not, why */
     size_t base_align;              /* sub-buffer origins must be multiples of this (bytes) */
     /* env IVAE_CL_PROFILE=1: every launch waits for its kernel, and the time
@@ -196,6 +198,16 @@ int ivae_cl_adamw_tensor(IvaeCl *cl, cl_mem w, cl_mem g, cl_mem m, cl_mem v, siz
 int ivae_cl_nonfinite_flags(IvaeCl *cl, cl_mem flags, cl_mem v, size_t n, int block);
 /* sets n floats of b to 0 */
 int ivae_cl_zero(IvaeCl *cl, cl_mem b, size_t n);
+/* the trainer's measurements (kernels.cl): x[off[u] .. + len[u]) *= f[u] for
+   each of n units (max_len: the longest); squared sums in double of each
+   unit, and of each pixel's channels (C x N), which need cl->fp64 */
+int ivae_cl_unit_scale(IvaeCl *cl, cl_mem x, cl_mem off, cl_mem len, cl_mem f, int n, int max_len);
+int ivae_cl_unit_sumsq(IvaeCl *cl, cl_mem out, cl_mem x, cl_mem off, cl_mem len, int n);
+int ivae_cl_pixel_sumsq(IvaeCl *cl, cl_mem out, cl_mem y, int C, size_t N);
+/* a buffer of n bytes, copied from host if not NULL; blocking byte copies */
+cl_mem ivae_cl_buffer_bytes(IvaeCl *cl, size_t n, const void *host);
+int ivae_cl_write_bytes(IvaeCl *cl, cl_mem dst, const void *src, size_t n);
+int ivae_cl_read_bytes(IvaeCl *cl, void *dst, cl_mem src, size_t n);
 
 /* ------------------------------------------------------------------------ */
 /* the fast kernels (--cl-mode fast): the same contract as the strict

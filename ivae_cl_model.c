@@ -77,6 +77,14 @@ struct IvaeClModel {
     ClBlock *blk[2];
     int nb[2];
     int ran[2];                 /* the encoder's / decoder's block outputs are the last pass's */
+    /* 5. the trainer's units (ivae_units), built on first use */
+    IvaeUnit *units;
+    int n_units, max_len;
+    cl_mem u_off, u_len, u_f, u_out; /* device offsets (ulong), lengths (int), factors, sums (double) */
+    real *hostx;                /* (n_params) without fp64: the floats the host sums */
+    double *pix;                /* activation statistics: per-pixel sums, n_pix of them */
+    size_t n_pix, pix_cap;
+    cl_mem pix_dev;
 };
 
 #define TRY(call)                                                                                                  \
@@ -318,6 +326,8 @@ void ivae_cl_model_free(IvaeClModel *cm) {
         free(sub[k]);
     }
     release(cm->params), release(cm->grads), release(cm->adam_m), release(cm->adam_v), release(cm->flags);
+    release(cm->u_off), release(cm->u_len), release(cm->u_f), release(cm->u_out), release(cm->pix_dev);
+    free(cm->units), free(cm->hostx), free(cm->pix);
     free(cm->dev_off), free(cm->host);
     free(cm);
 }
@@ -736,6 +746,61 @@ int ivae_cl_set_params(IvaeClModel *cm, const real *params) { return upload_flat
 int ivae_cl_get_grads(IvaeClModel *cm, real *grads) { return download_flat(cm, grads, cm->grads); }
 int ivae_cl_set_grads(IvaeClModel *cm, const real *grads) { return upload_flat(cm, cm->grads, grads); }
 
+/* the unit table on the device: offsets in the device layout */
+static int units_ready(IvaeClModel *cm) {
+    if (cm->units) return 0;
+    IvaeModel *m = cm->m;
+    int n = ivae_units(m, NULL);
+    IvaeUnit *u = calloc(n, sizeof *u);
+    cl_ulong *off = calloc(n, sizeof *off);
+    cl_int *len = calloc(n, sizeof *len);
+    int rc = -1;
+    if (!u || !off || !len) {
+        ivae_set_error("out of memory");
+        goto done;
+    }
+    ivae_units(m, u);
+    cm->max_len = 1;
+    for (int j = 0; j < n; j++) {
+        off[j] = cm->dev_off[u[j].tensor] + (u[j].offset - m->info[u[j].tensor].offset);
+        len[j] = u[j].len;
+        if (len[j] > cm->max_len) cm->max_len = len[j];
+    }
+    if (!(cm->u_off = ivae_cl_buffer_bytes(cm->cl, n * sizeof *off, off)) ||
+        !(cm->u_len = ivae_cl_buffer_bytes(cm->cl, n * sizeof *len, len)) ||
+        !(cm->u_f = ivae_cl_buffer(cm->cl, n, NULL)) || !(cm->u_out = ivae_cl_buffer_bytes(cm->cl, n * sizeof(double), NULL)))
+        goto done;
+    cm->units = u, cm->n_units = n, u = NULL;
+    rc = 0;
+done:
+    free(u), free(off), free(len);
+    return rc;
+}
+
+int ivae_cl_measure_units(IvaeClModel *cm, int grads, double *out) {
+    TRY(units_ready(cm));
+    cl_mem x = grads ? cm->grads : cm->params;
+    if (cm->cl->fp64) {
+        TRY(ivae_cl_unit_sumsq(cm->cl, cm->u_out, x, cm->u_off, cm->u_len, cm->n_units));
+        return ivae_cl_read_bytes(cm->cl, out, cm->u_out, cm->n_units * sizeof(double));
+    }
+    /* no double on the device: the floats come to the host, summed there */
+    if (!cm->hostx && !(cm->hostx = malloc(cm->m->n_params * sizeof(real)))) {
+        ivae_set_error("out of memory");
+        return -1;
+    }
+    TRY(download_flat(cm, cm->hostx, x));
+    ivae_unit_sumsq(cm->units, cm->n_units, cm->hostx, out);
+    return 0;
+}
+
+int ivae_cl_scale_grads(IvaeClModel *cm, const real *f) {
+    TRY(units_ready(cm));
+    TRY(ivae_cl_write(cm->cl, cm->u_f, f, cm->n_units));
+    TRY(ivae_cl_unit_scale(cm->cl, cm->grads, cm->u_off, cm->u_len, cm->u_f, cm->n_units, cm->max_len));
+    return ivae_cl_finish(cm->cl);
+}
+
 int ivae_cl_get_state(IvaeClModel *cm, IvaeModel *m) {
     if (m->n_params != cm->m->n_params) {
         ivae_set_error("ivae_cl_get_state: the model has %zu parameters, the device's %zu", m->n_params,
@@ -808,30 +873,61 @@ int ivae_cl_block_output(IvaeClModel *cm, int decoder, int j, int shape[4], real
     return out ? ivae_cl_read(cm->cl, out, b->y, shape_numel(b->out)) : 0;
 }
 
-/* ivae_activation_stats, measured by the same loop on the copied outputs */
+/* ivae_activation_stats: each pixel's squared channel norm, on the device
+   when it has double (else from the copied outputs), then the same loop
+   over the pixels as ivae.c's */
+static int pixel_sums(IvaeClModel *cm, const ClBlock *b, double *pn) {
+    size_t N = (size_t)b->out.T * b->out.H * b->out.W;
+    if (cm->cl->fp64) {
+        if (N > cm->pix_cap / sizeof(double)) {
+            release(cm->pix_dev);
+            cm->pix_cap = 0;
+            if (!(cm->pix_dev = ivae_cl_buffer_bytes(cm->cl, N * sizeof(double), NULL))) return -1;
+            cm->pix_cap = N * sizeof(double);
+        }
+        TRY(ivae_cl_pixel_sumsq(cm->cl, cm->pix_dev, b->y, b->out.C, N));
+        return ivae_cl_read_bytes(cm->cl, pn, cm->pix_dev, N * sizeof(double));
+    }
+    real *y = malloc(shape_numel(b->out) * sizeof(real));
+    if (!y) {
+        ivae_set_error("out of memory");
+        return -1;
+    }
+    if (ivae_cl_read(cm->cl, y, b->y, shape_numel(b->out)) != 0) {
+        free(y);
+        return -1;
+    }
+    for (size_t p = 0; p < N; p++) {
+        double s = 0;
+        for (int c = 0; c < b->out.C; c++) s += (double)y[c * N + p] * y[c * N + p];
+        pn[p] = s;
+    }
+    free(y);
+    return 0;
+}
+
 int ivae_cl_activation_stats(IvaeClModel *cm, IvaeActStat *out, int max) {
     int n = 0;
     for (int dec = 0; dec < 2; dec++)
         for (int j = 0; j < cm->nb[dec] && cm->ran[dec] && n < max; j++) {
             const ClBlock *b = &cm->blk[dec][j];
             size_t N = (size_t)b->out.T * b->out.H * b->out.W;
-            real *y = malloc(shape_numel(b->out) * sizeof(real));
-            if (!y) {
-                ivae_set_error("out of memory");
-                return -1;
+            if (N > cm->n_pix) {
+                free(cm->pix);
+                cm->n_pix = 0;
+                if (!(cm->pix = malloc(N * sizeof(double)))) {
+                    ivae_set_error("out of memory");
+                    return -1;
+                }
+                cm->n_pix = N;
             }
-            if (ivae_cl_read(cm->cl, y, b->y, shape_numel(b->out)) != 0) {
-                free(y);
-                return -1;
-            }
+            TRY(pixel_sums(cm, b, cm->pix));
             double ss = 0, mx = 0;
             for (size_t p = 0; p < N; p++) {
-                double pn = 0;
-                for (int c = 0; c < b->out.C; c++) pn += (double)y[c * N + p] * y[c * N + p];
+                double pn = cm->pix[p];
                 ss += pn;
                 if (pn > mx || pn != pn) mx = pn;
             }
-            free(y);
             out[n].name = b->d.name;
             out[n].rms = sqrt(ss / ((double)N * b->out.C));
             out[n].max_norm = sqrt(mx);

@@ -23,17 +23,18 @@
  * SPEC 8's tolerances of the C reference.
  *
  * While the model trains on the device, m->params and m->grads on the host
- * are stale until copied back. A loop that inspects the step on the host
- * (train.c's gradient norm, clipping, NaN and spike guards) does:
+ * are stale until copied back. train.c's guards (gradient norm, clipping,
+ * NaN and spike guards) need only small measurements, made on the device:
  *
- *       ivae_cl_batch_grad(cm, ...);  ivae_cl_get_grads(cm, m->grads);
- *       (adaptive clipping reads the weights too: ivae_cl_get_params(cm, m->params))
- *       ... the host's checks and clipping on m->grads ...
- *       if the host changed m->grads: ivae_cl_set_grads(cm, m->grads);
+ *       ivae_cl_batch_grad(cm, ...);                   // the loss comes out
+ *       ivae_cl_activation_stats(cm, ...);              // one number per pixel
+ *       ivae_cl_measure_units(cm, 1, gsq);              // one per unit (ivae_units)
+ *       ... the host decides the clipping factors f ...
+ *       ivae_cl_scale_grads(cm, f);
  *       ivae_cl_adamw_step(cm, &adam);
  *   checkpoint or backup: ivae_cl_get_state(cm, m), then as on the CPU;
  *   rollback or resume:   restore m on the host, then ivae_cl_set_state(cm, m);
- *   held-out evaluation:  ivae_cl_encode / ivae_cl_decode (or get_params first).
+ *   held-out evaluation:  ivae_cl_encode / ivae_cl_decode.
  *
  * In strict mode such a run gives the CPU run's bits, step for step.
  *
@@ -97,8 +98,18 @@ int ivae_cl_set_grads(IvaeClModel *cm, const real *grads); /* e.g. after clippin
 int ivae_cl_get_state(IvaeClModel *cm, IvaeModel *m);
 int ivae_cl_set_state(IvaeClModel *cm, const IvaeModel *m);
 
-/* ivae_activation_stats for the device's last sample (the block outputs
-   are copied to the host and measured by the same code: the same numbers) */
+/* what train.c's clipping measures, on the device: out[u] = the squared
+   norm of unit u of ivae_units(m) of the gradients (grads = 1) or the
+   weights, as ivae_unit_sumsq computes it (in double on the device if it
+   has cl_khr_fp64, else the floats are copied and summed on the host: the
+   same bits either way); and the gradients' units scaled by f[u]
+   (ivae_unit_scale) */
+int ivae_cl_measure_units(IvaeClModel *cm, int grads, double *out);
+int ivae_cl_scale_grads(IvaeClModel *cm, const real *f);
+
+/* ivae_activation_stats for the device's last sample (each pixel's norm is
+   computed on the device when it has double, else from copied outputs:
+   the same numbers either way) */
 int ivae_cl_activation_stats(IvaeClModel *cm, IvaeActStat *out, int max);
 /* block j's output of the last forward pass (the last sample of a batch):
    its shape, and if out is not NULL its values; -1 if there is none */

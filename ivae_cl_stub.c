@@ -33,6 +33,8 @@ int ivae_cl_get_grads(IvaeClModel *cm, real *grads) { return fail(); }
 int ivae_cl_set_grads(IvaeClModel *cm, const real *grads) { return fail(); }
 int ivae_cl_get_state(IvaeClModel *cm, IvaeModel *m) { return fail(); }
 int ivae_cl_set_state(IvaeClModel *cm, const IvaeModel *m) { return fail(); }
+int ivae_cl_measure_units(IvaeClModel *cm, int grads, double *out) { return fail(); }
+int ivae_cl_scale_grads(IvaeClModel *cm, const real *f) { return fail(); }
 int ivae_cl_activation_stats(IvaeClModel *cm, IvaeActStat *out, int max) { return fail(); }
 int ivae_cl_block_output(IvaeClModel *cm, int decoder, int j, int shape[4], real *out) { return fail(); }
 int ivae_cl_encode(IvaeClModel *cm, const real *x, int T, int H, int W, real *mu) { return fail(); }

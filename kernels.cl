@@ -864,6 +864,43 @@ kernel void nonfinite_flags(global float *flags, global const float *v, ulong n,
     flags[b] = bad;
 }
 
+/* --- the trainer's measurements (train.c, ivae.h's units) ------------------
+   unit_scale: x[k] *= f[u] over each unit u with f[u] != 1 (ivae_unit_scale),
+   one work-item per element of a unit, range (longest unit) x (units).
+   unit_sumsq and pixel_sumsq sum squares in double, as ivae_unit_sumsq and
+   ivae_activation_stats do; a device without cl_khr_fp64 lacks them, and
+   the host then downloads the floats and sums them itself (the same bits). */
+kernel void unit_scale(global float *x, global const ulong *off, global const int *len, global const float *f,
+                       int n) {
+    int k = get_global_id(0), u = get_global_id(1);
+    if (u >= n || k >= len[u] || f[u] == 1.0f) return;
+    x[off[u] + k] *= f[u];
+}
+
+#ifdef cl_khr_fp64
+#pragma OPENCL EXTENSION cl_khr_fp64 : enable
+/* out[u] = sum over unit u of (double)x[k] * x[k], k in order */
+kernel void unit_sumsq(global double *out, global const float *x, global const ulong *off, global const int *len,
+                       int n) {
+    int u = get_global_id(0);
+    if (u >= n) return;
+    global const float *v = x + off[u];
+    double s = 0;
+    for (int k = 0; k < len[u]; k++) s += (double)v[k] * v[k];
+    out[u] = s;
+}
+
+/* out[p] = sum over c of (double)y[c N + p]^2, c in order: a pixel's squared
+   channel norm (ivae_activation_stats) */
+kernel void pixel_sumsq(global double *out, global const float *y, int C, ulong N) {
+    size_t p = get_global_id(0);
+    if (p >= N) return;
+    double s = 0;
+    for (int c = 0; c < C; c++) s += (double)y[c * N + p] * y[c * N + p];
+    out[p] = s;
+}
+#endif
+
 /* ========================================================================== */
 /* 5. fast kernels (--cl-mode fast)                                           */
 /* ========================================================================== */

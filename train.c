@@ -23,6 +23,7 @@
  * continues bit for bit as if it had never stopped.
  */
 #include "ivae.h"
+#include "ivae_cl_model.h"
 #include "media.h"
 
 #include <dirent.h>
@@ -60,6 +61,7 @@ typedef struct {
     IvaeLossOpts loss;
     int log_every, log_norms, eval_every, ckpt_every, guard_every;
     uint64_t seed;
+    int cl, cl_fast; /* --device cl, --cl-mode fast */
 } Opts;
 
 static const char *TRAIN_HELP =
@@ -80,7 +82,7 @@ static const char *TRAIN_HELP =
     "  --seed N            RNG seed of the initialisation and the batches (default 1)\n"
     "  --crop N            training crop size (default 32)\n"
     "  --clips N           clips per batch (default 1)\n"
-    "  --clip-frames T     frames per clip, 1 + 4k (default 9)\n"
+    "  --clip-frames T     frames per clip, 1 + 4k (default 17, as held-out clips)\n"
     "  --images N          images per batch (default 8)\n"
     "  --lr X              peak learning rate (default 5e-4)\n"
     "  --warmup N          warmup steps (default 200)\n"
@@ -96,14 +98,19 @@ static const char *TRAIN_HELP =
     "  --eval-every N      held-out PSNR/SSIM every N steps (default 500; 0 = only at the end)\n"
     "  --eval-size N       held-out crop size (default 64)\n"
     "  --ckpt-every N      checkpoint every N steps (default 500; a multiple of --guard-every)\n"
-    "  --stop-after N      stop after step N, keeping the schedule of --steps (for tests)\n";
+    "  --stop-after N      stop after step N, keeping the schedule of --steps (for tests)\n"
+    "  --device cpu|cl     train on the CPU (default) or on the OpenCL device that\n"
+    "                      IVAE_CL_PLATFORM / IVAE_CL_DEVICE choose; the weights, moments,\n"
+    "                      gradients and activations stay there between steps\n"
+    "  --cl-mode strict|fast  strict (default): the CPU run's bits, step for step;\n"
+    "                      fast: tiled kernels within SPEC 8's tolerances\n";
 
 static void mkdir_p(const char *path);
 
 static void parse_opts(Opts *o, int argc, char **argv) {
     memset(o, 0, sizeof *o);
     o->data = "data", o->out = "runs/latest", o->config = "ivae-xs";
-    o->minutes = 5, o->crop = 32, o->clip_frames = 9, o->n_clips = 1, o->n_images = 8;
+    o->minutes = 5, o->crop = 32, o->clip_frames = 17, o->n_clips = 1, o->n_images = 8;
     o->eval_size = 64, o->eval_frames = 17;
     o->lr = 5e-4, o->warmup = 200, o->min_lr_frac = 0.1, o->agc = 0.05, o->clip_factor = 2, o->spike_factor = 3;
     o->log_every = 10, o->eval_every = 500, o->ckpt_every = 500, o->guard_every = 50, o->seed = 1;
@@ -153,6 +160,15 @@ static void parse_opts(Opts *o, int argc, char **argv) {
         else if (!strcmp(a, "--eval-every")) { INT(l, 0); o->eval_every = (int)l; }
         else if (!strcmp(a, "--eval-size")) { INT(l, 8); o->eval_size = (int)l; }
         else if (!strcmp(a, "--ckpt-every")) { INT(l, 1); o->ckpt_every = (int)l; }
+        else if (!strcmp(a, "--device")) {
+            const char *v = NEXT();
+            if (strcmp(v, "cpu") && strcmp(v, "cl")) die("--device: '%s' (expected cpu or cl)", v);
+            o->cl = !strcmp(v, "cl");
+        } else if (!strcmp(a, "--cl-mode")) {
+            const char *v = NEXT();
+            if (strcmp(v, "strict") && strcmp(v, "fast")) die("--cl-mode: '%s' (expected strict or fast)", v);
+            o->cl_fast = !strcmp(v, "fast");
+        }
         else die("train: unknown option '%s' (see ivae train --help)", a);
 #undef NEXT
 #undef NUM
@@ -470,33 +486,94 @@ static void load_checkpoint(const char *path, IvaeModel **pm, TrainState *s) {
 /* ------------------------------------------------------------------------ */
 /* gradient clipping */
 
-/* adaptive clipping (NFNets): for each output unit o of a conv weight,
-   |g_o| <= agc * max(|w_o|, 1e-3); returns how many units were clipped */
-static int clip_adaptive(IvaeModel *m, double agc) {
-    int clipped = 0;
-    for (int t = 0; t < m->n_tensors; t++) {
-        const IvaeParamInfo *p = &m->info[t];
-        if (p->ndim != 5) continue;
-        size_t row = p->numel / p->shape[0];
-        for (int o = 0; o < p->shape[0]; o++) {
-            real *w = m->params + p->offset + o * row, *g = m->grads + p->offset + o * row;
-            double wn = 0, gn = 0;
-            for (size_t k = 0; k < row; k++) wn += (double)w[k] * w[k], gn += (double)g[k] * g[k];
-            wn = sqrt(wn) > 1e-3 ? sqrt(wn) : 1e-3, gn = sqrt(gn);
-            if (gn > agc * wn) {
-                real f = (real)(agc * wn / gn);
-                for (size_t k = 0; k < row; k++) g[k] *= f;
-                clipped++;
-            }
-        }
+/* The step runs on the CPU (t->cm == NULL) or on the OpenCL device, where
+   the weights, moments, gradients and activations stay; only the batch goes
+   in, and the loss, the per-unit squared norms and per-pixel activation norms
+   come out (ivae_cl_model.h). The CPU computes the very same numbers, so in
+   strict mode both runs are the same, bit for bit. */
+typedef struct {
+    IvaeModel *m;
+    IvaeCl *cl;
+    IvaeClModel *cm;
+    IvaeUnit *units;  /* what the clipping measures (ivae.h) */
+    int n_units;
+    double *gsq, *wsq;
+    real *fac;
+} Trainer;
+
+static void t_check(Trainer *t, int rc) {
+    if (rc != 0) die("train%s: %s", t->cm ? " --device cl" : "", ivae_error());
+}
+
+static void t_grad(Trainer *t, IvaeSample *batch, int B, const IvaeLossOpts *opts, IvaeLoss *L) {
+    if (!t->cm) {
+        ivae_zero_grad(t->m);
+        t_check(t, ivae_batch_grad(t->m, batch, B, opts, L));
+    } else {
+        t_check(t, ivae_cl_zero_grad(t->cm));
+        t_check(t, ivae_cl_batch_grad(t->cm, batch, B, opts, L));
     }
+}
+
+static int t_stats(Trainer *t, IvaeActStat *st, int max) {
+    int n = t->cm ? ivae_cl_activation_stats(t->cm, st, max) : ivae_activation_stats(t->m, st, max);
+    if (n < 0) t_check(t, -1);
+    return n;
+}
+
+/* squared norm of each unit of the gradients (grads = 1) or the weights */
+static void t_sumsq(Trainer *t, int grads, double *out) {
+    if (t->cm) t_check(t, ivae_cl_measure_units(t->cm, grads, out));
+    else ivae_unit_sumsq(t->units, t->n_units, grads ? t->m->grads : t->m->params, out);
+}
+
+static void t_scale(Trainer *t) {
+    if (t->cm) t_check(t, ivae_cl_scale_grads(t->cm, t->fac));
+    else ivae_unit_scale(t->units, t->n_units, t->m->grads, t->fac);
+}
+
+static void t_adamw(Trainer *t, const IvaeAdamW *h) {
+    if (t->cm) t_check(t, ivae_cl_adamw_step(t->cm, h));
+    else ivae_adamw_step(t->m, h);
+}
+
+/* device -> host (weights and moments into t->m), before a backup or a checkpoint */
+static void t_pull(Trainer *t) {
+    if (t->cm) t_check(t, ivae_cl_get_state(t->cm, t->m));
+}
+
+/* host -> device, after a rollback */
+static void t_push(Trainer *t) {
+    if (t->cm) t_check(t, ivae_cl_set_state(t->cm, t->m));
+}
+
+/* the global norm of the gradient: the units' squared norms added in order */
+static double norm_of(const Trainer *t) {
+    double s = 0;
+    for (int u = 0; u < t->n_units; u++) s += t->gsq[u];
+    return sqrt(s);
+}
+
+/* adaptive clipping (NFNets): for each output unit o of a conv weight,
+   |g_o| <= agc * max(|w_o|, 1e-3). Expects t->gsq of the current gradient;
+   returns how many units were clipped (and then refreshes t->gsq). */
+static int clip_adaptive(Trainer *t, double agc) {
+    int clipped = 0;
+    t_sumsq(t, 0, t->wsq);
+    for (int u = 0; u < t->n_units; u++) {
+        t->fac[u] = 1;
+        if (!t->units[u].conv) continue;
+        double wn = sqrt(t->wsq[u]) > 1e-3 ? sqrt(t->wsq[u]) : 1e-3, gn = sqrt(t->gsq[u]);
+        if (gn > agc * wn) t->fac[u] = (real)(agc * wn / gn), clipped++;
+    }
+    if (clipped) t_scale(t), t_sumsq(t, 1, t->gsq);
     return clipped;
 }
 
-static double grad_norm(const IvaeModel *m) {
-    double s = 0;
-    for (size_t j = 0; j < m->n_params; j++) s += (double)m->grads[j] * m->grads[j];
-    return sqrt(s);
+/* the whole gradient times f */
+static void clip_global(Trainer *t, real f) {
+    for (int u = 0; u < t->n_units; u++) t->fac[u] = f;
+    t_scale(t);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -518,18 +595,20 @@ static void eval_crop(const Clip *src, int size, int max_frames, int ft, Clip *o
     *out = tmp;
 }
 
-static void reconstruct(IvaeModel *m, const Clip *in, Clip *out) {
+static void reconstruct(IvaeModel *m, IvaeClModel *cm, const Clip *in, Clip *out) {
     int Tz, Hz, Wz;
     if (ivae_latent_shape(&m->cfg, in->T, in->H, in->W, &Tz, &Hz, &Wz) != 0) die("%s", ivae_error());
     real *mu = must_calloc((size_t)m->cfg.z_ch * Tz * Hz * Wz, sizeof(real));
     out->T = in->T, out->H = in->H, out->W = in->W;
     out->px = must_calloc((size_t)3 * in->T * in->H * in->W, sizeof(float));
-    if (ivae_encode(m, in->px, in->T, in->H, in->W, mu) != 0 || ivae_decode(m, mu, Tz, Hz, Wz, out->px) != 0)
-        die("%s", ivae_error());
+    int rc = cm ? ivae_cl_encode(cm, in->px, in->T, in->H, in->W, mu) || ivae_cl_decode(cm, mu, Tz, Hz, Wz, out->px)
+                : ivae_encode(m, in->px, in->T, in->H, in->W, mu) || ivae_decode(m, mu, Tz, Hz, Wz, out->px);
+    if (rc) die("%s", ivae_error());
     free(mu);
 }
 
-static Eval evaluate(IvaeModel *m, const Dataset *ev, const Opts *o, const char *png_dir) {
+/* held-out PSNR and SSIM; on the device if cm is not NULL */
+static Eval evaluate(IvaeModel *m, IvaeClModel *cm, const Dataset *ev, const Opts *o, const char *png_dir) {
     Eval e = {0};
     int ft = ivae_time_factor(&m->cfg);
     for (int kind = 0; kind < 2; kind++) {
@@ -538,7 +617,7 @@ static Eval evaluate(IvaeModel *m, const Dataset *ev, const Opts *o, const char 
         for (int j = 0; j < n; j++) {
             Clip in, rec;
             eval_crop(kind ? &ev->clips[j] : &ev->images[j], o->eval_size, o->eval_frames, ft, &in);
-            reconstruct(m, &in, &rec);
+            reconstruct(m, cm, &in, &rec);
             ps += clip_psnr(&in, &rec), ss += clip_ssim(&in, &rec);
             if (png_dir && j < 4) {
                 char path[1200];
@@ -643,6 +722,17 @@ int train_main(int argc, char **argv) {
     IvaeAdamW adam;
     ivae_adamw_defaults(&adam);
     adam.weight_decay = (real)o.weight_decay;
+    Trainer t = {.m = m};
+    t.n_units = ivae_units(m, NULL);
+    t.units = must_calloc(t.n_units, sizeof *t.units);
+    ivae_units(m, t.units);
+    t.gsq = must_calloc(t.n_units, sizeof(double)), t.wsq = must_calloc(t.n_units, sizeof(double));
+    t.fac = must_calloc(t.n_units, sizeof(real));
+    if (o.cl) {
+        if (!(t.cl = ivae_cl_new())) die("train --device cl: %s", ivae_error());
+        if (!(t.cm = ivae_cl_model_new(t.cl, m, o.cl_fast))) die("train --device cl: %s", ivae_error());
+        printf("device: OpenCL (%s kernels), %s\n", o.cl_fast ? "fast" : "strict", ivae_cl_describe(t.cl));
+    }
     Backup backup = {0};
     backup_take(&backup, m, &s);
 
@@ -679,13 +769,13 @@ int train_main(int argc, char **argv) {
             for (size_t j = 0; j < nz; j++) ((real *)batch[i].eps)[j] = (real)ivae_rng_normal(&s.rng);
         }
         IvaeLoss L;
-        ivae_zero_grad(m);
-        if (ivae_batch_grad(m, batch, B, &o.loss, &L) != 0) die("%s", ivae_error());
-        int ns = ivae_activation_stats(m, stats, 256);
+        t_grad(&t, batch, B, &o.loss, &L);
+        int ns = t_stats(&t, stats, 256);
         double max_act = 0;
         for (int j = 0; j < ns; j++)
             if (stats[j].max_norm > max_act || stats[j].max_norm != stats[j].max_norm) max_act = stats[j].max_norm;
-        double gn = grad_norm(m);
+        t_sumsq(&t, 1, t.gsq);
+        double gn = norm_of(&t);
         const char *event = "";
         char msg[256];
 
@@ -698,6 +788,7 @@ int train_main(int argc, char **argv) {
             skipped++;
             if (skipped > 20 && backup.valid) { /* persistent: roll back */
                 backup_restore(&backup, m, &s);
+                t_push(&t);
                 s.lr_scale *= 0.5;
                 printf("step %ld: too many non-finite steps: rolled back to step %ld, learning rate x%.3g\n", s.step, s.step, s.lr_scale);
                 skipped = 0;
@@ -714,6 +805,7 @@ int train_main(int argc, char **argv) {
             const char *what = "spike_skip";
             if (++spikes >= 3) {
                 backup_restore(&backup, m, &s);
+                t_push(&t);
                 s.lr_scale *= 0.5;
                 rollbacks++, spikes = 0;
                 what = "rollback";
@@ -730,20 +822,19 @@ int train_main(int argc, char **argv) {
         }
         spikes = 0;
         /* clipping, then the step */
-        int agc_n = o.agc > 0 ? clip_adaptive(m, o.agc) : 0, global = 0;
-        double gn2 = grad_norm(m), med_g = median(s.gnorm_hist, s.n_hist);
+        int agc_n = o.agc > 0 ? clip_adaptive(&t, o.agc) : 0, global = 0;
+        double gn2 = norm_of(&t), med_g = median(s.gnorm_hist, s.n_hist);
         if (o.clip_factor > 0 && s.n_hist >= 16 && gn2 > o.clip_factor * med_g) {
-            real f = (real)(o.clip_factor * med_g / gn2);
-            for (size_t j = 0; j < m->n_params; j++) m->grads[j] *= f;
+            clip_global(&t, (real)(o.clip_factor * med_g / gn2));
             global = 1;
             event = "clipped";
         }
         double lr = lr_at(&o, &s);
         adam.lr = (real)lr;
-        ivae_adamw_step(m, &adam);
+        t_adamw(&t, &adam);
         s.step++;
         hist_push(&s, L.loss, gn2, max_act);
-        if (s.step % o.guard_every == 0) backup_take(&backup, m, &s);
+        if (s.step % o.guard_every == 0) t_pull(&t), backup_take(&backup, m, &s); /* ckpt_every is a multiple */
 
         fprintf(csv, "%ld,%.3f,%.9g,%.9g,%.9g,%.9g,%.9g,%.6g,%d,%d,%.6g,%s\n", s.step, now_s() - t_start, L.loss, L.rec, L.kl, L.opl,
                 gn, lr, agc_n, global, max_act, event);
@@ -777,7 +868,7 @@ int train_main(int argc, char **argv) {
             for (int j = 0; j < ns; j++) printf("  %-28s %10.4g %10.4g\n", stats[j].name, stats[j].rms, stats[j].max_norm);
         }
         if (o.eval_every && s.step % o.eval_every == 0 && s.step != s.total_steps) {
-            Eval e = evaluate(m, &ev, &o, NULL);
+            Eval e = evaluate(m, t.cm, &ev, &o, NULL);
             printf("eval at step %ld: images PSNR %.2f dB SSIM %.4f | clips PSNR %.2f dB SSIM %.4f\n", s.step, e.psnr_img,
                    e.ssim_img, e.psnr_vid, e.ssim_vid);
             fprintf(ecsv, "%ld,%.4f,%.5f,%.4f,%.5f\n", s.step, e.psnr_img, e.ssim_img, e.psnr_vid, e.ssim_vid);
@@ -790,11 +881,12 @@ int train_main(int argc, char **argv) {
     }
 
     /* the end: checkpoint, weights, held-out numbers and pictures, the curve */
+    t_pull(&t);
     snprintf(path, sizeof path, "%s/ckpt.safetensors", o.out);
     save_checkpoint(path, m, &s, &o);
     snprintf(path, sizeof path, "%s/model.safetensors", o.out);
     if (ivae_save(m, path) != 0) die("%s", ivae_error());
-    Eval e = evaluate(m, &ev, &o, o.out);
+    Eval e = evaluate(m, t.cm, &ev, &o, o.out);
     fprintf(ecsv, "%ld,%.4f,%.5f,%.4f,%.5f\n", s.step, e.psnr_img, e.ssim_img, e.psnr_vid, e.ssim_vid);
     plot_loss(o.out, c_step, c_loss, c_rec, n_curve);
     char elapsed[32];
@@ -808,6 +900,8 @@ int train_main(int argc, char **argv) {
     for (int i = 0; i < B; i++) free((void *)batch[i].x), free((void *)batch[i].eps);
     free(batch), free(c_step), free(c_loss), free(c_rec);
     free(backup.params), free(backup.m), free(backup.v);
+    free(t.units), free(t.gsq), free(t.wsq), free(t.fac);
+    if (t.cm) ivae_cl_model_free(t.cm), ivae_cl_free(t.cl);
     free_split(&tr), free_split(&ev);
     ivae_model_free(m);
     return 0;
@@ -859,7 +953,7 @@ int eval_main(int argc, char **argv) {
     if (ev.n_clips + ev.n_images == 0) die("%s/eval: no held-out clips or images", o.data);
     mkdir_p(o.out);
     double t0 = now_s();
-    Eval e = evaluate(m, &ev, &o, o.out);
+    Eval e = evaluate(m, NULL, &ev, &o, o.out);
     printf("%s on %s/eval (%d clips, %d images, %dx%d crops, %.1f s):\n", model, o.data, ev.n_clips, ev.n_images,
            o.eval_size, o.eval_size, now_s() - t0);
     printf("  images PSNR %.2f dB  SSIM %.4f\n  clips  PSNR %.2f dB  SSIM %.4f\n", e.psnr_img, e.ssim_img, e.psnr_vid,

@@ -8,7 +8,10 @@
 #   2. grad --cl-mode fast within SPEC 8's tolerances (ivae diff) on both
 #   3. ivae compare exits 0, strict and fast (small config)
 #   4. encode / decode / recon --device cl: the same files as on the CPU
-#   5. errors: no OpenCL platform (OCL_ICD_VENDORS = an empty directory): one
+#   5. train --device cl: strict == the CPU run, bit for bit (guards acting,
+#      with and without double on the device, and resumed from a CPU run);
+#      fast within tolerance
+#   6. errors: no OpenCL platform (OCL_ICD_VENDORS = an empty directory): one
 #      clear line and exit 1, and the CPU path still works; IVAE_CL_DEVICE out
 #      of range: one clear line, exit 1
 #
@@ -109,7 +112,48 @@ $CPU1 ./ivae encode "$OUT/f.safetensors" "$CLIP" "$OUT/lat.cpu.safetensors" --fr
     ok "encode, decode --device cl: the CPU's files byte for byte (5 frames of $(basename "$CLIP")); recon --cl-mode fast runs" ||
     bad "encode / decode / recon --device cl"
 
-# 5: errors
+# 5: training on the device. Strict: the CPU run's bytes (checkpoint with
+#    optimizer state, weights, the log without its time column), with every
+#    guard acting (a low clip factor and spike factor make global clipping,
+#    spike skips and rollbacks happen in 24 steps); the same without double on
+#    the device (the host sums the floats); a run switched from the CPU to the
+#    device by --resume; fast mode within tolerance of the CPU at step 1.
+TR="--data data --eval-size 16 --log-every 1000 --steps 24 --warmup 3 --images 2 --crop 16 --clip-frames 5 --guard-every 2 --ckpt-every 4 --clip-factor 1 --spike-factor 0.8"
+same_run() { # dir1 dir2
+    cmp -s "$1/ckpt.safetensors" "$2/ckpt.safetensors" && cmp -s "$1/model.safetensors" "$2/model.safetensors" &&
+        [ "$(cut -d, -f2 --complement "$1/log.csv")" = "$(cut -d, -f2 --complement "$2/log.csv")" ]
+}
+t0=$(now)
+$CPU1 ./ivae train $TR --out "$OUT/tr.cpu" > "$OUT/tr.cpu.log" 2>&1 || { cat "$OUT/tr.cpu.log"; bad "train on the CPU"; }
+t_cpu=$(since "$t0")
+t0=$(now)
+./ivae train $TR --device cl --out "$OUT/tr.cl" > "$OUT/tr.cl.log" 2>&1 || { cat "$OUT/tr.cl.log"; bad "train --device cl"; }
+t_cl=$(since "$t0")
+ev=$(awk -F, 'NR > 1 && $12 != "" {n[$12]++} END {for (k in n) printf "%s %d, ", k, n[k]}' "$OUT/tr.cpu/log.csv")
+case "$ev" in *clipped*rollback*|*rollback*clipped*) ;; *) bad "the training test did not exercise the guards (events: $ev)";; esac
+if same_run "$OUT/tr.cpu" "$OUT/tr.cl"; then
+    ok "train --device cl (strict) == CPU: 24 steps, checkpoint, weights and log identical (events: ${ev%, }; CPU $t_cpu, OpenCL $t_cl)"
+else
+    bad "train --device cl (strict) differs from the CPU run"
+    diff "$OUT/tr.cpu/log.csv" "$OUT/tr.cl/log.csv" | head -6
+fi
+grep -q "^device: OpenCL (strict kernels)" "$OUT/tr.cl.log" || bad "train --device cl did not say which device it used"
+IVAE_CL_NO_FP64=1 ./ivae train $TR --steps 8 --device cl --out "$OUT/tr.nofp64" > "$OUT/tr.nofp64.log" 2>&1 &&
+    $CPU1 ./ivae train $TR --steps 8 --out "$OUT/tr.cpu8" > /dev/null 2>&1 && same_run "$OUT/tr.cpu8" "$OUT/tr.nofp64" &&
+    ok "train --device cl without double on the device (IVAE_CL_NO_FP64=1) == CPU, 8 steps" ||
+    bad "train --device cl without double on the device differs from the CPU run"
+$CPU1 ./ivae train $TR --stop-after 12 --out "$OUT/tr.half" > /dev/null 2>&1 &&
+    ./ivae train --data data --eval-size 16 --device cl --resume "$OUT/tr.half/ckpt.safetensors" --out "$OUT/tr.half" > "$OUT/tr.half.log" 2>&1 &&
+    same_run "$OUT/tr.cpu" "$OUT/tr.half" &&
+    ok "12 steps on the CPU + --resume on the device for 12 == 24 on the CPU, bit for bit" ||
+    bad "a run resumed on the device differs from the CPU run"
+./ivae train $TR --steps 4 --device cl --cl-mode fast --out "$OUT/tr.fast" > "$OUT/tr.fast.log" 2>&1 &&
+    awk -F, 'FNR == 2 {v[NR > FNR] = $3} END {e = v[0] - v[1]; e = e < 0 ? -e : e; printf "step 1 loss: CPU %.9g, fast %.9g\n", v[0], v[1]; exit !(e <= 1e-4 * v[0])}' \
+        "$OUT/tr.cpu/log.csv" "$OUT/tr.fast/log.csv" > "$OUT/tr.fast.cmp" &&
+    ok "train --cl-mode fast: 4 steps; $(cat "$OUT/tr.fast.cmp") (within 1e-4 relative)" ||
+    { bad "train --cl-mode fast"; cat "$OUT/tr.fast.log" "$OUT/tr.fast.cmp" 2>/dev/null | tail -3; }
+
+# 6: errors
 if OCL_ICD_VENDORS="$PWD/$OUT/empty" ./ivae grad --device cl "$OUT/c.safetensors" "$OUT/c.in.safetensors" "$OUT/x.safetensors" > /dev/null 2> "$OUT/noplat.log"; then
     bad "grad --device cl without an OpenCL platform exited 0"
 elif [ "$(wc -l < "$OUT/noplat.log")" -eq 1 ] && grep -q "no OpenCL platform found" "$OUT/noplat.log"; then
