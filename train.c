@@ -118,7 +118,9 @@ static void parse_opts(Opts *o, int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
 #define NEXT() (i + 1 < argc ? argv[++i] : (die("%s needs a value (see ivae train --help)", a), ""))
-#define NUM(v) (v = strtod(NEXT(), &end), (*end || end == argv[i]) ? die("%s: '%s' is not a number", a, argv[i]) : (void)0)
+/* every real-valued option is a finite number >= 0 */
+#define NUM(v) (v = strtod(NEXT(), &end), (*end || end == argv[i] || !(v >= 0) || isinf(v)) ? \
+                die("%s: '%s' is not a finite number >= 0", a, argv[i]) : (void)0)
 #define INT(v, lo) (v = strtol(NEXT(), &end, 10), (*end || end == argv[i] || v < lo) ? die("%s: '%s' must be an integer >= %d", a, argv[i], lo) : (void)0)
         char *end;
         double d;
@@ -130,7 +132,10 @@ static void parse_opts(Opts *o, int argc, char **argv) {
         else if (!strcmp(a, "--out")) o->out = NEXT();
         else if (!strcmp(a, "--resume")) o->resume = NEXT();
         else if (!strcmp(a, "--config")) o->config = NEXT();
-        else if (!strcmp(a, "--minutes")) NUM(o->minutes);
+        else if (!strcmp(a, "--minutes")) {
+            NUM(o->minutes);
+            if (o->minutes == 0) die("--minutes: 0 (expected a positive number of minutes)");
+        }
         else if (!strcmp(a, "--steps")) INT(o->steps, 1);
         else if (!strcmp(a, "--stop-after")) INT(o->stop_after, 1);
         else if (!strcmp(a, "--seed")) { INT(l, 0); o->seed = (uint64_t)l; }
@@ -138,13 +143,23 @@ static void parse_opts(Opts *o, int argc, char **argv) {
         else if (!strcmp(a, "--clips")) { INT(l, 0); o->n_clips = (int)l; }
         else if (!strcmp(a, "--clip-frames")) { INT(l, 1); o->clip_frames = (int)l; }
         else if (!strcmp(a, "--images")) { INT(l, 0); o->n_images = (int)l; }
-        else if (!strcmp(a, "--lr")) NUM(o->lr);
+        else if (!strcmp(a, "--lr")) {
+            NUM(o->lr);
+            if (o->lr == 0) die("--lr: 0 would not train (expected a rate like 5e-4)");
+        }
         else if (!strcmp(a, "--warmup")) INT(o->warmup, 0);
-        else if (!strcmp(a, "--min-lr-frac")) NUM(o->min_lr_frac);
+        else if (!strcmp(a, "--min-lr-frac")) {
+            NUM(o->min_lr_frac);
+            if (o->min_lr_frac > 1) die("--min-lr-frac: %g is above 1 (the final rate is a fraction of the peak)", o->min_lr_frac);
+        }
         else if (!strcmp(a, "--weight-decay")) NUM(o->weight_decay);
         else if (!strcmp(a, "--agc")) NUM(o->agc);
         else if (!strcmp(a, "--clip-factor")) NUM(o->clip_factor);
-        else if (!strcmp(a, "--spike-factor")) NUM(o->spike_factor);
+        else if (!strcmp(a, "--spike-factor")) {
+            NUM(o->spike_factor);
+            if (o->spike_factor != 0 && !(o->spike_factor > 1))
+                die("--spike-factor %g: expected 0 (off) or more than 1 (it multiplies the recent median loss)", o->spike_factor);
+        }
         else if (!strcmp(a, "--guard-every")) { INT(l, 1); o->guard_every = (int)l; }
         else if (!strcmp(a, "--w-image")) { NUM(d); o->loss.w_image = (real)d; }
         else if (!strcmp(a, "--w-video")) { NUM(d); o->loss.w_video = (real)d; }
@@ -386,9 +401,23 @@ static void backup_restore(const Backup *b, IvaeModel *m, TrainState *s) {
     memcpy(m->params, b->params, n);
     if (m->adam_m) memcpy(m->adam_m, b->m, n), memcpy(m->adam_v, b->v, n);
     double scale = s->lr_scale;
+    IvaeRng rng = s->rng;
     *s = b->st;
-    s->lr_scale = scale; /* the lowered rate survives the rollback */
+    s->lr_scale = scale; /* the lowered rate survives the rollback, */
+    s->rng = rng;        /* and the batches after it are new ones    */
     m->step = s->step;
+}
+
+/* A run that keeps failing from the same good state cannot recover: each
+   rollback halves the rate, and after the fifth (rate x1/32) going on would
+   only loop. Stop with the reason; the last checkpoint on disk stays good. */
+enum { MAX_ROLLBACKS = 5 };
+static void check_stuck(int stuck, const char *why, FILE *csv, const TrainState *s, const Opts *o) {
+    if (stuck < MAX_ROLLBACKS) return;
+    fflush(csv), fflush(stdout);
+    die("train: %s: rolled back %d times to step %ld without getting %d steps past it (learning rate now x%.3g): the run "
+        "cannot recover; lower --lr%s", why, stuck, s->step, o->guard_every, s->lr_scale,
+        strcmp(why, "loss spikes") ? "" : " or raise --spike-factor");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -752,7 +781,8 @@ int train_main(int argc, char **argv) {
     int n_curve = 0;
     double t_start = now_s(), budget = o.minutes * 60, t_loop = now_s();
     long step0 = s.step, skipped = 0, rollbacks = 0, spike_skips = 0;
-    int spikes = 0; /* consecutive */
+    int spikes = 0;   /* consecutive spikes */
+    int stuck = 0;    /* rollbacks since the good state was last refreshed */
     IvaeActStat stats[256];
 
     for (;;) {
@@ -790,6 +820,7 @@ int train_main(int argc, char **argv) {
                 backup_restore(&backup, m, &s);
                 t_push(&t);
                 s.lr_scale *= 0.5;
+                check_stuck(++stuck, "non-finite steps", csv, &s, &o);
                 printf("step %ld: too many non-finite steps: rolled back to step %ld, learning rate x%.3g\n", s.step, s.step, s.lr_scale);
                 skipped = 0;
             }
@@ -807,6 +838,7 @@ int train_main(int argc, char **argv) {
                 backup_restore(&backup, m, &s);
                 t_push(&t);
                 s.lr_scale *= 0.5;
+                check_stuck(++stuck, "loss spikes", csv, &s, &o);
                 rollbacks++, spikes = 0;
                 what = "rollback";
                 printf("step %ld: 3 spikes in a row (loss %.4g vs median %.4g, max activation norm %.4g vs %.4g): rolled back to step %ld, learning rate x%.3g\n",
@@ -834,7 +866,7 @@ int train_main(int argc, char **argv) {
         t_adamw(&t, &adam);
         s.step++;
         hist_push(&s, L.loss, gn2, max_act);
-        if (s.step % o.guard_every == 0) t_pull(&t), backup_take(&backup, m, &s); /* ckpt_every is a multiple */
+        if (s.step % o.guard_every == 0) t_pull(&t), backup_take(&backup, m, &s), stuck = 0; /* ckpt_every is a multiple */
 
         fprintf(csv, "%ld,%.3f,%.9g,%.9g,%.9g,%.9g,%.9g,%.6g,%d,%d,%.6g,%s\n", s.step, now_s() - t_start, L.loss, L.rec, L.kl, L.opl,
                 gn, lr, agc_n, global, max_act, event);

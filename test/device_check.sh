@@ -12,7 +12,9 @@
 #   5. the three timings of `ivae grad` on ivae-s with one 3x17x64x64 clip,
 #      back to back: the CPU, OpenCL strict, OpenCL fast (the strict file must
 #      be the CPU's byte for byte, the fast one within SPEC 8)
-#   6. a summary to paste into a report
+#   6. 30 training steps of the default recipe: CPU, OpenCL strict (the
+#      checkpoint must be the CPU's byte for byte), OpenCL fast
+#   7. a summary to paste into a report
 #
 # Needs make, a C compiler, the OpenCL headers and ICD loader (Debian:
 # ocl-icd-opencl-dev opencl-c-headers) and python3 (for test/nontrivial.py).
@@ -82,7 +84,20 @@ if ./ivae diff --quiet "$OUT/cpu.safetensors" "$OUT/fast.safetensors" > "$OUT/fa
 else fast_ok="BEYOND SPEC 8"; fail "grad --cl-mode fast on 17x64x64 beyond SPEC 8"; fi
 fast_e=$(tail -n 1 "$OUT/fastdiff.log" | sed 's/.*worst e: //')
 
-section "6. summary"
+section "6. ivae train: 30 steps of the default recipe (ivae-xs, one 17x32x32 clip + 8 images): CPU, OpenCL strict, OpenCL fast"
+TR="--data data --steps 30 --warmup 5 --log-every 10 --eval-every 0"
+for mode in cpu strict fast; do
+    case $mode in cpu) dev="";; strict) dev="--device cl";; fast) dev="--device cl --cl-mode fast";; esac
+    t0=$(now)
+    ./ivae train $TR $dev --out "$OUT/train.$mode" > "$OUT/train.$mode.log" 2>&1 || { tail -n 3 "$OUT/train.$mode.log"; fail "train ($mode)"; }
+    eval "w_train_$mode=$(since "$t0")"
+    grep "^step *30/30\|^held-out" "$OUT/train.$mode.log" | sed "s/^/$mode: /"
+done
+if cmp -s "$OUT/train.cpu/ckpt.safetensors" "$OUT/train.strict/ckpt.safetensors"; then train_ok="checkpoint byte-identical to the CPU's"
+else train_ok="checkpoint DIFFERS from the CPU's"; fail "train --device cl (strict) is not the CPU run"; fi
+sps() { sed -n 's/^step *30\/30.* \([0-9.]*\) samples\/s.*/\1/p' "$OUT/train.$1.log"; }
+
+section "7. summary"
 echo "device: $(sed -n "s/.*on OpenCL (strict kernels), //p" "$OUT/strict.log")"
 echo "compare ivae-s strict: $(tail -n 1 "$OUT/compare.strict.log")"
 echo "compare ivae-s fast:   $(tail -n 1 "$OUT/compare.fast.log")"
@@ -91,6 +106,11 @@ printf '%-28s %12s s %10s s   %s\n' "CPU (${OMP_NUM_THREADS:-$(nproc)} threads)"
 printf '%-28s %12s s %10s s   %s\n' "OpenCL strict" "$(fb "$OUT/strict.log")" "$w_strict" "$strict_ok"
 printf '%-28s %12s s %10s s   %s\n' "OpenCL fast" "$(fb "$OUT/fast.log")" "$w_fast" "$fast_ok ($fast_e)"
 echo "(forward+backward: the batch_grad call alone; whole run: the process, with loading, kernel build and upload)"
+printf '%-28s %14s %12s   %s\n' "ivae train, 30 steps" "samples/s" "whole run" "result"
+printf '%-28s %14s %10s s   %s\n' "CPU" "$(sps cpu)" "$w_train_cpu" "reference"
+printf '%-28s %14s %10s s   %s\n' "OpenCL strict" "$(sps strict)" "$w_train_strict" "$train_ok"
+printf '%-28s %14s %10s s   %s\n' "OpenCL fast" "$(sps fast)" "$w_train_fast" "(tiled kernels)"
+echo "(samples/s: the trainer's own figure at step 30; whole run: with the held-out evaluation at the end)"
 if [ -n "$fails" ]; then
     echo "FAILED${fails}"
     exit 1
