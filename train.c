@@ -29,6 +29,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -420,6 +421,16 @@ static void check_stuck(int stuck, const char *why, FILE *csv, const TrainState 
         strcmp(why, "loss spikes") ? "" : " or raise --spike-factor");
 }
 
+/* Ctrl-C (or SIGTERM) ends a run cleanly: the step in flight finishes, then
+   the checkpoint, the weights, the held-out numbers and the curve are written
+   as at a normal end; --resume continues the same schedule. A second Ctrl-C
+   kills at once (the last checkpoint on disk stays good). */
+static volatile sig_atomic_t interrupted = 0;
+static void on_signal(int sig) {
+    interrupted = 1;
+    signal(sig, SIG_DFL);
+}
+
 /* ------------------------------------------------------------------------ */
 /* checkpoints: the model's tensors, optim.m.* and optim.v.*, and the state */
 
@@ -785,7 +796,14 @@ int train_main(int argc, char **argv) {
     int stuck = 0;    /* rollbacks since the good state was last refreshed */
     IvaeActStat stats[256];
 
+    if (signal(SIGINT, on_signal) == SIG_IGN) signal(SIGINT, SIG_IGN); /* a background job keeps ignoring it */
+    signal(SIGTERM, on_signal);
     for (;;) {
+        if (interrupted) {
+            printf("interrupted: stopping at step %ld, writing the checkpoint and the model (--resume continues the schedule)\n",
+                   s.step);
+            break;
+        }
         if (s.total_steps && s.step >= s.total_steps) break;
         if (o.stop_after && s.step >= o.stop_after) break;
         if (!o.steps && !o.resume && now_s() - t_start > budget) break;

@@ -722,12 +722,15 @@ static void test_model_adamw(void) {
 
 static void test_env_errors(void) {
     char cas[160], name[256] = "";
-    cl_platform_id p;
-    cl_uint nd = 0;
-    if (clGetPlatformIDs(1, &p, NULL) == CL_SUCCESS) clGetPlatformInfo(p, CL_PLATFORM_NAME, sizeof name, name, NULL);
-    if (clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, 0, NULL, &nd) != CL_SUCCESS) nd = 0;
+    cl_platform_id ps[16], p = NULL;
+    cl_uint np = 0, nd = 0, ip = 0;
+    const char *env = getenv("IVAE_CL_PLATFORM"); /* the platform the tests run on */
+    if (env) ip = (cl_uint)atoi(env);
+    if (clGetPlatformIDs(16, ps, &np) == CL_SUCCESS && ip < np) p = ps[ip];
+    if (p) clGetPlatformInfo(p, CL_PLATFORM_NAME, sizeof name, name, NULL);
+    if (!p || clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, 0, NULL, &nd) != CL_SUCCESS) nd = 0;
     char want[512];
-    snprintf(want, sizeof want, "IVAE_CL_DEVICE=%u but platform 0 (%s) has %u device%s", nd + 4, name, nd,
+    snprintf(want, sizeof want, "IVAE_CL_DEVICE=%u but platform %u (%s) has %u device%s", nd + 4, ip, name, nd,
              nd == 1 ? "" : "s");
     char val[16];
     snprintf(val, sizeof val, "%u", nd + 4);

@@ -154,29 +154,35 @@ $CPU1 ./ivae train $TR --stop-after 12 --out "$OUT/tr.half" > /dev/null 2>&1 &&
     { bad "train --cl-mode fast"; cat "$OUT/tr.fast.log" "$OUT/tr.fast.cmp" 2>/dev/null | tail -3; }
 
 # 6: errors
-if OCL_ICD_VENDORS="$PWD/$OUT/empty" ./ivae grad --device cl "$OUT/c.safetensors" "$OUT/c.in.safetensors" "$OUT/x.safetensors" > /dev/null 2> "$OUT/noplat.log"; then
-    bad "grad --device cl without an OpenCL platform exited 0"
-elif [ "$(wc -l < "$OUT/noplat.log")" -eq 1 ] && grep -q "no OpenCL platform found" "$OUT/noplat.log"; then
-    ok "no OpenCL platform: exit 1, \"$(cat "$OUT/noplat.log" | cut -c1-90)...\""
+# (OCL_ICD_VENDORS = an empty folder hides every platform from Debian's ICD
+# loader; another loader ignored it on a CUDA machine, where the test skips)
+if OCL_ICD_VENDORS="$PWD/$OUT/empty" ./ivae devices 2>/dev/null | grep -q "^platform 0:"; then
+    echo "SKIP the no-platform checks: this ICD loader ignores OCL_ICD_VENDORS (an empty vendor folder still lists platforms)"
 else
-    bad "no OpenCL platform: not one clear line:"; cat "$OUT/noplat.log"
-fi
-for cmd in devices compare; do
-    if [ $cmd = devices ]; then args=""; else args="$OUT/c.safetensors $OUT/c.in.safetensors"; fi
-    OCL_ICD_VENDORS="$PWD/$OUT/empty" ./ivae $cmd $args > /dev/null 2> "$OUT/noplat.$cmd.log"
-    rc=$?
-    if [ $rc -eq 1 ] && grep -q "no OpenCL platform found" "$OUT/noplat.$cmd.log"; then ok "no OpenCL platform: ivae $cmd exits 1 with the message"
-    else bad "no OpenCL platform: ivae $cmd (exit $rc)"; cat "$OUT/noplat.$cmd.log"; fi
-done
-if OCL_ICD_VENDORS="$PWD/$OUT/empty" $CPU1 ./ivae grad $CF "$OUT/c.safetensors" "$OUT/c.in.safetensors" "$OUT/noplat.cpu.safetensors" > /dev/null 2>&1 &&
-    cmp -s "$OUT/c.cpu.safetensors" "$OUT/noplat.cpu.safetensors"; then
-    ok "no OpenCL platform: grad on the CPU still works (the same bytes)"
-else
-    bad "no OpenCL platform: grad on the CPU failed"
+    if OCL_ICD_VENDORS="$PWD/$OUT/empty" ./ivae grad --device cl "$OUT/c.safetensors" "$OUT/c.in.safetensors" "$OUT/x.safetensors" > /dev/null 2> "$OUT/noplat.log"; then
+        bad "grad --device cl without an OpenCL platform exited 0"
+    elif [ "$(wc -l < "$OUT/noplat.log")" -eq 1 ] && grep -q "no OpenCL platform found" "$OUT/noplat.log"; then
+        ok "no OpenCL platform: exit 1, \"$(cat "$OUT/noplat.log" | cut -c1-90)...\""
+    else
+        bad "no OpenCL platform: not one clear line:"; cat "$OUT/noplat.log"
+    fi
+    for cmd in devices compare; do
+        if [ $cmd = devices ]; then args=""; else args="$OUT/c.safetensors $OUT/c.in.safetensors"; fi
+        OCL_ICD_VENDORS="$PWD/$OUT/empty" ./ivae $cmd $args > /dev/null 2> "$OUT/noplat.$cmd.log"
+        rc=$?
+        if [ $rc -eq 1 ] && grep -q "no OpenCL platform found" "$OUT/noplat.$cmd.log"; then ok "no OpenCL platform: ivae $cmd exits 1 with the message"
+        else bad "no OpenCL platform: ivae $cmd (exit $rc)"; cat "$OUT/noplat.$cmd.log"; fi
+    done
+    if OCL_ICD_VENDORS="$PWD/$OUT/empty" $CPU1 ./ivae grad $CF "$OUT/c.safetensors" "$OUT/c.in.safetensors" "$OUT/noplat.cpu.safetensors" > /dev/null 2>&1 &&
+        cmp -s "$OUT/c.cpu.safetensors" "$OUT/noplat.cpu.safetensors"; then
+        ok "no OpenCL platform: grad on the CPU still works (the same bytes)"
+    else
+        bad "no OpenCL platform: grad on the CPU failed"
+    fi
 fi
 if IVAE_CL_DEVICE=99 ./ivae grad --device cl "$OUT/c.safetensors" "$OUT/c.in.safetensors" "$OUT/x.safetensors" > /dev/null 2> "$OUT/baddev.log"; then
     bad "IVAE_CL_DEVICE=99 exited 0"
-elif [ "$(wc -l < "$OUT/baddev.log")" -eq 1 ] && grep -q "IVAE_CL_DEVICE=99 but platform 0 (.*) has [0-9]* device" "$OUT/baddev.log"; then
+elif [ "$(wc -l < "$OUT/baddev.log")" -eq 1 ] && grep -q "IVAE_CL_DEVICE=99 but platform ${IVAE_CL_PLATFORM:-0} (.*) has [0-9]* device" "$OUT/baddev.log"; then
     ok "IVAE_CL_DEVICE out of range: exit 1, \"$(cat "$OUT/baddev.log")\""
 else
     bad "IVAE_CL_DEVICE out of range: not one clear line:"; cat "$OUT/baddev.log"

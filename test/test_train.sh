@@ -1,7 +1,8 @@
 #!/bin/sh
 # test/test_train.sh: the training program and the media commands, end to end.
 #   1. a short run on data/ whose loss must fall
-#   2. N steps straight == N/2 steps, then --resume, then N/2 (bit for bit)
+#   2. N steps straight == N/2 steps, then --resume, then N/2 (bit for bit);
+#      a run stopped by SIGTERM saves its state and resumes to the same bits
 #   3. a process killed while checkpointing leaves a loadable checkpoint
 #   4. recon / encode / decode on a frame folder, an image and a .y4m
 #   5. bad input to train: one-line errors, exit status 1
@@ -42,6 +43,20 @@ if cmp -s "$OUT/straight/model.safetensors" "$OUT/halves/model.safetensors" &&
     ok "40 steps == 20 + resume + 20: weights and optimizer state bit-identical"
 else
     bad "resume is not exact"
+fi
+# a run stopped by a signal (Ctrl-C or SIGTERM) writes its checkpoint and
+# weights at the step it reached; --resume from there gives the same bits
+./ivae train $R --log-every 1 --out "$OUT/intr" > "$OUT/intr.log" 2>&1 &
+pid=$!
+for i in $(seq 100); do [ "$(cat "$OUT/intr/log.csv" 2>/dev/null | wc -l)" -gt 3 ] && break; sleep 0.1; done
+kill -TERM $pid; wait $pid; rc=$?
+step=$(sed -n 's/^interrupted: stopping at step \([0-9]*\).*/\1/p' "$OUT/intr.log")
+if [ $rc -eq 0 ] && [ -n "$step" ] && [ "$step" -lt 40 ] && [ -s "$OUT/intr/model.safetensors" ] &&
+   ./ivae train --data data --eval-size 16 --resume "$OUT/intr/ckpt.safetensors" --out "$OUT/intr" > /dev/null 2>&1 &&
+   cmp -s "$OUT/straight/ckpt.safetensors" "$OUT/intr/ckpt.safetensors"; then
+    ok "SIGTERM at step $step: checkpoint and weights written, exit 0; resumed to 40 == 40 straight"
+else
+    bad "a run stopped by a signal (exit $rc, step '$step')"; tail -n 3 "$OUT/intr.log"
 fi
 
 # 3. atomic checkpoints: kill -9 during training that checkpoints every step
