@@ -431,7 +431,8 @@ static int cl_open(IvaeCl *cl) {
     cl->base_align = align_bits / 8 > 64 ? align_bits / 8 : 64;
     cl->fast_ok = 1;
     cl_device_fp_config fp64 = 0;
-    if (CL_CHECK(clGetDeviceInfo(cl->device, CL_DEVICE_DOUBLE_FP_CONFIG, sizeof fp64, &fp64, NULL))) return -1;
+    /* (drivers without cl_khr_fp64 may refuse the query itself: no double then) */
+    if (clGetDeviceInfo(cl->device, CL_DEVICE_DOUBLE_FP_CONFIG, sizeof fp64, &fp64, NULL) != CL_SUCCESS) fp64 = 0;
     cl->fp64 = fp64 != 0 && !(getenv("IVAE_CL_NO_FP64") && strcmp(getenv("IVAE_CL_NO_FP64"), "0") != 0);
     cl->profile = getenv("IVAE_CL_PROFILE") && strcmp(getenv("IVAE_CL_PROFILE"), "0") != 0;
     cl_int err;

@@ -773,6 +773,11 @@ static int units_ready(IvaeClModel *cm) {
     cm->units = u, cm->n_units = n, u = NULL;
     rc = 0;
 done:
+    if (rc) { /* a later call starts again from nothing */
+        cl_mem *made[] = {&cm->u_off, &cm->u_len, &cm->u_f, &cm->u_out};
+        for (int k = 0; k < 4; k++)
+            if (*made[k]) clReleaseMemObject(*made[k]), *made[k] = NULL;
+    }
     free(u), free(off), free(len);
     return rc;
 }

@@ -416,16 +416,18 @@ enum { MAX_ROLLBACKS = 5 };
 static void check_stuck(int stuck, const char *why, FILE *csv, const TrainState *s, const Opts *o) {
     if (stuck < MAX_ROLLBACKS) return;
     fflush(csv), fflush(stdout);
-    die("train: %s: rolled back %d times to step %ld without getting %d steps past it (learning rate now x%.3g): the run "
-        "cannot recover; lower --lr%s", why, stuck, s->step, o->guard_every, s->lr_scale,
+    die("train: %s: rolled back %d times to step %ld without getting %d steps past it (learning rates down to x%.3g tried): "
+        "the run cannot recover; lower --lr%s", why, stuck, s->step, o->guard_every, 2 * s->lr_scale,
         strcmp(why, "loss spikes") ? "" : " or raise --spike-factor");
 }
 
-/* Ctrl-C (or SIGTERM) ends a run cleanly: the step in flight finishes, then
-   the checkpoint, the weights, the held-out numbers and the curve are written
-   as at a normal end; --resume continues the same schedule. A second Ctrl-C
-   kills at once (the last checkpoint on disk stays good). */
-static volatile sig_atomic_t interrupted = 0;
+/* Ctrl-C (or SIGTERM) ends a run cleanly: training goes on to the next
+   refresh of the good state (at most --guard-every steps), where the state is
+   exactly what a checkpoint can hold; then the checkpoint, the weights, the
+   held-out numbers and the curve are written as at a normal end, and --resume
+   continues bit for bit. A second Ctrl-C kills at once (the last checkpoint on
+   disk stays good). */
+static volatile sig_atomic_t interrupted = 0; /* 1: signalled, 2: and said so */
 static void on_signal(int sig) {
     interrupted = 1;
     signal(sig, SIG_DFL);
@@ -792,18 +794,27 @@ int train_main(int argc, char **argv) {
     int n_curve = 0;
     double t_start = now_s(), budget = o.minutes * 60, t_loop = now_s();
     long step0 = s.step, skipped = 0, rollbacks = 0, spike_skips = 0;
+    int nan_run = 0;  /* consecutive non-finite steps */
     int spikes = 0;   /* consecutive spikes */
     int stuck = 0;    /* rollbacks since the good state was last refreshed */
+    int stepped = 1;  /* the last iteration took a step (not a skip or a rollback) */
     IvaeActStat stats[256];
 
     if (signal(SIGINT, on_signal) == SIG_IGN) signal(SIGINT, SIG_IGN); /* a background job keeps ignoring it */
     signal(SIGTERM, on_signal);
     for (;;) {
-        if (interrupted) {
+        if (interrupted == 1) {
+            printf("interrupted: finishing to the next good state (a multiple of --guard-every %d); Ctrl-C again kills\n",
+                   o.guard_every);
+            fflush(stdout);
+            interrupted = 2;
+        }
+        if (interrupted && stepped && s.step % o.guard_every == 0) {
             printf("interrupted: stopping at step %ld, writing the checkpoint and the model (--resume continues the schedule)\n",
                    s.step);
             break;
         }
+        stepped = 0;
         if (s.total_steps && s.step >= s.total_steps) break;
         if (o.stop_after && s.step >= o.stop_after) break;
         if (!o.steps && !o.resume && now_s() - t_start > budget) break;
@@ -834,13 +845,14 @@ int train_main(int argc, char **argv) {
             fprintf(csv, "%ld,%.3f,%.9g,%.9g,%.9g,%.9g,%.9g,0,0,0,%.6g,nan_skip\n", s.step + 1, now_s() - t_start, L.loss, L.rec,
                     L.kl, L.opl, gn, max_act);
             skipped++;
-            if (skipped > 20 && backup.valid) { /* persistent: roll back */
+            if (++nan_run > 20 && backup.valid) { /* persistent: roll back */
                 backup_restore(&backup, m, &s);
                 t_push(&t);
                 s.lr_scale *= 0.5;
                 check_stuck(++stuck, "non-finite steps", csv, &s, &o);
                 printf("step %ld: too many non-finite steps: rolled back to step %ld, learning rate x%.3g\n", s.step, s.step, s.lr_scale);
-                skipped = 0;
+                nan_run = 0;
+                rollbacks++;
             }
             continue;
         }
@@ -870,7 +882,7 @@ int train_main(int argc, char **argv) {
                     L.opl, gn, max_act, what);
             continue;
         }
-        spikes = 0;
+        spikes = 0, nan_run = 0;
         /* clipping, then the step */
         int agc_n = o.agc > 0 ? clip_adaptive(&t, o.agc) : 0, global = 0;
         double gn2 = norm_of(&t), med_g = median(s.gnorm_hist, s.n_hist);
@@ -883,6 +895,7 @@ int train_main(int argc, char **argv) {
         adam.lr = (real)lr;
         t_adamw(&t, &adam);
         s.step++;
+        stepped = 1;
         hist_push(&s, L.loss, gn2, max_act);
         if (s.step % o.guard_every == 0) t_pull(&t), backup_take(&backup, m, &s), stuck = 0; /* ckpt_every is a multiple */
 
