@@ -13,9 +13,6 @@
 #   8. bad input      malformed files and arguments: one-line errors, no crash
 set -u
 cd "$(dirname "$0")/.."
-# idle OpenMP threads sleep instead of spinning: the tests stay fast when
-# something else (a training run) shares the cores; the bits do not change
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 PYTHON=${PYTHON:-/usr/bin/python3}
 OUT=test/out
 rm -rf "$OUT" && mkdir -p "$OUT"
