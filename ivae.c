@@ -430,11 +430,11 @@ static void conv_backward_packed(real *dinp, real *dweight, real *dbias, const r
                                  int kh, int kw, int st, int sh, int sw);
 
 /* y[o,t',h',w'] = b[o] + sum_{i,a,c,d} W[o,i,a,c,d] * xpad[i, t'st+a, h'sh+c, w'sw+d] */
-void conv3d_forward(real *out, const real *inp, const real *weight, const real *bias,
+void ivae_conv3d_forward(real *out, const real *inp, const real *weight, const real *bias,
                     int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
                     int st, int sh, int sw) {
     // out (Cout, To, Ho, Wo), inp (Cin, T, H, W), weight (Cout, Cin, kt, kh, kw), bias (Cout)
-    conv3d_forward_chunk(out, inp, NULL, 0, weight, bias, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw);
+    ivae_conv3d_forward_chunk(out, inp, NULL, 0, weight, bias, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw);
 }
 
 /* The forward pass on a chunk of a longer clip (streaming): inp holds frames
@@ -442,7 +442,7 @@ void conv3d_forward(real *out, const real *inp, const real *weight, const real *
    start: zeros, the causal padding). Computes every output frame t' whose
    last tap t'*st falls in the chunk; returns how many there are. The outputs
    are bit for bit those of the whole clip. */
-int conv3d_forward_chunk(real *out, const real *inp, const real *prev, int s0, const real *weight,
+int ivae_conv3d_forward_chunk(real *out, const real *inp, const real *prev, int s0, const real *weight,
                          const real *bias, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
                          int st, int sh, int sw) {
     return conv_forward_packed(out, inp, prev, s0, NULL, weight, bias, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw);
@@ -537,7 +537,7 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
     }
 }
 
-void conv3d_backward(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp,
+void ivae_conv3d_backward(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp,
                      const real *weight, int Cin, int T, int H, int W, int Cout, int kt, int kh,
                      int kw, int st, int sh, int sw) {
     conv_backward_packed(dinp, dweight, dbias, dout, inp, NULL, weight, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw);
@@ -602,7 +602,7 @@ static void conv_backward_packed(real *dinp, real *dweight, real *dbias, const r
 /* --- 2.2 SMC: the reparameterised weight ---------------------------------- */
 
 /* What[o,i,k] = g * s[i]*W[o,i,k] / n[o],  n[o] = sqrt( sum_{i,k} (s[i]*W[o,i,k])^2 + 1e-8 ) */
-void smc_weight_forward(real *what, real *norm, const real *weight, const real *scale,
+void ivae_smc_weight_forward(real *what, real *norm, const real *weight, const real *scale,
                         const real *gain, int Cout, int Cin, int K) {
     // what (Cout, Cin, K), norm (Cout), weight (Cout, Cin, K), scale (Cin), gain (1)
 #pragma omp parallel for schedule(static)
@@ -624,7 +624,7 @@ void smc_weight_forward(real *what, real *norm, const real *weight, const real *
     }
 }
 
-void smc_weight_backward(real *dweight, real *dscale, real *dgain, const real *dwhat,
+void ivae_smc_weight_backward(real *dweight, real *dscale, real *dgain, const real *dwhat,
                          const real *norm, const real *weight, const real *scale,
                          const real *gain, int Cout, int Cin, int K) {
     // in the forward pass: what = g * u / n, u = s[i] * W, n = sqrt(sum u^2 + eps)
@@ -669,12 +669,12 @@ void smc_weight_backward(real *dweight, real *dscale, real *dgain, const real *d
 
 /* --- 2.3 SiLU ------------------------------------------------------------- */
 
-void silu_forward(real *out, const real *inp, size_t n) {
+void ivae_silu_forward(real *out, const real *inp, size_t n) {
 #pragma omp parallel for schedule(static)
     for (size_t j = 0; j < n; j++) out[j] = inp[j] / (1 + EXP(-inp[j]));
 }
 
-void silu_backward(real *dinp, const real *dout, const real *inp, size_t n) {
+void ivae_silu_backward(real *dinp, const real *dout, const real *inp, size_t n) {
     // in the forward pass: y = x * sig(x), so dy/dx = sig * (1 + x * (1 - sig))
 #pragma omp parallel for schedule(static)
     for (size_t j = 0; j < n; j++) {
@@ -687,7 +687,7 @@ void silu_backward(real *dinp, const real *dout, const real *inp, size_t n) {
 /* --- 2.4 PixelNorm -------------------------------------------------------- */
 
 /* y[c,p] = x[c,p] / n[p],  n[p] = sqrt( (1/C) sum_c x[c,p]^2 + 1e-8 ) */
-void pixelnorm_forward(real *out, real *norm, const real *inp, int C, size_t N) {
+void ivae_pixelnorm_forward(real *out, real *norm, const real *inp, int C, size_t N) {
     // out (C, N), norm (N), inp (C, N)
 #pragma omp parallel for schedule(static)
     for (size_t p = 0; p < N; p++) {
@@ -699,7 +699,7 @@ void pixelnorm_forward(real *out, real *norm, const real *inp, int C, size_t N) 
     }
 }
 
-void pixelnorm_backward(real *dinp, const real *dout, const real *inp, const real *norm, int C, size_t N) {
+void ivae_pixelnorm_backward(real *dinp, const real *dout, const real *norm, const real *inp, int C, size_t N) {
     // in the forward pass: y_c = x_c / n, n = sqrt(mean_c x^2 + eps), dn/dx_c = x_c / (C n)
     // so dx_c = dy_c / n - x_c * (sum_j dy_j x_j) / (C n^3) = (dy_c - x_c * dot / (C n^2)) / n
 #pragma omp parallel for schedule(static)
@@ -726,7 +726,7 @@ static void attn_span(int mode, int p, int HW, int *r0, int *r1) {
 static int attn_row_len(int mode, int T, int HW) { return mode == IVAE_ATTN_CAUSAL ? T * HW : HW; }
 
 /* o_p = sum_r softmax_r(q_p . k_r / sqrt(C)) v_r over the allowed r */
-void attention_forward(real *out, real *att, const real *qkv, int C, int T, int H, int W, int mode) {
+void ivae_attention_forward(real *out, real *att, const real *qkv, int C, int T, int H, int W, int mode) {
     // out (C, N), att (N, L) probabilities, qkv (3C, N): q rows 0..C-1, k C..2C-1, v 2C..3C-1
     int HW = H * W, N = T * HW, L = attn_row_len(mode, T, HW);
     const real *q = qkv, *k = qkv + (size_t)C * N, *v = qkv + (size_t)2 * C * N;
@@ -758,7 +758,7 @@ void attention_forward(real *out, real *att, const real *qkv, int C, int T, int 
     }
 }
 
-void attention_backward(real *dqkv, const real *dout, const real *att, const real *qkv, int C,
+void ivae_attention_backward(real *dqkv, const real *dout, const real *att, const real *qkv, int C,
                         int T, int H, int W, int mode) {
     // in the forward pass: s_pr = q_p.k_r * scale, a = softmax_r(s), o_p = sum_r a_pr v_r, so
     //   dv_r = sum_p a_pr do_p,  da_pr = do_p . v_r,  ds_pr = a_pr (da_pr - sum_r' a_pr' da_pr'),
@@ -823,11 +823,11 @@ void attention_backward(real *dqkv, const real *dout, const real *att, const rea
 static int up_src_frame(int j, int temporal, int first) { return temporal ? (first ? (j + 1) / 2 : j / 2) : j; }
 static int up_frames(int T, int temporal, int first) { return temporal ? (first ? 2 * T - 1 : 2 * T) : T; }
 
-void upsample_forward(real *out, const real *inp, int C, int T, int H, int W, int temporal) {
-    upsample_chunk(out, inp, C, T, H, W, temporal, 1);
+void ivae_upsample_forward(real *out, const real *inp, int C, int T, int H, int W, int temporal) {
+    ivae_upsample_chunk(out, inp, C, T, H, W, temporal, 1);
 }
 
-void upsample_chunk(real *out, const real *inp, int C, int T, int H, int W, int temporal, int first) {
+void ivae_upsample_chunk(real *out, const real *inp, int C, int T, int H, int W, int temporal, int first) {
     // out (C, To, 2H, 2W), inp (C, T, H, W)
     int To = up_frames(T, temporal, first), Ho = 2 * H, Wo = 2 * W;
 #pragma omp parallel for schedule(static)
@@ -840,7 +840,7 @@ void upsample_chunk(real *out, const real *inp, int C, int T, int H, int W, int 
     }
 }
 
-void upsample_backward(real *dinp, const real *dout, int C, int T, int H, int W, int temporal) {
+void ivae_upsample_backward(real *dinp, const real *dout, int C, int T, int H, int W, int temporal) {
     // each input pixel was copied to a 2x2 block of 1 or 2 output frames: sum them,
     // frames in increasing order, then the block in row-major order
     int To = temporal ? 2 * T - 1 : T, Ho = 2 * H, Wo = 2 * W;
@@ -871,7 +871,7 @@ void upsample_backward(real *dinp, const real *dout, int C, int T, int H, int W,
 
 /* rec = (1/N_ref) sum |xhat - x|; writes dxhat = coef * sign(xhat - x) where
    coef = w_i / (B * N_ref) is the weight this sample's loss term carries */
-double rec_loss(real *dxhat, const real *xhat, const real *x, Shape s, real coef, real *scratch) {
+double ivae_rec_loss(real *dxhat, const real *xhat, const real *x, Shape s, real coef, real *scratch) {
     size_t n = shape_numel(s);
     for (size_t j = 0; j < n; j++) {
         real d = xhat[j] - x[j];
@@ -884,7 +884,7 @@ double rec_loss(real *dxhat, const real *xhat, const real *x, Shape s, real coef
 /* The latent (SPEC 3, 4): h holds 2z channels from the encoder;
    mu = h[0:z], logvar = clamp(h[z:2z], -30, 20), z = mu + exp(logvar/2) * eps.
    Returns the unnormalised KL sum, 0.5 * sum (mu^2 + exp(logvar) - 1 - logvar). */
-double latent_forward(real *logvar, real *zs, real *scratch, const real *h, const real *eps, Shape zsh) {
+double ivae_latent_forward(real *logvar, real *zs, const real *h, const real *eps, Shape zsh, real *scratch) {
     size_t n = shape_numel(zsh);
     const real *mu = h, *raw = h + n;
     for (size_t j = 0; j < n; j++) {
@@ -897,7 +897,7 @@ double latent_forward(real *logvar, real *zs, real *scratch, const real *h, cons
     return sum_nested_d(scratch, zsh);
 }
 
-void latent_backward(real *dh, const real *dz, const real *h, const real *logvar, const real *eps,
+void ivae_latent_backward(real *dh, const real *dz, const real *logvar, const real *h, const real *eps,
                      size_t n, real ckl) {
     // in the forward pass: z = mu + exp(lv/2) eps and kl = 0.5 (mu^2 + exp(lv) - 1 - lv), scaled by ckl,
     // so dmu = dz + ckl * mu,  dlv = dz * eps * exp(lv/2) / 2 + ckl * (exp(lv) - 1) / 2,
@@ -915,7 +915,7 @@ void latent_backward(real *dh, const real *dz, const real *h, const real *logvar
    per frame, m[c], sd[c] = mean and population sd over (h, w), S = ||sd||,
    d_p = ||z[:,p] - m||;  opl_t = (1/HW) sum_p max(d_p - 3 S, 0);  returns the
    mean over t. With coef != 0 it also adds coef * d(opl)/dz to dz. */
-double opl_forward_backward(real *dz, const real *z, Shape s, real coef, real *scratch) {
+double ivae_opl_forward_backward(real *dz, const real *z, Shape s, real coef, real *scratch) {
     int C = s.C, HW = s.H * s.W;
     size_t N = (size_t)s.T * HW;
     double total = 0;
@@ -1442,14 +1442,14 @@ static void pack_all(IvaeModel *m, int flip) {
 
 static void smc_prepare(IvaeModel *m, Smc *s) {
     const Conv *c = &s->c;
-    smc_weight_forward(m->impl->eff + c->w, s->norm, m->params + c->w, m->params + s->s,
+    ivae_smc_weight_forward(m->impl->eff + c->w, s->norm, m->params + c->w, m->params + s->s,
                        m->params + s->g, c->cout, c->cin, c->kt * c->kh * c->kw);
     memset(m->impl->deff + c->w, 0, (size_t)c->cout * c->cin * c->kt * c->kh * c->kw * sizeof(real));
 }
 
 static void smc_finish(IvaeModel *m, Smc *s) {
     const Conv *c = &s->c;
-    smc_weight_backward(m->grads + c->w, m->grads + s->s, m->grads + s->g, m->impl->deff + c->w,
+    ivae_smc_weight_backward(m->grads + c->w, m->grads + s->s, m->grads + s->g, m->impl->deff + c->w,
                         s->norm, m->params + c->w, m->params + s->s, m->params + s->g, c->cout,
                         c->cin, c->kt * c->kh * c->kw);
 }
@@ -1510,7 +1510,7 @@ static real *conv_bwd(IvaeModel *m, const Conv *c, const real *wbase, real *dwba
 
 static real *silu_fwd(IvaeModel *m, const real *x, Shape s) {
     real *y = arena_alloc(&m->impl->arena, shape_numel(s));
-    silu_forward(y, x, shape_numel(s));
+    ivae_silu_forward(y, x, shape_numel(s));
     return y;
 }
 
@@ -1534,7 +1534,7 @@ static const real *block_forward(IvaeModel *m, Block *b, const real *x, Shape s)
         int first = s0 == 0;
         Shape us = {s.C, up_frames(s.T, b->temporal, first), 2 * s.H, 2 * s.W};
         b->a1 = arena_alloc(A, shape_numel(us));
-        upsample_chunk(b->a1, x, s.C, s.T, s.H, s.W, b->temporal, first);
+        ivae_upsample_chunk(b->a1, x, s.C, s.T, s.H, s.W, b->temporal, first);
         b->y = conv_fwd(m, b, 0, &b->conv, P, b->a1, us, &os, b->temporal && !first ? 2 * s0 - 1 : s0);
         break;
     }
@@ -1555,11 +1555,11 @@ static const real *block_forward(IvaeModel *m, Block *b, const real *x, Shape s)
         int L = attn_row_len(m->cfg.attn, s.T, s.H * s.W);
         b->n = arena_alloc(A, shape_numel(s));
         b->nrm = arena_alloc(A, N);
-        pixelnorm_forward(b->n, b->nrm, x, s.C, N);
+        ivae_pixelnorm_forward(b->n, b->nrm, x, s.C, N);
         b->qkv = conv_fwd(m, b, 0, &b->conv, P, b->n, s, &tmp, s0);
         b->att = arena_alloc(A, N * L);
         b->o = arena_alloc(A, shape_numel(s));
-        attention_forward(b->o, b->att, b->qkv, s.C, s.T, s.H, s.W, m->cfg.attn);
+        ivae_attention_forward(b->o, b->att, b->qkv, s.C, s.T, s.H, s.W, m->cfg.attn);
         b->y = conv_fwd(m, b, 0, &b->proj, P, b->o, s, &os, s0);
         for (size_t j = 0; j < shape_numel(s); j++) b->y[j] = x[j] + b->y[j];
         break;
@@ -1584,14 +1584,14 @@ static real *block_backward(IvaeModel *m, Block *b, const real *dy) {
     case BLK_SILU_CONV: {
         real *da = conv_bwd(m, &b->conv, P, G, dy, b->a1, s);
         dx = arena_alloc(A, n);
-        silu_backward(dx, da, b->x, n);
+        ivae_silu_backward(dx, da, b->x, n);
         break;
     }
     case BLK_UP: {
         Shape us = {s.C, b->temporal ? 2 * s.T - 1 : s.T, 2 * s.H, 2 * s.W};
         real *da = conv_bwd(m, &b->conv, P, G, dy, b->a1, us);
         dx = arena_alloc(A, n);
-        upsample_backward(dx, da, s.C, s.T, s.H, s.W, b->temporal);
+        ivae_upsample_backward(dx, da, s.C, s.T, s.H, s.W, b->temporal);
         break;
     }
     case BLK_RES: {
@@ -1600,10 +1600,10 @@ static real *block_backward(IvaeModel *m, Block *b, const real *dy) {
         size_t nh = shape_numel(hs);
         real *da2 = conv_bwd(m, &b->c2.c, E, DE, dy, b->a2, hs);
         real *dh1 = arena_alloc(A, nh);
-        silu_backward(dh1, da2, b->h1, nh);
+        ivae_silu_backward(dh1, da2, b->h1, nh);
         real *da1 = conv_bwd(m, &b->c1.c, E, DE, dh1, b->a1, s);
         dx = arena_alloc(A, n);
-        silu_backward(dx, da1, b->x, n);
+        ivae_silu_backward(dx, da1, b->x, n);
         const real *dsc = b->shortcut ? conv_bwd(m, &b->conv, P, G, dy, b->x, s) : dy;
         for (size_t j = 0; j < n; j++) dx[j] = dx[j] + dsc[j];
         break;
@@ -1614,10 +1614,10 @@ static real *block_backward(IvaeModel *m, Block *b, const real *dy) {
         real *dout = conv_bwd(m, &b->proj, P, G, dy, b->o, s);
         Shape qs = {3 * s.C, s.T, s.H, s.W};
         real *dqkv = arena_alloc(A, shape_numel(qs));
-        attention_backward(dqkv, dout, b->att, b->qkv, s.C, s.T, s.H, s.W, m->cfg.attn);
+        ivae_attention_backward(dqkv, dout, b->att, b->qkv, s.C, s.T, s.H, s.W, m->cfg.attn);
         real *dn = conv_bwd(m, &b->conv, P, G, dqkv, b->n, s);
         dx = arena_alloc(A, n);
-        pixelnorm_backward(dx, dn, b->x, b->nrm, s.C, N);
+        ivae_pixelnorm_backward(dx, dn, b->nrm, b->x, s.C, N);
         for (size_t j = 0; j < n; j++) dx[j] = dx[j] + dy[j];
         break;
     }
@@ -1780,19 +1780,19 @@ int ivae_batch_grad(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts
         size_t nz = shape_numel(zs);
         real *logvar = arena_alloc(&I->arena, nz), *z = arena_alloc(&I->arena, nz);
         real *scratch = arena_alloc(&I->arena, nx > nz + 2 * (size_t)zs.C + 2 * (size_t)zs.H * zs.W ? nx : nz + 2 * (size_t)zs.C + 2 * (size_t)zs.H * zs.W);
-        double kl = latent_forward(logvar, z, scratch, h, sp->eps, zs) / n_ref;
+        double kl = ivae_latent_forward(logvar, z, h, sp->eps, zs, scratch) / n_ref;
         const real *xhat = run_forward(m, I->dec, I->n_dec, z, zs, &os);
         real *dxhat = arena_alloc(&I->arena, nx);
         real c_rec = w_i / n_ref;
-        double rec = rec_loss(dxhat, xhat, sp->x, xs, c_rec, scratch) / n_ref;
+        double rec = ivae_rec_loss(dxhat, xhat, sp->x, xs, c_rec, scratch) / n_ref;
         if (!out->nonfinite[0] && !(isfinite(rec) && isfinite(kl))) find_nonfinite_activation(m, i, out->nonfinite);
 
         /* backward: decoder, outlier penalty, latent, encoder */
         real *dz = run_backward(m, I->dec, I->n_dec, dxhat);
         double opl = 0;
-        if (opts->w_opl != 0) opl = opl_forward_backward(dz, z, zs, w_i * opts->w_opl, scratch);
+        if (opts->w_opl != 0) opl = ivae_opl_forward_backward(dz, z, zs, w_i * opts->w_opl, scratch);
         real *dh = arena_alloc(&I->arena, 2 * nz);
-        latent_backward(dh, dz, h, logvar, sp->eps, nz, w_i * opts->beta / n_ref);
+        ivae_latent_backward(dh, dz, logvar, h, sp->eps, nz, w_i * opts->beta / n_ref);
         real *dx = run_backward(m, I->enc, I->n_enc, dh);
         /* x also enters the loss directly: rec = |xhat - x| */
         for (size_t j = 0; j < nx; j++) dx[j] = dx[j] - dxhat[j];

@@ -205,15 +205,15 @@ void ivae_unit_scale(const IvaeUnit *u, int n, real *x, const real *f);
    Backward functions write dinp and accumulate dweight and dbias; any of
    the three may be NULL to skip it. */
 
-void conv3d_forward(real *out, const real *inp, const real *weight, const real *bias,
+void ivae_conv3d_forward(real *out, const real *inp, const real *weight, const real *bias,
                     int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
                     int st, int sh, int sw);
-int conv3d_forward_chunk(real *out, const real *inp, const real *prev, int s0, const real *weight,
+int ivae_conv3d_forward_chunk(real *out, const real *inp, const real *prev, int s0, const real *weight,
                          const real *bias, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
                          int st, int sh, int sw);
-void upsample_forward(real *out, const real *inp, int C, int T, int H, int W, int temporal);
-void upsample_chunk(real *out, const real *inp, int C, int T, int H, int W, int temporal, int first);
-void conv3d_backward(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp,
+void ivae_upsample_forward(real *out, const real *inp, int C, int T, int H, int W, int temporal);
+void ivae_upsample_chunk(real *out, const real *inp, int C, int T, int H, int W, int temporal, int first);
+void ivae_conv3d_backward(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp,
                      const real *weight, int Cin, int T, int H, int W, int Cout, int kt, int kh,
                      int kw, int st, int sh, int sw);
 

@@ -581,13 +581,13 @@ static int conv_call(void *ctx) {
     ConvJob *j = ctx;
     const ConvShape *c = j->c;
     if (j->pass == PASS_FWD)
-        conv3d_forward(j->out, j->inp, j->weight, j->bias, c->cin, c->T, c->H, c->W, c->cout, c->kt,
+        ivae_conv3d_forward(j->out, j->inp, j->weight, j->bias, c->cin, c->T, c->H, c->W, c->cout, c->kt,
                        c->kh, c->kw, c->st, c->sh, c->sw);
     else if (j->pass == PASS_DINP)
-        conv3d_backward(j->dinp, NULL, NULL, j->dout, j->inp, j->weight, c->cin, c->T, c->H, c->W,
+        ivae_conv3d_backward(j->dinp, NULL, NULL, j->dout, j->inp, j->weight, c->cin, c->T, c->H, c->W,
                         c->cout, c->kt, c->kh, c->kw, c->st, c->sh, c->sw);
     else
-        conv3d_backward(NULL, j->dweight, j->dbias, j->dout, j->inp, j->weight, c->cin, c->T, c->H,
+        ivae_conv3d_backward(NULL, j->dweight, j->dbias, j->dout, j->inp, j->weight, c->cin, c->T, c->H,
                         c->W, c->cout, c->kt, c->kh, c->kw, c->st, c->sh, c->sw);
     return 0; /* the layer functions cannot fail */
 }

@@ -77,7 +77,7 @@ static struct {
 } cv;
 
 static double conv_loss(void) {
-    conv3d_forward(cv.y, cv.x, cv.w, cv.b, cv.Cin, cv.T, cv.H, cv.W, cv.Cout, cv.kt, cv.kh, cv.kw, cv.st, cv.sh, cv.sw);
+    ivae_conv3d_forward(cv.y, cv.x, cv.w, cv.b, cv.Cin, cv.T, cv.H, cv.W, cv.Cout, cv.kt, cv.kh, cv.kw, cv.st, cv.sh, cv.sw);
     return dot_r(cv.y, cv.R, cv.nout);
 }
 
@@ -90,7 +90,7 @@ static void test_conv(int Cin, int T, int H, int W, int Cout, int kt, int kh, in
     cv.nin = (size_t)Cin * T * H * W, cv.nout = (size_t)Cout * To * Ho * Wo, cv.nw = (size_t)Cout * Cin * kt * kh * kw;
     cv.x = rnd(cv.nin, 1), cv.w = rnd(cv.nw, 0.5), cv.b = rnd(Cout, 0.5), cv.y = zeros(cv.nout), cv.R = rnd(cv.nout, 1);
     real *dx = zeros(cv.nin), *dw = zeros(cv.nw), *db = zeros(Cout);
-    conv3d_backward(dx, dw, db, cv.R, cv.x, cv.w, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw);
+    ivae_conv3d_backward(dx, dw, db, cv.R, cv.x, cv.w, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw);
     check(name, "inp", cv.x, dx, cv.nin, conv_loss);
     check(name, "weight", cv.w, dw, cv.nw, conv_loss);
     check(name, "bias", cv.b, db, Cout, conv_loss);
@@ -105,7 +105,7 @@ static struct {
 } sm;
 
 static double smc_loss(void) {
-    smc_weight_forward(sm.what, sm.norm, sm.w, sm.s, sm.g, sm.Cout, sm.Cin, sm.K);
+    ivae_smc_weight_forward(sm.what, sm.norm, sm.w, sm.s, sm.g, sm.Cout, sm.Cin, sm.K);
     return dot_r(sm.what, sm.R, (size_t)sm.Cout * sm.Cin * sm.K);
 }
 
@@ -115,7 +115,7 @@ static void test_smc(int Cout, int Cin, int K) {
     sm.w = rnd(n, 0.5), sm.s = rnd(Cin, 1), sm.g = rnd(1, 2), sm.what = zeros(n), sm.norm = zeros(Cout), sm.R = rnd(n, 1);
     smc_loss();
     real *dw = zeros(n), *ds = zeros(Cin), *dg = zeros(1);
-    smc_weight_backward(dw, ds, dg, sm.R, sm.norm, sm.w, sm.s, sm.g, Cout, Cin, K);
+    ivae_smc_weight_backward(dw, ds, dg, sm.R, sm.norm, sm.w, sm.s, sm.g, Cout, Cin, K);
     check("smc weight reparameterisation", "weight", sm.w, dw, n, smc_loss);
     check("smc weight reparameterisation", "scale", sm.s, ds, Cin, smc_loss);
     check("smc weight reparameterisation", "gain", sm.g, dg, 1, smc_loss);
@@ -131,22 +131,22 @@ static struct {
 } el;
 
 static double silu_loss(void) {
-    silu_forward(el.y, el.x, el.n);
+    ivae_silu_forward(el.y, el.x, el.n);
     return dot_r(el.y, el.R, el.n);
 }
 
 static double pixelnorm_loss(void) {
-    pixelnorm_forward(el.y, el.aux, el.x, el.C, el.n / el.C);
+    ivae_pixelnorm_forward(el.y, el.aux, el.x, el.C, el.n / el.C);
     return dot_r(el.y, el.R, el.n);
 }
 
 static double attention_loss(void) {
-    attention_forward(el.y, el.aux, el.x, el.C, el.T, el.H, el.W, el.mode);
+    ivae_attention_forward(el.y, el.aux, el.x, el.C, el.T, el.H, el.W, el.mode);
     return dot_r(el.y, el.R, el.nout);
 }
 
 static double upsample_loss(void) {
-    upsample_forward(el.y, el.x, el.C, el.T, el.H, el.W, el.temporal);
+    ivae_upsample_forward(el.y, el.x, el.C, el.T, el.H, el.W, el.temporal);
     return dot_r(el.y, el.R, el.nout);
 }
 
@@ -154,7 +154,7 @@ static void test_silu(void) {
     el.n = 257;
     el.x = rnd(el.n, 6), el.y = zeros(el.n), el.R = rnd(el.n, 1);
     real *dx = zeros(el.n);
-    silu_backward(dx, el.R, el.x, el.n);
+    ivae_silu_backward(dx, el.R, el.x, el.n);
     check("silu", "inp", el.x, dx, el.n, silu_loss);
     free(el.x), free(el.y), free(el.R), free(dx);
 }
@@ -164,7 +164,7 @@ static void test_pixelnorm(int C, int N) {
     el.x = rnd(el.n, 1), el.y = zeros(el.n), el.aux = zeros(N), el.R = rnd(el.n, 1);
     real *dx = zeros(el.n);
     pixelnorm_loss();
-    pixelnorm_backward(dx, el.R, el.x, el.aux, C, N);
+    ivae_pixelnorm_backward(dx, el.R, el.aux, el.x, C, N);
     check("pixelnorm", "inp", el.x, dx, el.n, pixelnorm_loss);
     free(el.x), free(el.y), free(el.aux), free(el.R), free(dx);
 }
@@ -176,7 +176,7 @@ static void test_attention(int C, int T, int H, int W, int mode) {
     el.x = rnd(el.n, 1.5), el.y = zeros(el.nout), el.aux = zeros((size_t)N * N), el.R = rnd(el.nout, 1);
     real *dqkv = zeros(el.n);
     attention_loss();
-    attention_backward(dqkv, el.R, el.aux, el.x, C, T, H, W, mode);
+    ivae_attention_backward(dqkv, el.R, el.aux, el.x, C, T, H, W, mode);
     check(mode == IVAE_ATTN_CAUSAL ? "attention causal" : "attention frame", "qkv", el.x, dqkv, el.n, attention_loss);
     free(el.x), free(el.y), free(el.aux), free(el.R), free(dqkv);
 }
@@ -186,7 +186,7 @@ static void test_upsample(int C, int T, int H, int W, int temporal) {
     el.n = (size_t)C * T * H * W, el.nout = (size_t)C * (temporal ? 2 * T - 1 : T) * 4 * H * W;
     el.x = rnd(el.n, 1), el.y = zeros(el.nout), el.R = rnd(el.nout, 1);
     real *dx = zeros(el.n);
-    upsample_backward(dx, el.R, C, T, H, W, temporal);
+    ivae_upsample_backward(dx, el.R, C, T, H, W, temporal);
     check(temporal ? "upsample temporal" : "upsample spatial", "inp", el.x, dx, el.n, upsample_loss);
     free(el.x), free(el.y), free(el.R), free(dx);
 }
@@ -199,7 +199,7 @@ static struct {
     real *x, *xhat, *h, *eps, *lv, *z, *scratch, *R;
 } ls;
 
-static double rec_loss_fn(void) { return ls.coef * rec_loss(NULL, ls.xhat, ls.x, ls.s, ls.coef, ls.scratch); }
+static double rec_loss_fn(void) { return ls.coef * ivae_rec_loss(NULL, ls.xhat, ls.x, ls.s, ls.coef, ls.scratch); }
 
 static void test_rec(void) {
     Shape s = {3, 2, 3, 5};
@@ -207,7 +207,7 @@ static void test_rec(void) {
     ls.s = s, ls.coef = 0.37;
     ls.x = rnd(n, 1), ls.xhat = rnd(n, 1), ls.scratch = zeros(n);
     real *dxhat = zeros(n);
-    rec_loss(dxhat, ls.xhat, ls.x, s, ls.coef, ls.scratch);
+    ivae_rec_loss(dxhat, ls.xhat, ls.x, s, ls.coef, ls.scratch);
     check("reconstruction L1", "xhat", ls.xhat, dxhat, n, rec_loss_fn);
     free(ls.x), free(ls.xhat), free(ls.scratch), free(dxhat);
 }
@@ -215,7 +215,7 @@ static void test_rec(void) {
 /* L = sum(R * z) + coef * kl, the latent's share of the loss */
 static double latent_loss(void) {
     size_t n = shape_numel(ls.s);
-    double kl = latent_forward(ls.lv, ls.z, ls.scratch, ls.h, ls.eps, ls.s);
+    double kl = ivae_latent_forward(ls.lv, ls.z, ls.h, ls.eps, ls.s, ls.scratch);
     return dot_r(ls.z, ls.R, n) + ls.coef * kl;
 }
 
@@ -226,7 +226,7 @@ static void test_latent(void) {
     ls.h = rnd(2 * n, 2), ls.eps = rnd(n, 1.5), ls.lv = zeros(n), ls.z = zeros(n), ls.scratch = zeros(n), ls.R = rnd(n, 1);
     real *dh = zeros(2 * n);
     latent_loss();
-    latent_backward(dh, ls.R, ls.h, ls.lv, ls.eps, n, ls.coef);
+    ivae_latent_backward(dh, ls.R, ls.lv, ls.h, ls.eps, n, ls.coef);
     check("latent (sample, KL)", "h", ls.h, dh, 2 * n, latent_loss);
     /* the clamp: outside [-30, 20] no gradient reaches the raw logvar, at the
        bounds it still does (PyTorch's convention). Finite differences are
@@ -235,7 +235,7 @@ static void test_latent(void) {
     int blocked[4] = {1, 1, 0, 0}, bad = 0;
     for (int k = 0; k < 4; k++) ls.h[n + k] = raw[k];
     latent_loss();
-    latent_backward(dh, ls.R, ls.h, ls.lv, ls.eps, n, ls.coef);
+    ivae_latent_backward(dh, ls.R, ls.lv, ls.h, ls.eps, n, ls.coef);
     for (int k = 0; k < 4; k++) bad += blocked[k] ? dh[n + k] != 0 : dh[n + k] == 0;
     n_checks++, n_fail += bad > 0;
     printf("%s %-34s dh        gradient %s outside [-30, 20], passed at the bounds\n", bad ? "FAIL" : "ok  ",
@@ -243,7 +243,7 @@ static void test_latent(void) {
     free(ls.h), free(ls.eps), free(ls.lv), free(ls.z), free(ls.scratch), free(ls.R), free(dh);
 }
 
-static double opl_loss(void) { return ls.coef * opl_forward_backward(NULL, ls.z, ls.s, 0, ls.scratch); }
+static double opl_loss(void) { return ls.coef * ivae_opl_forward_backward(NULL, ls.z, ls.s, 0, ls.scratch); }
 
 static void test_opl(void) {
     Shape s = {3, 2, 4, 4};
@@ -253,7 +253,7 @@ static void test_opl(void) {
     /* outliers, so that the hinge is active at a few positions */
     for (int c = 0; c < 3; c++) ls.z[(size_t)c * 32 + 5] = 8, ls.z[(size_t)c * 32 + 16 + 9] = -7 + c;
     real *dz = zeros(n);
-    double v = opl_forward_backward(dz, ls.z, s, ls.coef, ls.scratch);
+    double v = ivae_opl_forward_backward(dz, ls.z, s, ls.coef, ls.scratch);
     if (!(v > 0)) {
         printf("FAIL opl: penalty is %g, the test needs active outliers\n", v);
         n_fail++;

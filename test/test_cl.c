@@ -212,13 +212,13 @@ static void test_conv(int Cin, int Cout, int T, int H, int W, int kt, int kh, in
     cl_mem gx = dev(x, nx), gw = dev(w, nw), gb = with_bias ? dev(b, Cout) : NULL, gdy = dev(dy, ny);
 
     float *y = alloc_f(ny);
-    conv3d_forward(y, x, w, with_bias ? b : NULL, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw);
+    ivae_conv3d_forward(y, x, w, with_bias ? b : NULL, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw);
     cl_mem gy = dev_poisoned(ny);
     cl_ok(ivae_cl_conv3d_forward(g_cl, gy, gx, gw, gb, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw), "conv3d_forward");
     check_buf("conv3d_forward", cas, y, gy, ny);
 
     float *dx = alloc_f(nx), *dw = copy(dw0, nw), *db = copy(db0, Cout);
-    conv3d_backward(dx, dw, db, dy, x, w, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw);
+    ivae_conv3d_backward(dx, dw, db, dy, x, w, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw);
     cl_mem gdx = dev_poisoned(nx), gdw = dev(dw0, nw), gdb = dev(db0, Cout);
     cl_ok(ivae_cl_conv3d_backward(g_cl, gdx, gdw, gdb, gdy, gx, gw, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw),
           "conv3d_backward");
@@ -253,7 +253,7 @@ static void test_conv_chunk(int Cin, int Cout, int T, int H, int W, int k, int s
     float *x = normal(nx, 1), *prev = normal(np, 1), *w = uniform(nw, -0.3f, 0.3f), *b = normal(Cout, 0.5f);
     size_t ny = (size_t)Cout * T * Ho * Wo; /* at least To */
     float *y = filled(ny, 0);
-    int To = conv3d_forward_chunk(y, x, with_prev ? prev : NULL, s0, w, b, Cin, T, H, W, Cout, k, k, k, st, ss, ss);
+    int To = ivae_conv3d_forward_chunk(y, x, with_prev ? prev : NULL, s0, w, b, Cin, T, H, W, Cout, k, k, k, st, ss, ss);
     cl_mem gx = dev(x, nx), gp = with_prev ? dev(prev, np) : NULL, gw = dev(w, nw), gb = dev(b, Cout);
     cl_mem gy = dev(y, ny); /* ... so that frames past To compare equal */
     float *nan = filled((size_t)Cout * To * Ho * Wo, NAN);
@@ -280,7 +280,7 @@ static void test_smc(int Cout, int Cin, int K) {
     snprintf(cas, sizeof cas, "%d x %d x %d", Cout, Cin, K);
     float *w = uniform(nw, -0.2f, 0.2f), *s = uniform(Cin, 0.5f, 1.5f), *g = uniform(1, 0.5f, 2);
     float *what = alloc_f(nw), *norm = alloc_f(Cout);
-    smc_weight_forward(what, norm, w, s, g, Cout, Cin, K);
+    ivae_smc_weight_forward(what, norm, w, s, g, Cout, Cin, K);
     cl_mem gw = dev(w, nw), gs = dev(s, Cin), gg = dev(g, 1), gwhat = dev_poisoned(nw), gnorm = dev_poisoned(Cout);
     cl_ok(ivae_cl_smc_weight_forward(g_cl, gwhat, gnorm, gw, gs, gg, Cout, Cin, K), "smc_weight_forward");
     check_buf("smc_weight_forward (what)", cas, what, gwhat, nw);
@@ -288,7 +288,7 @@ static void test_smc(int Cout, int Cin, int K) {
 
     float *dwhat = normal(nw, 1), *dw0 = normal(nw, 0.1f), *ds0 = normal(Cin, 0.1f), *dg0 = normal(1, 0.1f);
     float *dw = copy(dw0, nw), *ds = copy(ds0, Cin), *dg = copy(dg0, 1);
-    smc_weight_backward(dw, ds, dg, dwhat, norm, w, s, g, Cout, Cin, K);
+    ivae_smc_weight_backward(dw, ds, dg, dwhat, norm, w, s, g, Cout, Cin, K);
     cl_mem gdwhat = dev(dwhat, nw), gdw = dev(dw0, nw), gds = dev(ds0, Cin), gdg = dev(dg0, 1);
     cl_ok(ivae_cl_smc_weight_backward(g_cl, gdw, gds, gdg, gdwhat, gnorm, gw, gs, gg, Cout, Cin, K),
           "smc_weight_backward");
@@ -307,8 +307,8 @@ static void test_smc(int Cout, int Cin, int K) {
 
 static void test_silu(const char *cas, float *x, size_t n) {
     float *y = alloc_f(n), *dy = normal(n, 1), *dx = alloc_f(n);
-    silu_forward(y, x, n);
-    silu_backward(dx, dy, x, n);
+    ivae_silu_forward(y, x, n);
+    ivae_silu_backward(dx, dy, x, n);
     cl_mem gx = dev(x, n), gy = dev_poisoned(n), gdy = dev(dy, n), gdx = dev_poisoned(n);
     cl_ok(ivae_cl_silu_forward(g_cl, gy, gx, n), "silu_forward");
     cl_ok(ivae_cl_silu_backward(g_cl, gdx, gdy, gx, n), "silu_backward");
@@ -323,8 +323,8 @@ static void test_pixelnorm(int C, size_t N) {
     char cas[64];
     snprintf(cas, sizeof cas, "C %d, N %zu", C, N);
     float *x = normal(n, 2), *y = alloc_f(n), *norm = alloc_f(N), *dy = normal(n, 1), *dx = alloc_f(n);
-    pixelnorm_forward(y, norm, x, C, N);
-    pixelnorm_backward(dx, dy, x, norm, C, N);
+    ivae_pixelnorm_forward(y, norm, x, C, N);
+    ivae_pixelnorm_backward(dx, dy, norm, x, C, N);
     cl_mem gx = dev(x, n), gy = dev_poisoned(n), gnorm = dev_poisoned(N), gdy = dev(dy, n), gdx = dev_poisoned(n);
     cl_ok(ivae_cl_pixelnorm_forward(g_cl, gy, gnorm, gx, C, N), "pixelnorm_forward");
     cl_ok(ivae_cl_pixelnorm_backward(g_cl, gdx, gdy, gx, gnorm, C, N), "pixelnorm_backward");
@@ -344,7 +344,7 @@ static void test_attention(int C, int T, int H, int W, int mode) {
     char cas[64];
     snprintf(cas, sizeof cas, "%s, C %d, %dx%dx%d", mode == IVAE_ATTN_CAUSAL ? "causal" : "frame", C, T, H, W);
     float *qkv = normal(nqkv, 1.5f), *out = alloc_f(no), *att = filled(na, 0); /* causal rows are not all written */
-    attention_forward(out, att, qkv, C, T, H, W, mode);
+    ivae_attention_forward(out, att, qkv, C, T, H, W, mode);
     cl_mem gqkv = dev(qkv, nqkv), gout = dev_poisoned(no), gatt = dev(att, na);
     float *zero = filled(na, 0);
     cl_ok(ivae_cl_write(g_cl, gatt, zero, na), "write");
@@ -353,7 +353,7 @@ static void test_attention(int C, int T, int H, int W, int mode) {
     check_buf("attention_forward (att)", cas, att, gatt, na);
 
     float *dout = normal(no, 1), *dqkv = alloc_f(nqkv);
-    attention_backward(dqkv, dout, att, qkv, C, T, H, W, mode);
+    ivae_attention_backward(dqkv, dout, att, qkv, C, T, H, W, mode);
     cl_mem gdout = dev(dout, no), gdqkv = dev_poisoned(nqkv);
     cl_ok(ivae_cl_attention_backward(g_cl, gdqkv, gdout, gatt, gqkv, C, T, H, W, mode), "attention_backward");
     float *h = host(gdqkv, nqkv);
@@ -382,8 +382,8 @@ static void test_upsample(int C, int T, int H, int W, int temporal) {
     char cas[64];
     snprintf(cas, sizeof cas, "%s, C %d, %dx%dx%d", temporal ? "temporal" : "spatial", C, T, H, W);
     float *x = normal(nx, 1), *y = alloc_f(ny), *dy = normal(ny, 1), *dx = alloc_f(nx);
-    upsample_forward(y, x, C, T, H, W, temporal);
-    upsample_backward(dx, dy, C, T, H, W, temporal);
+    ivae_upsample_forward(y, x, C, T, H, W, temporal);
+    ivae_upsample_backward(dx, dy, C, T, H, W, temporal);
     cl_mem gx = dev(x, nx), gy = dev_poisoned(ny), gdy = dev(dy, ny), gdx = dev_poisoned(nx);
     cl_ok(ivae_cl_upsample_forward(g_cl, gy, gx, C, T, H, W, temporal), "upsample_forward");
     cl_ok(ivae_cl_upsample_backward(g_cl, gdx, gdy, C, T, H, W, temporal), "upsample_backward");
@@ -400,7 +400,7 @@ static void test_upsample_chunk(int C, int T, int H, int W, int temporal, int fi
     snprintf(cas, sizeof cas, "%s, %s chunk, C %d, %dx%dx%d", temporal ? "temporal" : "spatial",
              first ? "first" : "later", C, T, H, W);
     float *x = normal(nx, 1), *y = alloc_f(ny);
-    upsample_chunk(y, x, C, T, H, W, temporal, first);
+    ivae_upsample_chunk(y, x, C, T, H, W, temporal, first);
     cl_mem gx = dev(x, nx), gy = dev_poisoned(ny);
     cl_ok(ivae_cl_upsample_chunk(g_cl, gy, gx, C, T, H, W, temporal, first), "upsample_chunk");
     check_buf("upsample_chunk", cas, y, gy, ny);
@@ -419,7 +419,7 @@ static void test_rec_loss(int C, int T, int H, int W, int with_grad) {
     float *x = uniform(n, -1, 1), *xhat = uniform(n, -1.2f, 1.2f), *scr = alloc_f(n), *dxhat = alloc_f(n);
     for (size_t j = 0; j < n; j += 7) xhat[j] = x[j]; /* |.|'(0) = 0 */
     float coef = 0.013f;
-    double rec = rec_loss(with_grad ? dxhat : NULL, xhat, x, s, coef, scr), grec = 0;
+    double rec = ivae_rec_loss(with_grad ? dxhat : NULL, xhat, x, s, coef, scr), grec = 0;
     cl_mem gx = dev(x, n), gxhat = dev(xhat, n), gscr = dev_poisoned(n), gdxhat = with_grad ? dev_poisoned(n) : NULL;
     cl_ok(ivae_cl_rec_loss(g_cl, &grec, gdxhat, gxhat, gx, C, T, H, W, coef, gscr), "rec_loss");
     check_double("rec_loss (sum)", cas, rec, grec);
@@ -439,7 +439,7 @@ static void test_latent(int C, int T, int H, int W) {
     const float edges[] = {-30, 20, nextafterf(-30, -31), nextafterf(20, 21), -30.5f, 20.5f};
     for (int e = 0; e < 6 && (size_t)e * 5 < n; e++) h[n + e * 5] = edges[e];
     float *lv = alloc_f(n), *zs = alloc_f(n), *scr = alloc_f(n);
-    double kl = latent_forward(lv, zs, scr, h, eps, s), gkl = 0;
+    double kl = ivae_latent_forward(lv, zs, h, eps, s, scr), gkl = 0;
     cl_mem gh = dev(h, 2 * n), geps = dev(eps, n), glv = dev_poisoned(n), gzs = dev_poisoned(n), gscr = dev_poisoned(n);
     cl_ok(ivae_cl_latent_forward(g_cl, &gkl, glv, gzs, gscr, gh, geps, C, T, H, W), "latent_forward");
     check_double("latent_forward (kl sum)", cas, kl, gkl);
@@ -447,7 +447,7 @@ static void test_latent(int C, int T, int H, int W) {
     check_buf("latent_forward (z)", cas, zs, gzs, n);
 
     float *dz = normal(n, 1), *dh = alloc_f(2 * n), ckl = 0.37f;
-    latent_backward(dh, dz, h, lv, eps, n, ckl);
+    ivae_latent_backward(dh, dz, lv, h, eps, n, ckl);
     cl_mem gdz = dev(dz, n), gdh = dev_poisoned(2 * n);
     cl_ok(ivae_cl_latent_backward(g_cl, gdh, gdz, gh, glv, geps, n, ckl), "latent_backward");
     check_buf("latent_backward", cas, dh, gdh, 2 * n);
@@ -469,7 +469,7 @@ static void test_opl(int C, int T, int H, int W, int kind) {
             for (size_t p = 0; p < HW; p++) z[(size_t)c * T * HW + p] = 0.25f * c; /* frame 0 */
     float coef = kind == 2 ? 0 : 0.1f;
     float *dz0 = normal(n, 0.1f), *dz = copy(dz0, n), *scr = alloc_f(2 * (size_t)C + 2 * HW);
-    double opl = opl_forward_backward(dz, z, s, coef, scr), gopl = 0;
+    double opl = ivae_opl_forward_backward(dz, z, s, coef, scr), gopl = 0;
     cl_mem gz = dev(z, n), gdz = dev(dz0, n), gscr = dev_poisoned(ivae_cl_opl_scratch(C, T, H, W));
     cl_ok(ivae_cl_opl_forward_backward(g_cl, &gopl, gdz, gz, C, T, H, W, coef, gscr), "opl_forward_backward");
     check_double("opl_forward_backward (opl)", cas, opl, gopl);
@@ -763,10 +763,10 @@ static void bench_conv(void) {
     size_t nx = (size_t)Cin * T * H * W, ny = (size_t)Cout * T * H * W, nw = (size_t)Cout * Cin * k * k * k;
     float *x = normal(nx, 1), *w = uniform(nw, -0.1f, 0.1f), *b = normal(Cout, 0.1f), *y = alloc_f(ny);
     cl_mem gx = dev(x, nx), gw = dev(w, nw), gb = dev(b, Cout), gy = dev(y, ny);
-    conv3d_forward(y, x, w, b, Cin, T, H, W, Cout, k, k, k, 1, 1, 1); /* warm-up: scratch, pages */
+    ivae_conv3d_forward(y, x, w, b, Cin, T, H, W, Cout, k, k, k, 1, 1, 1); /* warm-up: scratch, pages */
     int reps = 5;
     double t0 = now();
-    for (int r = 0; r < reps; r++) conv3d_forward(y, x, w, b, Cin, T, H, W, Cout, k, k, k, 1, 1, 1);
+    for (int r = 0; r < reps; r++) ivae_conv3d_forward(y, x, w, b, Cin, T, H, W, Cout, k, k, k, 1, 1, 1);
     double tc = (now() - t0) / reps;
     cl_ok(ivae_cl_conv3d_forward(g_cl, gy, gx, gw, gb, Cin, T, H, W, Cout, k, k, k, 1, 1, 1), "conv"); /* warm-up */
     cl_ok(ivae_cl_finish(g_cl), "finish");
