@@ -1739,8 +1739,7 @@ void ivae_loss_defaults(IvaeLossOpts *o) {
     o->ref_w = 64;
 }
 
-int ivae_batch_grad(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts *opts, IvaeLoss *out) {
-    struct IvaeImpl *I = m->impl;
+int ivae_check_batch(const IvaeModel *m, const IvaeSample *samples, int B, const IvaeLossOpts *opts) {
     if (B < 1) {
         ivae_set_error("empty batch");
         return -1;
@@ -1750,8 +1749,12 @@ int ivae_batch_grad(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts
         return -1;
     }
     for (int i = 0; i < B; i++) {
-        Shape zs;
-        if (check_input(m, samples[i].x, samples[i].T, samples[i].H, samples[i].W, &zs) != 0) {
+        int Tz, Hz, Wz;
+        if (!samples[i].x) {
+            ivae_set_error("sample %d: no input", i);
+            return -1;
+        }
+        if (ivae_latent_shape(&m->cfg, samples[i].T, samples[i].H, samples[i].W, &Tz, &Hz, &Wz) != 0) {
             char msg[1024];
             snprintf(msg, sizeof msg, "sample %d: %s", i, ivae_error());
             ivae_set_error("%s", msg);
@@ -1762,6 +1765,12 @@ int ivae_batch_grad(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts
             return -1;
         }
     }
+    return 0;
+}
+
+int ivae_batch_grad(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts *opts, IvaeLoss *out) {
+    struct IvaeImpl *I = m->impl;
+    if (ivae_check_batch(m, samples, B, opts) != 0) return -1;
     real n_ref = (real)3 * opts->ref_t * opts->ref_h * opts->ref_w;
     memset(out, 0, sizeof *out);
     for_each_smc(m, smc_prepare);

@@ -127,6 +127,10 @@ typedef struct {
 /* Forward and backward over a batch: adds dL/dparams to m->grads (call
    ivae_zero_grad first), fills the loss and each sample's optional outputs. */
 int ivae_batch_grad(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts *opts, IvaeLoss *out);
+/* the checks ivae_batch_grad makes before it runs (B >= 1, a positive
+   reference shape, every sample's x and eps present and its shape valid),
+   with its messages; for other backends that run the same batch */
+int ivae_check_batch(const IvaeModel *m, const IvaeSample *samples, int B, const IvaeLossOpts *opts);
 
 /* Activation statistics of the last sample's forward pass, block by block
    (encoder, then decoder): the RMS and the largest per-pixel channel norm
