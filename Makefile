@@ -35,8 +35,11 @@ ifeq ($(wildcard /usr/include/stb/stb_image.h),)
   $(error ✗ stb not found: install it with   sudo apt-get install libstb-dev)
 endif
 
-SRC  := ivae.c media.c train.c main.c
-HDR  := ivae.h ivae_math.h media.h
+# the library: the layers (layers.c, the tuned conv in conv_tuned.c), the ivae
+# model (ivae.c), safetensors files, small helpers; then the program
+LIB  := util.c safetensors.c layers.c conv_tuned.c ivae.c
+SRC  := $(LIB) media.c train.c main.c
+HDR  := ivae.h layers.h safetensors.h util.h ivae_math.h media.h
 
 .PHONY: all asan test golden clean run
 all: ivae
@@ -50,11 +53,15 @@ ivae_asan: $(SRC) $(HDR)
 asan: ivae_asan
 
 # the finite-difference check compiles ivae.c in double precision
-test/gradcheck: test/gradcheck.c ivae.c $(HDR)
-	$(CC) $(CFLAGS) -o $@ test/gradcheck.c $(LDLIBS)
+test/gradcheck: test/gradcheck.c $(LIB) $(HDR)
+	$(CC) $(CFLAGS) -DIVAE_DOUBLE -o $@ test/gradcheck.c $(LIB) $(LDLIBS)
 
-test/test_model: test/test_model.c ivae.c $(HDR)
-	$(CC) $(CFLAGS) -o $@ test/test_model.c $(LDLIBS)
+# the tuned convolution against the naive one, bit for bit
+test/test_conv: test/test_conv.c $(LIB) $(HDR)
+	$(CC) $(CFLAGS) -o $@ test/test_conv.c $(LIB) $(LDLIBS)
+
+test/test_model: test/test_model.c $(LIB) $(HDR)
+	$(CC) $(CFLAGS) -o $@ test/test_model.c $(LIB) $(LDLIBS)
 
 # the main job (README): the shipped model on the held-out data, then a fresh
 # model trained on data/ for the rest of 10 minutes
@@ -67,11 +74,11 @@ golden:
 	$(PYTHON) test/ref.py golden --config tiny --outdir test/golden
 	$(PYTHON) test/ref.py golden --config ivae-s --outdir test/golden
 
-test: ivae ivae_asan test/gradcheck test/test_model test/test_media test/test_media_asan test/test_cl
+test: ivae ivae_asan test/gradcheck test/test_conv test/test_model test/test_media test/test_media_asan test/test_cl
 	PYTHON=$(PYTHON) sh test/run.sh
 
 clean:
-	rm -f ivae ivae_asan test/gradcheck test/test_model
+	rm -f ivae ivae_asan test/gradcheck test/test_conv test/test_model
 	rm -rf test/out
 
 # the benchmark (test/bench.c, test/bench_torch.py): ivae.c built with the same
@@ -79,8 +86,8 @@ clean:
 # machine's fma peak and to PyTorch; prints a table and writes bench.csv.
 # BENCH_ARGS passes flags, e.g. make bench BENCH_ARGS=--quick
 .PHONY: bench
-test/bench: test/bench.c ivae.c $(HDR)
-	$(CC) $(CFLAGS) $(BENCH_FLAGS) -DBENCH_CFLAGS='"$(strip $(CFLAGS) $(BENCH_FLAGS))"' -o $@ test/bench.c ivae.c $(LDLIBS)
+test/bench: test/bench.c $(LIB) $(HDR)
+	$(CC) $(CFLAGS) $(BENCH_FLAGS) -DBENCH_CFLAGS='"$(strip $(CFLAGS) $(BENCH_FLAGS))"' -o $@ test/bench.c $(LIB) $(LDLIBS)
 
 bench: test/bench
 	./test/bench --python $(PYTHON) $(BENCH_ARGS)
@@ -88,11 +95,11 @@ bench: test/bench
 # --- media: image/video I/O, metrics and pictures (media.c; stb, header-only) --
 # test/test_media SCRATCH_DIR checks it; test/test_media_asan is the same
 # program under ASan/UBSan. Uses ffmpeg for two cross-checks when installed.
-test/test_media: test/test_media.c media.c media.h ivae.c $(HDR)
-	$(CC) $(CFLAGS) -o $@ test/test_media.c media.c ivae.c $(LDLIBS)
+test/test_media: test/test_media.c media.c media.h $(LIB) $(HDR)
+	$(CC) $(CFLAGS) -o $@ test/test_media.c media.c $(LIB) $(LDLIBS)
 
-test/test_media_asan: test/test_media.c media.c media.h ivae.c $(HDR)
-	$(CC) $(filter-out -O2,$(CFLAGS)) $(SAN) -o $@ test/test_media.c media.c ivae.c $(LDLIBS)
+test/test_media_asan: test/test_media.c media.c media.h $(LIB) $(HDR)
+	$(CC) $(filter-out -O2,$(CFLAGS)) $(SAN) -o $@ test/test_media.c media.c $(LIB) $(LDLIBS)
 
 .PHONY: clean_media
 clean: clean_media
@@ -132,8 +139,8 @@ ivae ivae_asan: LDLIBS += $(CL_LIB)
 
 .PHONY: test_cl clean_cl
 ifeq ($(OPENCL_OK),yes)
-test/test_cl: test/test_cl.c ivae_cl.c ivae_cl.h ivae_cl_model.c ivae_cl_model.h ivae.c $(HDR)
-	$(CC) $(CFLAGS) -o $@ test/test_cl.c ivae_cl.c ivae_cl_model.c $(LDLIBS) -lOpenCL
+test/test_cl: test/test_cl.c ivae_cl.c ivae_cl.h ivae_cl_model.c ivae_cl_model.h $(LIB) $(HDR)
+	$(CC) $(CFLAGS) -o $@ test/test_cl.c ivae_cl.c ivae_cl_model.c $(LIB) $(LDLIBS) -lOpenCL
 
 test_cl: test/test_cl
 	./test/test_cl

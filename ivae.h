@@ -32,6 +32,7 @@
 typedef double real;
 #else
 typedef float real;
+#include "safetensors.h" /* ivae_st_*: reading and writing tensor files */
 #endif
 
 #define IVAE_MAX_STAGES 8
@@ -171,6 +172,10 @@ const real *ivae_block_output(const IvaeModel *m, int decoder, int j, int shape[
    their memory does not grow with the number of frames. */
 int ivae_encode(IvaeModel *m, const real *x, int T, int H, int W, real *mu);
 int ivae_decode(IvaeModel *m, const real *z, int Tz, int Hz, int Wz, real *xhat);
+/* the same on the whole clip at once, without streaming (the tests check
+   that streaming gives these bits) */
+int ivae_encode_whole(IvaeModel *m, const real *x, int T, int H, int W, real *mu);
+int ivae_decode_whole(IvaeModel *m, const real *z, int Tz, int Hz, int Wz, real *xhat);
 
 /* ------------------------------------------------------------------------ */
 /* the optimizer */
@@ -205,66 +210,9 @@ void ivae_unit_sumsq(const IvaeUnit *u, int n, const real *x, double *out);
 void ivae_unit_scale(const IvaeUnit *u, int n, real *x, const real *f);
 
 /* ------------------------------------------------------------------------ */
-/* the layers (SPEC 2), for tests and benchmarks; sizes as in ivae.c.
-   Backward functions write dinp and accumulate dweight and dbias; any of
-   the three may be NULL to skip it. */
-
-void ivae_conv3d_forward(real *out, const real *inp, const real *weight, const real *bias,
-                    int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
-                    int st, int sh, int sw);
-int ivae_conv3d_forward_chunk(real *out, const real *inp, const real *prev, int s0, const real *weight,
-                         const real *bias, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
-                         int st, int sh, int sw);
-void ivae_upsample_forward(real *out, const real *inp, int C, int T, int H, int W, int temporal);
-void ivae_upsample_chunk(real *out, const real *inp, int C, int T, int H, int W, int temporal, int first);
-void ivae_conv3d_backward(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp,
-                     const real *weight, int Cin, int T, int H, int W, int Cout, int kt, int kh,
-                     int kw, int st, int sh, int sw);
-
+/* The layers themselves (SPEC 2) are declared in layers.h. */
 /* ------------------------------------------------------------------------ */
-/* checkpoints: safetensors (SPEC 5) */
-
-typedef enum { IVAE_F32, IVAE_F16, IVAE_BF16, IVAE_F64 } IvaeDtype;
-
-typedef struct {
-    char name[128];
-    IvaeDtype dtype;
-    int ndim;
-    int64_t shape[8];
-    size_t numel;
-    size_t begin, end;      /* byte offsets in the data section */
-} IvaeStTensor;
-
-typedef struct {
-    char path[512];
-    unsigned char *data;    /* the data section */
-    size_t data_len;
-    int n;
-    IvaeStTensor *t;
-    int n_meta;
-    char (*meta_key)[64];
-    char (*meta_val)[256];
-} IvaeSt;
-
-/* reads and validates a whole safetensors file (header, offsets, sizes) */
-IvaeSt *ivae_st_open(const char *path);
-void ivae_st_close(IvaeSt *st);
-const IvaeStTensor *ivae_st_find(const IvaeSt *st, const char *name);
-const char *ivae_st_meta(const IvaeSt *st, const char *key);
-/* converts a tensor (F32, F16, BF16 or F64) to real; rejects NaN and inf */
-int ivae_st_read(const IvaeSt *st, const IvaeStTensor *t, real *dst);
-
-typedef struct {
-    const char *name;
-    int ndim;
-    int64_t shape[8];
-    const real *data;       /* written as F32 */
-} IvaeStEntry;
-
-/* writes entries as F32 with the metadata pairs, to a temporary file that
-   is then renamed over path: a crash never leaves a half-written file */
-int ivae_st_write(const char *path, const IvaeStEntry *e, int n, const char *const *meta_kv, int n_meta);
-
+/* checkpoints (SPEC 5); the safetensors reader and writer are in safetensors.h */
 /* a model from a checkpoint: the config from __metadata__, every parameter
    present with the right shape, all finite */
 IvaeModel *ivae_load(const char *path);
@@ -282,4 +230,5 @@ uint64_t ivae_rng_next(IvaeRng *r);
 double ivae_rng_uniform(IvaeRng *r);        /* [0, 1), 53 bits */
 double ivae_rng_normal(IvaeRng *r);         /* Box-Muller */
 
+#include "safetensors.h" /* ivae_st_*: reading and writing tensor files */
 #endif

@@ -1,7 +1,7 @@
 /*
  * gradcheck.c: every backward pass of ivae against finite differences.
  *
- * This file compiles ivae.c once more with real = double, so the finite
+ * The Makefile compiles the library once more with real = double, so the finite
  * differences are accurate: for a layer y = f(x, p) and a fixed random R,
  * L = sum(R * y); the backward pass given dy = R must produce dL/dx and
  * dL/dp, and each entry is compared with the central difference
@@ -16,8 +16,11 @@
  * Shapes are small, odd where that matters (H = 5, W = 7), and include
  * stride 2 in time and space and single-frame inputs (T = 1).
  */
-#define IVAE_DOUBLE 1
-#include "../ivae.c"
+#include "../layers.h" /* built with -DIVAE_DOUBLE, with the library (Makefile) */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define H_FD 1e-5
 #define TOL 1e-6
@@ -31,7 +34,7 @@ static real *rnd(size_t n, double scale) {
     return v;
 }
 
-static real *zeros(size_t n) { return xcalloc(n * sizeof(real)); }
+static real *zeros(size_t n) { return xcalloc(n, sizeof(real)); }
 
 /* the layer under test, as a closure: loss() runs the forward pass and
    returns sum(R * y); every test keeps its state in file-level statics */

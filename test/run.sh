@@ -3,9 +3,12 @@
 # Prints a line per step and exits non-zero if any step failed.
 #
 #   1. gradcheck      every backward pass vs finite differences (double)
-#   2. test_model     exp accuracy, causality (bit for bit), checkpoint round trip
+#   2. test_conv      the tuned conv vs the naive one, bit for bit (every model
+#                     conv shape, odd sizes, strides, chunks)
+#      test_model     exp accuracy, causality (bit for bit), checkpoint round trip
 #   3. golden         ./ivae grad vs the PyTorch port, tiny config and ivae-s
-#   4. threads        OMP_NUM_THREADS=1, 2 and 3 give identical bits
+#   4. threads        OMP_NUM_THREADS=1, 2 and 3 give identical bits; the naive
+#                     layers (IVAE_NAIVE=1) give the tuned run's bits
 #   5. sanitizer      the ASan/UBSan build gives the same bits as the normal one
 #   6. training       a short run learns; exact resume; atomic checkpoints; recon
 #   7. OpenCL         every kernel and the model on the device bit-identical to
@@ -27,7 +30,9 @@ step "1. finite-difference gradient check"
 ./test/gradcheck > "$OUT/gradcheck.log" 2>&1 || fail gradcheck
 grep -v '^ok   model' "$OUT/gradcheck.log" | grep -v '^ok' ; grep -c '^ok' "$OUT/gradcheck.log" | sed 's/$/ checks ok (full list in test\/out\/gradcheck.log)/'
 
-step "2. model properties"
+step "2. tuned conv vs naive conv; model properties"
+./test/test_conv > "$OUT/test_conv.log" 2>&1 || { grep -v '^ok' "$OUT/test_conv.log"; fail test_conv; }
+tail -n 1 "$OUT/test_conv.log"
 ./test/test_model "$OUT" || fail test_model
 
 step "3. golden test against the PyTorch port (SPEC 8: outputs e <= 1e-5, gradients e <= 1e-4)"
@@ -70,6 +75,15 @@ for n in 2 3; do
         ./ivae diff --exact --quiet "$OUT/threads1.safetensors" "$OUT/threads$n.safetensors" | head -5
     fi
 done
+
+# the whole model on the naive layers: the same bytes as the tuned run
+IVAE_NAIVE=1 ./ivae grad $FL "$M.model.safetensors" "$M.in.safetensors" "$OUT/naive.safetensors" > /dev/null || fail "grad with IVAE_NAIVE=1"
+if cmp -s "$OUT/threads1.safetensors" "$OUT/naive.safetensors"; then
+    echo "ok   naive layers (IVAE_NAIVE=1) and tuned layers: every output and gradient identical ($(basename $M))"
+else
+    fail "naive and tuned layers differ"
+    ./ivae diff --exact --quiet "$OUT/threads1.safetensors" "$OUT/naive.safetensors" | head -5
+fi
 
 step "5. sanitizer build"
 ./ivae_asan grad $TINY_FLAGS "$GOLDEN/tiny.model.safetensors" "$GOLDEN/tiny.in.safetensors" "$OUT/tiny.asan.safetensors" > /dev/null 2> "$OUT/asan.log" || { cat "$OUT/asan.log"; fail "grad under ASan/UBSan"; }

@@ -27,11 +27,15 @@
  *   test/test_cl            the tests (about 5 s on two cores with pocl)
  *   test/test_cl --bench    also times conv3d_forward, ivae-s shape 32->32 3x3x3 on 17x64x64, C vs OpenCL
  *
- * ivae.c is included, so its static helpers (Shape, sum_nested_d) are visible
- * here; it is compiled with the same flags as ./ivae.
+ * It links the library (layers.h: Shape, ivae_sum_nested) built with the same
+ * flags as ./ivae.
  */
 #define _GNU_SOURCE /* nftw(), to remove the private kernel cache */
-#include "../ivae.c"
+#include "../layers.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include "../ivae_cl.h"
 #include "../ivae_cl_model.h"
 
@@ -339,7 +343,7 @@ static void test_pixelnorm(int C, size_t N) {
 /* 2.6 attention */
 
 static void test_attention(int C, int T, int H, int W, int mode) {
-    int HW = H * W, N = T * HW, L = attn_row_len(mode, T, HW);
+    int HW = H * W, N = T * HW, L = ivae_attention_row_len(mode, T, HW);
     size_t nqkv = (size_t)3 * C * N, no = (size_t)C * N, na = (size_t)N * L;
     char cas[64];
     snprintf(cas, sizeof cas, "%s, C %d, %dx%dx%d", mode == IVAE_ATTN_CAUSAL ? "causal" : "frame", C, T, H, W);
@@ -394,7 +398,7 @@ static void test_upsample(int C, int T, int H, int W, int temporal) {
 }
 
 static void test_upsample_chunk(int C, int T, int H, int W, int temporal, int first) {
-    int To = up_frames(T, temporal, first);
+    int To = ivae_upsample_frames(T, temporal, first);
     size_t nx = (size_t)C * T * H * W, ny = (size_t)C * To * 4 * H * W;
     char cas[64];
     snprintf(cas, sizeof cas, "%s, %s chunk, C %d, %dx%dx%d", temporal ? "temporal" : "spatial",
@@ -484,7 +488,7 @@ static void test_sum_nested(int C, int T, int H, int W) {
     char cas[64];
     snprintf(cas, sizeof cas, "%dx%dx%dx%d", C, T, H, W);
     float *v = normal(n, 1);
-    double sum = sum_nested_d(v, s), gsum = 0;
+    double sum = ivae_sum_nested(v, s), gsum = 0;
     cl_mem gv = dev(v, n);
     cl_ok(ivae_cl_sum_nested_d(g_cl, &gsum, gv, C, T, H, W), "sum_nested_d");
     check_double("sum_nested_d", cas, sum, gsum);

@@ -1,0 +1,329 @@
+/*
+ * conv_tuned.c: the causal 3-D convolution of SPEC 2.1 (forward, input
+ * gradient, weight gradient), tuned. For kernel authors: layers.c has the
+ * same convolution as plain loops (ivae_conv3d_*_naive), and this file gives
+ * its bits exactly, for any thread count (test/test_conv.c checks every conv
+ * shape the models use). The order of every sum is the rule at the top of
+ * layers.c; what changes here is only where the numbers live.
+ *
+ * The convolution is where the time goes, so it is written to run near the
+ * machine's limit. Three ideas:
+ *
+ * 1. Pad once. The input is copied into a zero-padded buffer (kt-1 frames in
+ *    front, floor(k/2) rows and columns around), so the inner loops have no
+ *    bounds checks. For a stride-2 conv each padded row stores its even
+ *    columns first, then its odd ones, so that the inputs of neighbouring
+ *    outputs are neighbours in memory again.
+ * 2. Tiles in registers. A forward tile is MR output channels x NR output
+ *    columns of one row; per input channel it sums the kernel taps into a
+ *    fresh "part" tile with fused multiply-adds, then adds part into "acc".
+ *    Both tiles stay in vector registers (MR x NR = 8 x 16 floats is 8 + 8
+ *    AVX-512 registers); the compiler vectorises the plain C loops.
+ * 3. One kernel, two uses. The input gradient of a stride-1 conv is itself a
+ *    convolution: of dy, padded at the END in time (an input frame t reaches
+ *    outputs t..t+kt-1), with the kernel flipped and its in/out channels
+ *    swapped. So dinp reuses the forward tile, and its sum order is: over o,
+ *    then over the outputs that read the input, in increasing order.
+ *
+ * The weight gradient vectorises over output channels instead: dy is
+ * transposed to (position, channel), and each tile keeps NO channels x up to
+ * 9 kernel taps of one input channel in registers, summed along an output
+ * row, then row sums into frame sums, frame sums into the clip's.
+ *
+ * Fused multiply-add (fma) is one rounding of a*b+c, exactly specified by
+ * IEEE 754, so it gives the same bits everywhere (C99 fmaf, OpenCL fma);
+ * only the compiler's silent contraction is forbidden (-ffp-contract=off).
+ */
+#include "layers.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MR 8  /* output channels per forward tile */
+#define NR 16 /* output columns per forward tile */
+#define NO 32 /* output channels per weight-gradient tile */
+#define NC 9  /* kernel taps per weight-gradient tile (3 rows of 3) */
+
+/* the geometry of a padded, phase-split copy of a (C, T, H, W) tensor */
+typedef struct {
+    int Tp, Hp, Wp;  /* padded sizes */
+    int sw, half;    /* column stride; columns per phase */
+    int Wrow;        /* floats per stored row: sw * half */
+    size_t cs;       /* floats per channel */
+} Padded;
+
+/* where padded column col is stored within its row */
+static int col_index(const Padded *g, int col) { return (col % g->sw) * g->half + col / g->sw; }
+
+/* floats to allocate beyond the last channel: tiles read up to NR-1 columns
+   past a row's valid outputs (those lanes are computed and thrown away) */
+static size_t pad_slack(const Padded *g) { return (size_t)g->Wrow + 2 * NR + 64; }
+
+static void pad_geometry(Padded *g, int T, int H, int W, int tfront, int tback, int ph, int pw, int sw) {
+    g->Tp = T + tfront + tback;
+    g->Hp = H + 2 * ph;
+    g->Wp = W + 2 * pw;
+    g->sw = sw;
+    g->half = (g->Wp + sw - 1) / sw;
+    g->Wrow = g->half * sw;
+    g->cs = (size_t)g->Tp * g->Hp * g->Wrow;
+}
+
+/* xp = x zero-padded (tfront/tback frames, ph rows, pw columns), phase-split.
+   When streaming, the tfront frames in front are the previous chunk's last
+   frames, prev (C, tfront, H, W), instead of zeros. */
+static real *pad_input(int slot, Padded *g, const real *x, int C, int T, int H, int W, const real *prev,
+                       int tfront, int tback, int ph, int pw, int sw) {
+    pad_geometry(g, T, H, W, tfront, tback, ph, pw, sw);
+    size_t n = (size_t)C * g->cs + pad_slack(g);
+    real *xp = ivae_scratch(slot, n);
+    const Padded G = *g;
+#pragma omp parallel for schedule(static)
+    for (int ct = 0; ct < C * G.Tp; ct++) {
+        int c = ct / G.Tp, tp = ct % G.Tp, t = tp - tfront;
+        real *f = xp + (size_t)ct * G.Hp * G.Wrow;
+        memset(f, 0, (size_t)G.Hp * G.Wrow * sizeof(real));
+        if (t >= T || (t < 0 && !prev)) continue;
+        for (int h = 0; h < H; h++) {
+            const real *src = t >= 0 ? x + (((size_t)c * T + t) * H + h) * W : prev + (((size_t)c * tfront + tp) * H + h) * W;
+            real *dst = f + (size_t)(h + ph) * G.Wrow;
+            for (int w = 0; w < W; w++) dst[col_index(&G, w + pw)] = src[w];
+        }
+    }
+    memset(xp + (size_t)C * g->cs, 0, pad_slack(g) * sizeof(real));
+    return xp;
+}
+
+/* One forward tile: y[m][n] for MR output channels and NR columns.
+   acc = sum over input channels of part, part = the channel's taps, fma'd. */
+static inline void conv_tile(real *restrict y, size_t ystride, int n_o, int n_w, const real *restrict x,
+                             size_t cs, const int *restrict toff, const real *restrict wpk, int Cin, int K,
+                             const real *bias) {
+    real acc[MR][NR];
+    for (int m = 0; m < MR; m++)
+        for (int n = 0; n < NR; n++) acc[m][n] = 0;
+    if (K == 1) { /* a 1x1x1 conv: part = fma(w, x, 0) = w * x rounded, so acc += w * x, same bits */
+        for (int i = 0; i < Cin; i++) {
+            const real *xr = x + (size_t)i * cs + toff[0], *wk = wpk + (size_t)i * MR;
+            for (int m = 0; m < MR; m++)
+#pragma omp simd
+                for (int n = 0; n < NR; n++) acc[m][n] += wk[m] * xr[n];
+        }
+        Cin = 0; /* done: skip the general loop */
+    }
+    for (int i = 0; i < Cin; i++) {
+        real part[MR][NR];
+        for (int m = 0; m < MR; m++)
+            for (int n = 0; n < NR; n++) part[m][n] = 0;
+        const real *xi = x + (size_t)i * cs;
+        for (int k = 0; k < K; k++) {
+            const real *xr = xi + toff[k];
+            const real *wk = wpk + ((size_t)i * K + k) * MR;
+            for (int m = 0; m < MR; m++)
+#pragma omp simd
+                for (int n = 0; n < NR; n++) part[m][n] = FMA(wk[m], xr[n], part[m][n]);
+        }
+        for (int m = 0; m < MR; m++)
+#pragma omp simd
+            for (int n = 0; n < NR; n++) acc[m][n] += part[m][n];
+    }
+    for (int m = 0; m < n_o; m++)
+        for (int n = 0; n < n_w; n++) y[m * ystride + n] = bias ? acc[m][n] + bias[m] : acc[m][n];
+}
+
+/* out (Cout, To, Ho, Wo) from a padded input whose frame t0 + t*st is output
+   frame t's first tap; wpk holds the weights packed as (Cout/MR blocks, Cin,
+   K, MR), zero rows past Cout */
+static void conv_padded(real *out, const real *xp, const Padded *g, const real *wpk, const real *bias, int Cin,
+                        int Cout, int t0, int To, int Ho, int Wo, int kt, int kh, int kw, int st, int sh) {
+    int K = kt * kh * kw, toff[K];
+    for (int a = 0; a < kt; a++)
+        for (int c = 0; c < kh; c++)
+            for (int d = 0; d < kw; d++) toff[(a * kh + c) * kw + d] = (a * g->Hp + c) * g->Wrow + col_index(g, d);
+    int nob = (Cout + MR - 1) / MR;
+    size_t plane = (size_t)To * Ho * Wo;
+#pragma omp parallel for schedule(static)
+    for (int task = 0; task < nob * To * Ho; task++) {
+        int ob = task / (To * Ho), t = task / Ho % To, h = task % Ho;
+        int o0 = ob * MR, n_o = Cout - o0 < MR ? Cout - o0 : MR;
+        const real *xrow = xp + ((size_t)(t0 + t * st) * g->Hp + (size_t)h * sh) * g->Wrow;
+        for (int w0 = 0; w0 < Wo; w0 += NR)
+            conv_tile(out + (size_t)o0 * plane + ((size_t)t * Ho + h) * Wo + w0, plane, n_o,
+                      Wo - w0 < NR ? Wo - w0 : NR, xrow + w0, g->cs, toff, wpk + (size_t)ob * Cin * K * MR, Cin, K,
+                      bias ? bias + o0 : NULL);
+    }
+}
+
+/* floats of W (Cout, Cin, K) packed for conv_tile */
+size_t ivae_conv3d_packed_size(int Cout, int Cin, int K) { return (size_t)((Cout + MR - 1) / MR) * Cin * K * MR; }
+
+/* packs W (Cout, Cin, K) for conv_tile into wpk; flip = the input gradient's
+   kernel: in and out channels swapped and the taps reversed */
+void ivae_conv3d_pack(real *wpk, const real *weight, int Cout, int Cin, int K, int flip) {
+    int rows = flip ? Cin : Cout, cols = flip ? Cout : Cin, nb = (rows + MR - 1) / MR;
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < nb; b++)
+        for (int i = 0; i < cols; i++)
+            for (int k = 0; k < K; k++)
+                for (int m = 0; m < MR; m++) {
+                    int r = b * MR + m;
+                    real v = 0;
+                    if (r < rows)
+                        v = flip ? weight[((size_t)i * Cin + r) * K + (K - 1 - k)] : weight[((size_t)r * Cin + i) * K + k];
+                    wpk[(((size_t)b * cols + i) * K + k) * MR + m] = v;
+                }
+}
+
+static real *pack_weights(const real *weight, int Cout, int Cin, int K, int flip) {
+    real *wpk = ivae_scratch(SCR_WPACK, flip ? ivae_conv3d_packed_size(Cin, Cout, K) : ivae_conv3d_packed_size(Cout, Cin, K));
+    ivae_conv3d_pack(wpk, weight, Cout, Cin, K, flip);
+    return wpk;
+}
+
+/* wpk: the packed weights (NULL: pack them here) */
+int ivae_conv3d_forward_chunk_tuned(real *out, const real *inp, const real *prev, int s0, const real *wpk,
+                                    const real *weight, const real *bias, int Cin, int T, int H, int W, int Cout,
+                                    int kt, int kh, int kw, int st, int sh, int sw) {
+    int first = (s0 + st - 1) / st, last = (s0 + T - 1) / st, To = last - first + 1;
+    if (To <= 0) return 0;
+    if (!wpk) wpk = pack_weights(weight, Cout, Cin, kt * kh * kw, 0);
+    Padded g;
+    if (kt * kh * kw == 1 && st * sh * sw == 1) {
+        /* 1x1x1: the chunk as one long row of N = T*H*W positions fills every lane of a tile */
+        int N = T * H * W;
+        const real *xp = pad_input(SCR_PAD, &g, inp, Cin, 1, 1, N, NULL, 0, 0, 0, 0, 1);
+        conv_padded(out, xp, &g, wpk, bias, Cin, Cout, 0, 1, 1, N, 1, 1, 1, 1, 1);
+        return To;
+    }
+    const real *xp = pad_input(SCR_PAD, &g, inp, Cin, T, H, W, prev, kt - 1, 0, kh / 2, kw / 2, sw);
+    /* padded frame j is clip frame s0 - (kt-1) + j; output t' starts at clip frame t'*st - (kt-1) */
+    conv_padded(out, xp, &g, wpk, bias, Cin, Cout, first * st - s0, To, conv_out_s(H, kh, sh), conv_out_s(W, kw, sw),
+                kt, kh, kw, st, sh);
+    return To;
+}
+
+/* One weight-gradient tile: NO output channels x nc taps of input channel i.
+   x[k] points at tap k's input row for the current output row (column w of
+   the row is x[k][w]); dyt at the row's first position, NO channels each. */
+static inline __attribute__((always_inline)) void wgrad_row(real row[NC][NO], const real *const *x, const real *dyt,
+                                                            size_t dys, int Wo, int nc) {
+    for (int k = 0; k < nc; k++)
+        for (int o = 0; o < NO; o++) row[k][o] = 0;
+    for (int w = 0; w < Wo; w++) {
+        const real *dy = dyt + (size_t)w * dys;
+        for (int k = 0; k < nc; k++) {
+            real xv = x[k][w];
+#pragma omp simd
+            for (int o = 0; o < NO; o++) row[k][o] = FMA(xv, dy[o], row[k][o]);
+        }
+    }
+}
+
+static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Padded *g, int Cin, int Cout,
+                       int To, int Ho, int Wo, int kt, int kh, int kw, int st, int sh, int sw) {
+    int K = kt * kh * kw, Coutp = (Cout + NO - 1) / NO * NO, nob = Coutp / NO;
+    size_t P = (size_t)To * Ho * Wo;
+    /* dy transposed to (channel block, position, NO channels), channels padded to NO */
+    real *dyt = ivae_scratch(SCR_DYT, P * Coutp);
+#pragma omp parallel for schedule(static)
+    for (size_t bp = 0; bp < (size_t)nob * P; bp++) {
+        size_t ob = bp / P, p = bp % P;
+        for (int o = 0; o < NO; o++) {
+            size_t oc = ob * NO + o;
+            dyt[bp * NO + o] = oc < (size_t)Cout ? dout[oc * P + p] : 0;
+        }
+    }
+    /* taps in groups: 3x3x3 kernels in groups of 3 (a, c) rows of 3 d (9 taps),
+       any other kernel one tap at a time */
+    int per = kw == 3 && K % 9 == 0 ? NC : 1, ngroup = K / per, ntask = nob * Cin * ngroup;
+    /* the clip sums of every task, filled frame by frame: one frame of dy
+       (Ho x Wo x NO floats per block) stays in cache while every task uses it */
+    real *clip = ivae_scratch(SCR_WGRAD, (size_t)ntask * NC * NO);
+    memset(clip, 0, (size_t)ntask * NC * NO * sizeof(real));
+    for (int t = 0; t < To; t++) {
+#pragma omp parallel for schedule(static)
+        for (int task = 0; task < ntask; task++) {
+            int ob = task / (Cin * ngroup), i = task / ngroup % Cin, grp = task % ngroup;
+            real frame[NC][NO] = {{0}};
+            for (int h = 0; h < Ho; h++) {
+                const real *x[NC];
+                for (int k = 0; k < per; k++) {
+                    int tap = grp * per + k, a = tap / (kh * kw), c = tap / kw % kh, d = tap % kw;
+                    x[k] = xp + (size_t)i * g->cs + ((size_t)(t * st + a) * g->Hp + h * sh + c) * g->Wrow + col_index(g, d);
+                }
+                real row[NC][NO];
+                const real *dyrow = dyt + ((size_t)ob * P + ((size_t)t * Ho + h) * Wo) * NO;
+                if (per == NC) wgrad_row(row, x, dyrow, NO, Wo, NC); /* constant nc: fully unrolled */
+                else wgrad_row(row, x, dyrow, NO, Wo, 1);
+                for (int k = 0; k < per; k++)
+                    for (int o = 0; o < NO; o++) frame[k][o] += row[k][o];
+            }
+            real *c = clip + (size_t)task * NC * NO;
+            for (int k = 0; k < per; k++)
+                for (int o = 0; o < NO; o++) c[k * NO + o] += frame[k][o];
+        }
+    }
+#pragma omp parallel for schedule(static)
+    for (int task = 0; task < ntask; task++) {
+        int ob = task / (Cin * ngroup), i = task / ngroup % Cin, grp = task % ngroup;
+        const real *c = clip + (size_t)task * NC * NO;
+        for (int k = 0; k < per; k++)
+            for (int o = 0; o < NO && ob * NO + o < Cout; o++)
+                dweight[((size_t)(ob * NO + o) * Cin + i) * K + grp * per + k] += c[k * NO + o];
+    }
+}
+
+/* the same with the flipped kernel already packed (wpkf; NULL: pack it here) */
+void ivae_conv3d_backward_tuned(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp,
+                                const real *wpkf, const real *weight, int Cin, int T, int H, int W, int Cout, int kt,
+                                int kh, int kw, int st, int sh, int sw) {
+    // dinp (Cin, T, H, W) written; dweight, dbias accumulated; dout (Cout, To, Ho, Wo)
+    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw), K = kt * kh * kw;
+
+    // in the forward pass: y[o,t',h',w'] += W[o,i,a,c,d] * x[i, t'st+a-(kt-1), h'sh+c-ph, w'sw+d-pw]
+    // so dx[i,t,h,w] = sum_o sum_{a,c,d} W[o,i,a,c,d] * dy[o, t+(kt-1)-a, h+ph-c, w+pw-d]:
+    // for stride 1, a convolution of dy (padded kt-1 frames at the end) with the flipped kernel
+    // A strided conv is a stride-1 conv whose outputs are kept only at multiples
+    // of the stride; so spread dy out to the stride-1 output grid, zeros between
+    // (the taps between outputs read 0, as rule 6 of layers.c says).
+    if (dinp) {
+        const real *dy = dout;
+        int T1 = conv_out_t(T, 1), H1 = conv_out_s(H, kh, 1), W1 = conv_out_s(W, kw, 1);
+        if (st * sh * sw != 1) {
+            real *dil = ivae_scratch(SCR_DIL, (size_t)Cout * T1 * H1 * W1);
+            memset(dil, 0, (size_t)Cout * T1 * H1 * W1 * sizeof(real));
+#pragma omp parallel for schedule(static)
+            for (int ot = 0; ot < Cout * To; ot++) {
+                int o = ot / To, t = ot % To;
+                for (int h = 0; h < Ho; h++)
+                    for (int w = 0; w < Wo; w++)
+                        dil[(((size_t)o * T1 + t * st) * H1 + h * sh) * W1 + w * sw] = dout[((size_t)ot * Ho + h) * Wo + w];
+            }
+            dy = dil;
+        }
+        int flat = K == 1; /* 1x1x1: one long row, as in the forward pass */
+        Padded g;
+        int qh = kh - 1 - kh / 2, qw = kw - 1 - kw / 2;
+        const real *dyp = flat ? pad_input(SCR_DYPAD, &g, dy, Cout, 1, 1, T1 * H1 * W1, NULL, 0, 0, 0, 0, 1)
+                               : pad_input(SCR_DYPAD, &g, dy, Cout, T1, H1, W1, NULL, 0, kt - 1, qh, qw, 1);
+        if (!wpkf) wpkf = pack_weights(weight, Cout, Cin, K, 1);
+        if (flat) conv_padded(dinp, dyp, &g, wpkf, NULL, Cout, Cin, 0, 1, 1, T * H * W, 1, 1, 1, 1, 1);
+        else conv_padded(dinp, dyp, &g, wpkf, NULL, Cout, Cin, 0, T, H, W, kt, kh, kw, 1, 1);
+    }
+
+    // dW[o,i,a,c,d] += sum_{t',h',w'} dy[o,t',h',w'] * xpad[i, t'st+a, h'sh+c, w'sw+d]
+    if (dweight) {
+        Padded g;
+        const real *xp = pad_input(SCR_PAD, &g, inp, Cin, T, H, W, NULL, kt - 1, 0, kh / 2, kw / 2, sw);
+        conv_wgrad(dweight, dout, xp, &g, Cin, Cout, To, Ho, Wo, kt, kh, kw, st, sh, sw);
+    }
+
+    // y = ... + b[o], so db[o] += sum of dy over the whole output plane stack
+    if (dbias) {
+        for (int o = 0; o < Cout; o++) {
+            Shape s = {1, To, Ho, Wo};
+            dbias[o] += ivae_sum_nested(dout + (size_t)o * To * Ho * Wo, s);
+        }
+    }
+}
+
