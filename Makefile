@@ -1,10 +1,16 @@
 # ivae: build and test. `make` builds ./ivae, `make test` runs every test.
 #
-# Switches: NO_OMP=1 builds without OpenMP. The flags never include fast-math:
-# -ffp-contract=off keeps a*b+c as two rounded operations (no fused
-# multiply-add), so the bits are the same on every x86 or ARM compiler.
+# Switches: NO_OMP=1 builds without OpenMP, NO_OPENCL=1 without OpenCL, CC=clang
+# another compiler. The flags never include fast-math: -ffp-contract=off
+# forbids the compiler to fuse a*b+c on its own, so every a*b+c in the source
+# is two roundings and every fused multiply-add is an explicit fmaf() where
+# the summation rule (SPEC 8.1) asks for one: the same bits on every x86 or
+# ARM compiler.
 
-CC      ?= gcc
+# make's built-in default for CC is cc; gcc unless the user names another
+ifeq ($(origin CC),default)
+  CC    := gcc
+endif
 PYTHON  ?= /usr/bin/python3
 CFLAGS  ?= -O3 -march=native
 CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-format-truncation -ffp-contract=off
