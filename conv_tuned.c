@@ -59,22 +59,22 @@ static int col_index(const Padded *g, int col) { return (col % g->sw) * g->half 
    past a row's valid outputs (those lanes are computed and thrown away) */
 static size_t pad_slack(const Padded *g) { return (size_t)g->Wrow + 2 * NR + 64; }
 
-static void pad_geometry(Padded *g, int T, int H, int W, int tfront, int tback, int ph, int pw, int sw) {
+static void pad_geometry(Padded *g, int T, int H, int W, int tfront, int tback, IvaePad p, int sw) {
     g->Tp = T + tfront + tback;
-    g->Hp = H + 2 * ph;
-    g->Wp = W + 2 * pw;
+    g->Hp = H + p.top + p.bottom;
+    g->Wp = W + p.left + p.right;
     g->sw = sw;
     g->half = (g->Wp + sw - 1) / sw;
     g->Wrow = g->half * sw;
     g->cs = (size_t)g->Tp * g->Hp * g->Wrow;
 }
 
-/* xp = x zero-padded (tfront/tback frames, ph rows, pw columns), phase-split.
+/* xp = x zero-padded (tfront/tback frames, p's rows and columns), phase-split.
    When streaming, the tfront frames in front are the previous chunk's last
    frames, prev (C, tfront, H, W), instead of zeros. */
 static real *pad_input(int slot, Padded *g, const real *x, int C, int T, int H, int W, const real *prev,
-                       int tfront, int tback, int ph, int pw, int sw) {
-    pad_geometry(g, T, H, W, tfront, tback, ph, pw, sw);
+                       int tfront, int tback, IvaePad p, int sw) {
+    pad_geometry(g, T, H, W, tfront, tback, p, sw);
     size_t n = (size_t)C * g->cs + pad_slack(g);
     real *xp = ivae_scratch(slot, n);
     const Padded G = *g;
@@ -86,8 +86,8 @@ static real *pad_input(int slot, Padded *g, const real *x, int C, int T, int H, 
         if (t >= T || (t < 0 && !prev)) continue;
         for (int h = 0; h < H; h++) {
             const real *src = t >= 0 ? x + (((size_t)c * T + t) * H + h) * W : prev + (((size_t)c * tfront + tp) * H + h) * W;
-            real *dst = f + (size_t)(h + ph) * G.Wrow;
-            for (int w = 0; w < W; w++) dst[col_index(&G, w + pw)] = src[w];
+            real *dst = f + (size_t)(h + p.top) * G.Wrow;
+            for (int w = 0; w < W; w++) dst[col_index(&G, w + p.left)] = src[w];
         }
     }
     memset(xp + (size_t)C * g->cs, 0, pad_slack(g) * sizeof(real));
@@ -184,21 +184,28 @@ static real *pack_weights(const real *weight, int Cout, int Cin, int K, int flip
 int ivae_conv3d_forward_chunk_tuned(real *out, const real *inp, const real *prev, int s0, const real *wpk,
                                     const real *weight, const real *bias, int Cin, int T, int H, int W, int Cout,
                                     int kt, int kh, int kw, int st, int sh, int sw) {
+    return ivae_conv3d_forward_padded_tuned(out, inp, prev, s0, wpk, weight, bias, Cin, T, H, W, Cout, kt, kh, kw, st,
+                                            sh, sw, ivae_pad_same(kh, kw));
+}
+
+int ivae_conv3d_forward_padded_tuned(real *out, const real *inp, const real *prev, int s0, const real *wpk,
+                                     const real *weight, const real *bias, int Cin, int T, int H, int W, int Cout,
+                                     int kt, int kh, int kw, int st, int sh, int sw, IvaePad pad) {
     int first = (s0 + st - 1) / st, last = (s0 + T - 1) / st, To = last - first + 1;
     if (To <= 0) return 0;
     if (!wpk) wpk = pack_weights(weight, Cout, Cin, kt * kh * kw, 0);
     Padded g;
-    if (kt * kh * kw == 1 && st * sh * sw == 1) {
+    if (kt * kh * kw == 1 && st * sh * sw == 1 && !pad.top && !pad.bottom && !pad.left && !pad.right) {
         /* 1x1x1: the chunk as one long row of N = T*H*W positions fills every lane of a tile */
         int N = T * H * W;
-        const real *xp = pad_input(SCR_PAD, &g, inp, Cin, 1, 1, N, NULL, 0, 0, 0, 0, 1);
+        const real *xp = pad_input(SCR_PAD, &g, inp, Cin, 1, 1, N, NULL, 0, 0, IVAE_PAD_NONE, 1);
         conv_padded(out, xp, &g, wpk, bias, Cin, Cout, 0, 1, 1, N, 1, 1, 1, 1, 1);
         return To;
     }
-    const real *xp = pad_input(SCR_PAD, &g, inp, Cin, T, H, W, prev, kt - 1, 0, kh / 2, kw / 2, sw);
+    const real *xp = pad_input(SCR_PAD, &g, inp, Cin, T, H, W, prev, kt - 1, 0, pad, sw);
     /* padded frame j is clip frame s0 - (kt-1) + j; output t' starts at clip frame t'*st - (kt-1) */
-    conv_padded(out, xp, &g, wpk, bias, Cin, Cout, first * st - s0, To, conv_out_s(H, kh, sh), conv_out_s(W, kw, sw),
-                kt, kh, kw, st, sh);
+    conv_padded(out, xp, &g, wpk, bias, Cin, Cout, first * st - s0, To, ivae_conv_out_padded(H, kh, sh, pad.top, pad.bottom),
+                ivae_conv_out_padded(W, kw, sw, pad.left, pad.right), kt, kh, kw, st, sh);
     return To;
 }
 
@@ -304,8 +311,8 @@ void ivae_conv3d_backward_tuned(real *dinp, real *dweight, real *dbias, const re
         int flat = K == 1; /* 1x1x1: one long row, as in the forward pass */
         Padded g;
         int qh = kh - 1 - kh / 2, qw = kw - 1 - kw / 2;
-        const real *dyp = flat ? pad_input(SCR_DYPAD, &g, dy, Cout, 1, 1, T1 * H1 * W1, NULL, 0, 0, 0, 0, 1)
-                               : pad_input(SCR_DYPAD, &g, dy, Cout, T1, H1, W1, NULL, 0, kt - 1, qh, qw, 1);
+        const real *dyp = flat ? pad_input(SCR_DYPAD, &g, dy, Cout, 1, 1, T1 * H1 * W1, NULL, 0, 0, IVAE_PAD_NONE, 1)
+                               : pad_input(SCR_DYPAD, &g, dy, Cout, T1, H1, W1, NULL, 0, kt - 1, (IvaePad){qh, qh, qw, qw}, 1);
         if (!wpkf) wpkf = pack_weights(weight, Cout, Cin, K, 1);
         if (flat) conv_padded(dinp, dyp, &g, wpkf, NULL, Cout, Cin, 0, 1, 1, T * H * W, 1, 1, 1, 1, 1);
         else conv_padded(dinp, dyp, &g, wpkf, NULL, Cout, Cin, 0, T, H, W, kt, kh, kw, 1, 1);
@@ -314,7 +321,7 @@ void ivae_conv3d_backward_tuned(real *dinp, real *dweight, real *dbias, const re
     // dW[o,i,a,c,d] += sum_{t',h',w'} dy[o,t',h',w'] * xpad[i, t'st+a, h'sh+c, w'sw+d]
     if (dweight) {
         Padded g;
-        const real *xp = pad_input(SCR_PAD, &g, inp, Cin, T, H, W, NULL, kt - 1, 0, kh / 2, kw / 2, sw);
+        const real *xp = pad_input(SCR_PAD, &g, inp, Cin, T, H, W, NULL, kt - 1, 0, ivae_pad_same(kh, kw), sw);
         conv_wgrad(dweight, dout, xp, &g, Cin, Cout, To, Ho, Wo, kt, kh, kw, st, sh, sw);
     }
 

@@ -114,9 +114,19 @@ static real conv_input(const real *inp, const real *prev, int i, int t, int h, i
 int ivae_conv3d_forward_chunk_naive(real *out, const real *inp, const real *prev, int s0, const real *weight,
                                     const real *bias, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
                                     int st, int sh, int sw) {
+    return ivae_conv3d_forward_padded_naive(out, inp, prev, s0, weight, bias, Cin, T, H, W, Cout, kt, kh, kw, st, sh,
+                                            sw, ivae_pad_same(kh, kw));
+}
+
+/* the same with pad.top rows above and pad.left columns left of the input
+   (and pad.bottom, pad.right below and right of it) */
+int ivae_conv3d_forward_padded_naive(real *out, const real *inp, const real *prev, int s0, const real *weight,
+                                     const real *bias, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
+                                     int st, int sh, int sw, IvaePad pad) {
     // out (Cout, To, Ho, Wo): the output frames t' = first .. last of the clip
     int first = (s0 + st - 1) / st, last = (s0 + T - 1) / st, To = last - first + 1;
-    int Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw), ph = kh / 2, pw = kw / 2, K = kt * kh * kw;
+    int Ho = ivae_conv_out_padded(H, kh, sh, pad.top, pad.bottom), Wo = ivae_conv_out_padded(W, kw, sw, pad.left, pad.right);
+    int K = kt * kh * kw;
     if (To <= 0) return 0;
 #pragma omp parallel for schedule(static)
     for (int oj = 0; oj < Cout * To; oj++) {
@@ -132,7 +142,8 @@ int ivae_conv3d_forward_chunk_naive(real *out, const real *inp, const real *prev
                     for (int a = 0; a < kt; a++)
                         for (int c = 0; c < kh; c++)
                             for (int d = 0; d < kw; d++) {
-                                real x = conv_input(inp, prev, i, t0 + a, h * sh + c - ph, w * sw + d - pw, T, H, W, kt);
+                                real x = conv_input(inp, prev, i, t0 + a, h * sh + c - pad.top, w * sw + d - pad.left,
+                                                    T, H, W, kt);
                                 part = FMA(wi[(a * kh + c) * kw + d], x, part);
                             }
                     acc += part;
@@ -241,6 +252,16 @@ int ivae_conv3d_forward_chunk(real *out, const real *inp, const real *prev, int 
                                                sh, sw);
     return ivae_conv3d_forward_chunk_tuned(out, inp, prev, s0, NULL, weight, bias, Cin, T, H, W, Cout, kt, kh, kw, st,
                                            sh, sw);
+}
+
+int ivae_conv3d_forward_padded(real *out, const real *inp, const real *prev, int s0, const real *weight,
+                               const real *bias, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw, int st,
+                               int sh, int sw, IvaePad pad) {
+    if (ivae_naive())
+        return ivae_conv3d_forward_padded_naive(out, inp, prev, s0, weight, bias, Cin, T, H, W, Cout, kt, kh, kw, st,
+                                                sh, sw, pad);
+    return ivae_conv3d_forward_padded_tuned(out, inp, prev, s0, NULL, weight, bias, Cin, T, H, W, Cout, kt, kh, kw, st,
+                                            sh, sw, pad);
 }
 
 void ivae_conv3d_backward(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp,

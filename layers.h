@@ -47,6 +47,16 @@ static inline size_t shape_numel(Shape s) { return (size_t)s.C * s.T * s.H * s.W
 static inline int conv_out_t(int T, int st) { return (T - 1) / st + 1; }
 static inline int conv_out_s(int H, int k, int s) { return (H + 2 * (k / 2) - k) / s + 1; }
 
+/* spatial zero padding: rows on top and bottom, columns left and right.
+   SPEC 2.1 pads kh/2 and kw/2 on every side; other model families pad
+   otherwise (Wan 2.1's downsample: right and bottom only). */
+typedef struct {
+    int top, bottom, left, right;
+} IvaePad;
+#define IVAE_PAD_NONE ((IvaePad){0, 0, 0, 0})
+static inline IvaePad ivae_pad_same(int kh, int kw) { return (IvaePad){kh / 2, kh / 2, kw / 2, kw / 2}; }
+static inline int ivae_conv_out_padded(int H, int k, int s, int p0, int p1) { return (H + p0 + p1 - k) / s + 1; }
+
 /* threads: work is split over output elements only, so no sum depends on them */
 #ifdef _OPENMP
 static inline int max_threads(void) { return omp_get_max_threads(); }
@@ -84,7 +94,15 @@ int ivae_conv3d_forward_chunk(real *out, const real *inp, const real *prev, int 
 void ivae_conv3d_backward(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp,
                           const real *weight, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw, int st,
                           int sh, int sw);
+/* the forward pass with any spatial padding (the others are this with
+   ivae_pad_same): out (Cout, To, Ho, Wo), Ho = (H + top + bottom - kh)/sh + 1 */
+int ivae_conv3d_forward_padded(real *out, const real *inp, const real *prev, int s0, const real *weight,
+                               const real *bias, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw, int st,
+                               int sh, int sw, IvaePad pad);
 /* the naive forms: SPEC 2.1's formula as plain loops, in the rule's order */
+int ivae_conv3d_forward_padded_naive(real *out, const real *inp, const real *prev, int s0, const real *weight,
+                                     const real *bias, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
+                                     int st, int sh, int sw, IvaePad pad);
 int ivae_conv3d_forward_chunk_naive(real *out, const real *inp, const real *prev, int s0, const real *weight,
                                     const real *bias, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
                                     int st, int sh, int sw);
@@ -97,6 +115,9 @@ void ivae_conv3d_backward_naive(real *dinp, real *dweight, real *dbias, const re
 int ivae_conv3d_forward_chunk_tuned(real *out, const real *inp, const real *prev, int s0, const real *wpk,
                                     const real *weight, const real *bias, int Cin, int T, int H, int W, int Cout,
                                     int kt, int kh, int kw, int st, int sh, int sw);
+int ivae_conv3d_forward_padded_tuned(real *out, const real *inp, const real *prev, int s0, const real *wpk,
+                                     const real *weight, const real *bias, int Cin, int T, int H, int W, int Cout,
+                                     int kt, int kh, int kw, int st, int sh, int sw, IvaePad pad);
 void ivae_conv3d_backward_tuned(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp,
                                 const real *wpk_flipped, const real *weight, int Cin, int T, int H, int W, int Cout,
                                 int kt, int kh, int kw, int st, int sh, int sw);

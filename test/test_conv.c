@@ -5,7 +5,8 @@
  *   1. every distinct conv shape of the ivae-s and ivae-xs models (channels,
  *      kernel, strides), at a small clip size,
  *   2. odd sizes, strides 1 and 2 in time and space, kt = 1, 1x1x1, T = 1,
- *   3. chunked forward calls (chunks of 1, 4, 4 with the previous frames
+ *   3. the forward pass with other spatial padding (right and bottom only),
+ *   4. chunked forward calls (chunks of 1, 4, 4 with the previous frames
  *      passed in), which must give the whole clip's bits.
  * Any differing bit fails the test (exit status 1): both forms follow the
  * summation rule at the top of layers.c, so there is no tolerance.
@@ -61,6 +62,23 @@ static void check_conv(int Cin, int T, int H, int W, int Cout, int kt, int kh, i
     same("dbias", cas, db1, db2, Cout);
     free(x), free(w), free(b), free(dy), free(y1), free(y2), free(dx1), free(dx2), free(dw1), free(dw2), free(db1),
         free(db2);
+}
+
+/* the forward pass with other spatial padding (Wan 2.1's downsample pads
+   right and bottom only), naive vs tuned */
+static void check_padded(int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw, int st, int sh, int sw,
+                         IvaePad pad) {
+    char cas[160];
+    snprintf(cas, sizeof cas, "[%d->%d, k %dx%dx%d, stride %d,%d,%d, pad t%d b%d l%d r%d, in %dx%dx%d]", Cin, Cout, kt,
+             kh, kw, st, sh, sw, pad.top, pad.bottom, pad.left, pad.right, T, H, W);
+    int To = conv_out_t(T, st), Ho = ivae_conv_out_padded(H, kh, sh, pad.top, pad.bottom);
+    int Wo = ivae_conv_out_padded(W, kw, sw, pad.left, pad.right);
+    size_t nx = (size_t)Cin * T * H * W, ny = (size_t)Cout * To * Ho * Wo, nw = (size_t)Cout * Cin * kt * kh * kw;
+    real *x = rnd(nx), *w = rnd(nw), *b = rnd(Cout), *y1 = rnd(ny), *y2 = rnd(ny);
+    ivae_conv3d_forward_padded_naive(y1, x, NULL, 0, w, b, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw, pad);
+    ivae_conv3d_forward_padded_tuned(y2, x, NULL, 0, NULL, w, b, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw, pad);
+    same("forward (padded)", cas, y1, y2, ny);
+    free(x), free(w), free(b), free(y1), free(y2);
 }
 
 /* the forward pass in chunks of 1, 4, 4, ... input frames, each given the
@@ -142,6 +160,10 @@ int main(void) {
         int *c = odd[j];
         check_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10]);
     }
+    check_padded(8, 3, 8, 8, 8, 1, 3, 3, 1, 2, 2, (IvaePad){0, 1, 0, 1});
+    check_padded(5, 2, 9, 7, 6, 1, 3, 3, 1, 2, 2, (IvaePad){0, 1, 0, 1});
+    check_padded(4, 3, 6, 10, 3, 3, 3, 3, 2, 1, 1, (IvaePad){2, 0, 1, 0});
+    check_padded(3, 1, 5, 5, 17, 1, 1, 1, 1, 1, 1, (IvaePad){1, 1, 0, 2});
     for (int naive = 0; naive < 2; naive++) {
         check_chunks(naive, 3, 9, 7, 5, 4, 3, 1);
         check_chunks(naive, 3, 9, 7, 5, 4, 3, 2);
