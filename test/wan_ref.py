@@ -608,6 +608,7 @@ def cmd_init(a):
     if a.dim < 1 or a.z < 1:
         sys.exit("init: --dim and --z must be positive")
     params = init_params(a.dim, a.z, a.seed)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     save_model(a.out, params, a.dim, a.z, a.layout)
     print(f"wrote {a.out}: Wan 2.1 VAE dim {a.dim} z {a.z}, {count_params(a.dim, a.z):,} "
           f"parameters, {a.layout} layout, seed {a.seed}")
