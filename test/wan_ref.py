@@ -733,6 +733,11 @@ def cmd_count(a):
           f"encoder + quant_conv {enc:,}, decoder + post_quant_conv {n - enc:,})")
 
 
+def cmd_names(a):
+    for n, shape in param_shapes(a.dim, a.z).items():
+        print(f"{n:56s} {official_name(n):44s} {'x'.join(str(v) for v in shape)}")
+
+
 def cmd_selftest(a):
     import tempfile
     torch.set_num_threads(1)
@@ -891,11 +896,15 @@ def main():
     p.add_argument("--dim", type=int, default=96)
     p.add_argument("--z", type=int, default=16)
 
+    p = sub.add_parser("names", help="every tensor: diffusers name, official name, shape")
+    p.add_argument("--dim", type=int, default=96)
+    p.add_argument("--z", type=int, default=16)
+
     a = ap.parse_args()
     if a.cmd != "bench":
         torch.set_num_threads(1)
     {"init": cmd_init, "golden": cmd_golden, "convert": cmd_convert, "bench": cmd_bench,
-     "selftest": cmd_selftest, "count": cmd_count}[a.cmd](a)
+     "selftest": cmd_selftest, "count": cmd_count, "names": cmd_names}[a.cmd](a)
 
 
 if __name__ == "__main__":
