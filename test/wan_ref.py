@@ -14,6 +14,7 @@ Usage (Debian's python, the one that has torch):
   /usr/bin/python3 test/wan_ref.py bench --frames 17 --size 256x256 --threads 2 --dim 96
   /usr/bin/python3 test/wan_ref.py selftest
   /usr/bin/python3 test/wan_ref.py count [--dim 96] [--z 16]
+  /usr/bin/python3 test/wan_ref.py names [--dim 96]      # every tensor in both layouts
 
 Tensors: activations are (1, C, T, H, W) (a batch of one, PyTorch's layout);
 files store clips without the batch dimension, (C, T, H, W). Parameters live
@@ -903,8 +904,11 @@ def main():
     a = ap.parse_args()
     if a.cmd != "bench":
         torch.set_num_threads(1)
-    {"init": cmd_init, "golden": cmd_golden, "convert": cmd_convert, "bench": cmd_bench,
-     "selftest": cmd_selftest, "count": cmd_count, "names": cmd_names}[a.cmd](a)
+    try:
+        {"init": cmd_init, "golden": cmd_golden, "convert": cmd_convert, "bench": cmd_bench,
+         "selftest": cmd_selftest, "count": cmd_count, "names": cmd_names}[a.cmd](a)
+    except (ValueError, OSError) as e:
+        sys.exit(f"wan_ref.py {a.cmd}: {e}")
 
 
 if __name__ == "__main__":
