@@ -43,9 +43,9 @@ endif
 
 # the library: the layers (layers.c, the tuned conv in conv_tuned.c), the ivae
 # model (ivae.c), safetensors files, small helpers; then the program
-LIB  := util.c safetensors.c layers.c conv_tuned.c ivae.c
+LIB  := util.c safetensors.c layers.c conv_tuned.c ivae.c wan.c
 SRC  := $(LIB) media.c train.c main.c
-HDR  := ivae.h layers.h safetensors.h util.h ivae_math.h media.h
+HDR  := ivae.h layers.h safetensors.h util.h wan.h ivae_math.h media.h
 
 .PHONY: all asan test golden clean run
 all: ivae
@@ -66,6 +66,10 @@ test/gradcheck: test/gradcheck.c $(LIB) $(HDR)
 test/test_conv: test/test_conv.c $(LIB) $(HDR)
 	$(CC) $(CFLAGS) -o $@ test/test_conv.c $(LIB) $(LDLIBS)
 
+# the Wan 2.1 VAE against test/wan_ref.py's golden files
+test/test_wan: test/test_wan.c $(LIB) $(HDR)
+	$(CC) $(CFLAGS) -o $@ test/test_wan.c $(LIB) $(LDLIBS)
+
 test/test_model: test/test_model.c $(LIB) $(HDR)
 	$(CC) $(CFLAGS) -o $@ test/test_model.c $(LIB) $(LDLIBS)
 
@@ -80,11 +84,11 @@ golden:
 	$(PYTHON) test/ref.py golden --config tiny --outdir test/golden
 	$(PYTHON) test/ref.py golden --config ivae-s --outdir test/golden
 
-test: ivae ivae_asan test/gradcheck test/test_conv test/test_model test/test_media test/test_media_asan test/test_cl
+test: ivae ivae_asan test/gradcheck test/test_conv test/test_wan test/test_model test/test_media test/test_media_asan test/test_cl
 	PYTHON=$(PYTHON) sh test/run.sh
 
 clean:
-	rm -f ivae ivae_asan test/gradcheck test/test_conv test/test_model
+	rm -f ivae ivae_asan test/gradcheck test/test_conv test/test_wan test/test_model
 	rm -rf test/out
 
 # the benchmark (test/bench.c, test/bench_torch.py): ivae.c built with the same

@@ -545,25 +545,15 @@ static Shape conv_out_shape(const Conv *c, Shape s) {
     return o;
 }
 
-/* keeps the last kt-1 frames of the sequence [cache | x] (before the clip's
-   first chunk the cache holds zeros, the causal padding) */
+/* keeps the last kt-1 frames of the sequence [cache | x] */
 static void cache_update(Block *b, int slot, const real *x, Shape s, int keep) {
-    size_t fr = (size_t)s.H * s.W, n = (size_t)s.C * keep * fr;
+    size_t n = (size_t)s.C * keep * s.H * s.W;
     if (b->cache_cap[slot] < n) {
         free(b->cache[slot]);
         b->cache[slot] = xcalloc(n, sizeof(real));
         b->cache_cap[slot] = n;
     }
-    real *cache = b->cache[slot]; // (C, keep, H, W)
-    int had = b->t_next > 0;
-    for (int c = 0; c < s.C; c++)
-        for (int j = 0; j < keep; j++) { /* ascending j: reads q > j, not yet overwritten */
-            int q = s.T + j;             /* index in [cache (keep frames) | x] */
-            real *dst = cache + ((size_t)c * keep + j) * fr;
-            if (q >= keep) memcpy(dst, x + ((size_t)c * s.T + q - keep) * fr, fr * sizeof(real));
-            else if (had) memmove(dst, cache + ((size_t)c * keep + q) * fr, fr * sizeof(real));
-            else memset(dst, 0, fr * sizeof(real));
-        }
+    ivae_cache_push(b->cache[slot], keep, b->t_next > 0, x, s.C, s.T, s.H, s.W);
 }
 
 /* y = conv(x), the weight read from wbase (params, or eff for an SMC).

@@ -226,6 +226,23 @@ void ivae_conv3d_backward_naive(real *dinp, real *dweight, real *dbias, const re
     }
 }
 
+/* Streaming: a causal conv run chunk by chunk needs the kt-1 frames before
+   each chunk. The cache (C, keep, H, W) holds the last keep frames of the
+   conv's input so far; this appends the chunk x (C, T, H, W). had = 0
+   before the clip's first chunk (the cache then counts as zeros: the causal
+   padding). */
+void ivae_cache_push(real *cache, int keep, int had, const real *x, int C, int T, int H, int W) {
+    size_t fr = (size_t)H * W;
+    for (int c = 0; c < C; c++)
+        for (int j = 0; j < keep; j++) { /* ascending j: reads q > j, not yet overwritten */
+            int q = T + j;               /* index in [cache (keep frames) | x] */
+            real *dst = cache + ((size_t)c * keep + j) * fr;
+            if (q >= keep) memcpy(dst, x + ((size_t)c * T + q - keep) * fr, fr * sizeof(real));
+            else if (had) memmove(dst, cache + ((size_t)c * keep + q) * fr, fr * sizeof(real));
+            else memset(dst, 0, fr * sizeof(real));
+        }
+}
+
 /* naive or tuned: IVAE_NAIVE=1 in the environment, or ivae_set_naive() */
 static int g_naive = -1;
 
@@ -384,6 +401,22 @@ void ivae_pixelnorm_backward(real *dinp, const real *dout, const real *norm, con
         real n = norm[p];
         for (int c = 0; c < C; c++)
             dinp[c * N + p] = (dout[c * N + p] - inp[c * N + p] * dot / ((real)C * n * n)) / n;
+    }
+}
+
+/* --- RMS norm (SPEC 7, Wan 2.1's RMS_norm) ------------------------------- */
+
+/* y[c,p] = x[c,p] / max(n[p], 1e-12) * sqrt(C) * gamma[c],  n[p] = sqrt( sum_c x[c,p]^2 ) */
+void ivae_rmsnorm_forward(real *out, const real *inp, const real *gamma, int C, size_t N) {
+    // out, inp (C, N); gamma (C)
+    real root_c = SQRT((real)C);
+#pragma omp parallel for schedule(static)
+    for (size_t p = 0; p < N; p++) {
+        real ss = 0;
+        for (int c = 0; c < C; c++) ss += inp[c * N + p] * inp[c * N + p];
+        real n = SQRT(ss);
+        if (!(n >= (real)1e-12)) n = n != n ? n : (real)1e-12; /* the floor of F.normalize; NaN stays NaN */
+        for (int c = 0; c < C; c++) out[c * N + p] = inp[c * N + p] / n * root_c * gamma[c];
     }
 }
 

@@ -123,6 +123,9 @@ void ivae_conv3d_backward_tuned(real *dinp, real *dweight, real *dbias, const re
                                 int kt, int kh, int kw, int st, int sh, int sw);
 size_t ivae_conv3d_packed_size(int Cout, int Cin, int K);
 void ivae_conv3d_pack(real *wpk, const real *weight, int Cout, int Cin, int K, int flip);
+/* streaming: cache (C, keep, H, W) := the last keep frames of [cache | x],
+   x (C, T, H, W); had = 0 on the clip's first chunk (the cache is zeros) */
+void ivae_cache_push(real *cache, int keep, int had, const real *x, int C, int T, int H, int W);
 /* which convolution runs: 1 = naive (the environment's IVAE_NAIVE=1 sets it) */
 void ivae_set_naive(int on);
 int ivae_naive(void);
@@ -139,6 +142,9 @@ void ivae_silu_forward(real *out, const real *inp, size_t n);
 void ivae_silu_backward(real *dinp, const real *dout, const real *inp, size_t n);
 void ivae_pixelnorm_forward(real *out, real *norm, const real *inp, int C, size_t N);
 void ivae_pixelnorm_backward(real *dinp, const real *dout, const real *norm, const real *inp, int C, size_t N);
+
+/* --- RMS norm (SPEC 7): out, inp (C, N), gamma (C); forward only (inference) */
+void ivae_rmsnorm_forward(real *out, const real *inp, const real *gamma, int C, size_t N);
 
 /* --- 2.6 attention between the qkv and proj convs --------------------------
    out (C, N); att (N, L) the probabilities, L = H*W (frame) or N (causal);
