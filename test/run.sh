@@ -7,6 +7,7 @@
 #                     conv shape, odd sizes, strides, chunks)
 #      test_model     exp accuracy, causality (bit for bit), checkpoint round trip
 #   3. golden         ./ivae grad vs the PyTorch port, tiny config and ivae-s
+#   3b. Wan 2.1     the Wan VAE vs its float64 port: mu, xhat, every block
 #   4. threads        OMP_NUM_THREADS=1, 2 and 3 give identical bits; the naive
 #                     layers (IVAE_NAIVE=1) give the tuned run's bits
 #   5. sanitizer      the ASan/UBSan build gives the same bits as the normal one
@@ -61,6 +62,9 @@ if [ -f "$GOLDEN/ivae-s.model.safetensors" ]; then
     grep '^FAIL' "$OUT/diff-tiny.log" "$OUT/diff-s.log"
     echo "(one line per tensor in test/out/diff-tiny.log and test/out/diff-s.log)"
 fi
+
+step "3b. the Wan 2.1 VAE against its float64 PyTorch port (test/wan_ref.py; SPEC 7, 8: e <= 1e-5)"
+OUT="$OUT/wan" PYTHON="$PYTHON" sh test/test_wan.sh || fail "Wan 2.1 VAE (test/test_wan.sh)"
 
 step "4. bit-identical results for any thread count"
 if [ -f "$GOLDEN/ivae-s.model.safetensors" ]; then M=$GOLDEN/ivae-s; FL=""; else M=$GOLDEN/tiny; FL=$TINY_FLAGS; fi

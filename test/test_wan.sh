@@ -1,0 +1,81 @@
+#!/bin/sh
+# test/test_wan.sh: the Wan 2.1 VAE (wan.c) against the project's float64
+# PyTorch port (test/wan_ref.py), SPEC 8: e <= 1e-5 for mu, logvar, the raw
+# decoder output and every traced block, chunk by chunk. Random non-trivial
+# weights (gammas U(0.5, 1.5), biases U(-0.1, 0.1), non-zero attention
+# projections):
+#   - reduced width (dim 16) on a 9-frame 64 x 64 clip, an image, 5 and 13
+#     frames (so every first-chunk rule and the single-frame cache rule run);
+#   - the released width (dim 96) on a 5 x 32 x 32 clip, from the official
+#     key names (the other files use diffusers' names);
+#   - the port's own self-test (streaming == whole clip, causality, both
+#     layouts; it also breaks four cache rules on purpose and sees them fail);
+#   - bad weight files: a missing tensor, a wrong shape, an extra tensor, a
+#     truncated file: one line naming the problem, exit status 1.
+# Needs python3-torch for the golden files; without it, says SKIP.
+set -u
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-/usr/bin/python3}
+OUT=${OUT:-test/out/wan}
+rm -rf "$OUT" && mkdir -p "$OUT"
+failed=0
+fail() { echo "FAIL: $1"; failed=1; }
+
+if ! "$PYTHON" -c 'import torch, numpy' 2>/dev/null; then
+    echo "SKIP: the Wan golden tests need python3-torch and python3-numpy (apt-get install python3-torch python3-numpy)"
+    exit 0
+fi
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+REF="$PYTHON test/wan_ref.py"
+
+$REF selftest > "$OUT/selftest.log" 2>&1 || { tail -n 20 "$OUT/selftest.log"; fail "wan_ref.py selftest"; }
+tail -n 1 "$OUT/selftest.log" | sed 's/^/port selftest: /'
+
+$REF init --dim 16 --z 16 --seed 1 "$OUT/d16.safetensors" > /dev/null || fail "init dim 16"
+$REF init --dim 96 --z 16 --seed 3 --layout official "$OUT/d96.safetensors" > /dev/null || fail "init dim 96"
+
+# name model frames size seed
+while read -r name model frames size seed; do
+    $REF golden --model "$OUT/$model.safetensors" --frames "$frames" --size "$size" --seed "$seed" \
+        --outdir "$OUT" --name "$name" > "$OUT/$name.golden.log" 2>&1 || { cat "$OUT/$name.golden.log"; fail "golden $name"; continue; }
+    ./test/test_wan "$OUT/$model.safetensors" "$OUT/$name.in.safetensors" "$OUT/$name.expected.safetensors" \
+        "$OUT/$name.trace.safetensors" > "$OUT/$name.log" 2>&1 || fail "wan $name"
+    sed "s/^/$name: /" "$OUT/$name.log" | grep -v ': Wan 2.1'
+done <<EOF
+clip9 d16 9 64x64 2
+image d16 1 64x64 3
+clip5 d16 5 32x40 4
+clip13 d16 13 32x24 5
+released d96 5 32x32 6
+EOF
+
+# bad weight files: each must give one line on stderr and exit status 1
+"$PYTHON" - "$OUT" <<'PY' || fail "making the bad weight files"
+import json, struct, sys
+out = sys.argv[1]
+raw = open(f"{out}/d16.safetensors", "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+head = json.loads(raw[8:8 + n]); data = raw[8 + n:]
+def write(name, h, d):
+    b = json.dumps(h).encode()
+    open(f"{out}/{name}.safetensors", "wb").write(struct.pack("<Q", len(b)) + b + d)
+h = dict(head); del h["decoder.up_blocks.1.resnets.0.conv_shortcut.weight"]
+write("bad_missing", h, data)
+h = json.loads(json.dumps(head)); t = h["encoder.mid_block.attentions.0.proj.weight"]
+t["shape"] = [t["shape"][0], t["shape"][1], 1, 1, 1]  # 5-D instead of the file's 2-D conv (4-D)
+write("bad_shape", h, data)
+h = json.loads(json.dumps(head)); h["encoder.extra.weight"] = dict(h["quant_conv.bias"])
+write("bad_extra", h, data)
+open(f"{out}/bad_truncated.safetensors", "wb").write(raw[: len(raw) // 2])
+PY
+for bad in missing shape extra truncated; do
+    ./test/test_wan "$OUT/bad_$bad.safetensors" "$OUT/clip9.in.safetensors" "$OUT/clip9.expected.safetensors" \
+        > "$OUT/bad_$bad.log" 2>&1
+    rc=$?
+    if [ $rc -eq 1 ] && [ "$(wc -l < "$OUT/bad_$bad.log")" -eq 1 ] && grep -q "bad_$bad" "$OUT/bad_$bad.log"; then
+        echo "ok   bad weights ($bad): $(sed 's/^FAIL //' "$OUT/bad_$bad.log")"
+    else
+        fail "bad weights ($bad): exit $rc, $(head -c 300 "$OUT/bad_$bad.log")"
+    fi
+done
+exit $failed
