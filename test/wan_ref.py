@@ -2,7 +2,7 @@
 """Wan 2.1 VAE in PyTorch: the project's own float64 port (SPEC section 7).
 
 Written from the published description of the model (Wan-Video/Wan2.1,
-wan/modules/vae.py, and diffusers' AutoencoderKLWan); see WAN_NOTES.md for the
+wan/modules/vae.py, and diffusers' AutoencoderKLWan); see SPEC.md section 7 for the
 description the C code is written from. It exists to write golden files for
 the C implementation and to measure a baseline.
 
@@ -841,7 +841,7 @@ def cmd_selftest(a):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="Details: WAN_NOTES.md. Trace names: see golden --help.")
+                                 epilog="Details: SPEC.md section 7. Trace names: see golden --help.")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("init", help="random non-trivial weights as an F32 safetensors checkpoint")
