@@ -673,6 +673,25 @@ fail:
     return NULL;
 }
 
+WanModel *wan_new_random(int dim, int z, uint64_t seed) {
+    WanModel *m = xcalloc(1, sizeof *m);
+    m->dim = dim, m->z = z, m->layout = "diffusers";
+    build(m);
+    m->params = xmalloc(m->n_params * sizeof(real));
+    IvaeRng rng = {seed};
+    for (int j = 0; j < m->n_tensors; j++) {
+        const WanTensor *t = &m->t[j];
+        size_t fan_in = t->ndim > 1 ? t->numel / (size_t)t->shape[0] : 1;
+        int gamma = strstr(t->name, ".gamma") != NULL, bias = t->ndim == 1;
+        double a = sqrt(3.0 / (double)fan_in) * 0.5;
+        for (size_t e = 0; e < t->numel; e++) {
+            double u = ivae_rng_uniform(&rng);
+            m->params[t->offset + e] = (real)(gamma ? 0.5 + u : bias ? 0.2 * u - 0.1 : (2 * u - 1) * a);
+        }
+    }
+    return m;
+}
+
 WanModel *wan_load(const char *path) {
     IvaeSt *st = ivae_st_open(path);
     if (!st) return NULL;

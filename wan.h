@@ -25,6 +25,9 @@ int wan_detect(const IvaeSt *st);
 WanModel *wan_load(const char *path);
 WanModel *wan_load_st(const IvaeSt *st);
 void wan_free(WanModel *m);
+/* a model of width dim with random non-trivial weights (gammas U(0.5, 1.5),
+   biases U(-0.1, 0.1), conv weights U(+-sqrt(3/fan_in)) / 2), for benchmarks */
+WanModel *wan_new_random(int dim, int z, uint64_t seed);
 int wan_dim(const WanModel *m);
 int wan_z(const WanModel *m);
 size_t wan_n_params(const WanModel *m);
