@@ -578,6 +578,125 @@ int wan_decode(WanModel *m, const real *zl, int Tz, int Hz, int Wz, real *xhat, 
     return 0;
 }
 
+/* --- spatial tiling, for frames that do not fit ------------------------------
+   The frame is cut into tiles of `tile` pixels that overlap by `overlap`
+   (diffusers' defaults: 256 and 64, a stride of 192); each tile runs the
+   whole clip through the model on its own (its own caches: never tiled in
+   time, which is what makes other ports flicker). In raster order, each
+   result tile is blended linearly with its already blended upper and left
+   neighbours over the overlap, then its stride x stride top-left corner is
+   kept. Sizes in the tile's own units: pixels for encode's input and
+   decode's output, pixels / 8 in the latent. */
+
+typedef struct {
+    int C, T, h, w; /* one tile result (C, T, h, w) */
+    real *d;
+} Tile;
+
+/* b's first `blend` rows (vertical) or columns := a's last ones faded into b's */
+static void blend_edge(Tile *b, const Tile *a, int blend, int vertical) {
+    int n = vertical ? (blend < a->h && blend < b->h ? blend : (a->h < b->h ? a->h : b->h))
+                     : (blend < a->w && blend < b->w ? blend : (a->w < b->w ? a->w : b->w));
+    for (int c = 0; c < b->C; c++)
+        for (int t = 0; t < b->T; t++) {
+            real *bf = b->d + ((size_t)c * b->T + t) * b->h * b->w;
+            const real *af = a->d + ((size_t)c * a->T + t) * a->h * a->w;
+            for (int k = 0; k < n; k++) {
+                real wb = (real)k / (real)blend, wa = 1 - wb;
+                if (vertical)
+                    for (int x = 0; x < b->w && x < a->w; x++)
+                        bf[(size_t)k * b->w + x] = af[(size_t)(a->h - blend + k) * a->w + x] * wa + bf[(size_t)k * b->w + x] * wb;
+                else
+                    for (int y = 0; y < b->h && y < a->h; y++)
+                        bf[(size_t)y * b->w + k] = af[(size_t)y * a->w + a->w - blend + k] * wa + bf[(size_t)y * b->w + k] * wb;
+            }
+        }
+}
+
+/* run(m, in tile (Cin, Tin, ih, iw)) -> result tile; `f` = result pixels
+   per input pixel (1/8 for encode, 8 for decode), as num/den */
+typedef int (*TileFn)(WanModel *m, const real *in, int Tin, int ih, int iw, Tile *out);
+
+static int tile_encode(WanModel *m, const real *in, int T, int ih, int iw, Tile *out) {
+    *out = (Tile){m->z, (T - 1) / 4 + 1, ih / 8, iw / 8, NULL};
+    out->d = xmalloc((size_t)out->C * out->T * out->h * out->w * sizeof(real));
+    return wan_encode(m, in, T, ih, iw, out->d, NULL, NULL, NULL);
+}
+
+static int tile_decode(WanModel *m, const real *in, int Tz, int ih, int iw, Tile *out) {
+    *out = (Tile){3, 1 + 4 * (Tz - 1), ih * 8, iw * 8, NULL};
+    out->d = xmalloc((size_t)out->C * out->T * out->h * out->w * sizeof(real));
+    return wan_decode(m, in, Tz, ih, iw, out->d, NULL, NULL);
+}
+
+/* in (Cin, T, H, W) tiled by tile/overlap (in its units), each tile run by
+   fn; out (C, To, H * num / den, W * num / den) */
+static int run_tiled(WanModel *m, TileFn fn, const real *in, int Cin, int T, int H, int W, int tile, int overlap,
+                     int num, int den, real *out) {
+    int stride = tile - overlap, ny = (H - overlap + stride - 1) / stride, nx = (W - overlap + stride - 1) / stride;
+    if (ny < 1) ny = 1;
+    if (nx < 1) nx = 1;
+    int ostride = stride * num / den, blend = overlap * num / den, OH = H * num / den, OW = W * num / den;
+    Tile *above = xcalloc((size_t)nx, sizeof(Tile)), *row = xcalloc((size_t)nx, sizeof(Tile));
+    int rc = 0;
+    for (int ty = 0; ty < ny && rc == 0; ty++) {
+        for (int tx = 0; tx < nx && rc == 0; tx++) {
+            int y0 = ty * stride, x0 = tx * stride;
+            int th = H - y0 < tile ? H - y0 : tile, tw = W - x0 < tile ? W - x0 : tile;
+            real *sub = xmalloc((size_t)Cin * T * th * tw * sizeof(real));
+            for (int c = 0; c < Cin; c++)
+                for (int t = 0; t < T; t++)
+                    for (int y = 0; y < th; y++)
+                        memcpy(sub + (((size_t)c * T + t) * th + y) * tw, in + (((size_t)c * T + t) * H + y0 + y) * W + x0,
+                               tw * sizeof(real));
+            Tile r;
+            rc = fn(m, sub, T, th, tw, &r);
+            free(sub);
+            if (rc != 0) {
+                free(r.d);
+                break;
+            }
+            if (ty > 0) blend_edge(&r, &above[tx], blend, 1);
+            if (tx > 0) blend_edge(&r, &row[tx - 1], blend, 0);
+            /* keep the top-left ostride x ostride corner (all of it at the frame's edge) */
+            int oy = ty * ostride, ox = tx * ostride;
+            int kh = ty == ny - 1 ? OH - oy : ostride, kw = tx == nx - 1 ? OW - ox : ostride;
+            for (int c = 0; c < r.C; c++)
+                for (int t = 0; t < r.T; t++)
+                    for (int y = 0; y < kh && y < r.h; y++)
+                        memcpy(out + (((size_t)c * r.T + t) * OH + oy + y) * OW + ox,
+                               r.d + (((size_t)c * r.T + t) * r.h + y) * r.w, (size_t)(kw < r.w ? kw : r.w) * sizeof(real));
+            row[tx] = r;
+        }
+        for (int tx = 0; tx < nx; tx++) free(above[tx].d), above[tx] = row[tx], row[tx] = (Tile){0};
+    }
+    for (int tx = 0; tx < nx; tx++) free(above[tx].d), free(row[tx].d);
+    free(above), free(row);
+    return rc;
+}
+
+static int check_tiling(int tile, int overlap) {
+    if (tile < 16 || tile % 8 || overlap < 0 || overlap % 8 || overlap >= tile) {
+        ivae_set_error("tiles of %d pixels overlapping by %d: the tile must be a multiple of 8 of at least 16, the "
+                       "overlap a multiple of 8 below it",
+                       tile, overlap);
+        return -1;
+    }
+    return 0;
+}
+
+int wan_encode_tiled(WanModel *m, const real *x, int T, int H, int W, real *mu, int tile, int overlap) {
+    if (check_tiling(tile, overlap) != 0 || check_shape(T, H, W) != 0) return -1;
+    if (H <= tile && W <= tile) return wan_encode(m, x, T, H, W, mu, NULL, NULL, NULL);
+    return run_tiled(m, tile_encode, x, 3, T, H, W, tile, overlap, 1, 8, mu);
+}
+
+int wan_decode_tiled(WanModel *m, const real *z, int Tz, int Hz, int Wz, real *xhat, int tile, int overlap) {
+    if (check_tiling(tile, overlap) != 0) return -1;
+    if (Hz * 8 <= tile && Wz * 8 <= tile) return wan_decode(m, z, Tz, Hz, Wz, xhat, NULL, NULL);
+    return run_tiled(m, tile_decode, z, m->z, Tz, Hz, Wz, tile / 8, overlap / 8, 8, 1, xhat);
+}
+
 /* ========================================================================== */
 /* 6. loading                                                                 */
 /* ========================================================================== */

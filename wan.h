@@ -44,6 +44,13 @@ int wan_encode(WanModel *m, const real *x, int T, int H, int W, real *mu, real *
 /* xhat (3, 1 + 4 (Tz - 1), 8 Hz, 8 Wz): the raw decoder output */
 int wan_decode(WanModel *m, const real *z, int Tz, int Hz, int Wz, real *xhat, WanTraceFn trace, void *trace_ctx);
 
+/* The same, spatially tiled for frames that do not fit: tiles of `tile`
+   pixels overlapping by `overlap` (multiples of 8; diffusers' defaults 256
+   and 64), blended linearly over the overlap, each tile with its own caches
+   (never tiled in time). Frames no larger than a tile run untiled. */
+int wan_encode_tiled(WanModel *m, const real *x, int T, int H, int W, real *mu, int tile, int overlap);
+int wan_decode_tiled(WanModel *m, const real *z, int Tz, int Hz, int Wz, real *xhat, int tile, int overlap);
+
 /* the 16 published per-channel latent statistics: a diffusion model is
    handed (mu - mean) / std */
 extern const float wan_latent_mean[16], wan_latent_std[16];
