@@ -84,9 +84,10 @@ int ivae_cl_failed(cl_int err, const char *call, const char *file, int line) {
 
 int ivae_cl_platform_count(void) {
     cl_uint n = 0;
-    /* The one call not under CL_CHECK: with no driver installed the ICD
-       loader answers CL_PLATFORM_NOT_FOUND_KHR, which means "none", not
-       "broken". */
+    /* Not under CL_CHECK (nor are get_devices' CL_DEVICE_NOT_FOUND and
+       cl_open's fp64 query, answers rather than failures): with no driver
+       installed the ICD loader answers CL_PLATFORM_NOT_FOUND_KHR, which
+       means "none", not "broken". */
     if (clGetPlatformIDs(0, NULL, &n) != CL_SUCCESS) return 0;
     return (int)n;
 }
@@ -313,7 +314,8 @@ static int find_kernels(char *path, char *fast_path, size_t cap) {
     int dir = slash ? (int)(slash - path) + 1 : 0; /* the directory, with its '/' */
     snprintf(fast_path, cap, "%.*skernels_fast.cl", dir, path);
     if (!readable(fast_path)) {
-        ivae_set_error("%s: cannot read it (the fast kernels, which are built with %s)", fast_path, path);
+        ivae_set_error("%s: cannot read it (kernels_fast.cl must be beside %s: the two are built together)",
+                       fast_path, path);
         return -1;
     }
     return 0;

@@ -165,6 +165,10 @@ static int download_flat(IvaeClModel *cm, real *dst, cl_mem src) {
    buffer again; a buffer is replaced only when a sample needs it bigger, so
    after the largest sample nothing is allocated. */
 
+static void release(cl_mem b) {
+    if (b) IVAE_CL_CHECK(clReleaseMemObject(b));
+}
+
 static void pool_reset(IvaeClModel *cm) { cm->pool_used = 0, cm->ran[0] = cm->ran[1] = 0; }
 
 static cl_mem pool_get(IvaeClModel *cm, size_t n) {
@@ -184,7 +188,7 @@ static cl_mem pool_get(IvaeClModel *cm, size_t n) {
     }
     int k = cm->pool_used++;
     if (cm->pool_cap[k] < n) {
-        if (cm->pool[k]) clReleaseMemObject(cm->pool[k]);
+        release(cm->pool[k]);
         cm->pool_cap[k] = 0;
         if (!(cm->pool[k] = ivae_cl_buffer(cm->cl, n, NULL))) return NULL;
         cm->pool_cap[k] = n;
@@ -311,10 +315,6 @@ static int model_build(IvaeClModel *cm) {
     TRY(upload_flat(cm, cm->adam_m, m->adam_m));
     TRY(upload_flat(cm, cm->adam_v, m->adam_v));
     return ivae_cl_finish(cl);
-}
-
-static void release(cl_mem b) {
-    if (b) clReleaseMemObject(b);
 }
 
 void ivae_cl_model_free(IvaeClModel *cm) {
@@ -758,7 +758,7 @@ done:
     if (rc) { /* a later call starts again from nothing */
         cl_mem *made[] = {&cm->u_off, &cm->u_len, &cm->u_f, &cm->u_out};
         for (int k = 0; k < 4; k++)
-            if (*made[k]) clReleaseMemObject(*made[k]), *made[k] = NULL;
+            release(*made[k]), *made[k] = NULL;
     }
     free(u), free(off), free(len);
     return rc;

@@ -176,8 +176,9 @@ kernel void sum_nested_total(global float *total, global const float *part, int 
 /* ========================================================================== */
 
 /* Four lanes, four independent computations: the strict conv kernels let
-   each work-item compute four neighbouring outputs (along w, or four output
-   channels for the weight gradient) with float4 arithmetic. A float4 fma is
+   each work-item compute four outputs with float4 arithmetic (neighbours
+   along w; along w sw apart for the strided input gradient; four output
+   channels for the weight gradient). A float4 fma is
    four fmas, lane by lane, each correctly rounded, so every lane runs
    exactly the scalar chain the C code runs for its output; the lanes only
    share the loads (and on a CPU the vector instructions). */
@@ -644,6 +645,23 @@ kernel void attention_backward_dsdq(global float *dqkv, global float *ds, global
     for (int c = 0; c < C; c++) dq[(size_t)c * N + p] = sum_rows_prod(dsp, k + (size_t)c * N + r0, r1 - r0, W) * scale;
 }
 
+/* sum_rows over the queries p in [p0, p1) of m[p, r] * b[p], m (N, L) in att's
+   layout (row p holds p's span only), as ivae.c sums its tmp[p - p0] */
+static float sum_rows_col_prod(global const float *m, global const float *b, int r, int p0, int p1, int W, int HW,
+                               int L, int mode) {
+    float total = 0;
+    for (int j0 = p0; j0 < p1; j0 += W) {
+        float acc = 0;
+        for (int p = j0; p < j0 + W; p++) {
+            int q0, q1;
+            attn_span(mode, p, HW, &q0, &q1);
+            acc += m[(size_t)p * L + r - q0] * b[p];
+        }
+        total += acc;
+    }
+    return total;
+}
+
 /* then dk and dv, one key token r per work-item; the queries that saw r form [p0, p1):
        dk[c,r] = sum_rows_p(ds[p, r] * q[c,p]) * scale;  dv[c,r] = sum_rows_p(a[p, r] * do[c,p]) */
 kernel void attention_backward_dkdv(global float *dqkv, global const float *ds, global const float *dout,
@@ -658,28 +676,8 @@ kernel void attention_backward_dkdv(global float *dqkv, global const float *ds, 
     global float *dk = dqkv + (size_t)C * N, *dv = dqkv + (size_t)2 * C * N;
     float scale = 1 / sqrt((float)C);
     for (int c = 0; c < C; c++) {
-        float total = 0;
-        for (int j0 = p0; j0 < p1; j0 += W) {
-            float acc = 0;
-            for (int p = j0; p < j0 + W; p++) {
-                int q0, q1;
-                attn_span(mode, p, HW, &q0, &q1);
-                acc += ds[(size_t)p * L + r - q0] * q[(size_t)c * N + p];
-            }
-            total += acc;
-        }
-        dk[(size_t)c * N + r] = total * scale;
-        total = 0;
-        for (int j0 = p0; j0 < p1; j0 += W) {
-            float acc = 0;
-            for (int p = j0; p < j0 + W; p++) {
-                int q0, q1;
-                attn_span(mode, p, HW, &q0, &q1);
-                acc += att[(size_t)p * L + r - q0] * dout[(size_t)c * N + p];
-            }
-            total += acc;
-        }
-        dv[(size_t)c * N + r] = total;
+        dk[(size_t)c * N + r] = sum_rows_col_prod(ds, q + (size_t)c * N, r, p0, p1, W, HW, L, mode) * scale;
+        dv[(size_t)c * N + r] = sum_rows_col_prod(att, dout + (size_t)c * N, r, p0, p1, W, HW, L, mode);
     }
 }
 

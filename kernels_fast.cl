@@ -311,13 +311,20 @@ void gemm_fast(global float *Cm, ulong coff, ulong cbs, int cm, int cn, global c
    frame (frame mode, L = HW) or of the clip (causal, L = N); in causal mode
    only r < (t+1) HW is allowed, the rest is set to 0 so that the dense
    products that follow can run over whole rows. */
+
+/* the number of tokens token p attends to */
+static int span_len(int mode, int p, int HW) {
+    int r0, r1;
+    attn_span(mode, p, HW, &r0, &r1);
+    return r1 - r0;
+}
+
 kernel void attention_softmax_fast(global float *att, int T, int H, int W, int mode) {
+    // att (N, L): the scores on entry, the probabilities on exit
     int HW = H * W, N = T * HW, L = attn_row_len(mode, T, HW);
     size_t p = get_global_id(0);
     if (p >= (size_t)N) return;
-    int r0, r1;
-    attn_span(mode, p, HW, &r0, &r1);
-    int n = r1 - r0;
+    int n = span_len(mode, p, HW);
     global float *a = att + p * L;
     float mx = -INFINITY, sum = 0;
     for (int r = 0; r < n; r++) mx = fmax(mx, a[r]);
@@ -328,12 +335,11 @@ kernel void attention_softmax_fast(global float *att, int T, int H, int W, int m
 
 /* ds = a * (da - sum_r a da), row by row (ds holds da on entry) */
 kernel void attention_dsoftmax_fast(global float *ds, global const float *att, int T, int H, int W, int mode) {
+    // ds (N, L) in place, att (N, L)
     int HW = H * W, N = T * HW, L = attn_row_len(mode, T, HW);
     size_t p = get_global_id(0);
     if (p >= (size_t)N) return;
-    int r0, r1;
-    attn_span(mode, p, HW, &r0, &r1);
-    int n = r1 - r0;
+    int n = span_len(mode, p, HW);
     global const float *a = att + p * L;
     global float *d = ds + p * L;
     float adot = 0;

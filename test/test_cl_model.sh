@@ -13,7 +13,8 @@
 #      fast within tolerance
 #   6. errors: no OpenCL platform (OCL_ICD_VENDORS = an empty directory): one
 #      clear line and exit 1, and the CPU path still works; IVAE_CL_DEVICE out
-#      of range: one clear line, exit 1
+#      of range, or a kernels.cl (IVAE_KERNELS) without kernels_fast.cl
+#      beside it: one clear line, exit 1
 #
 # Every model has all parameters non-trivial (test/nontrivial.py, SPEC 8).
 # Prints a line per check and the time of the ivae-s runs; exit status 1 if
@@ -41,7 +42,8 @@ fi
 grep -E "^platform|device [0-9]+:" "$OUT/devices.log"
 
 # one kernel cache for this run (pocl compiles each kernel at its first use):
-# fresh, so that a stale binary of an older kernels.cl can never be tested
+# fresh, so that a stale binary of an older kernels.cl or kernels_fast.cl can
+# never be tested
 POCL_CACHE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/ivae_cl_model.XXXXXX")
 export POCL_CACHE_DIR
 trap 'rm -rf "$POCL_CACHE_DIR"' EXIT INT TERM
@@ -186,6 +188,14 @@ elif [ "$(wc -l < "$OUT/baddev.log")" -eq 1 ] && grep -q "IVAE_CL_DEVICE=99 but 
     ok "IVAE_CL_DEVICE out of range: exit 1, \"$(cat "$OUT/baddev.log")\""
 else
     bad "IVAE_CL_DEVICE out of range: not one clear line:"; cat "$OUT/baddev.log"
+fi
+mkdir -p "$OUT/lone" && cp kernels.cl ivae_math.h "$OUT/lone/" && lone=$(cd "$OUT/lone" && pwd)
+if IVAE_KERNELS="$lone/kernels.cl" ./ivae grad --device cl "$OUT/c.safetensors" "$OUT/c.in.safetensors" "$OUT/x.safetensors" > /dev/null 2> "$OUT/nofast.log"; then
+    bad "IVAE_KERNELS without kernels_fast.cl beside it exited 0"
+elif [ "$(wc -l < "$OUT/nofast.log")" -eq 1 ] && grep -q "lone/kernels_fast.cl: cannot read it" "$OUT/nofast.log"; then
+    ok "kernels.cl without kernels_fast.cl: exit 1, \"$(cut -c1-100 "$OUT/nofast.log")...\""
+else
+    bad "kernels.cl without kernels_fast.cl: not one clear line:"; cat "$OUT/nofast.log"
 fi
 
 [ $fails -eq 0 ] && echo "all OpenCL program checks passed" || echo "$fails OpenCL program check(s) failed"
