@@ -11,7 +11,7 @@
  * last); backward: gradient outputs (dinp, dweight, ...), dout, saved-for-
  * backward, the forward's inputs, weights, sizes. A C function that does
  * several things is split into kernels named <function>_<part>; a part takes
- * what it writes first, then what it reads in the same order. Every kernel:
+ * what it writes first, then what it reads, in that order. Every kernel:
  *
  *   C (ivae.c)                     kernels.cl
  *   ivae_conv3d_forward            conv3d_forward
@@ -40,7 +40,7 @@
  *                                  and dx - dxhat in ivae_batch_grad
  *   nonfinite_flags                ivae_batch_grad's all_finite check of the gradients
  *   pixel_sumsq                    the per-pixel loop of ivae_activation_stats
- * kernels_fast.cl (their own names, _fast, and the strict twins' arguments):
+ * kernels_fast.cl, by the C function each does fast (gemm_fast: a batched product):
  *   ivae_conv3d_forward            conv3d_forward_fast
  *   ivae_conv3d_backward           conv3d_backward_dinp_fast, _dweight_fast, _dweight_reduce, _dbias_fast
  *   ivae_attention_forward         gemm_fast, attention_softmax_fast
