@@ -1,10 +1,12 @@
 /*
- * ivae_cl.c: the host side of the OpenCL twin of ivae's layers (kernels.cl).
+ * ivae_cl.c: the host side of the OpenCL twin of ivae's layers (kernels.cl,
+ * kernels_fast.cl).
  *
  * Read it top-down:
  *   1. CL_CHECK, the one way every OpenCL call is checked, and its name table
  *   2. platforms and devices: the count, the listing, the choice by env
- *   3. the context: device checks, building kernels.cl, buffers, scratch
+ *   3. the context: device checks, building kernels.cl and kernels_fast.cl,
+ *      buffers, scratch
  *   4. the layer wrappers, in ivae.c's order, each a few kernel launches
  *
  * The strict kernels run ivae.c's loop for each output element (the
@@ -82,9 +84,10 @@ int ivae_cl_failed(cl_int err, const char *call, const char *file, int line) {
 
 int ivae_cl_platform_count(void) {
     cl_uint n = 0;
-    /* The one call not under CL_CHECK: with no driver installed the ICD
-       loader answers CL_PLATFORM_NOT_FOUND_KHR, which means "none", not
-       "broken". */
+    /* Not under CL_CHECK (nor are get_devices' CL_DEVICE_NOT_FOUND and
+       cl_open's fp64 query, answers rather than failures): with no driver
+       installed the ICD loader answers CL_PLATFORM_NOT_FOUND_KHR, which
+       means "none", not "broken". */
     if (clGetPlatformIDs(0, NULL, &n) != CL_SUCCESS) return 0;
     return (int)n;
 }
@@ -270,7 +273,7 @@ static const char *kernel_names[IVAE_K_COUNT] = {
 #undef IVAE_CL_NAME
 };
 
-/* the fast kernels that run in fixed work-groups of FG x FG = 256 (kernels.cl) */
+/* the fast kernels that run in fixed work-groups of FG x FG = 256 (kernels_fast.cl) */
 static int is_tiled(int k) {
     return k == IVAE_K_conv3d_forward_fast || k == IVAE_K_conv3d_backward_dinp_fast ||
            k == IVAE_K_conv3d_backward_dweight_fast || k == IVAE_K_conv3d_backward_dbias_fast ||
@@ -279,8 +282,9 @@ static int is_tiled(int k) {
 
 static int readable(const char *path) { return access(path, R_OK) == 0; }
 
-/* kernels.cl: $IVAE_KERNELS, else next to the executable, else one directory up */
-static int find_kernels(char *path, size_t cap) {
+/* kernels.cl: $IVAE_KERNELS, else next to the executable, else one directory
+   up; kernels_fast.cl: next to that kernels.cl */
+static int find_kernels(char *path, char *fast_path, size_t cap) {
     const char *env = getenv("IVAE_KERNELS");
     if (env && *env) {
         if (!readable(env)) {
@@ -288,23 +292,33 @@ static int find_kernels(char *path, size_t cap) {
             return -1;
         }
         snprintf(path, cap, "%s", env);
-        return 0;
+    } else {
+        char exe[1024];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (n <= 0) {
+            ivae_set_error("cannot find kernels.cl (the executable's directory is unknown): set IVAE_KERNELS to its "
+                           "path");
+            return -1;
+        }
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = 0;
+        snprintf(path, cap, "%s/kernels.cl", exe);
+        if (!readable(path)) snprintf(path, cap, "%s/../kernels.cl", exe);
+        if (!readable(path)) {
+            ivae_set_error("kernels.cl is neither in %s nor in %s/..: set IVAE_KERNELS to its path", exe, exe);
+            return -1;
+        }
     }
-    char exe[1024];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) {
-        ivae_set_error("cannot find kernels.cl (the executable's directory is unknown): set IVAE_KERNELS to its path");
+    const char *slash = strrchr(path, '/');
+    int dir = slash ? (int)(slash - path) + 1 : 0; /* the directory, with its '/' */
+    snprintf(fast_path, cap, "%.*skernels_fast.cl", dir, path);
+    if (!readable(fast_path)) {
+        ivae_set_error("%s: cannot read it (kernels_fast.cl must be beside %s: the two are built together)",
+                       fast_path, path);
         return -1;
     }
-    exe[n] = 0;
-    char *slash = strrchr(exe, '/');
-    if (slash) *slash = 0;
-    snprintf(path, cap, "%s/kernels.cl", exe);
-    if (readable(path)) return 0;
-    snprintf(path, cap, "%s/../kernels.cl", exe);
-    if (readable(path)) return 0;
-    ivae_set_error("kernels.cl is neither in %s nor in %s/..: set IVAE_KERNELS to its path", exe, exe);
-    return -1;
+    return 0;
 }
 
 static char *read_text(const char *path) {
@@ -349,33 +363,36 @@ static int check_cwd_header(const char *dir) {
     return 0;
 }
 
-/* builds kernels.cl in strict mode: correctly rounded / and sqrt, no fast-math
-   or mad flags, FP_CONTRACT OFF inside the file; -I its directory for
-   ivae_math.h. On failure prints the build log. */
+/* builds kernels.cl and kernels_fast.cl, in this order, as one program in
+   strict mode: correctly rounded / and sqrt, no fast-math or mad flags,
+   FP_CONTRACT OFF inside kernels.cl; -I its directory for ivae_math.h. On
+   failure prints the build log (its lines name the file they are in). */
 static int build_program(IvaeCl *cl) {
-    if (find_kernels(cl->kernels_path, sizeof cl->kernels_path) != 0) return -1;
-    char *src = read_text(cl->kernels_path);
-    if (!src) return -1;
-    char dir[1024], options[1200];
+    if (find_kernels(cl->kernels_path, cl->kernels_fast_path, sizeof cl->kernels_path) != 0) return -1;
+    char dir[1024], options[1200], line[1100];
     snprintf(dir, sizeof dir, "%s", cl->kernels_path);
     char *slash = strrchr(dir, '/');
     if (slash) *slash = 0;
     else snprintf(dir, sizeof dir, ".");
     if (strchr(dir, ' ') || strchr(dir, '"')) {
         ivae_set_error("%s: the directory of kernels.cl must not contain spaces or quotes (it goes into -I)", dir);
-        free(src);
         return -1;
     }
     snprintf(options, sizeof options, "-cl-fp32-correctly-rounded-divide-sqrt -I %s", dir);
-    if (check_cwd_header(dir) != 0) {
-        free(src);
+    if (check_cwd_header(dir) != 0) return -1;
+    char *strict = read_text(cl->kernels_path), *fast = strict ? read_text(cl->kernels_fast_path) : NULL;
+    if (!fast) {
+        free(strict);
         return -1;
     }
-
+    /* the compiler sees one source: the #line makes its messages about the
+       second part name kernels_fast.cl */
+    snprintf(line, sizeof line, "\n#line 1 \"%s\"\n", cl->kernels_fast_path);
     cl_int err;
-    const char *srcs[1] = {src};
-    int failed = CL_CHECK((cl->program = clCreateProgramWithSource(cl->context, 1, srcs, NULL, &err), err));
-    free(src);
+    const char *srcs[3] = {strict, line, fast};
+    int failed = CL_CHECK((cl->program = clCreateProgramWithSource(cl->context, 3, srcs, NULL, &err), err));
+    free(strict);
+    free(fast);
     if (failed) return -1;
     err = clBuildProgram(cl->program, 1, &cl->device, options, NULL, NULL);
     if (err != CL_SUCCESS) {
@@ -385,7 +402,8 @@ static int build_program(IvaeCl *cl) {
             (log = malloc(n + 1)) &&
             !CL_CHECK(clGetProgramBuildInfo(cl->program, cl->device, CL_PROGRAM_BUILD_LOG, n, log, NULL))) {
             log[n] = 0;
-            fprintf(stderr, "ivae: building %s (%s) failed; the build log:\n%s\n", cl->kernels_path, options, log);
+            fprintf(stderr, "ivae: building %s and %s (%s) failed; the build log:\n%s\n", cl->kernels_path,
+                    cl->kernels_fast_path, options, log);
         }
         free(log);
         ivae_cl_failed(err, "clBuildProgram(cl->program, 1, &cl->device, options, NULL, NULL)", __FILE__, __LINE__);
@@ -394,7 +412,8 @@ static int build_program(IvaeCl *cl) {
     for (int k = 0; k < IVAE_K_COUNT; k++) {
         if ((k == IVAE_K_unit_sumsq || k == IVAE_K_pixel_sumsq) && !cl->fp64) continue; /* #ifdef cl_khr_fp64 */
         if (CL_CHECK((cl->kernel[k] = clCreateKernel(cl->program, kernel_names[k], &err), err))) {
-            fprintf(stderr, "ivae: (kernel %s of %s)\n", kernel_names[k], cl->kernels_path);
+            fprintf(stderr, "ivae: (kernel %s of %s or %s)\n", kernel_names[k], cl->kernels_path,
+                    cl->kernels_fast_path);
             return -1;
         }
         /* work-groups of 64, or fewer if the kernel cannot have that many */
@@ -649,12 +668,14 @@ int ivae_cl_conv3d_backward(IvaeCl *cl, cl_mem dinp, cl_mem dweight, cl_mem dbia
                             int sh, int sw) {
     // dinp (Cin, T, H, W) written; dweight, dbias accumulated; dout (Cout, To, Ho, Wo)
     // the input gradient as in ivae.c: the flipped convolution of dy (strided: of dy spread to the stride-1 grid)
-    // (the dinp kernels run four neighbouring w per work-item, dweight four output channels)
+    // (a dinp work-item computes four w of a row: neighbours, or strided sw apart, so that a row of W is
+    // ceil(W / (4 sw)) groups of sw work-items; a dweight work-item four output channels)
     size_t nx4 = (size_t)Cin * T * H * ((W + 3) / 4), nw4 = (size_t)(Cout + 3) / 4 * Cin * kt * kh * kw;
+    size_t nxs = (size_t)Cin * T * H * ((W + 4 * sw - 1) / (4 * sw) * sw);
     if (dinp && st == 1 && sh == 1 && sw == 1) {
         if (RUN(cl, conv3d_backward_dinp, nx4, MEM(dinp), MEM(dout), MEM(weight), CONV_SIZES)) return -1;
     } else if (dinp) {
-        if (RUN(cl, conv3d_backward_dinp_strided, nx4, MEM(dinp), MEM(dout), MEM(weight), CONV_SIZES)) return -1;
+        if (RUN(cl, conv3d_backward_dinp_strided, nxs, MEM(dinp), MEM(dout), MEM(weight), CONV_SIZES)) return -1;
     }
     if (dweight && RUN(cl, conv3d_backward_dweight, nw4, MEM(dweight), MEM(dout), MEM(inp), CONV_SIZES)) return -1;
     if (dbias && RUN(cl, conv3d_backward_dbias, (size_t)Cout, MEM(dbias), MEM(dout), CONV_SIZES)) return -1;
@@ -696,8 +717,8 @@ int ivae_cl_pixelnorm_forward(IvaeCl *cl, cl_mem out, cl_mem norm, cl_mem inp, i
     return RUN(cl, pixelnorm_forward, N, MEM(out), MEM(norm), MEM(inp), INT(C), ULONG(N));
 }
 
-int ivae_cl_pixelnorm_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, cl_mem inp, cl_mem norm, int C, size_t N) {
-    return RUN(cl, pixelnorm_backward, N, MEM(dinp), MEM(dout), MEM(inp), MEM(norm), INT(C), ULONG(N));
+int ivae_cl_pixelnorm_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, cl_mem norm, cl_mem inp, int C, size_t N) {
+    return RUN(cl, pixelnorm_backward, N, MEM(dinp), MEM(dout), MEM(norm), MEM(inp), INT(C), ULONG(N));
 }
 
 int ivae_cl_attention_forward(IvaeCl *cl, cl_mem out, cl_mem att, cl_mem qkv, int C, int T, int H, int W, int mode) {
@@ -737,14 +758,14 @@ int ivae_cl_upsample_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, int C, int T
 
 /* --- the loss --------------------------------------------------------------- */
 
-int ivae_cl_sum_nested_d(IvaeCl *cl, double *sum, cl_mem v, int C, int T, int H, int W) {
+int ivae_cl_sum_nested(IvaeCl *cl, double *sum, cl_mem v, int C, int T, int H, int W) {
     // as in C: a float sum, converted to double at the end
     cl_mem part = scratch(cl, IVAE_CLS_SUM, (size_t)C); /* the channel sums */
     cl_mem total = scratch(cl, IVAE_CLS_TOTAL, 1);
     float s;
     if (!part || !total ||
-        RUN(cl, sum_nested_d_channel, (size_t)C, MEM(part), MEM(v), INT(C), INT(T), INT(H), INT(W)) ||
-        RUN(cl, sum_nested_d_total, 1, MEM(total), MEM(part), INT(C)) || read_at(cl, &s, total, 0, 1))
+        RUN(cl, sum_nested_channel, (size_t)C, MEM(part), MEM(v), INT(C), INT(T), INT(H), INT(W)) ||
+        RUN(cl, sum_nested_total, 1, MEM(total), MEM(part), INT(C)) || read_at(cl, &s, total, 0, 1))
         return -1;
     *sum = s;
     return 0;
@@ -756,34 +777,34 @@ int ivae_cl_rec_loss(IvaeCl *cl, double *rec, cl_mem dxhat, cl_mem xhat, cl_mem 
     if (RUN(cl, rec_loss, (size_t)C * T * H * W, MEM(dxhat), MEM(xhat), MEM(x), INT(C), INT(T), INT(H), INT(W),
             FLT(coef), MEM(scratch)))
         return -1;
-    return ivae_cl_sum_nested_d(cl, rec, scratch, C, T, H, W);
+    return ivae_cl_sum_nested(cl, rec, scratch, C, T, H, W);
 }
 
-int ivae_cl_latent_forward(IvaeCl *cl, double *kl, cl_mem logvar, cl_mem zs, cl_mem scratch, cl_mem h, cl_mem eps,
-                           int C, int T, int H, int W) {
+int ivae_cl_latent_forward(IvaeCl *cl, double *kl, cl_mem logvar, cl_mem zs, cl_mem h, cl_mem eps, int C, int T,
+                           int H, int W, cl_mem scratch) {
     // kl = 0.5 * sum (mu^2 + exp(logvar) - 1 - logvar), unnormalised, nested order
-    if (RUN(cl, latent_forward, (size_t)C * T * H * W, MEM(logvar), MEM(zs), MEM(scratch), MEM(h), MEM(eps), INT(C),
-            INT(T), INT(H), INT(W)))
+    if (RUN(cl, latent_forward, (size_t)C * T * H * W, MEM(logvar), MEM(zs), MEM(h), MEM(eps), INT(C), INT(T), INT(H),
+            INT(W), MEM(scratch)))
         return -1;
-    return ivae_cl_sum_nested_d(cl, kl, scratch, C, T, H, W);
+    return ivae_cl_sum_nested(cl, kl, scratch, C, T, H, W);
 }
 
-int ivae_cl_latent_backward(IvaeCl *cl, cl_mem dh, cl_mem dz, cl_mem h, cl_mem logvar, cl_mem eps, size_t n,
+int ivae_cl_latent_backward(IvaeCl *cl, cl_mem dh, cl_mem dz, cl_mem logvar, cl_mem h, cl_mem eps, size_t n,
                             float ckl) {
-    return RUN(cl, latent_backward, n, MEM(dh), MEM(dz), MEM(h), MEM(logvar), MEM(eps), ULONG(n), FLT(ckl));
+    return RUN(cl, latent_backward, n, MEM(dh), MEM(dz), MEM(logvar), MEM(h), MEM(eps), ULONG(n), FLT(ckl));
 }
 
-/* the scratch of the outlier penalty, by frame (kernels.cl, OPL_*):
-   m (T, C), S (T), dist (T, HW), nact (T), oplt (T), g (T, C) */
+/* the scratch of the outlier penalty: the kernels' per-frame statistics
+   (kernels.cl, OPL_*): m (T, C), S (T), dist (T, HW), nact (T), oplt (T), G (T, C) */
 size_t ivae_cl_opl_scratch(int C, int T, int H, int W) { return (size_t)T * (2 * (size_t)C + (size_t)H * W + 3); }
 
 int ivae_cl_opl_forward_backward(IvaeCl *cl, double *opl, cl_mem dz, cl_mem z, int C, int T, int H, int W,
                                  float coef, cl_mem scratch) {
     // opl = mean over frames of opl_t; with coef != 0 also dz += coef * d(opl)/dz
     size_t HW = (size_t)H * W, oplt_at = (size_t)T * C + 2 * (size_t)T + (size_t)T * HW;
-    if (RUN(cl, opl_forward_backward_stats, (size_t)T, MEM(z), INT(C), INT(T), INT(H), INT(W), MEM(scratch)) ||
-        RUN(cl, opl_forward_backward_dist, (size_t)T * HW, MEM(z), INT(C), INT(T), INT(H), INT(W), MEM(scratch)) ||
-        RUN(cl, opl_forward_backward_hinge, (size_t)T, INT(C), INT(T), INT(H), INT(W), MEM(scratch)))
+    if (RUN(cl, opl_forward_backward_stats, (size_t)T, MEM(scratch), MEM(z), INT(C), INT(T), INT(H), INT(W)) ||
+        RUN(cl, opl_forward_backward_dist, (size_t)T * HW, MEM(scratch), MEM(z), INT(C), INT(T), INT(H), INT(W)) ||
+        RUN(cl, opl_forward_backward_hinge, (size_t)T, MEM(scratch), INT(C), INT(T), INT(H), INT(W)))
         return -1;
     float *oplt = malloc((size_t)T * sizeof(float));
     if (!oplt) {
@@ -800,9 +821,9 @@ int ivae_cl_opl_forward_backward(IvaeCl *cl, double *opl, cl_mem dz, cl_mem z, i
     free(oplt);
     *opl = total / T;
     if (coef == 0 || !dz) return 0;
-    if (RUN(cl, opl_forward_backward_g, (size_t)T * C, MEM(z), INT(C), INT(T), INT(H), INT(W), MEM(scratch)) ||
-        RUN(cl, opl_forward_backward_dz, (size_t)C * T * HW, MEM(dz), MEM(z), INT(C), INT(T), INT(H), INT(W),
-            FLT(coef), MEM(scratch)))
+    if (RUN(cl, opl_forward_backward_g, (size_t)T * C, MEM(scratch), MEM(z), INT(C), INT(T), INT(H), INT(W)) ||
+        RUN(cl, opl_forward_backward_dz, (size_t)C * T * HW, MEM(dz), MEM(scratch), MEM(z), INT(C), INT(T), INT(H),
+            INT(W), FLT(coef)))
         return -1;
     return 0;
 }
@@ -859,7 +880,7 @@ int ivae_cl_zero(IvaeCl *cl, cl_mem b, size_t n) {
 
 /* --- the fast kernels --------------------------------------------------------- */
 
-#define FT 64 /* kernels.cl: the tile of C one work-group computes */
+#define FT 64 /* kernels_fast.cl: the tile of C one work-group computes */
 #define FG IVAE_CL_FAST_GROUP
 
 static int fast_ready(IvaeCl *cl) {

@@ -1,16 +1,17 @@
 /*
  * ivae_cl.h: the OpenCL twin of ivae's layers, driven from C.
  *
- * kernels.cl holds one kernel per layer function of ivae.c (SPEC 2 and 4),
- * computing every element with the same float operations in the same order
- * as the C reference, so the results are bit for bit the CPU's (SPEC 8,
- * "strict build"). This header opens a device and wraps each layer:
+ * kernels.cl holds the kernels of each layer function of ivae.c (SPEC 2 and
+ * 4; its header maps them to the C names), computing every element with the
+ * same float operations in the same order as the C reference, so the results
+ * are bit for bit the CPU's (SPEC 8, "strict build"). kernels_fast.cl holds
+ * the fast ones. This header opens a device and wraps each layer:
  *
  *   IvaeCl *cl = ivae_cl_new();                 // IVAE_CL_PLATFORM, IVAE_CL_DEVICE
  *   if (!cl) { fprintf(stderr, "%s\n", ivae_error()); ... use the CPU path }
  *   cl_mem x = ivae_cl_buffer(cl, n, host_x);   // n floats, copied from host_x
  *   cl_mem y = ivae_cl_buffer(cl, n, NULL);
- *   ivae_cl_silu_forward(cl, y, x, n);          // = silu_forward(y, x, n) of ivae.c
+ *   ivae_cl_silu_forward(cl, y, x, n);          // = ivae_silu_forward(y, x, n)
  *   ivae_cl_read(cl, host_y, y, n);
  *   clReleaseMemObject(x); clReleaseMemObject(y); ivae_cl_free(cl);
  *
@@ -33,10 +34,12 @@
  * every kernel (each launch then waits for its end) and prints the totals,
  * kernel by kernel, when the context is freed.
  *
- * kernels.cl is read at run time and compiled for the device (it includes
- * ivae_math.h from its own directory): from the file named by env
- * IVAE_KERNELS if set, else from the directory of the executable, else from
- * the directory above it (so test/test_cl finds ../kernels.cl).
+ * kernels.cl and kernels_fast.cl are read at run time and compiled for the
+ * device as one program (kernels.cl includes ivae_math.h from its own
+ * directory): kernels.cl from the file named by env IVAE_KERNELS if set, else
+ * from the directory of the executable, else from the directory above it (so
+ * test/test_cl finds ../kernels.cl); kernels_fast.cl from the directory of
+ * that kernels.cl.
  *
  * Needs ivae.c (linked or included) for ivae_set_error().
  */
@@ -50,9 +53,10 @@
 #include <stddef.h>
 #include <stdio.h>
 
-/* The kernels of kernels.cl, in file order; the context holds one cl_kernel each. */
+/* The kernels of kernels.cl, then of kernels_fast.cl, in file order; the
+   context holds one cl_kernel each. */
 #define IVAE_CL_KERNELS(X)                                                                              \
-    X(sum_nested_d_channel) X(sum_nested_d_total)                                                       \
+    X(sum_nested_channel) X(sum_nested_total)                                                           \
     X(conv3d_forward) X(conv3d_forward_chunk) X(conv3d_backward_dinp) X(conv3d_backward_dinp_strided)   \
     X(conv3d_backward_dweight) X(conv3d_backward_dbias)                                                 \
     X(smc_weight_forward) X(smc_weight_backward_dot) X(smc_weight_backward_dweight)                     \
@@ -77,7 +81,7 @@ enum { IVAE_CL_KERNELS(IVAE_CL_ENUM) IVAE_K_COUNT };
    scratch()): grown on demand, reused after */
 enum { IVAE_CLS_SUM, IVAE_CLS_TOTAL, IVAE_CLS_DOT, IVAE_CLS_ATT, IVAE_CLS_PART, IVAE_CLS_N };
 
-/* the work-group of the fast tiled kernels (kernels.cl, FG x FG) */
+/* the work-group of the fast tiled kernels (kernels_fast.cl, FG x FG) */
 #define IVAE_CL_FAST_GROUP 16
 
 typedef struct IvaeCl {
@@ -93,6 +97,7 @@ typedef struct IvaeCl {
     int platform_index, device_index;
     char platform_name[256], device_name[256];
     char kernels_path[1024];        /* the kernels.cl that was built */
+    char kernels_fast_path[1024];   /* and the kernels_fast.cl beside it */
     int fast_ok;                    /* the fast kernels can run here (work-groups of 256) */
     int fp64;                       /* cl_khr_fp64: unit_sumsq and pixel_sumsq exist (env IVAE_CL_NO_FP64=1: off) */
     char fast_why[256];             /* if not, why */
@@ -120,8 +125,9 @@ int ivae_cl_platform_count(void);
    -1 on failure (nothing printed but the error) */
 int ivae_cl_print_devices(FILE *f);
 /* opens the device chosen by IVAE_CL_PLATFORM / IVAE_CL_DEVICE, checks that
-   it can run the strict build, and builds kernels.cl (the build log is
-   printed on failure); NULL with ivae_error() set otherwise */
+   it can run the strict build, and builds kernels.cl with kernels_fast.cl
+   (the build log is printed on failure); NULL with ivae_error() set
+   otherwise */
 IvaeCl *ivae_cl_new(void);
 void ivae_cl_free(IvaeCl *cl);
 
@@ -155,7 +161,7 @@ int ivae_cl_silu_forward(IvaeCl *cl, cl_mem out, cl_mem inp, size_t n);
 int ivae_cl_silu_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, cl_mem inp, size_t n);
 
 int ivae_cl_pixelnorm_forward(IvaeCl *cl, cl_mem out, cl_mem norm, cl_mem inp, int C, size_t N);
-int ivae_cl_pixelnorm_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, cl_mem inp, cl_mem norm, int C, size_t N);
+int ivae_cl_pixelnorm_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, cl_mem norm, cl_mem inp, int C, size_t N);
 
 int ivae_cl_attention_forward(IvaeCl *cl, cl_mem out, cl_mem att, cl_mem qkv, int C, int T, int H, int W, int mode);
 int ivae_cl_attention_backward(IvaeCl *cl, cl_mem dqkv, cl_mem dout, cl_mem att, cl_mem qkv, int C, int T, int H,
@@ -169,15 +175,15 @@ int ivae_cl_upsample_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, int C, int T
 /* the loss (ivae.c section 3). ivae.c's Shape s is passed as C, T, H, W.
    The double result of the C function comes first. */
 
-/* ivae.c's sum_nested_d of a (C, T, H, W) tensor */
-int ivae_cl_sum_nested_d(IvaeCl *cl, double *sum, cl_mem v, int C, int T, int H, int W);
+/* ivae.c's sum_nested of a (C, T, H, W) tensor */
+int ivae_cl_sum_nested(IvaeCl *cl, double *sum, cl_mem v, int C, int T, int H, int W);
 /* scratch: C*T*H*W floats, as in C */
 int ivae_cl_rec_loss(IvaeCl *cl, double *rec, cl_mem dxhat, cl_mem xhat, cl_mem x, int C, int T, int H, int W,
                      float coef, cl_mem scratch);
 /* scratch: C*T*H*W floats, as in C */
-int ivae_cl_latent_forward(IvaeCl *cl, double *kl, cl_mem logvar, cl_mem zs, cl_mem scratch, cl_mem h, cl_mem eps,
-                           int C, int T, int H, int W);
-int ivae_cl_latent_backward(IvaeCl *cl, cl_mem dh, cl_mem dz, cl_mem h, cl_mem logvar, cl_mem eps, size_t n,
+int ivae_cl_latent_forward(IvaeCl *cl, double *kl, cl_mem logvar, cl_mem zs, cl_mem h, cl_mem eps, int C, int T,
+                           int H, int W, cl_mem scratch);
+int ivae_cl_latent_backward(IvaeCl *cl, cl_mem dh, cl_mem dz, cl_mem logvar, cl_mem h, cl_mem eps, size_t n,
                             float ckl);
 /* scratch: ivae_cl_opl_scratch(C, T, H, W) floats (more than the C function's:
    the frames run in parallel) */

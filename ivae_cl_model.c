@@ -34,27 +34,36 @@ typedef struct {
 static size_t shape_numel(Shape s) { return (size_t)s.C * s.T * s.H * s.W; }
 
 /* a convolution's buffers: weight and bias, and where their gradients go
-   (for an SMC conv, w and dw are the effective weight and its gradient) */
+   (for an SMC conv, w and dw are the effective weight and its gradient).
+   K = kt * kh * kw taps, the sizes in d. */
 typedef struct {
     IvaeConvDesc d;
-    cl_mem w, b, dw, db;
+    cl_mem w, dw;       /* (Cout, Cin, kt, kh, kw) sub-buffers of params / grads; SMC: buffers of its own */
+    cl_mem b, db;       /* (Cout) sub-buffers of params / grads */
 } ClConv;
 
 /* SMC: the conv on the effective weight, and the raw parameters behind it */
 typedef struct {
-    ClConv c;
+    ClConv c;           /* c.w: What (Cout, Cin, K); c.dw: dL/dWhat, summed by the conv backward passes */
     cl_mem raw, draw;   /* W (Cout, Cin, K) and dL/dW */
     cl_mem s, ds, g, dg; /* scale (Cin), gain (1) and their gradients */
     cl_mem norm;        /* (Cout) n[o] of the current effective weight */
 } ClSmc;
 
+/* a block, and what its forward pass saves for the backward pass (pool
+   buffers of the current sample, named as in ivae.c's Block). With the
+   block's input (C, T, H, W) = in and N = T H W: */
 typedef struct {
     IvaeBlockDesc d;
     ClConv conv, proj;  /* CONV, UP, SILU_CONV: conv; RES: the shortcut; ATTN: qkv and proj */
     ClSmc c1, c2;       /* RES */
-    /* saved by the forward pass of the current sample (pool buffers) */
-    Shape in, out;
-    cl_mem x, a1, h1, a2, y, n, nrm, qkv, att, o;
+    Shape in, out;      /* the shapes of x and y */
+    cl_mem x;           /* (in) the block's input: the previous block's y, or the sample */
+    cl_mem a1;          /* SILU_CONV, RES: silu(x) (in); UP: x upsampled (C, T' = 2T-1 or T, 2H, 2W) */
+    cl_mem h1, a2;      /* RES: c1's output and silu of it (c1.cout, T, H, W) */
+    cl_mem y;           /* (out) the block's output */
+    cl_mem n, nrm;      /* ATTN: pixelnorm(x) (C, N) and each pixel's norm (N) */
+    cl_mem qkv, att, o; /* ATTN: (3C, N); probabilities (N, L), L = N causal or H W; attention output (C, N) */
 } ClBlock;
 
 struct IvaeClModel {
@@ -63,28 +72,29 @@ struct IvaeClModel {
     int fast;
     /* 1. the flat buffers in the device layout: tensor t at dev_off[t],
        aligned so that each tensor can be a sub-buffer of its own */
-    size_t n_dev, *dev_off;
-    cl_mem params, grads, adam_m, adam_v;
+    size_t n_dev, *dev_off;     /* floats in each flat buffer; (n_tensors) offsets */
+    cl_mem params, grads, adam_m, adam_v; /* (n_dev) each */
     cl_mem *tp, *tg, *tm, *tv;  /* (n_tensors) sub-buffers: tensor t of each */
     float *host;                /* (n_dev) staging for the flat buffers */
-    cl_mem flags;               /* non-finite flags of the gradient blocks */
+    cl_mem flags;               /* (n_flags) non-finite flags of grads, one per 4096 floats */
     size_t n_flags;
-    /* 2. the activation pool */
+    /* 2. the activation pool: (pool_n) buffers of pool_cap[k] floats; the
+       first pool_used are the current sample's */
     cl_mem *pool;
     size_t *pool_cap;
     int pool_n, pool_used;
-    /* 3. the graph: encoder (0) and decoder (1) */
+    /* 3. the graph: encoder (0) and decoder (1), nb[dec] blocks each */
     ClBlock *blk[2];
     int nb[2];
     int ran[2];                 /* the encoder's / decoder's block outputs are the last pass's */
     /* 5. the trainer's units (ivae_units), built on first use */
     IvaeUnit *units;
     int n_units, max_len;
-    cl_mem u_off, u_len, u_f, u_out; /* device offsets (ulong), lengths (int), factors, sums (double) */
+    cl_mem u_off, u_len, u_f, u_out; /* (n_units) device offsets (ulong), lengths (int), factors, sums (double) */
     real *hostx;                /* (n_params) without fp64: the floats the host sums */
     double *pix;                /* activation statistics: per-pixel sums, n_pix of them */
     size_t n_pix, pix_cap;
-    cl_mem pix_dev;
+    cl_mem pix_dev;             /* (pix_cap bytes) the per-pixel sums on the device */
 };
 
 #define TRY(call)                                                                                                  \
@@ -155,6 +165,10 @@ static int download_flat(IvaeClModel *cm, real *dst, cl_mem src) {
    buffer again; a buffer is replaced only when a sample needs it bigger, so
    after the largest sample nothing is allocated. */
 
+static void release(cl_mem b) {
+    if (b) IVAE_CL_CHECK(clReleaseMemObject(b));
+}
+
 static void pool_reset(IvaeClModel *cm) { cm->pool_used = 0, cm->ran[0] = cm->ran[1] = 0; }
 
 static cl_mem pool_get(IvaeClModel *cm, size_t n) {
@@ -174,7 +188,7 @@ static cl_mem pool_get(IvaeClModel *cm, size_t n) {
     }
     int k = cm->pool_used++;
     if (cm->pool_cap[k] < n) {
-        if (cm->pool[k]) clReleaseMemObject(cm->pool[k]);
+        release(cm->pool[k]);
         cm->pool_cap[k] = 0;
         if (!(cm->pool[k] = ivae_cl_buffer(cm->cl, n, NULL))) return NULL;
         cm->pool_cap[k] = n;
@@ -301,10 +315,6 @@ static int model_build(IvaeClModel *cm) {
     TRY(upload_flat(cm, cm->adam_m, m->adam_m));
     TRY(upload_flat(cm, cm->adam_v, m->adam_v));
     return ivae_cl_finish(cl);
-}
-
-static void release(cl_mem b) {
-    if (b) clReleaseMemObject(b);
 }
 
 void ivae_cl_model_free(IvaeClModel *cm) {
@@ -517,7 +527,7 @@ static cl_mem block_backward(IvaeClModel *cm, ClBlock *b, cl_mem dy) {
         NEED(attention_backward(cm, dqkv, dout, b->att, b->qkv, s) == 0);
         NEED(dn = conv_bwd(cm, &b->conv, dqkv, b->n, s));
         NEED(dx = pool_get(cm, n));
-        NEED(ivae_cl_pixelnorm_backward(cl, dx, dn, b->x, b->nrm, s.C, N) == 0);
+        NEED(ivae_cl_pixelnorm_backward(cl, dx, dn, b->nrm, b->x, s.C, N) == 0);
         NEED(ivae_cl_residual_add(cl, dx, dy, n) == 0);
         break;
     }
@@ -628,36 +638,6 @@ static int find_nonfinite_gradient(IvaeClModel *cm, char *where) {
 
 int ivae_cl_zero_grad(IvaeClModel *cm) { return ivae_cl_zero(cm->cl, cm->grads, cm->n_dev); }
 
-/* the checks of ivae_batch_grad, with its messages */
-static int check_batch(IvaeClModel *cm, IvaeSample *samples, int B, const IvaeLossOpts *opts) {
-    if (B < 1) {
-        ivae_set_error("empty batch");
-        return -1;
-    }
-    if (opts->ref_t < 1 || opts->ref_h < 1 || opts->ref_w < 1) {
-        ivae_set_error("reference shape %dx%dx%d must be positive", opts->ref_t, opts->ref_h, opts->ref_w);
-        return -1;
-    }
-    for (int i = 0; i < B; i++) {
-        int Tz, Hz, Wz;
-        if (!samples[i].x) {
-            ivae_set_error("sample %d: no input", i);
-            return -1;
-        }
-        if (ivae_latent_shape(&cm->m->cfg, samples[i].T, samples[i].H, samples[i].W, &Tz, &Hz, &Wz) != 0) {
-            char msg[1024];
-            snprintf(msg, sizeof msg, "sample %d: %s", i, ivae_error());
-            ivae_set_error("%s", msg);
-            return -1;
-        }
-        if (!samples[i].eps) {
-            ivae_set_error("sample %d: no noise eps", i);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 /* one sample of ivae_batch_grad: forward, loss, backward; the loss terms
    (floats summed on the device, divided in double here) come back in
    rec, kl, opl */
@@ -672,6 +652,8 @@ static int sample_grad(IvaeClModel *cm, IvaeSample *sp, int i, int B, const Ivae
     int Tz, Hz, Wz;
     TRY(ivae_latent_shape(cfg, sp->T, sp->H, sp->W, &Tz, &Hz, &Wz));
     size_t nz = (size_t)cfg->z_ch * Tz * Hz * Wz;
+    /* x, xhat, dxhat, dx (3, T, H, W); eps, logvar, z, dz (z_ch, Tz, Hz, Wz) = nz values; h, dh (2 nz):
+       mu, then the raw logvar; scratch: the loss terms, max(nx, nz) */
     cl_mem x, eps, h, logvar, z, scratch, xhat, dxhat, dz, dh, dx;
     if (!(x = pool_upload(cm, sp->x, nx)) || !(eps = pool_upload(cm, sp->eps, nz))) return -1;
 
@@ -682,7 +664,7 @@ static int sample_grad(IvaeClModel *cm, IvaeSample *sp, int i, int B, const Ivae
     if (!(logvar = pool_get(cm, nz)) || !(z = pool_get(cm, nz)) || !(scratch = pool_get(cm, nx > nz ? nx : nz)))
         return -1;
     double kl_sum, rec_sum;
-    TRY(ivae_cl_latent_forward(cl, &kl_sum, logvar, z, scratch, h, eps, zs.C, zs.T, zs.H, zs.W));
+    TRY(ivae_cl_latent_forward(cl, &kl_sum, logvar, z, h, eps, zs.C, zs.T, zs.H, zs.W, scratch));
     double kl = kl_sum / n_ref;
     if (!(xhat = run_forward(cm, 1, z, zs, &os)) || !(dxhat = pool_get(cm, nx))) return -1;
     real c_rec = w_i / n_ref;
@@ -694,12 +676,12 @@ static int sample_grad(IvaeClModel *cm, IvaeSample *sp, int i, int B, const Ivae
     if (!(dz = run_backward(cm, 1, dxhat))) return -1;
     double opl = 0;
     if (opts->w_opl != 0) {
-        cl_mem oscr = pool_get(cm, ivae_cl_opl_scratch(zs.C, zs.T, zs.H, zs.W));
-        if (!oscr) return -1;
-        TRY(ivae_cl_opl_forward_backward(cl, &opl, dz, z, zs.C, zs.T, zs.H, zs.W, w_i * opts->w_opl, oscr));
+        cl_mem opl_stats = pool_get(cm, ivae_cl_opl_scratch(zs.C, zs.T, zs.H, zs.W));
+        if (!opl_stats) return -1;
+        TRY(ivae_cl_opl_forward_backward(cl, &opl, dz, z, zs.C, zs.T, zs.H, zs.W, w_i * opts->w_opl, opl_stats));
     }
     if (!(dh = pool_get(cm, 2 * nz))) return -1;
-    TRY(ivae_cl_latent_backward(cl, dh, dz, h, logvar, eps, nz, w_i * opts->beta / n_ref));
+    TRY(ivae_cl_latent_backward(cl, dh, dz, logvar, h, eps, nz, w_i * opts->beta / n_ref));
     if (!(dx = run_backward(cm, 0, dh))) return -1;
     /* x also enters the loss directly: rec = |xhat - x| */
     TRY(ivae_cl_residual_sub(cl, dx, dxhat, nx));
@@ -716,7 +698,7 @@ static int sample_grad(IvaeClModel *cm, IvaeSample *sp, int i, int B, const Ivae
 }
 
 int ivae_cl_batch_grad(IvaeClModel *cm, IvaeSample *samples, int B, const IvaeLossOpts *opts, IvaeLoss *out) {
-    TRY(check_batch(cm, samples, B, opts));
+    TRY(ivae_check_batch(cm->m, samples, B, opts)); /* ivae_batch_grad's checks and messages */
     real n_ref = (real)3 * opts->ref_t * opts->ref_h * opts->ref_w;
     memset(out, 0, sizeof *out);
     TRY(for_each_smc(cm, smc_prepare));
@@ -776,7 +758,7 @@ done:
     if (rc) { /* a later call starts again from nothing */
         cl_mem *made[] = {&cm->u_off, &cm->u_len, &cm->u_f, &cm->u_out};
         for (int k = 0; k < 4; k++)
-            if (*made[k]) clReleaseMemObject(*made[k]), *made[k] = NULL;
+            release(*made[k]), *made[k] = NULL;
     }
     free(u), free(off), free(len);
     return rc;

@@ -1,60 +1,96 @@
 /*
  * kernels.cl: the OpenCL twin of every layer of ivae.c (sections 2 and 3),
- * in the strict form: bit for bit the C reference.
+ * in the strict form: bit for bit the C reference. Its fast twins (--cl-mode
+ * fast: tiled, within SPEC 8's tolerances) are in kernels_fast.cl, which the
+ * host builds in the same program after this file (so they use its helpers).
  *
- * One kernel per C function, named after it and taking its arguments in the
- * same order (outputs, saved, inputs, weights, sizes). A C function that does
- * several things is split into kernels named <function>_<part>:
+ * Names and arguments. A kernel is named after its C twin without the ivae_
+ * prefix (C ivae_conv3d_forward <-> kernel conv3d_forward) and takes the C
+ * function's arguments in the same order, a global pointer for each pointer:
+ * forward: outputs, saved-for-backward, inputs, weights, sizes (work buffers
+ * last); backward: gradient outputs (dinp, dweight, ...), dout, saved-for-
+ * backward, the forward's inputs, weights, sizes. A C function that does
+ * several things is split into kernels named <function>_<part>; a part takes
+ * what it writes first, then what it reads, in that order. Every kernel:
  *
- *   ivae.c                      kernels.cl
- *   conv3d_forward              conv3d_forward
- *   conv3d_forward_chunk        conv3d_forward_chunk
- *   conv3d_backward             conv3d_backward_dinp          (stride 1: the flipped conv)
- *                               conv3d_backward_dinp_strided  (strided: the same on dy spread out)
- *                               conv3d_backward_dweight       (ivae.c's conv_wgrad)
- *                               conv3d_backward_dbias
- *   smc_weight_forward          smc_weight_forward
- *   smc_weight_backward         smc_weight_backward_dot, _dweight, _dscale, _dgain
- *   silu_forward, _backward     silu_forward, silu_backward
- *   pixelnorm_forward, _backward  pixelnorm_forward, pixelnorm_backward
- *   attention_forward           attention_forward
- *   attention_backward          attention_backward_dsdq, attention_backward_dkdv
- *   upsample_forward, _chunk, _backward   the same three names
- *   sum_nested_d                sum_nested_d_channel, sum_nested_d_total
- *   rec_loss                    rec_loss (elementwise part; then sum_nested_d_*)
- *   latent_forward, _backward   latent_forward (then sum_nested_d_*), latent_backward
- *   opl_forward_backward        opl_forward_backward_stats, _dist, _hinge, _g, _dz
- *   (block_forward's residuals) residual_add, residual_sub
- *   ivae_adamw_step             adamw_step (one tensor)
- *   (finiteness of gradients)   nonfinite_flags
- *
- * Section 5 holds the fast kernels (--cl-mode fast): tiled products in local
- * memory for the convolutions and attention, which agree with the C code
- * within SPEC 8's tolerances, not bit for bit. Everything else is shared.
+ *   C (ivae.c)                     kernels.cl
+ *   ivae_conv3d_forward            conv3d_forward
+ *   ivae_conv3d_forward_chunk      conv3d_forward_chunk
+ *   ivae_conv3d_backward           conv3d_backward_dinp          (stride 1: the flipped conv)
+ *                                  conv3d_backward_dinp_strided  (strided: the same on dy spread out)
+ *                                  conv3d_backward_dweight       (ivae.c's conv_wgrad)
+ *                                  conv3d_backward_dbias
+ *   ivae_smc_weight_forward        smc_weight_forward
+ *   ivae_smc_weight_backward       smc_weight_backward_dot, _dweight, _dscale, _dgain
+ *   ivae_silu_forward, _backward   silu_forward, silu_backward
+ *   ivae_pixelnorm_forward, _backward   pixelnorm_forward, pixelnorm_backward
+ *   ivae_attention_forward         attention_forward
+ *   ivae_attention_backward        attention_backward_dsdq, attention_backward_dkdv
+ *   ivae_upsample_forward, _chunk, _backward   upsample_forward, upsample_chunk, upsample_backward
+ *   sum_nested (ivae.c, static)    sum_nested_channel, sum_nested_total
+ *   ivae_rec_loss                  rec_loss (the elementwise part; then sum_nested_*)
+ *   ivae_latent_forward            latent_forward (the elementwise part; then sum_nested_*)
+ *   ivae_latent_backward           latent_backward
+ *   ivae_opl_forward_backward      opl_forward_backward_stats, _dist, _hinge, _g, _dz
+ *   ivae_adamw_step                adamw_step (one tensor per launch)
+ *   ivae_unit_scale                unit_scale (outputs first: ivae.h puts the unit table first)
+ *   ivae_unit_sumsq                unit_sumsq (outputs first: ivae.h puts out last)
+ * and the kernels with no C function of their own, by what they do in C:
+ *   residual_add, residual_sub     the residual sums of block_forward and block_backward,
+ *                                  and dx - dxhat in ivae_batch_grad
+ *   nonfinite_flags                ivae_batch_grad's all_finite check of the gradients
+ *   pixel_sumsq                    the per-pixel loop of ivae_activation_stats
+ * kernels_fast.cl, by the C function each does fast (gemm_fast: a batched product):
+ *   ivae_conv3d_forward            conv3d_forward_fast
+ *   ivae_conv3d_backward           conv3d_backward_dinp_fast, _dweight_fast, _dweight_reduce, _dbias_fast
+ *   ivae_attention_forward         gemm_fast, attention_softmax_fast
+ *   ivae_attention_backward        gemm_fast, attention_dsoftmax_fast
  *
  * Bit for bit means that every output element is made by the same float
- * operations in the same order as in ivae.c. So:
+ * operations in the same order as in ivae.c:
  * - one work-item per output element runs the C code's loop for that
- *   element, serially (the convolutions: four neighbouring outputs per
- *   work-item, as the four lanes of float4 operations, each lane its own
- *   element's chain). The C code's register tiles, padded copies and
- *   transposes change where numbers live, never which numbers are added in
- *   which order. Each kernel quotes the C lines it mirrors.
- * - fma() exactly where ivae.c writes FMA() (fmaf and OpenCL's fma are both
- *   correctly rounded); a * b + c everywhere else, kept as two roundings by
- *   FP_CONTRACT OFF below (ivae.c is built with -ffp-contract=off).
- * - every accumulator starts at 0 and adds, as the C code does: 0 + (-0) is
- *   +0, so starting from the first term instead could flip a zero's sign.
+ *   element, serially (the convolutions: four outputs per work-item, as the
+ *   four lanes of float4 operations, each lane its own element's chain). The
+ *   C code's register tiles, padded copies and transposes change where
+ *   numbers live, never which numbers are added in which order. Each kernel
+ *   quotes the C lines it mirrors.
+ * - fma() where ivae.c writes FMA() (fmaf and OpenCL's fma are both
+ *   correctly rounded), and a * b + c everywhere else, kept as two roundings
+ *   by FP_CONTRACT OFF below (ivae.c is built with -ffp-contract=off). One
+ *   exception: for a 1x1x1 conv ivae.c writes acc += w * x, the same bits as
+ *   part = fma(w, x, 0); acc += part, which the kernels run.
+ * - the order of every sum is the reference's rule, quoted from ivae.c:
+ *
+ *   Summation order, the rule an optimized kernel must follow to give the
+ *   reference's bits. (1) Every accumulator starts at +0 and adds its terms
+ *   one at a time in the order below (never starting from the first term),
+ *   so it is never -0. (2) conv3d forward: y = (sum over input channels i,
+ *   in increasing i, of P_i) + bias, P_i = fma chain P = fma(w, x, P) over
+ *   channel i's taps (a, c, d) in row-major order. (3) input gradient:
+ *   dx = sum over output channels o of Q_o, Q_o = fma chain over the
+ *   outputs (t', h', w') that read the input, in increasing order. (4)
+ *   weight gradient: dW += sum over t' of (sum over h' of (fma chain over w'
+ *   of x * dy)). (5) bias gradients and loss sums: nested plain sums: each
+ *   row of W straight through, rows summed per frame, frames per channel,
+ *   channels in order (sum_nested); softmax and attention sums over tokens:
+ *   rows straight through, then the row sums in order (sum_rows); sums over
+ *   channels run straight. (6) Zero terms: the reference visits every tap of
+ *   the window, reading 0 in padding and, for strided input gradients,
+ *   between outputs; by (1) adding a +-0 product never changes an
+ *   accumulator, so with finite weights a kernel may skip those taps and
+ *   keep the bits (the strict strided input-gradient kernel does).
+ *
+ *   Here the forward conv, the stride-1 input gradient and the weight
+ *   gradient visit every tap, reading 0 in the padding as ivae.c does; the
+ *   strided input gradient skips the taps between outputs and the padding
+ *   rows and frames (conv3d_backward_dinp_strided says how).
  * - exp is ivae_expf from ivae_math.h, the same source the C code uses;
  *   division and sqrt are correctly rounded (the host builds this file with
  *   -cl-fp32-correctly-rounded-divide-sqrt, after checking that the device
  *   supports it).
- * - zero padding: ivae.c's forward conv, stride-1 input gradient and weight
- *   gradient read zeros from padded buffers and fma them in (fma(w, 0, part)
- *   can turn part = -0 into +0); the strided input gradient visits in-range
- *   taps only. Each kernel here does exactly the same.
- * - a C function that returns a double from a float sum (sum_nested_d, the
- *   losses) has its float sum done here; the host converts.
+ * - a C function that returns a double from a float sum (sum_nested, the
+ *   losses) has its float sum done here; the host converts it (and adds the
+ *   outlier penalty's frames in double, as ivae.c does).
  *
  * The host rounds every global size up to a multiple of the work-group size
  * (pocl has no non-uniform work-groups), so each kernel starts with
@@ -74,10 +110,10 @@ static int conv_out_s(int H, int k, int s) { return (H + 2 * (k / 2) - k) / s + 
 /* helpers: ivae.c's two sum orders                                           */
 /* ========================================================================== */
 
-/* sum_nested_d for one channel (T, H, W): rows straight through, rows summed
+/* sum_nested for one channel (T, H, W): rows straight through, rows summed
    per frame, frames summed per channel:
        ch = 0; for t { fr = 0; for h { acc = 0; for w acc += row[w]; fr += acc; } ch += fr; } */
-static float sum_nested_channel(global const float *v, int T, int H, int W) {
+static float channel_sum(global const float *v, int T, int H, int W) {
     float ch = 0;
     for (int t = 0; t < T; t++) {
         float fr = 0;
@@ -117,17 +153,18 @@ static float sum_rows_prod(global const float *a, global const float *b, int n, 
     return total;
 }
 
-/* Sum of a (C, T, H, W) tensor, ivae.c's sum_nested_d, in two kernels: one
+/* Sum of a (C, T, H, W) tensor, ivae.c's sum_nested, in two kernels: one
    work-item per channel, then the channel sums in order:
        total = 0; for c total += ch[c];   (returned as a double by C) */
-kernel void sum_nested_d_channel(global float *part, global const float *v, int C, int T, int H, int W) {
+kernel void sum_nested_channel(global float *part, global const float *v, int C, int T, int H, int W) {
     // part (C), v (C, T, H, W)
     size_t c = get_global_id(0);
     if (c >= (size_t)C) return;
-    part[c] = sum_nested_channel(v + c * T * H * W, T, H, W);
+    part[c] = channel_sum(v + c * T * H * W, T, H, W);
 }
 
-kernel void sum_nested_d_total(global float *total, global const float *part, int C) {
+kernel void sum_nested_total(global float *total, global const float *part, int C) {
+    // total (1), part (C)
     if (get_global_id(0) != 0) return;
     float s = 0;
     for (int c = 0; c < C; c++) s += part[c];
@@ -139,8 +176,9 @@ kernel void sum_nested_d_total(global float *total, global const float *part, in
 /* ========================================================================== */
 
 /* Four lanes, four independent computations: the strict conv kernels let
-   each work-item compute four neighbouring outputs (along w, or four output
-   channels for the weight gradient) with float4 arithmetic. A float4 fma is
+   each work-item compute four outputs with float4 arithmetic (neighbours
+   along w; along w sw apart for the strided input gradient; four output
+   channels for the weight gradient). A float4 fma is
    four fmas, lane by lane, each correctly rounded, so every lane runs
    exactly the scalar chain the C code runs for its output; the lanes only
    share the loads (and on a CPU the vector instructions). */
@@ -197,15 +235,15 @@ static float4 conv_forward_point4(global const float *inp, global const float *p
     return bias ? acc + (float4)(bias[o]) : acc;
 }
 
-/* stores the lanes l < n of v at y[l] */
-static void store4(global float *y, float4 v, int n) {
-    if (n >= 4) {
+/* stores the lanes l < n of v at y[l * step] */
+static void store4(global float *y, float4 v, int step, int n) {
+    if (step == 1 && n >= 4) {
         vstore4(v, 0, y);
         return;
     }
     float tmp[4];
     vstore4(v, 0, tmp);
-    for (int l = 0; l < n; l++) y[l] = tmp[l];
+    for (int l = 0; l < n && l < 4; l++) y[l * step] = tmp[l];
 }
 
 /* y[o,t',h',w'] = b[o] + sum_{i,a,c,d} W[o,i,a,c,d] * xpad[i, t'st+a, h'sh+c, w'sw+d];
@@ -219,7 +257,7 @@ kernel void conv3d_forward(global float *out, global const float *inp, global co
     if (gid >= (size_t)Cout * To * Ho * Wo4) return;
     int w = gid % Wo4 * 4, h = gid / Wo4 % Ho, t = gid / ((size_t)Wo4 * Ho) % To, o = gid / ((size_t)Wo4 * Ho * To);
     float4 y = conv_forward_point4(inp, 0, 0, weight, bias, Cin, T, H, W, kt, kh, kw, st, sh, sw, o, t, h, w);
-    store4(out + (((size_t)o * To + t) * Ho + h) * Wo + w, y, Wo - w);
+    store4(out + (((size_t)o * To + t) * Ho + h) * Wo + w, y, 1, Wo - w);
 }
 
 /* the output frames t' of the clip whose last tap t'*st falls in the chunk
@@ -234,7 +272,7 @@ kernel void conv3d_forward_chunk(global float *out, global const float *inp, glo
     if (To <= 0 || gid >= (size_t)Cout * To * Ho * Wo4) return;
     int w = gid % Wo4 * 4, h = gid / Wo4 % Ho, t = gid / ((size_t)Wo4 * Ho) % To, o = gid / ((size_t)Wo4 * Ho * To);
     float4 y = conv_forward_point4(inp, prev, s0, weight, bias, Cin, T, H, W, kt, kh, kw, st, sh, sw, o, t, h, w);
-    store4(out + (((size_t)o * To + t) * Ho + h) * Wo + w, y, Wo - w);
+    store4(out + (((size_t)o * To + t) * Ho + h) * Wo + w, y, 1, Wo - w);
 }
 
 /* conv3d_backward, input gradient. ivae.c spreads dy out to the stride-1
@@ -246,38 +284,26 @@ kernel void conv3d_forward_chunk(global float *out, global const float *inp, glo
        acc = 0;
        for o { part = 0; for k (a, c, d row-major) part = FMA(W[o,i,K-1-k], dypad[o, t+a, h+c, w+d], part); acc += part; }
        dx[i,t,h,w] = acc;
-   with dypad[o, t, y, x] = grid[o, t, y-qh, x-qw], zero outside: every tap
-   is fma'd in, zeros included. Four neighbouring w per work-item. */
+   with dypad[o, t, y, x] = grid[o, t, y-qh, x-qw], zero outside. */
+
+/* stride (1, 1, 1): dy is the grid, and every tap is fma'd in, the padding's
+   zeros included. Lanes l < 4: the outputs w + l. */
 static float4 conv_dinp_point4(global const float *dout, global const float *weight, int Cin, int T, int H, int W,
-                               int Cout, int kt, int kh, int kw, int st, int sh, int sw, int i, int t, int h, int w) {
-    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw), K = kt * kh * kw;
-    int T1 = conv_out_t(T, 1), H1 = conv_out_s(H, kh, 1), W1 = conv_out_s(W, kw, 1);
+                               int Cout, int kt, int kh, int kw, int i, int t, int h, int w) {
+    int Ho = conv_out_s(H, kh, 1), Wo = conv_out_s(W, kw, 1), K = kt * kh * kw;
     int qh = kh - 1 - kh / 2, qw = kw - 1 - kw / 2;
     float4 acc = (float4)(0.0f);
     for (int o = 0; o < Cout; o++) {
         float4 part = (float4)(0.0f);
         global const float *wo = weight + ((size_t)o * Cin + i) * K;
-        global const float *dyo = dout + (size_t)o * To * Ho * Wo;
+        global const float *dyo = dout + (size_t)o * T * Ho * Wo;
         for (int a = 0; a < kt; a++)
             for (int c = 0; c < kh; c++) {
-                int tt = t + a, y = h + c - qh; /* on the stride-1 grid */
-                global const float *row = tt < T1 && y >= 0 && y < H1 && tt % st == 0 && y % sh == 0
-                                              ? dyo + ((size_t)(tt / st) * Ho + y / sh) * Wo
-                                              : 0;
+                int tt = t + a, y = h + c - qh;
+                global const float *row = tt < T && y >= 0 && y < Ho ? dyo + ((size_t)tt * Ho + y) * Wo : 0;
                 for (int d = 0; d < kw; d++) {
-                    int k = (a * kh + c) * kw + d, x0 = w + d - qw;
-                    float4 v;
-                    if (sw == 1) {
-                        v = gather4(row, x0, 1, Wo);
-                    } else {
-                        float g[4];
-                        for (int l = 0; l < 4; l++) {
-                            int x = x0 + l;
-                            g[l] = row && x >= 0 && x < W1 && x % sw == 0 ? row[x / sw] : 0.0f;
-                        }
-                        v = vload4(0, g);
-                    }
-                    part = fma((float4)(wo[K - 1 - k]), v, part);
+                    int k = (a * kh + c) * kw + d;
+                    part = fma((float4)(wo[K - 1 - k]), gather4(row, w + d - qw, 1, Wo), part);
                 }
             }
         acc += part;
@@ -285,29 +311,65 @@ static float4 conv_dinp_point4(global const float *dout, global const float *wei
     return acc;
 }
 
-/* stride (1, 1, 1): dy is the grid */
+/* any stride: lanes l < 4 are the outputs w + l sw, so that every tap reads
+   the grid at the same phase in all four. A tap that falls between grid
+   points, or in a padding frame or row, reads 0 in ivae.c for every lane and
+   is skipped here (rule (6): with finite weights, the same bits); a padding
+   column that only some lanes reach reads 0 in those, as in ivae.c. */
+static float4 conv_dinp_strided_point4(global const float *dout, global const float *weight, int Cin, int T, int H,
+                                       int W, int Cout, int kt, int kh, int kw, int st, int sh, int sw, int i, int t,
+                                       int h, int w) {
+    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw), K = kt * kh * kw;
+    int qh = kh - 1 - kh / 2, qw = kw - 1 - kw / 2;
+    float4 acc = (float4)(0.0f);
+    for (int o = 0; o < Cout; o++) {
+        float4 part = (float4)(0.0f);
+        global const float *wo = weight + ((size_t)o * Cin + i) * K;
+        global const float *dyo = dout + (size_t)o * To * Ho * Wo;
+        for (int a = 0; a < kt; a++) {
+            int tt = t + a; /* on the grid: output frame tt / st */
+            if (tt % st != 0 || tt / st >= To) continue;
+            for (int c = 0; c < kh; c++) {
+                int y = h + c - qh;
+                if (y < 0 || y % sh != 0 || y / sh >= Ho) continue;
+                global const float *row = dyo + ((size_t)(tt / st) * Ho + y / sh) * Wo;
+                for (int d = 0; d < kw; d++) {
+                    int k = (a * kh + c) * kw + d, x0 = w + d - qw; /* lane l: grid column x0 + l sw */
+                    if (x0 % sw != 0) continue;
+                    part = fma((float4)(wo[K - 1 - k]), gather4(row, x0 / sw, 1, Wo), part);
+                }
+            }
+        }
+        acc += part;
+    }
+    return acc;
+}
+
 kernel void conv3d_backward_dinp(global float *dinp, global const float *dout, global const float *weight,
                                  int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw, int st, int sh,
                                  int sw) {
-    // dinp (Cin, T, H, W) written; dout (Cout, To, Ho, Wo)
+    // dinp (Cin, T, H, W) written; dout (Cout, To, Ho, Wo); weight (Cout, Cin, kt, kh, kw); stride (1, 1, 1)
     int W4 = (W + 3) / 4;
     size_t gid = get_global_id(0);
     if (gid >= (size_t)Cin * T * H * W4) return;
     int w = gid % W4 * 4, h = gid / W4 % H, t = gid / ((size_t)W4 * H) % T, i = gid / ((size_t)W4 * H * T);
-    float4 dx = conv_dinp_point4(dout, weight, Cin, T, H, W, Cout, kt, kh, kw, 1, 1, 1, i, t, h, w);
-    store4(dinp + (((size_t)i * T + t) * H + h) * W + w, dx, W - w);
+    float4 dx = conv_dinp_point4(dout, weight, Cin, T, H, W, Cout, kt, kh, kw, i, t, h, w);
+    store4(dinp + (((size_t)i * T + t) * H + h) * W + w, dx, 1, W - w);
 }
 
-/* any stride: dy spread to the grid (the downsampling convs) */
+/* a row of W outputs is Wg = ceil(W / (4 sw)) groups of 4 sw columns, and a
+   group is sw work-items, one per phase p: outputs g 4 sw + p + l sw */
 kernel void conv3d_backward_dinp_strided(global float *dinp, global const float *dout,
                                          global const float *weight, int Cin, int T, int H, int W, int Cout,
                                          int kt, int kh, int kw, int st, int sh, int sw) {
-    int W4 = (W + 3) / 4;
+    int Wq = (W + 4 * sw - 1) / (4 * sw) * sw; /* work-items per row */
     size_t gid = get_global_id(0);
-    if (gid >= (size_t)Cin * T * H * W4) return;
-    int w = gid % W4 * 4, h = gid / W4 % H, t = gid / ((size_t)W4 * H) % T, i = gid / ((size_t)W4 * H * T);
-    float4 dx = conv_dinp_point4(dout, weight, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw, i, t, h, w);
-    store4(dinp + (((size_t)i * T + t) * H + h) * W + w, dx, W - w);
+    if (gid >= (size_t)Cin * T * H * Wq) return;
+    int q = gid % Wq, h = gid / Wq % H, t = gid / ((size_t)Wq * H) % T, i = gid / ((size_t)Wq * H * T);
+    int w = q / sw * 4 * sw + q % sw;
+    if (w >= W) return;
+    float4 dx = conv_dinp_strided_point4(dout, weight, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw, i, t, h, w);
+    store4(dinp + (((size_t)i * T + t) * H + h) * W + w, dx, sw, (W - w + sw - 1) / sw);
 }
 
 /* conv3d_backward, weight gradient: ivae.c's conv_wgrad, per (o, i, tap):
@@ -359,7 +421,7 @@ kernel void conv3d_backward_dweight(global float *dweight, global const float *d
 }
 
 /* conv3d_backward, bias gradient: y = ... + b[o], so
-       db[o] += (real)sum_nested_d(dy[o], {1, To, Ho, Wo});   i.e. total = 0; total += ch; db += total */
+       db[o] += (real)sum_nested(dy[o], {1, To, Ho, Wo});   i.e. total = 0; total += ch; db += total */
 kernel void conv3d_backward_dbias(global float *dbias, global const float *dout, int Cin, int T, int H, int W,
                                   int Cout, int kt, int kh, int kw, int st, int sh, int sw) {
     // dbias (Cout) accumulated; dout (Cout, To, Ho, Wo)
@@ -367,7 +429,7 @@ kernel void conv3d_backward_dbias(global float *dbias, global const float *dout,
     size_t o = get_global_id(0);
     if (o >= (size_t)Cout) return;
     float total = 0;
-    total += sum_nested_channel(dout + o * To * Ho * Wo, To, Ho, Wo);
+    total += channel_sum(dout + o * To * Ho * Wo, To, Ho, Wo);
     dbias[o] += total;
 }
 
@@ -502,8 +564,9 @@ kernel void pixelnorm_forward(global float *out, global float *norm, global cons
 }
 
 /* dx_c = (dy_c - x_c * dot / (C n^2)) / n, dot = sum_c dy_c x_c */
-kernel void pixelnorm_backward(global float *dinp, global const float *dout, global const float *inp,
-                               global const float *norm, int C, ulong N) {
+kernel void pixelnorm_backward(global float *dinp, global const float *dout, global const float *norm,
+                               global const float *inp, int C, ulong N) {
+    // dinp (C, N) written, dout (C, N), norm (N) saved by the forward pass, inp (C, N)
     size_t p = get_global_id(0);
     if (p >= N) return;
     float dot = 0;
@@ -582,6 +645,23 @@ kernel void attention_backward_dsdq(global float *dqkv, global float *ds, global
     for (int c = 0; c < C; c++) dq[(size_t)c * N + p] = sum_rows_prod(dsp, k + (size_t)c * N + r0, r1 - r0, W) * scale;
 }
 
+/* sum_rows over the queries p in [p0, p1) of m[p, r] * b[p], m (N, L) in att's
+   layout (row p holds p's span only), as ivae.c sums its tmp[p - p0] */
+static float sum_rows_col_prod(global const float *m, global const float *b, int r, int p0, int p1, int W, int HW,
+                               int L, int mode) {
+    float total = 0;
+    for (int j0 = p0; j0 < p1; j0 += W) {
+        float acc = 0;
+        for (int p = j0; p < j0 + W; p++) {
+            int q0, q1;
+            attn_span(mode, p, HW, &q0, &q1);
+            acc += m[(size_t)p * L + r - q0] * b[p];
+        }
+        total += acc;
+    }
+    return total;
+}
+
 /* then dk and dv, one key token r per work-item; the queries that saw r form [p0, p1):
        dk[c,r] = sum_rows_p(ds[p, r] * q[c,p]) * scale;  dv[c,r] = sum_rows_p(a[p, r] * do[c,p]) */
 kernel void attention_backward_dkdv(global float *dqkv, global const float *ds, global const float *dout,
@@ -596,28 +676,8 @@ kernel void attention_backward_dkdv(global float *dqkv, global const float *ds, 
     global float *dk = dqkv + (size_t)C * N, *dv = dqkv + (size_t)2 * C * N;
     float scale = 1 / sqrt((float)C);
     for (int c = 0; c < C; c++) {
-        float total = 0;
-        for (int j0 = p0; j0 < p1; j0 += W) {
-            float acc = 0;
-            for (int p = j0; p < j0 + W; p++) {
-                int q0, q1;
-                attn_span(mode, p, HW, &q0, &q1);
-                acc += ds[(size_t)p * L + r - q0] * q[(size_t)c * N + p];
-            }
-            total += acc;
-        }
-        dk[(size_t)c * N + r] = total * scale;
-        total = 0;
-        for (int j0 = p0; j0 < p1; j0 += W) {
-            float acc = 0;
-            for (int p = j0; p < j0 + W; p++) {
-                int q0, q1;
-                attn_span(mode, p, HW, &q0, &q1);
-                acc += att[(size_t)p * L + r - q0] * dout[(size_t)c * N + p];
-            }
-            total += acc;
-        }
-        dv[(size_t)c * N + r] = total;
+        dk[(size_t)c * N + r] = sum_rows_col_prod(ds, q + (size_t)c * N, r, p0, p1, W, HW, L, mode) * scale;
+        dv[(size_t)c * N + r] = sum_rows_col_prod(att, dout + (size_t)c * N, r, p0, p1, W, HW, L, mode);
     }
 }
 
@@ -674,9 +734,10 @@ kernel void upsample_backward(global float *dinp, global const float *dout, int 
 /* 3. loss (SPEC 4)                                                           */
 /* ========================================================================== */
 
-/* rec = sum |xhat - x| (then sum_nested_d over scratch); dxhat = coef * sign(xhat - x), or NULL */
+/* rec = sum |xhat - x| (then sum_nested over scratch); dxhat = coef * sign(xhat - x), or NULL */
 kernel void rec_loss(global float *dxhat, global const float *xhat, global const float *x, int C, int T, int H,
                      int W, float coef, global float *scratch) {
+    // dxhat (C, T, H, W) or NULL, xhat, x (C, T, H, W), scratch (C, T, H, W): the terms |xhat - x|
     size_t j = get_global_id(0);
     if (j >= (size_t)C * T * H * W) return;
     float d = xhat[j] - x[j];
@@ -685,9 +746,10 @@ kernel void rec_loss(global float *dxhat, global const float *xhat, global const
 }
 
 /* mu = h[0:n], logvar = clamp(h[n:2n], -30, 20), z = mu + exp(logvar/2) * eps;
-   scratch = 0.5 * (mu^2 + exp(logvar) - 1 - logvar), summed by sum_nested_d after */
-kernel void latent_forward(global float *logvar, global float *zs, global float *scratch, global const float *h,
-                           global const float *eps, int C, int T, int H, int W) {
+   scratch = 0.5 * (mu^2 + exp(logvar) - 1 - logvar), summed by sum_nested after */
+kernel void latent_forward(global float *logvar, global float *zs, global const float *h, global const float *eps,
+                           int C, int T, int H, int W, global float *scratch) {
+    // logvar, zs, eps, scratch (C, T, H, W) = n values; h (2C, T, H, W): mu, then the raw logvar
     size_t n = (size_t)C * T * H * W, j = get_global_id(0);
     if (j >= n) return;
     global const float *mu = h, *raw = h + n;
@@ -700,8 +762,9 @@ kernel void latent_forward(global float *logvar, global float *zs, global float 
 
 /* dmu = dz + ckl * mu,  dlv = dz * eps * exp(lv/2) / 2 + ckl * (exp(lv) - 1) / 2,
    passed where -30 <= raw <= 20 */
-kernel void latent_backward(global float *dh, global const float *dz, global const float *h,
-                            global const float *logvar, global const float *eps, ulong n, float ckl) {
+kernel void latent_backward(global float *dh, global const float *dz, global const float *logvar,
+                            global const float *h, global const float *eps, ulong n, float ckl) {
+    // dh (2n) written, dz (n), logvar (n) saved by the forward pass, h (2n), eps (n)
     size_t j = get_global_id(0);
     if (j >= n) return;
     global const float *mu = h, *raw = h + n;
@@ -711,10 +774,15 @@ kernel void latent_backward(global float *dh, global const float *dz, global con
     dh[n + j] = (raw[j] >= -30 && raw[j] <= 20) ? dlv : 0;
 }
 
-/* Outlier penalty (SPEC 4) on z (C, T, H, W), ivae.c's opl_forward_backward in five kernels,
-   with N = T*H*W, HW = H*W and a scratch laid out by frame (the host reads oplt and adds
-   the frames in double, as the C code does: total += oplt[t]; return total / T):
-     m (T, C)  S (T)  dist (T, HW)  nact (T)  oplt (T)  g (T, C)                                 */
+/* Outlier penalty (SPEC 4) on z (C, T, H, W), ivae_opl_forward_backward in
+   five kernels, with N = T*H*W and HW = H*W. Where the C code reuses one
+   frame's scratch, the kernels keep every frame's statistics (the frames run
+   in parallel) in the buffer stats, laid out by frame; the host reads oplt
+   and adds the frames in double, as the C code does (total += oplt[t];
+   return total / T):
+     m (T, C)  S (T)  dist (T, HW)  nact (T)  oplt (T)  G (T, C)
+   Each kernel takes stats first: the first four write it, the last reads it
+   (as saved-for-backward, after the gradient dz it adds to). */
 #define OPL_M(s, C, T, HW) (s)
 #define OPL_S(s, C, T, HW) ((s) + (size_t)(T) * (C))
 #define OPL_DIST(s, C, T, HW) ((s) + (size_t)(T) * (C) + (T))
@@ -722,15 +790,15 @@ kernel void latent_backward(global float *dh, global const float *dz, global con
 #define OPL_OPLT(s, C, T, HW) ((s) + (size_t)(T) * (C) + 2 * (T) + (size_t)(T) * (HW))
 #define OPL_G(s, C, T, HW) ((s) + (size_t)(T) * (C) + 3 * (T) + (size_t)(T) * (HW))
 
-/* per frame t:
+/* m and S, per frame t:
        var_sum = 0; for c { m[c] = sum_rows(z[c,t]) / HW; var_sum += sum_rows((z - m)(z - m)) / HW; }
        S = sqrt(var_sum) */
-kernel void opl_forward_backward_stats(global const float *z, int C, int T, int H, int W, global float *scratch) {
+kernel void opl_forward_backward_stats(global float *stats, global const float *z, int C, int T, int H, int W) {
     int HW = H * W;
     size_t N = (size_t)T * HW, t = get_global_id(0);
     if (t >= (size_t)T) return;
     global const float *zt = z + t * HW; /* channel c at zt[c*N + p] */
-    global float *m = OPL_M(scratch, C, T, HW) + t * C;
+    global float *m = OPL_M(stats, C, T, HW) + t * C;
     float var_sum = 0;
     for (int c = 0; c < C; c++) {
         global const float *zc = zt + c * N;
@@ -743,31 +811,32 @@ kernel void opl_forward_backward_stats(global const float *z, int C, int T, int 
         }
         var_sum += total / (float)HW; /* sd[c]^2 */
     }
-    OPL_S(scratch, C, T, HW)[t] = sqrt(var_sum);
+    OPL_S(stats, C, T, HW)[t] = sqrt(var_sum);
 }
 
-/* per position (t, p): dist = sqrt(sum_c (z - m)(z - m)) */
-kernel void opl_forward_backward_dist(global const float *z, int C, int T, int H, int W, global float *scratch) {
+/* dist, per position (t, p): dist = sqrt(sum_c (z - m)(z - m)) */
+kernel void opl_forward_backward_dist(global float *stats, global const float *z, int C, int T, int H, int W) {
     int HW = H * W;
     size_t N = (size_t)T * HW, gid = get_global_id(0);
     if (gid >= N) return;
     int t = gid / HW, p = gid % HW;
-    global const float *m = OPL_M(scratch, C, T, HW) + (size_t)t * C;
+    global const float *m = OPL_M(stats, C, T, HW) + (size_t)t * C;
     float ss = 0;
     for (int c = 0; c < C; c++) {
         float zv = z[c * N + (size_t)t * HW + p];
         ss += (zv - m[c]) * (zv - m[c]);
     }
-    OPL_DIST(scratch, C, T, HW)[gid] = sqrt(ss);
+    OPL_DIST(stats, C, T, HW)[gid] = sqrt(ss);
 }
 
-/* per frame t: hinge = max(dist - 3 S, 0), n_act = how many are > 0, oplt = sum_rows(hinge) / HW */
-kernel void opl_forward_backward_hinge(int C, int T, int H, int W, global float *scratch) {
+/* nact and oplt, per frame t: hinge = max(dist - 3 S, 0), n_act = how many are > 0,
+   oplt = sum_rows(hinge) / HW */
+kernel void opl_forward_backward_hinge(global float *stats, int C, int T, int H, int W) {
     int HW = H * W;
     size_t t = get_global_id(0);
     if (t >= (size_t)T) return;
-    global const float *dist = OPL_DIST(scratch, C, T, HW) + t * HW;
-    float S = OPL_S(scratch, C, T, HW)[t];
+    global const float *dist = OPL_DIST(stats, C, T, HW) + t * HW;
+    float S = OPL_S(stats, C, T, HW)[t];
     int n_act = 0;
     float total = 0;
     for (int r0 = 0; r0 < HW; r0 += W) {
@@ -779,38 +848,38 @@ kernel void opl_forward_backward_hinge(int C, int T, int H, int W, global float 
         }
         total += acc;
     }
-    OPL_NACT(scratch, C, T, HW)[t] = (float)n_act; /* exact: n_act <= HW < 2^24 */
-    OPL_OPLT(scratch, C, T, HW)[t] = total / (float)HW;
+    OPL_NACT(stats, C, T, HW)[t] = (float)n_act; /* exact: n_act <= HW < 2^24 */
+    OPL_OPLT(stats, C, T, HW)[t] = total / (float)HW;
 }
 
-/* per (t, c): G_c = sum_rows_p( d_p > 3S ? (z[c,p] - m[c]) / d_p : 0 ) */
-kernel void opl_forward_backward_g(global const float *z, int C, int T, int H, int W, global float *scratch) {
+/* G, per (t, c): G_c = sum_rows_p( d_p > 3S ? (z[c,p] - m[c]) / d_p : 0 ) */
+kernel void opl_forward_backward_g(global float *stats, global const float *z, int C, int T, int H, int W) {
     int HW = H * W;
     size_t N = (size_t)T * HW, gid = get_global_id(0);
     if (gid >= (size_t)T * C) return;
     int t = gid / C, c = gid % C;
-    global const float *zc = z + c * N + (size_t)t * HW, *dist = OPL_DIST(scratch, C, T, HW) + (size_t)t * HW;
-    float S = OPL_S(scratch, C, T, HW)[t], m = OPL_M(scratch, C, T, HW)[gid];
+    global const float *zc = z + c * N + (size_t)t * HW, *dist = OPL_DIST(stats, C, T, HW) + (size_t)t * HW;
+    float S = OPL_S(stats, C, T, HW)[t], m = OPL_M(stats, C, T, HW)[gid];
     float total = 0;
     for (int r0 = 0; r0 < HW; r0 += W) {
         float acc = 0;
         for (int p = r0; p < r0 + W; p++) acc += dist[p] - 3 * S > 0 ? (zc[p] - m) / dist[p] : 0;
         total += acc;
     }
-    OPL_G(scratch, C, T, HW)[gid] = total;
+    OPL_G(stats, C, T, HW)[gid] = total;
 }
 
 /* dz[c,t,p] += k * v,  k = coef / T / HW, u = z - m,
    v = (d_p > 3S ? u / d_p : 0) - G_c / HW  - (S > 0 ? 3 n_act u / (HW S) : 0) */
-kernel void opl_forward_backward_dz(global float *dz, global const float *z, int C, int T, int H, int W, float coef,
-                                    global const float *scratch) {
+kernel void opl_forward_backward_dz(global float *dz, global const float *stats, global const float *z, int C, int T,
+                                    int H, int W, float coef) {
     int HW = H * W;
     size_t N = (size_t)T * HW, gid = get_global_id(0);
     if (gid >= (size_t)C * N) return;
     int c = gid / N, t = gid % N / HW, p = gid % HW;
-    float m = OPL_M(scratch, C, T, HW)[(size_t)t * C + c], S = OPL_S(scratch, C, T, HW)[t];
-    float dist = OPL_DIST(scratch, C, T, HW)[(size_t)t * HW + p], n_act = OPL_NACT(scratch, C, T, HW)[t];
-    float g = OPL_G(scratch, C, T, HW)[(size_t)t * C + c];
+    float m = OPL_M(stats, C, T, HW)[(size_t)t * C + c], S = OPL_S(stats, C, T, HW)[t];
+    float dist = OPL_DIST(stats, C, T, HW)[(size_t)t * HW + p], n_act = OPL_NACT(stats, C, T, HW)[t];
+    float g = OPL_G(stats, C, T, HW)[(size_t)t * C + c];
     float k = coef / (float)T / (float)HW;
     float u = z[gid] - m;
     float v = (dist - 3 * S > 0 ? u / dist : 0) - g / (float)HW;
@@ -900,342 +969,3 @@ kernel void pixel_sumsq(global double *out, global const float *y, int C, ulong 
     out[p] = s;
 }
 #endif
-
-/* ========================================================================== */
-/* 5. fast kernels (--cl-mode fast)                                           */
-/* ========================================================================== */
-/*
- * The convolutions and attention as tiled matrix products in local memory,
- * the classic GPU form: a work-group of FG x FG work-items computes an
- * FT x FT tile of C = A B. Step by step along the reduction, the group copies
- * an FT x FK slice of A and an FK x FT slice of B into local memory, waits,
- * and each work-item multiplies them into its FR x FR = 4 x 4 outputs, a
- * float4 of neighbouring columns per row (vector fma: one instruction for
- * four outputs on a CPU, and 128-bit local loads on a GPU). The convolutions never build an im2col matrix: the loaders gather
- * each element of the implicit one from the input as they copy it
- * ("implicit GEMM"):
- *
- *   forward   Y (Cout, P)  = Wt (Cout, Cin K) x col(x) (Cin K, P)       + bias
- *   dinput    dX (Cin, N)  = Wt' (Cin, Cout K) x gather(dy) (Cout K, N)   any stride
- *   dweight   dW (Cout, Cin K) += dY (Cout, P) x col(x)^T (P, Cin K)      split over P
- *
- * with P = To Ho Wo output positions, N = T H W input positions, K = kt kh kw
- * taps. The weight gradient's reduction (over P, tens of thousands of
- * positions) is split into chunks that run in parallel; each chunk writes its
- * partial sums and conv3d_backward_dweight_reduce adds them in chunk order.
- *
- * Summation orders here are not the C code's (that is what fast means), but
- * every one is fixed, so a fast run is deterministic too. The file is built
- * with the same flags as the strict kernels: no fast-math, no mad; fma()
- * is written out where it is wanted.
- */
-#define FG 16              /* the work-group is FG x FG work-items */
-#define FR 4               /* each work-item computes FR x FR outputs (a float4 per row) */
-#define FT (FG * FR)       /* rows and columns of a work-group's tile of C: 64 */
-#define FK 16              /* reduction depth of one step */
-#define FL (FT + 4)        /* row length of the local tiles: float4-aligned, +4 against bank conflicts */
-#define FA (FG * FG / FK)  /* rows of a tile one k-major load pass covers (16) */
-#define FB (FG * FG / FT)  /* rows of a tile one n-major load pass covers (4) */
-
-/* one step of the tile product, for the work-item's rows ly FR + r and
-   columns lx FR .. lx FR + 3 (one float4; fma on vectors is elementwise):
-       acc[r] += sum_kk As[kk][ly FR + r] * Bs[kk][lx FR ..] */
-static inline void tile_step(local const float *As, local const float *Bs, float4 acc[FR], int lx, int ly) {
-    for (int kk = 0; kk < FK; kk++) {
-        float4 a = vload4(0, As + kk * FL + ly * FR), b = vload4(0, Bs + kk * FL + lx * FR);
-        acc[0] = fma((float4)(a.s0), b, acc[0]);
-        acc[1] = fma((float4)(a.s1), b, acc[1]);
-        acc[2] = fma((float4)(a.s2), b, acc[2]);
-        acc[3] = fma((float4)(a.s3), b, acc[3]);
-    }
-}
-
-/* The reduction index k = i K + tap (input channel, kernel tap) of a load,
-   carried from one step to the next (k += FK) without a division */
-static inline void next_k(int *i, int *tap, int K) {
-    *tap += FK;
-    while (*tap >= K) *tap -= K, (*i)++;
-}
-
-/* the accumulators as res[r][c], for the output loops */
-static inline void tile_result(const float4 acc[FR], float res[FR][FR]) {
-    for (int r = 0; r < FR; r++) vstore4(acc[r], 0, res[r]);
-}
-
-/* tap -> (a, c, d) for a kt x kh x kw kernel in row-major order (3x3: constant divisors) */
-static inline void tap_split(int tap, int kh, int kw, int *a, int *c, int *d) {
-    if (kh == 3 && kw == 3) {
-        *a = tap / 9, *c = tap / 3 % 3, *d = tap % 3;
-    } else {
-        *a = tap / (kh * kw), *c = tap / kw % kh, *d = tap % kw;
-    }
-}
-
-/* Loading a tile, the two ways. k-major: a work-item keeps its reduction
-   index kk = lid % FK and copies rows lid / FK + FA q (q < FR); right for a
-   matrix whose consecutive k are consecutive in memory (weights, dy rows).
-   n-major: it keeps its column nn = lid % FT and copies reduction rows
-   lid / FT + FB q; right when consecutive columns are consecutive in memory
-   (input positions). Either way the tile is stored as tile[kk][column]. */
-
-/* y = conv(x) + bias, stride any: C = Y (Cout, P), A = weight (Cout, Cin K), B = col(x) */
-kernel __attribute__((reqd_work_group_size(FG, FG, 1)))
-void conv3d_forward_fast(global float *out, global const float *inp, global const float *weight,
-                         global const float *bias, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
-                         int st, int sh, int sw) {
-    local float As[FK * FL], Bs[FK * FL];
-    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw);
-    int K = kt * kh * kw, KR = Cin * K, P = To * Ho * Wo;
-    int lx = get_local_id(0), ly = get_local_id(1), lid = ly * FG + lx;
-    int n0 = get_group_id(0) * FT, m0 = get_group_id(1) * FT;
-    /* this work-item's column of B (n-major): an output position, its first tap */
-    int nn = lid % FT, n = n0 + nn;
-    int t = n / (Ho * Wo), h = n / Wo % Ho, w = n % Wo;
-    int tb = t * st - (kt - 1), yb = h * sh - kh / 2, xb = w * sw - kw / 2;
-    int bi[FR], btap[FR]; /* the input channel and tap of each of its FR rows of B */
-    for (int q = 0; q < FR; q++) {
-        int k = lid / FT + FB * q;
-        bi[q] = k / K, btap[q] = k - bi[q] * K;
-    }
-    float4 acc[FR] = {(float4)(0.0f), (float4)(0.0f), (float4)(0.0f), (float4)(0.0f)};
-    for (int k0 = 0; k0 < KR; k0 += FK) {
-        for (int q = 0; q < FR; q++) { /* A, k-major */
-            int kk = lid % FK, mm = lid / FK + FA * q, m = m0 + mm, k = k0 + kk;
-            As[kk * FL + mm] = m < Cout && k < KR ? weight[(size_t)m * KR + k] : 0.0f;
-        }
-        for (int q = 0; q < FR; q++) { /* B, n-major: x at tap k of position n, 0 in the padding */
-            int kk = lid / FT + FB * q, k = k0 + kk;
-            float v = 0.0f;
-            if (n < P && k < KR) {
-                int a, c, d;
-                tap_split(btap[q], kh, kw, &a, &c, &d);
-                int tt = tb + a, y = yb + c, x = xb + d;
-                if (tt >= 0 && y >= 0 && y < H && x >= 0 && x < W)
-                    v = inp[(((size_t)bi[q] * T + tt) * H + y) * W + x];
-            }
-            Bs[kk * FL + nn] = v;
-            next_k(&bi[q], &btap[q], K);
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-        tile_step(As, Bs, acc, lx, ly);
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    float res[FR][FR];
-    tile_result(acc, res);
-    for (int r = 0; r < FR; r++)
-        for (int c = 0; c < FR; c++) {
-            int m = m0 + ly * FR + r, nc = n0 + lx * FR + c;
-            if (m < Cout && nc < P) out[(size_t)m * P + nc] = bias ? res[r][c] + bias[m] : res[r][c];
-        }
-}
-
-/* dx = the gather of conv3d_backward, any stride:
-       dx[i,t,h,w] = sum_{o,a,c,d} W[o,i,a,c,d] * dy[o,t',h',w']  where t'st + a - (kt-1) = t,
-                     h'sh + c - ph = h, w'sw + d - pw = w
-   C = dX (Cin, N), A(i, (o, tap)) = W[o, i, tap], B((o, tap), n) = that dy or 0 */
-kernel __attribute__((reqd_work_group_size(FG, FG, 1)))
-void conv3d_backward_dinp_fast(global float *dinp, global const float *dout, global const float *weight, int Cin,
-                               int T, int H, int W, int Cout, int kt, int kh, int kw, int st, int sh, int sw) {
-    local float As[FK * FL], Bs[FK * FL];
-    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw);
-    int K = kt * kh * kw, KR = Cout * K, N = T * H * W, ph = kh / 2, pw = kw / 2;
-    int stride1 = st == 1 && sh == 1 && sw == 1;
-    int lx = get_local_id(0), ly = get_local_id(1), lid = ly * FG + lx;
-    int n0 = get_group_id(0) * FT, m0 = get_group_id(1) * FT;
-    int nn = lid % FT, n = n0 + nn;
-    int t = n / (H * W), h = n / W % H, w = n % W;
-    /* k = o K + tap of this work-item's column of A, and of each of its FR rows of B */
-    int ao = (lid % FK) / K, atap = lid % FK - ao * K, bo[FR], btap[FR];
-    for (int q = 0; q < FR; q++) {
-        int k = lid / FT + FB * q;
-        bo[q] = k / K, btap[q] = k - bo[q] * K;
-    }
-    float4 acc[FR] = {(float4)(0.0f), (float4)(0.0f), (float4)(0.0f), (float4)(0.0f)};
-    for (int k0 = 0; k0 < KR; k0 += FK) {
-        for (int q = 0; q < FR; q++) { /* A, k-major */
-            int kk = lid % FK, mm = lid / FK + FA * q, m = m0 + mm, k = k0 + kk;
-            As[kk * FL + mm] = m < Cin && k < KR ? weight[((size_t)ao * Cin + m) * K + atap] : 0.0f;
-        }
-        next_k(&ao, &atap, K);
-        for (int q = 0; q < FR; q++) { /* B, n-major */
-            int kk = lid / FT + FB * q, k = k0 + kk, o = bo[q], a, c, d;
-            float v = 0.0f;
-            if (n < N && k < KR) {
-                tap_split(btap[q], kh, kw, &a, &c, &d);
-                int num = t + (kt - 1) - a, hh = h + ph - c, ww = w + pw - d; /* = t' st, h' sh, w' sw */
-                if (stride1) {
-                    if (num < To && hh >= 0 && hh < Ho && ww >= 0 && ww < Wo)
-                        v = dout[(((size_t)o * To + num) * Ho + hh) * Wo + ww];
-                } else if (num % st == 0 && num / st < To && hh >= 0 && hh % sh == 0 && hh / sh < Ho && ww >= 0 &&
-                           ww % sw == 0 && ww / sw < Wo) {
-                    v = dout[(((size_t)o * To + num / st) * Ho + hh / sh) * Wo + ww / sw];
-                }
-            }
-            Bs[kk * FL + nn] = v;
-            next_k(&bo[q], &btap[q], K);
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-        tile_step(As, Bs, acc, lx, ly);
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    float res[FR][FR];
-    tile_result(acc, res);
-    for (int r = 0; r < FR; r++)
-        for (int c = 0; c < FR; c++) {
-            int m = m0 + ly * FR + r, nc = n0 + lx * FR + c;
-            if (m < Cin && nc < N) dinp[(size_t)m * N + nc] = res[r][c];
-        }
-}
-
-/* the weight gradient over one chunk of output positions (work-group z = the
-   chunk): part[z] (Cout, Cin K) = dY[:, chunk] x col(x)[:, chunk]^T.
-   A(o, p) = dy[o, p] and B(p, j) = col(x)[j, p], both k-major (consecutive p) */
-kernel __attribute__((reqd_work_group_size(FG, FG, 1)))
-void conv3d_backward_dweight_fast(global float *part, global const float *dout, global const float *inp, int Cin,
-                                  int T, int H, int W, int Cout, int kt, int kh, int kw, int st, int sh, int sw,
-                                  int chunk) {
-    local float As[FK * FL], Bs[FK * FL];
-    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw);
-    int K = kt * kh * kw, NJ = Cin * K, P = To * Ho * Wo;
-    int lx = get_local_id(0), ly = get_local_id(1), lid = ly * FG + lx;
-    int n0 = get_group_id(0) * FT, m0 = get_group_id(1) * FT, z = get_group_id(2);
-    int p0 = z * chunk, p1 = min(P, p0 + chunk);
-    /* the FR columns j of B this work-item copies: input channel and tap offsets */
-    int kk = lid % FK;
-    size_t ibase[FR];
-    int ta[FR], yc[FR], xd[FR], jok[FR];
-    for (int q = 0; q < FR; q++) {
-        int j = n0 + lid / FK + FA * q, i = j / K, a, c, d;
-        tap_split(j - i * K, kh, kw, &a, &c, &d);
-        jok[q] = j < NJ;
-        ibase[q] = (size_t)i * T * H * W;
-        ta[q] = a - (kt - 1), yc[q] = c - kh / 2, xd[q] = d - kw / 2;
-    }
-    /* the output position (t, h, w) of this work-item's row p = k0 + kk of A and B */
-    int pstart = p0 + kk, t = pstart / (Ho * Wo), h = pstart / Wo % Ho, w = pstart % Wo;
-    float4 acc[FR] = {(float4)(0.0f), (float4)(0.0f), (float4)(0.0f), (float4)(0.0f)};
-    for (int k0 = p0; k0 < p1; k0 += FK) {
-        int p = k0 + kk, pok = p < p1;
-        for (int q = 0; q < FR; q++) { /* A: dy rows */
-            int mm = lid / FK + FA * q, m = m0 + mm;
-            As[kk * FL + mm] = m < Cout && pok ? dout[(size_t)m * P + p] : 0.0f;
-        }
-        for (int q = 0; q < FR; q++) { /* B: x at tap j of position p, 0 in the padding */
-            int tt = t * st + ta[q], y = h * sh + yc[q], x = w * sw + xd[q];
-            float v = 0.0f;
-            if (pok && jok[q] && tt >= 0 && y >= 0 && y < H && x >= 0 && x < W)
-                v = inp[ibase[q] + ((size_t)tt * H + y) * W + x];
-            Bs[kk * FL + lid / FK + FA * q] = v;
-        }
-        for (w += FK; w >= Wo; w -= Wo) /* p += FK */
-            if (++h == Ho) h = 0, t++;
-        barrier(CLK_LOCAL_MEM_FENCE);
-        tile_step(As, Bs, acc, lx, ly);
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    float res[FR][FR];
-    tile_result(acc, res);
-    for (int r = 0; r < FR; r++)
-        for (int c = 0; c < FR; c++) {
-            int m = m0 + ly * FR + r, j = n0 + lx * FR + c;
-            if (m < Cout && j < NJ) part[((size_t)z * Cout + m) * NJ + j] = res[r][c];
-        }
-}
-
-/* dW[j] += the chunks' partial sums, in chunk order */
-kernel void conv3d_backward_dweight_reduce(global float *dweight, global const float *part, ulong n, int chunks) {
-    size_t j = get_global_id(0);
-    if (j >= n) return;
-    float s = 0;
-    for (int z = 0; z < chunks; z++) s += part[z * n + j];
-    dweight[j] += s;
-}
-
-/* db[o] += sum of dy[o] over all P positions: one work-group of FG*FG per channel,
-   strided partial sums, then a tree in local memory */
-kernel __attribute__((reqd_work_group_size(FG * FG, 1, 1)))
-void conv3d_backward_dbias_fast(global float *dbias, global const float *dout, int P) {
-    local float red[FG * FG];
-    int o = get_group_id(0), lid = get_local_id(0);
-    global const float *dy = dout + (size_t)o * P;
-    float s = 0;
-    for (int p = lid; p < P; p += FG * FG) s += dy[p];
-    red[lid] = s;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int span = FG * FG / 2; span > 0; span /= 2) {
-        if (lid < span) red[lid] += red[lid + span];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    if (lid == 0) dbias[o] += red[0];
-}
-
-/* A batch of dense products with any strides, for attention (work-group z = the
-   batch entry b):  C[b](m, n) = alpha * sum_k A[b](m, k) B[b](k, n), where
-   X[b](i, j) = X[xoff + b * xbs + i * xi + j * xj]. A is loaded k-major, B n-major. */
-kernel __attribute__((reqd_work_group_size(FG, FG, 1)))
-void gemm_fast(global float *Cm, ulong coff, ulong cbs, int cm, int cn, global const float *A, ulong aoff, ulong abs_,
-               int am, int ak, global const float *B, ulong boff, ulong bbs, int bk, int bn, int M, int N, int K,
-               float alpha) {
-    local float As[FK * FL], Bs[FK * FL];
-    int lx = get_local_id(0), ly = get_local_id(1), lid = ly * FG + lx;
-    int n0 = get_group_id(0) * FT, m0 = get_group_id(1) * FT, b = get_group_id(2);
-    global const float *Ab = A + aoff + b * abs_, *Bb = B + boff + b * bbs;
-    global float *Cb = Cm + coff + b * cbs;
-    float4 acc[FR] = {(float4)(0.0f), (float4)(0.0f), (float4)(0.0f), (float4)(0.0f)};
-    for (int k0 = 0; k0 < K; k0 += FK) {
-        for (int q = 0; q < FR; q++) {
-            int kk = lid % FK, mm = lid / FK + FA * q, m = m0 + mm, k = k0 + kk;
-            As[kk * FL + mm] = m < M && k < K ? Ab[(size_t)m * am + (size_t)k * ak] : 0.0f;
-        }
-        for (int q = 0; q < FR; q++) {
-            int kk = lid / FT + FB * q, nn = lid % FT, n = n0 + nn, k = k0 + kk;
-            Bs[kk * FL + nn] = n < N && k < K ? Bb[(size_t)k * bk + (size_t)n * bn] : 0.0f;
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-        tile_step(As, Bs, acc, lx, ly);
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    float res[FR][FR];
-    tile_result(acc, res);
-    for (int r = 0; r < FR; r++)
-        for (int c = 0; c < FR; c++) {
-            int m = m0 + ly * FR + r, n = n0 + lx * FR + c;
-            if (m < M && n < N) Cb[(size_t)m * cm + (size_t)n * cn] = alpha * res[r][c];
-        }
-}
-
-/* Attention's row operations between the products. att is (N, L): row p holds
-   the scores (then probabilities) of token p against the L tokens of its
-   frame (frame mode, L = HW) or of the clip (causal, L = N); in causal mode
-   only r < (t+1) HW is allowed, the rest is set to 0 so that the dense
-   products that follow can run over whole rows. */
-kernel void attention_softmax_fast(global float *att, int T, int H, int W, int mode) {
-    int HW = H * W, N = T * HW, L = attn_row_len(mode, T, HW);
-    size_t p = get_global_id(0);
-    if (p >= (size_t)N) return;
-    int r0, r1;
-    attn_span(mode, p, HW, &r0, &r1);
-    int n = r1 - r0;
-    global float *a = att + p * L;
-    float mx = -INFINITY, sum = 0;
-    for (int r = 0; r < n; r++) mx = fmax(mx, a[r]);
-    for (int r = 0; r < n; r++) sum += (a[r] = ivae_expf(a[r] - mx));
-    for (int r = 0; r < n; r++) a[r] /= sum;
-    for (int r = n; r < L; r++) a[r] = 0;
-}
-
-/* ds = a * (da - sum_r a da), row by row (ds holds da on entry) */
-kernel void attention_dsoftmax_fast(global float *ds, global const float *att, int T, int H, int W, int mode) {
-    int HW = H * W, N = T * HW, L = attn_row_len(mode, T, HW);
-    size_t p = get_global_id(0);
-    if (p >= (size_t)N) return;
-    int r0, r1;
-    attn_span(mode, p, HW, &r0, &r1);
-    int n = r1 - r0;
-    global const float *a = att + p * L;
-    global float *d = ds + p * L;
-    float adot = 0;
-    for (int r = 0; r < n; r++) adot = fma(a[r], d[r], adot);
-    for (int r = 0; r < n; r++) d[r] = a[r] * (d[r] - adot);
-    for (int r = n; r < L; r++) d[r] = 0;
-}

@@ -13,7 +13,8 @@
 #      fast within tolerance
 #   6. errors: no OpenCL platform (OCL_ICD_VENDORS = an empty directory): one
 #      clear line and exit 1, and the CPU path still works; IVAE_CL_DEVICE out
-#      of range: one clear line, exit 1
+#      of range, or a kernels.cl (IVAE_KERNELS) without kernels_fast.cl
+#      beside it: one clear line, exit 1
 #
 # Every model has all parameters non-trivial (test/nontrivial.py, SPEC 8).
 # Prints a line per check and the time of the ivae-s runs; exit status 1 if
@@ -28,6 +29,21 @@ ok() { echo "ok   $1"; }
 bad() { echo "FAIL $1"; fails=$((fails + 1)); }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
+# clear_error WHAT PATTERN LOG COMMAND...: COMMAND must exit non-zero with
+# one line on stderr (kept in LOG) that matches PATTERN (grep)
+clear_error() {
+    what=$1 pattern=$2 log=$3
+    shift 3
+    "$@" > /dev/null 2> "$log"
+    rc=$?
+    if [ $rc -eq 0 ]; then
+        bad "$what: exited 0"
+    elif [ "$(wc -l < "$log")" -eq 1 ] && grep -q "$pattern" "$log"; then
+        ok "$what: exit $rc, \"$(cut -c1-110 "$log")\""
+    else
+        bad "$what: not one clear line:"; cat "$log"
+    fi
+}
 
 if ! ./ivae devices > "$OUT/devices.log" 2>&1; then
     if grep -q -e "no OpenCL platform" -e "built without OpenCL" "$OUT/devices.log"; then
@@ -41,7 +57,8 @@ fi
 grep -E "^platform|device [0-9]+:" "$OUT/devices.log"
 
 # one kernel cache for this run (pocl compiles each kernel at its first use):
-# fresh, so that a stale binary of an older kernels.cl can never be tested
+# fresh, so that a stale binary of an older kernels.cl or kernels_fast.cl can
+# never be tested
 POCL_CACHE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/ivae_cl_model.XXXXXX")
 export POCL_CACHE_DIR
 trap 'rm -rf "$POCL_CACHE_DIR"' EXIT INT TERM
@@ -159,13 +176,8 @@ $CPU1 ./ivae train $TR --stop-after 12 --out "$OUT/tr.half" > /dev/null 2>&1 &&
 if OCL_ICD_VENDORS="$PWD/$OUT/empty" ./ivae devices 2>/dev/null | grep -q "^platform 0:"; then
     echo "SKIP the no-platform checks: this ICD loader ignores OCL_ICD_VENDORS (an empty vendor folder still lists platforms)"
 else
-    if OCL_ICD_VENDORS="$PWD/$OUT/empty" ./ivae grad --device cl "$OUT/c.safetensors" "$OUT/c.in.safetensors" "$OUT/x.safetensors" > /dev/null 2> "$OUT/noplat.log"; then
-        bad "grad --device cl without an OpenCL platform exited 0"
-    elif [ "$(wc -l < "$OUT/noplat.log")" -eq 1 ] && grep -q "no OpenCL platform found" "$OUT/noplat.log"; then
-        ok "no OpenCL platform: exit 1, \"$(cat "$OUT/noplat.log" | cut -c1-90)...\""
-    else
-        bad "no OpenCL platform: not one clear line:"; cat "$OUT/noplat.log"
-    fi
+    clear_error "no OpenCL platform" "no OpenCL platform found" "$OUT/noplat.log" \
+        env OCL_ICD_VENDORS="$PWD/$OUT/empty" ./ivae grad --device cl "$OUT/c.safetensors" "$OUT/c.in.safetensors" "$OUT/x.safetensors"
     for cmd in devices compare; do
         if [ $cmd = devices ]; then args=""; else args="$OUT/c.safetensors $OUT/c.in.safetensors"; fi
         OCL_ICD_VENDORS="$PWD/$OUT/empty" ./ivae $cmd $args > /dev/null 2> "$OUT/noplat.$cmd.log"
@@ -180,13 +192,11 @@ else
         bad "no OpenCL platform: grad on the CPU failed"
     fi
 fi
-if IVAE_CL_DEVICE=99 ./ivae grad --device cl "$OUT/c.safetensors" "$OUT/c.in.safetensors" "$OUT/x.safetensors" > /dev/null 2> "$OUT/baddev.log"; then
-    bad "IVAE_CL_DEVICE=99 exited 0"
-elif [ "$(wc -l < "$OUT/baddev.log")" -eq 1 ] && grep -q "IVAE_CL_DEVICE=99 but platform ${IVAE_CL_PLATFORM:-0} (.*) has [0-9]* device" "$OUT/baddev.log"; then
-    ok "IVAE_CL_DEVICE out of range: exit 1, \"$(cat "$OUT/baddev.log")\""
-else
-    bad "IVAE_CL_DEVICE out of range: not one clear line:"; cat "$OUT/baddev.log"
-fi
+clear_error "IVAE_CL_DEVICE out of range" "IVAE_CL_DEVICE=99 but platform ${IVAE_CL_PLATFORM:-0} (.*) has [0-9]* device" \
+    "$OUT/baddev.log" env IVAE_CL_DEVICE=99 ./ivae grad --device cl "$OUT/c.safetensors" "$OUT/c.in.safetensors" "$OUT/x.safetensors"
+mkdir -p "$OUT/lone" && cp kernels.cl ivae_math.h "$OUT/lone/" && lone=$(cd "$OUT/lone" && pwd)
+clear_error "kernels.cl without kernels_fast.cl" "lone/kernels_fast.cl: cannot read it" "$OUT/nofast.log" \
+    env IVAE_KERNELS="$lone/kernels.cl" ./ivae grad --device cl "$OUT/c.safetensors" "$OUT/c.in.safetensors" "$OUT/x.safetensors"
 
 [ $fails -eq 0 ] && echo "all OpenCL program checks passed" || echo "$fails OpenCL program check(s) failed"
 [ $fails -eq 0 ]
