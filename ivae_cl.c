@@ -7,9 +7,9 @@
  *   2. platforms and devices: the count, the listing, the choice by env
  *   3. the context: device checks, building kernels.cl and kernels_fast.cl,
  *      buffers, scratch
- *   4. the layer wrappers, in ivae.c's order, each a few kernel launches
+ *   4. the layer wrappers, in layers.c's order, each a few kernel launches
  *
- * The strict kernels run ivae.c's loop for each output element (the
+ * The strict kernels run the C code's loop for each output element (the
  * convolutions four elements at a time, as float4 lanes), so the results are
  * bit for bit the CPU's; the fast ones (section 4, last part) are tiled
  * products in local memory, within SPEC 8's tolerances. ivae_cl_model.c
@@ -557,7 +557,7 @@ int ivae_cl_read_bytes(IvaeCl *cl, void *dst, cl_mem src, size_t n) {
 
 int ivae_cl_finish(IvaeCl *cl) { return CL_CHECK(clFinish(cl->queue)) ? -1 : 0; }
 
-/* a scratch buffer of at least n floats, grown on demand (ivae.c's scratch()) */
+/* a scratch buffer of at least n floats, grown on demand (layers.c's ivae_scratch()) */
 static cl_mem scratch(IvaeCl *cl, int slot, size_t n) {
     if (n == 0) n = 1;
     if (n * sizeof(float) > cl->scratch_bytes[slot]) {
@@ -639,7 +639,7 @@ static int run_kernel_nd(IvaeCl *cl, int k, const size_t *global, const size_t *
 static int conv_out_t(int T, int st) { return (T - 1) / st + 1; }
 static int conv_out_s(int H, int k, int s) { return (H + 2 * (k / 2) - k) / s + 1; }
 
-/* the eleven size arguments every conv kernel takes, in ivae.c's order */
+/* the eleven size arguments every conv kernel takes, in layers.c's order */
 #define CONV_SIZES                                                                                             \
     INT(Cin), INT(T), INT(H), INT(W), INT(Cout), INT(kt), INT(kh), INT(kw), INT(st), INT(sh), INT(sw)
 
@@ -667,7 +667,7 @@ int ivae_cl_conv3d_backward(IvaeCl *cl, cl_mem dinp, cl_mem dweight, cl_mem dbia
                             cl_mem weight, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw, int st,
                             int sh, int sw) {
     // dinp (Cin, T, H, W) written; dweight, dbias accumulated; dout (Cout, To, Ho, Wo)
-    // the input gradient as in ivae.c: the flipped convolution of dy (strided: of dy spread to the stride-1 grid)
+    // the input gradient as in conv_tuned.c: the flipped convolution of dy (strided: of dy spread to the stride-1 grid)
     // (a dinp work-item computes four w of a row: neighbours, or strided sw apart, so that a row of W is
     // ceil(W / (4 sw)) groups of sw work-items; a dweight work-item four output channels)
     size_t nx4 = (size_t)Cin * T * H * ((W + 3) / 4), nw4 = (size_t)(Cout + 3) / 4 * Cin * kt * kh * kw;
@@ -828,7 +828,7 @@ int ivae_cl_opl_forward_backward(IvaeCl *cl, double *opl, cl_mem dz, cl_mem z, i
     return 0;
 }
 
-/* --- the model's glue (ivae.c section 4) ------------------------------------ */
+/* --- the model's glue (ivae.c sections 6, 8) ---------------------------------- */
 
 int ivae_cl_residual_add(IvaeCl *cl, cl_mem y, cl_mem a, size_t n) {
     return RUN(cl, residual_add, n, MEM(y), MEM(a), ULONG(n));

@@ -1,7 +1,7 @@
 /*
  * ivae_cl.h: the OpenCL twin of ivae's layers, driven from C.
  *
- * kernels.cl holds the kernels of each layer function of ivae.c (SPEC 2 and
+ * kernels.cl holds the kernels of each layer function of layers.c (SPEC 2 and
  * 4; its header maps them to the C names), computing every element with the
  * same float operations in the same order as the C reference, so the results
  * are bit for bit the CPU's (SPEC 8, "strict build"). kernels_fast.cl holds
@@ -41,7 +41,7 @@
  * test/test_cl finds ../kernels.cl); kernels_fast.cl from the directory of
  * that kernels.cl.
  *
- * Needs ivae.c (linked or included) for ivae_set_error().
+ * Needs the library (util.c) for ivae_set_error().
  */
 #ifndef IVAE_CL_H
 #define IVAE_CL_H
@@ -77,7 +77,7 @@
 enum { IVAE_CL_KERNELS(IVAE_CL_ENUM) IVAE_K_COUNT };
 #undef IVAE_CL_ENUM
 
-/* scratch buffers the wrappers need between their kernels (cf. ivae.c's
+/* scratch buffers the wrappers need between their kernels (cf. layers.c's
    scratch()): grown on demand, reused after */
 enum { IVAE_CLS_SUM, IVAE_CLS_TOTAL, IVAE_CLS_DOT, IVAE_CLS_ATT, IVAE_CLS_PART, IVAE_CLS_N };
 
@@ -139,7 +139,7 @@ int ivae_cl_read(IvaeCl *cl, float *dst, cl_mem src, size_t n);
 int ivae_cl_finish(IvaeCl *cl);
 
 /* ------------------------------------------------------------------------ */
-/* the layers (ivae.c section 2); sizes as there. Backward wrappers write
+/* the layers (layers.c, SPEC 2); sizes as there. Backward wrappers write
    dinp and accumulate dweight, dbias (each may be NULL to skip it). */
 
 int ivae_cl_conv3d_forward(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem weight, cl_mem bias, int Cin, int T, int H,
@@ -172,10 +172,10 @@ int ivae_cl_upsample_chunk(IvaeCl *cl, cl_mem out, cl_mem inp, int C, int T, int
 int ivae_cl_upsample_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, int C, int T, int H, int W, int temporal);
 
 /* ------------------------------------------------------------------------ */
-/* the loss (ivae.c section 3). ivae.c's Shape s is passed as C, T, H, W.
+/* the loss (layers.c, SPEC 4). layers.h's Shape s is passed as C, T, H, W.
    The double result of the C function comes first. */
 
-/* ivae.c's sum_nested of a (C, T, H, W) tensor */
+/* layers.c's ivae_sum_nested of a (C, T, H, W) tensor */
 int ivae_cl_sum_nested(IvaeCl *cl, double *sum, cl_mem v, int C, int T, int H, int W);
 /* scratch: C*T*H*W floats, as in C */
 int ivae_cl_rec_loss(IvaeCl *cl, double *rec, cl_mem dxhat, cl_mem xhat, cl_mem x, int C, int T, int H, int W,

@@ -1,7 +1,7 @@
 /*
  * ivae_cl_model.c: the whole ivae model on an OpenCL device (ivae_cl_model.h).
  *
- * This file is ivae.c's section 4 again, with every layer call replaced by
+ * This file is ivae.c's model (sections 4 - 6) again, with every layer call replaced by
  * its OpenCL twin (ivae_cl.c, kernels.cl) and every pointer by a cl_mem.
  * block_forward, block_backward and ivae_cl_batch_grad follow their C
  * namesakes line for line, in the same order, so that strict mode is bit for
@@ -400,7 +400,7 @@ static Shape conv_out_shape(const ClConv *c, Shape s) {
     return o;
 }
 
-/* ivae.c's conv_fwd, conv_bwd and silu_fwd: a pool buffer for the result */
+/* ivae.c's conv_forward, conv_backward and silu: a pool buffer for the result */
 static cl_mem conv_fwd(IvaeClModel *cm, const ClConv *c, cl_mem x, Shape s, Shape *os) {
     *os = conv_out_shape(c, s);
     cl_mem y = pool_get(cm, shape_numel(*os));
@@ -425,7 +425,7 @@ static cl_mem silu_fwd(IvaeClModel *cm, cl_mem x, Shape s) {
         if (!(b)) return NULL;                                                                                     \
     } while (0)
 
-/* ivae.c's block_forward (whole clips: no streaming) */
+/* ivae.c's block forward functions (res_forward, attn_forward, ...; whole clips: no streaming) */
 static cl_mem block_forward(IvaeClModel *cm, ClBlock *b, cl_mem x, Shape s) {
     IvaeCl *cl = cm->cl;
     Shape os = s, tmp;
@@ -477,7 +477,7 @@ static cl_mem block_forward(IvaeClModel *cm, ClBlock *b, cl_mem x, Shape s) {
     return b->y;
 }
 
-/* ivae.c's block_backward: dL/d(block input) from dL/d(block output) */
+/* ivae.c's block backward functions: dL/d(block input) from dL/d(block output) */
 static cl_mem block_backward(IvaeClModel *cm, ClBlock *b, cl_mem dy) {
     IvaeCl *cl = cm->cl;
     Shape s = b->in;

@@ -1,5 +1,5 @@
 /*
- * kernels.cl: the OpenCL twin of every layer of ivae.c (sections 2 and 3),
+ * kernels.cl: the OpenCL twin of every layer of layers.c (SPEC 2 and 4),
  * in the strict form: bit for bit the C reference. Its fast twins (--cl-mode
  * fast: tiled, within SPEC 8's tolerances) are in kernels_fast.cl, which the
  * host builds in the same program after this file (so they use its helpers).
@@ -13,12 +13,12 @@
  * several things is split into kernels named <function>_<part>; a part takes
  * what it writes first, then what it reads, in that order. Every kernel:
  *
- *   C (ivae.c)                     kernels.cl
+ *   C (layers.c, ivae.c)           kernels.cl
  *   ivae_conv3d_forward            conv3d_forward
  *   ivae_conv3d_forward_chunk      conv3d_forward_chunk
  *   ivae_conv3d_backward           conv3d_backward_dinp          (stride 1: the flipped conv)
  *                                  conv3d_backward_dinp_strided  (strided: the same on dy spread out)
- *                                  conv3d_backward_dweight       (ivae.c's conv_wgrad)
+ *                                  conv3d_backward_dweight       (conv_tuned.c: conv_wgrad)
  *                                  conv3d_backward_dbias
  *   ivae_smc_weight_forward        smc_weight_forward
  *   ivae_smc_weight_backward       smc_weight_backward_dot, _dweight, _dscale, _dgain
@@ -27,7 +27,7 @@
  *   ivae_attention_forward         attention_forward
  *   ivae_attention_backward        attention_backward_dsdq, attention_backward_dkdv
  *   ivae_upsample_forward, _chunk, _backward   upsample_forward, upsample_chunk, upsample_backward
- *   sum_nested (ivae.c, static)    sum_nested_channel, sum_nested_total
+ *   ivae_sum_nested                sum_nested_channel, sum_nested_total
  *   ivae_rec_loss                  rec_loss (the elementwise part; then sum_nested_*)
  *   ivae_latent_forward            latent_forward (the elementwise part; then sum_nested_*)
  *   ivae_latent_backward           latent_backward
@@ -47,19 +47,19 @@
  *   ivae_attention_backward        gemm_fast, attention_dsoftmax_fast
  *
  * Bit for bit means that every output element is made by the same float
- * operations in the same order as in ivae.c:
+ * operations in the same order as in layers.c:
  * - one work-item per output element runs the C code's loop for that
  *   element, serially (the convolutions: four outputs per work-item, as the
  *   four lanes of float4 operations, each lane its own element's chain). The
  *   C code's register tiles, padded copies and transposes change where
  *   numbers live, never which numbers are added in which order. Each kernel
  *   quotes the C lines it mirrors.
- * - fma() where ivae.c writes FMA() (fmaf and OpenCL's fma are both
+ * - fma() where layers.c writes FMA() (fmaf and OpenCL's fma are both
  *   correctly rounded), and a * b + c everywhere else, kept as two roundings
- *   by FP_CONTRACT OFF below (ivae.c is built with -ffp-contract=off). One
- *   exception: for a 1x1x1 conv ivae.c writes acc += w * x, the same bits as
+ *   by FP_CONTRACT OFF below (the C code is built with -ffp-contract=off). One
+ *   exception: for a 1x1x1 conv conv_tuned.c writes acc += w * x, the same bits as
  *   part = fma(w, x, 0); acc += part, which the kernels run.
- * - the order of every sum is the reference's rule, quoted from ivae.c:
+ * - the order of every sum is the reference's rule, quoted from layers.c:
  *
  *   Summation order, the rule an optimized kernel must follow to give the
  *   reference's bits. (1) Every accumulator starts at +0 and adds its terms
@@ -81,7 +81,7 @@
  *   keep the bits (the strict strided input-gradient kernel does).
  *
  *   Here the forward conv, the stride-1 input gradient and the weight
- *   gradient visit every tap, reading 0 in the padding as ivae.c does; the
+ *   gradient visit every tap, reading 0 in the padding as layers.c does; the
  *   strided input gradient skips the taps between outputs and the padding
  *   rows and frames (conv3d_backward_dinp_strided says how).
  * - exp is ivae_expf from ivae_math.h, the same source the C code uses;
@@ -90,11 +90,11 @@
  *   supports it).
  * - a C function that returns a double from a float sum (sum_nested, the
  *   losses) has its float sum done here; the host converts it (and adds the
- *   outlier penalty's frames in double, as ivae.c does).
+ *   outlier penalty's frames in double, as layers.c does).
  *
  * The host rounds every global size up to a multiple of the work-group size
  * (pocl has no non-uniform work-groups), so each kernel starts with
- * `if (gid >= n) return;`. Sizes are int as in ivae.c; counts that ivae.c
+ * `if (gid >= n) return;`. Sizes are int as in layers.c; counts that layers.c
  * keeps in size_t are ulong here.
  */
 #pragma OPENCL FP_CONTRACT OFF
@@ -102,12 +102,12 @@
 
 #define IVAE_ATTN_CAUSAL 1 /* IvaeAttnMode in ivae.h (which OpenCL cannot include) */
 
-/* output sizes (SPEC 2.1), as in ivae.c */
+/* output sizes (SPEC 2.1), as in layers.h */
 static int conv_out_t(int T, int st) { return (T - 1) / st + 1; }
 static int conv_out_s(int H, int k, int s) { return (H + 2 * (k / 2) - k) / s + 1; }
 
 /* ========================================================================== */
-/* helpers: ivae.c's two sum orders                                           */
+/* helpers: the C code's two sum orders (layers.c)                           */
 /* ========================================================================== */
 
 /* sum_nested for one channel (T, H, W): rows straight through, rows summed
@@ -128,7 +128,7 @@ static float channel_sum(global const float *v, int T, int H, int W) {
     return ch;
 }
 
-/* sum_rows(v, n, W) of ivae.c: a span of n values as rows of W, each row
+/* ivae_sum_rows(v, n, W) of layers.c: a span of n values as rows of W, each row
    straight through, then the row sums in order. The variants below sum
    products a[j] * b[j] (each rounded to float, as the C code's tmp[] holds
    them) without the C code's temporary. */
@@ -153,7 +153,7 @@ static float sum_rows_prod(global const float *a, global const float *b, int n, 
     return total;
 }
 
-/* Sum of a (C, T, H, W) tensor, ivae.c's sum_nested, in two kernels: one
+/* Sum of a (C, T, H, W) tensor, layers.c's ivae_sum_nested, in two kernels: one
    work-item per channel, then the channel sums in order:
        total = 0; for c total += ch[c];   (returned as a double by C) */
 kernel void sum_nested_channel(global float *part, global const float *v, int C, int T, int H, int W) {
@@ -275,7 +275,7 @@ kernel void conv3d_forward_chunk(global float *out, global const float *inp, glo
     store4(out + (((size_t)o * To + t) * Ho + h) * Wo + w, y, 1, Wo - w);
 }
 
-/* conv3d_backward, input gradient. ivae.c spreads dy out to the stride-1
+/* conv3d_backward, input gradient. conv_tuned.c spreads dy out to the stride-1
    output grid (T1 x H1 x W1, dy[o,t',h',w'] at (t'st, h'sh, w'sw), zeros
    between; for stride 1 the grid is dy itself), then runs the forward tile
    on it padded kt-1 frames at the END in time and qh = kh-1-kh/2 rows, qw
@@ -313,9 +313,9 @@ static float4 conv_dinp_point4(global const float *dout, global const float *wei
 
 /* any stride: lanes l < 4 are the outputs w + l sw, so that every tap reads
    the grid at the same phase in all four. A tap that falls between grid
-   points, or in a padding frame or row, reads 0 in ivae.c for every lane and
+   points, or in a padding frame or row, reads 0 in the C code for every lane and
    is skipped here (rule (6): with finite weights, the same bits); a padding
-   column that only some lanes reach reads 0 in those, as in ivae.c. */
+   column that only some lanes reach reads 0 in those, as in the C code. */
 static float4 conv_dinp_strided_point4(global const float *dout, global const float *weight, int Cin, int T, int H,
                                        int W, int Cout, int kt, int kh, int kw, int st, int sh, int sw, int i, int t,
                                        int h, int w) {
@@ -372,7 +372,7 @@ kernel void conv3d_backward_dinp_strided(global float *dinp, global const float 
     store4(dinp + (((size_t)i * T + t) * H + h) * W + w, dx, sw, (W - w + sw - 1) / sw);
 }
 
-/* conv3d_backward, weight gradient: ivae.c's conv_wgrad, per (o, i, tap):
+/* conv3d_backward, weight gradient: conv_tuned.c's conv_wgrad (the same order as layers.c's naive loops), per (o, i, tap):
        clip = 0;
        for t' { frame = 0;
                 for h' { row = 0; for w' row = FMA(xpad[i, t'st+a, h'sh+c, w'sw+d], dy[o,t',h',w'], row);
@@ -483,7 +483,7 @@ kernel void smc_weight_backward_dot(global float *dot, global const float *dwhat
     dot[o] = sum;
 }
 
-/* ivae.c's SMC_DU(o, i, k): (g / n[o]) * (dwhat - (s[i] * W) * dot[o] / (n[o] * n[o])) */
+/* layers.c's SMC_DU(o, i, k): (g / n[o]) * (dwhat - (s[i] * W) * dot[o] / (n[o] * n[o])) */
 static float smc_du(global const float *dwhat, global const float *norm, global const float *dot,
                     global const float *weight, global const float *scale, global const float *gain, int Cin,
                     int K, int o, int i, int k) {
@@ -646,7 +646,7 @@ kernel void attention_backward_dsdq(global float *dqkv, global float *ds, global
 }
 
 /* sum_rows over the queries p in [p0, p1) of m[p, r] * b[p], m (N, L) in att's
-   layout (row p holds p's span only), as ivae.c sums its tmp[p - p0] */
+   layout (row p holds p's span only), as layers.c sums its tmp[p - p0] */
 static float sum_rows_col_prod(global const float *m, global const float *b, int r, int p0, int p1, int W, int HW,
                                int L, int mode) {
     float total = 0;
@@ -709,7 +709,7 @@ kernel void upsample_chunk(global float *out, global const float *inp, int C, in
 }
 
 /* each input pixel was copied to a 2x2 block of 1 or 2 output frames:
-       dx = 0; for j (frames in increasing order, from t) { s = b[0]; s += b[1]; s += b[Wo]; s += b[Wo+1]; dx += s; } */
+       dx = 0; for j (frames in increasing order, from t) { s = 0; s += b[0]; s += b[1]; s += b[Wo]; s += b[Wo+1]; dx += s; } */
 kernel void upsample_backward(global float *dinp, global const float *dout, int C, int T, int H, int W,
                               int temporal) {
     // dinp (C, T, H, W) written, dout (C, To, 2H, 2W)
@@ -721,7 +721,8 @@ kernel void upsample_backward(global float *dinp, global const float *dout, int 
     for (int j = 0; j < To; j++) {
         if (up_src_frame(j, temporal, 1) != t) continue;
         global const float *b = dout + (((size_t)c * To + j) * Ho + 2 * h) * Wo + 2 * w;
-        float s = b[0];
+        float s = 0;
+        s += b[0];
         s += b[1];
         s += b[Wo];
         s += b[Wo + 1];
@@ -888,7 +889,7 @@ kernel void opl_forward_backward_dz(global float *dz, global const float *stats,
 }
 
 /* ========================================================================== */
-/* 4. the model (ivae.c section 4): what ivae_batch_grad and ivae_adamw_step  */
+/* 4. the model (ivae.c sections 6, 8): what ivae_batch_grad, ivae_adamw_step */
 /*    do between the layers                                                   */
 /* ========================================================================== */
 

@@ -563,7 +563,8 @@ void ivae_upsample_backward(real *dinp, const real *dout, int C, int T, int H, i
             for (int h = 0; h < H; h++)
                 for (int w = 0; w < W; w++) {
                     const real *b = dyf + (size_t)(2 * h) * Wo + 2 * w;
-                    real s = b[0];
+                    real s = 0; /* rule 1: from +0 */
+                    s += b[0];
                     s += b[1];
                     s += b[Wo];
                     s += b[Wo + 1];

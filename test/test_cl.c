@@ -491,7 +491,7 @@ static void test_sum_nested(int C, int T, int H, int W) {
     double sum = ivae_sum_nested(v, s), gsum = 0;
     cl_mem gv = dev(v, n);
     cl_ok(ivae_cl_sum_nested(g_cl, &gsum, gv, C, T, H, W), "sum_nested");
-    check_double("sum_nested_d", cas, sum, gsum);
+    check_double("sum_nested", cas, sum, gsum);
     free(v);
     release(gv);
 }
