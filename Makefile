@@ -35,8 +35,8 @@ ifeq ($(wildcard /usr/include/stb/stb_image.h),)
   $(error ✗ stb not found: install it with   sudo apt-get install libstb-dev)
 endif
 
-SRC  := ivae.c media.c train.c main.c
-HDR  := ivae.h ivae_math.h media.h
+SRC  := ivae.c media.c train.c main.c util.c
+HDR  := ivae.h ivae_math.h media.h train.h util.h
 
 .PHONY: all asan test golden clean run
 all: ivae

@@ -1,0 +1,41 @@
+/*
+ * util.h: the command-line tool's small helpers (main.c, train.c, media.c
+ * may use them): fail, tell time, allocate, make folders.
+ *
+ * The tool fails in one way: die() prints one line on stderr,
+ *   ivae: error: <message>
+ * and exits with status 1. The allocators never return NULL: running out of
+ * memory is such a line too. The model library (ivae.h) and media.h report
+ * errors through ivae_error() instead and leave the exit to their caller.
+ */
+#ifndef UTIL_H
+#define UTIL_H
+
+#include <stddef.h>
+
+/* "ivae: error: <printf of fmt>" on stderr (control characters shown as
+   '?', see one_line), then exit(1) */
+void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* s made one printable line in place: every byte below 0x20 (newline, tab,
+   escape, ...) becomes '?'; returns s */
+char *one_line(char *s);
+
+/* seconds on the monotonic clock */
+double now_s(void);
+
+/* bytes of memory aligned to 64 bytes (a cache line, a 512-bit vector); never
+   NULL (0 bytes gives a valid block); free with free() */
+void *xmalloc(size_t bytes);
+/* count * size bytes as xmalloc, zeroed; the product is checked for overflow */
+void *xcalloc(size_t count, size_t size);
+/* p (from xmalloc, xcalloc or xrealloc, or NULL) grown or shrunk to count *
+   size bytes, for arrays that grow; the block keeps malloc's alignment (16
+   bytes), not 64 */
+void *xrealloc(void *p, size_t count, size_t size);
+
+/* mkdir -p: path and its missing parents (mode 0755); dies if path cannot be
+   created (an existing path is fine) */
+void mkdir_p(const char *path);
+
+#endif
