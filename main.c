@@ -582,8 +582,9 @@ static void coder_close_device(Coder *c) {
     c->cm = NULL, c->cl = NULL;
 }
 
-/* the latent shape of a clip, (z, T', H', W') */
-static void latent_shape(const Coder *c, const Clip *in, int zs[4]) {
+/* INPUT as the model takes it (load_for_model), and its latent's shape (z, T', H', W') */
+static void load_input(const Coder *c, const char *path, int max_frames, Clip *in, int zs[4]) {
+    load_for_model(c->m, path, max_frames, in);
     zs[0] = c->m->cfg.z_ch;
     if (ivae_latent_shape(&c->m->cfg, in->T, in->H, in->W, &zs[1], &zs[2], &zs[3]) != 0) die("%s", ivae_error());
 }
@@ -610,8 +611,7 @@ static int cmd_recon(int argc, char **argv) {
     Coder c = coder_open("recon", &dev, argv[0]);
     Clip in, rec;
     int zs[4];
-    load_for_model(c.m, argv[1], frames, &in);
-    latent_shape(&c, &in, zs);
+    load_input(&c, argv[1], frames, &in, zs);
     rec = (Clip){in.T, in.H, in.W, xmalloc((size_t)3 * in.T * in.H * in.W * sizeof(float))};
     double t0 = now_s();
     real *mu = coder_encode(&c, &in, zs);
@@ -635,8 +635,7 @@ static int cmd_encode(int argc, char **argv) {
     Coder c = coder_open("encode", &dev, argv[0]);
     Clip in;
     int zs[4];
-    load_for_model(c.m, argv[1], frames, &in);
-    latent_shape(&c, &in, zs);
+    load_input(&c, argv[1], frames, &in, zs);
     real *mu = coder_encode(&c, &in, zs);
     coder_close_device(&c);
     char T[16], H[16], W[16];

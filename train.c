@@ -21,6 +21,11 @@
  * Everything that steers the run (parameters, moments, step, RNG state,
  * learning-rate scale, guard history) is in the checkpoint, so a resumed run
  * continues bit for bit as if it had never stopped.
+ *
+ * train_main, at the end, is the whole run: run_setup (options, data, model,
+ * resume), then train_step until it says STEP_STOPPED, with log_step, the
+ * held-out numbers and a checkpoint after each step taken, then run_finish
+ * (the last checkpoint, the weights, the held-out pictures, the curve).
  */
 #include "ivae.h"
 #include "ivae_cl_model.h"
@@ -703,7 +708,8 @@ typedef struct {
     char why[512]; /* why the run cannot recover, when it cannot */
     /* the last batch, for the log */
     IvaeLoss L;
-    double gnorm, max_act, lr; /* |g| before clipping; the largest per-pixel activation norm; 0 if no step */
+    double gnorm, max_act; /* |g| before clipping; the largest per-pixel activation norm */
+    double lr;             /* the step's learning rate (0: no step) */
     int agc_clipped, global_clipped;
     const char *event; /* the last column of log.csv */
     IvaeActStat stats[256];

@@ -1,6 +1,6 @@
 /*
- * util.h: the command-line tool's small helpers (main.c, train.c, media.c
- * may use them): fail, tell time, allocate, make folders.
+ * util.h: the command-line tool's small helpers, for main.c and train.c:
+ * fail, tell the time, allocate, make folders.
  *
  * The tool fails in one way: die() prints one line on stderr,
  *   ivae: error: <message>
@@ -17,8 +17,8 @@
    '?', see one_line), then exit(1) */
 void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
-/* s made one printable line in place: every byte below 0x20 (newline, tab,
-   escape, ...) becomes '?'; returns s */
+/* s made one line in place: every byte below 0x20 (newline, tab, carriage
+   return, escape, ...) becomes '?'; returns s */
 char *one_line(char *s);
 
 /* seconds on the monotonic clock */
@@ -29,9 +29,8 @@ double now_s(void);
 void *xmalloc(size_t bytes);
 /* count * size bytes as xmalloc, zeroed; the product is checked for overflow */
 void *xcalloc(size_t count, size_t size);
-/* p (from xmalloc, xcalloc or xrealloc, or NULL) grown or shrunk to count *
-   size bytes, for arrays that grow; the block keeps malloc's alignment (16
-   bytes), not 64 */
+/* p (from this family, or NULL) resized to count * size bytes, overflow-checked,
+   for arrays that grow; the new block has malloc's alignment, not 64 */
 void *xrealloc(void *p, size_t count, size_t size);
 
 /* mkdir -p: path and its missing parents (mode 0755); dies if path cannot be
