@@ -42,10 +42,11 @@ ifeq ($(wildcard /usr/include/stb/stb_image.h),)
 endif
 
 # the library: the layers (layers.c, the tuned conv in conv_tuned.c), the ivae
-# model (ivae.c), safetensors files, small helpers; then the program
+# model (ivae.c), the Wan 2.1 VAE (wan.c), safetensors files, small helpers;
+# then the program
 LIB  := util.c safetensors.c layers.c conv_tuned.c ivae.c wan.c
 SRC  := $(LIB) media.c train.c main.c
-HDR  := ivae.h layers.h safetensors.h util.h wan.h ivae_math.h media.h
+HDR  := ivae.h layers.h safetensors.h util.h wan.h ivae_math.h media.h train.h
 
 .PHONY: all asan test golden clean run
 all: ivae

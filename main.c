@@ -1,53 +1,31 @@
 /*
  * main.c: the ivae command-line tool.
  *
- *   ivae init [--config ivae-s|ivae-xs] [--seed N] OUT.safetensors
- *   ivae grad MODEL IN OUT          the debug state of SPEC 4 for one batch
- *   ivae diff EXPECTED ACTUAL       compare two tensor files (tolerances of SPEC 8)
- *   ivae info FILE                  what a safetensors file holds
- *   ivae devices                    the OpenCL platforms and devices
- *   ivae compare MODEL IN           CPU vs OpenCL, layer by layer
+ *   ivae train [options]              train the VAE on a dataset (train.c; the main job)
+ *   ivae eval MODEL [options]         held-out PSNR and SSIM of a model, with pictures (train.c)
+ *   ivae recon MODEL INPUT OUTPUT     encode and decode an image or clip; print PSNR and SSIM
+ *   ivae encode MODEL INPUT LATENT    write the latent mean of an image or clip
+ *   ivae decode MODEL LATENT OUTPUT   turn a latent back into pixels
+ *   ivae init [options] OUT           write a freshly initialised model
+ *   ivae grad MODEL IN OUT            the debug state of SPEC 4 for one batch
+ *   ivae diff EXPECTED ACTUAL         compare two tensor files (tolerances of SPEC 8)
+ *   ivae batch MODEL OUT              write a random input batch for grad
+ *   ivae info FILE                    what a safetensors file holds
+ *   ivae devices                      the OpenCL platforms and devices
+ *   ivae compare MODEL IN             CPU vs OpenCL, layer by layer
  *
- * Every error is one line on stderr and a non-zero exit status.
+ * Every error is one line on stderr and a non-zero exit status (die, util.h).
  */
 #include "ivae.h"
 #include "ivae_cl_model.h"
 #include "media.h"
+#include "train.h"
+#include "util.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-int train_main(int argc, char **argv); /* train.c */
-int eval_main(int argc, char **argv);  /* train.c */
-
-/* one line on stderr, exit status 1 (train.c uses these too) */
-void die(const char *fmt, ...) {
-    va_list ap;
-    char msg[2048];
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    for (char *c = msg; *c; c++) /* one line, whatever the input held */
-        if ((unsigned char)*c < 0x20) *c = '?';
-    fprintf(stderr, "ivae: error: %s\n", msg);
-    exit(1);
-}
-
-double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
-static void *must_malloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) die("out of memory (asked for %zu bytes)", n);
-    return p;
-}
 
 /* --- argument helpers ----------------------------------------------------- */
 
@@ -240,9 +218,59 @@ static real *read_tensor(const IvaeSt *st, const char *name, int ndim, int64_t *
         if (t->shape[d] < 1 || t->shape[d] > 1 << 20) die("%s: tensor '%s' has an empty or absurd shape", st->path, name);
         shape[d] = t->shape[d];
     }
-    real *buf = must_malloc(t->numel * sizeof(real));
+    real *buf = xmalloc(t->numel * sizeof(real));
     if (ivae_st_read(st, t, buf) != 0) die("%s", ivae_error());
     return buf;
+}
+
+/* room for a sample's outputs: mu and logvar (nz values), xhat and dx (nx) */
+static void sample_outputs_alloc(IvaeSample *s, size_t nx, size_t nz) {
+    s->mu = xmalloc(nz * sizeof(real)), s->logvar = xmalloc(nz * sizeof(real));
+    s->xhat = xmalloc(nx * sizeof(real)), s->dx = xmalloc(nx * sizeof(real));
+}
+
+static void sample_outputs_free(IvaeSample *s) { free(s->mu), free(s->logvar), free(s->xhat), free(s->dx); }
+
+/* the batch of IN (x.0, eps.0, x.1, ... until x.B is missing), with room for
+   every output; zshape[i] is sample i's latent shape (z, T', H', W') */
+static IvaeSample *load_batch(const char *path, const IvaeModel *m, int *B_out, int64_t (**zshape)[4]) {
+    IvaeSt *in = ivae_st_open(path);
+    if (!in) die("%s", ivae_error());
+    int B = 0;
+    char name[64];
+    for (;; B++) {
+        snprintf(name, sizeof name, "x.%d", B);
+        if (!ivae_st_find(in, name)) break;
+    }
+    if (B == 0) die("%s: no input clips (expected tensors x.0, x.1, ...)", path);
+    IvaeSample *s = xcalloc(B, sizeof *s);
+    *zshape = xcalloc(B, sizeof **zshape);
+    for (int i = 0; i < B; i++) {
+        int64_t xs[4], es[4];
+        int Tz, Hz, Wz;
+        snprintf(name, sizeof name, "x.%d", i);
+        real *x = read_tensor(in, name, 4, xs);
+        if (xs[0] != 3) die("%s: x.%d has %lld channels (RGB clips have 3)", path, i, (long long)xs[0]);
+        if (ivae_latent_shape(&m->cfg, (int)xs[1], (int)xs[2], (int)xs[3], &Tz, &Hz, &Wz) != 0)
+            die("%s: x.%d: %s", path, i, ivae_error());
+        snprintf(name, sizeof name, "eps.%d", i);
+        real *eps = read_tensor(in, name, 4, es);
+        if (es[0] != m->cfg.z_ch || es[1] != Tz || es[2] != Hz || es[3] != Wz)
+            die("%s: eps.%d has shape (%lld,%lld,%lld,%lld) but x.%d's latent is (%d,%d,%d,%d)", path, i,
+                (long long)es[0], (long long)es[1], (long long)es[2], (long long)es[3], i, m->cfg.z_ch, Tz, Hz, Wz);
+        s[i] = (IvaeSample){.x = x, .T = (int)xs[1], .H = (int)xs[2], .W = (int)xs[3], .eps = eps};
+        sample_outputs_alloc(&s[i], (size_t)3 * xs[1] * xs[2] * xs[3], (size_t)m->cfg.z_ch * Tz * Hz * Wz);
+        (*zshape)[i][0] = m->cfg.z_ch, (*zshape)[i][1] = Tz, (*zshape)[i][2] = Hz, (*zshape)[i][3] = Wz;
+    }
+    ivae_st_close(in);
+    *B_out = B;
+    return s;
+}
+
+/* a batch of load_batch, inputs and outputs */
+static void batch_free(IvaeSample *s, int B) {
+    for (int i = 0; i < B; i++) free((void *)s[i].x), free((void *)s[i].eps), sample_outputs_free(&s[i]);
+    free(s);
 }
 
 static int cmd_grad(int argc, char **argv) {
@@ -264,39 +292,9 @@ static int cmd_grad(int argc, char **argv) {
     if (nf != 3) die("grad: expected MODEL IN OUT (see ivae grad --help)");
     IvaeModel *m = ivae_load(files[0]);
     if (!m) die("%s", ivae_error());
-    IvaeSt *in = ivae_st_open(files[1]);
-    if (!in) die("%s", ivae_error());
-
-    /* the batch: x.0, x.1, ... until one is missing */
-    int B = 0;
-    char name[64];
-    for (;; B++) {
-        snprintf(name, sizeof name, "x.%d", B);
-        if (!ivae_st_find(in, name)) break;
-    }
-    if (B == 0) die("%s: no input clips (expected tensors x.0, x.1, ...)", files[1]);
-    IvaeSample *s = calloc(B, sizeof *s);
-    int64_t (*zshape)[4] = calloc(B, sizeof *zshape);
-    if (!s || !zshape) die("out of memory");
-    for (int i = 0; i < B; i++) {
-        int64_t xs[4], es[4];
-        int Tz, Hz, Wz;
-        snprintf(name, sizeof name, "x.%d", i);
-        real *x = read_tensor(in, name, 4, xs);
-        if (xs[0] != 3) die("%s: x.%d has %lld channels (RGB clips have 3)", files[1], i, (long long)xs[0]);
-        if (ivae_latent_shape(&m->cfg, (int)xs[1], (int)xs[2], (int)xs[3], &Tz, &Hz, &Wz) != 0)
-            die("%s: x.%d: %s", files[1], i, ivae_error());
-        snprintf(name, sizeof name, "eps.%d", i);
-        real *eps = read_tensor(in, name, 4, es);
-        if (es[0] != m->cfg.z_ch || es[1] != Tz || es[2] != Hz || es[3] != Wz)
-            die("%s: eps.%d has shape (%lld,%lld,%lld,%lld) but x.%d's latent is (%d,%d,%d,%d)", files[1], i,
-                (long long)es[0], (long long)es[1], (long long)es[2], (long long)es[3], i, m->cfg.z_ch, Tz, Hz, Wz);
-        size_t nx = (size_t)3 * xs[1] * xs[2] * xs[3], nz = (size_t)m->cfg.z_ch * Tz * Hz * Wz;
-        s[i] = (IvaeSample){.x = x, .T = (int)xs[1], .H = (int)xs[2], .W = (int)xs[3], .eps = eps,
-                            .mu = must_malloc(nz * sizeof(real)), .logvar = must_malloc(nz * sizeof(real)),
-                            .xhat = must_malloc(nx * sizeof(real)), .dx = must_malloc(nx * sizeof(real))};
-        zshape[i][0] = m->cfg.z_ch, zshape[i][1] = Tz, zshape[i][2] = Hz, zshape[i][3] = Wz;
-    }
+    int B;
+    int64_t (*zshape)[4];
+    IvaeSample *s = load_batch(files[1], m, &B, &zshape);
 
     IvaeLoss L;
     IvaeCl *cl = NULL;
@@ -315,10 +313,9 @@ static int cmd_grad(int argc, char **argv) {
 
     /* the debug state */
     int n = 3 + 4 * B + m->n_tensors;
-    IvaeStEntry *e = calloc(n, sizeof *e);
-    char (*names)[128] = calloc(n, sizeof *names);
+    IvaeStEntry *e = xcalloc(n, sizeof *e);
+    char (*names)[128] = xcalloc(n, sizeof *names);
     real scal[3] = {(real)L.loss, (real)L.rec, (real)L.kl};
-    if (!e || !names) die("out of memory");
     int k = 0;
     const char *scal_names[3] = {"loss", "rec", "kl"};
     for (int j = 0; j < 3; j++, k++) e[k] = (IvaeStEntry){.name = scal_names[j], .ndim = 0, .data = &scal[j]};
@@ -345,12 +342,8 @@ static int cmd_grad(int argc, char **argv) {
     printf("loss %.9g  rec %.9g  kl %.9g  (batch of %d, %.2f s forward+backward)\n", L.loss, L.rec, L.kl, B, dt);
     printf("wrote %s: %d tensors\n", files[2], k);
 
-    for (int i = 0; i < B; i++) {
-        free((void *)s[i].x), free((void *)s[i].eps);
-        free(s[i].mu), free(s[i].logvar), free(s[i].xhat), free(s[i].dx);
-    }
-    free(s), free(zshape), free(e), free(names);
-    ivae_st_close(in);
+    batch_free(s, B);
+    free(zshape), free(e), free(names);
     ivae_model_free(m);
     return 0;
 }
@@ -414,7 +407,7 @@ static int cmd_diff(int argc, char **argv) {
             fails++;
             continue;
         }
-        real *b = must_malloc(te->numel * sizeof(real)), *a = must_malloc(te->numel * sizeof(real));
+        real *b = xmalloc(te->numel * sizeof(real)), *a = xmalloc(te->numel * sizeof(real));
         if (ivae_st_read(ea, te, b) != 0 || ivae_st_read(eb, ta, a) != 0) {
             printf("FAIL %-56s %s\n", te->name, ivae_error());
             fails++;
@@ -491,7 +484,7 @@ static int cmd_batch(int argc, char **argv) {
         int T = shapes[i][0], H = shapes[i][1], W = shapes[i][2], Tz, Hz, Wz;
         if (ivae_latent_shape(&m->cfg, T, H, W, &Tz, &Hz, &Wz) != 0) die("--clip %dx%dx%d: %s", T, H, W, ivae_error());
         size_t nx = (size_t)3 * T * H * W, nz = (size_t)m->cfg.z_ch * Tz * Hz * Wz;
-        real *x = must_malloc(nx * sizeof(real)), *eps = must_malloc(nz * sizeof(real));
+        real *x = xmalloc(nx * sizeof(real)), *eps = xmalloc(nz * sizeof(real));
         for (size_t j = 0; j < nx; j++) x[j] = (real)(2 * ivae_rng_uniform(&rng) - 1);
         for (size_t j = 0; j < nz; j++) eps[j] = (real)ivae_rng_normal(&rng);
         snprintf(names[2 * i], 16, "x.%d", i);
@@ -549,15 +542,6 @@ static void load_for_model(const IvaeModel *m, const char *path, int max_frames,
     clip_free(&raw), clip_free(&cut);
 }
 
-/* ivae_encode / ivae_decode, or their OpenCL twins when cm is not NULL */
-static int run_encode(IvaeClModel *cm, IvaeModel *m, const real *x, int T, int H, int W, real *mu) {
-    return cm ? ivae_cl_encode(cm, x, T, H, W, mu) : ivae_encode(m, x, T, H, W, mu);
-}
-
-static int run_decode(IvaeClModel *cm, IvaeModel *m, const real *z, int Tz, int Hz, int Wz, real *xhat) {
-    return cm ? ivae_cl_decode(cm, z, Tz, Hz, Wz, xhat) : ivae_decode(m, z, Tz, Hz, Wz, xhat);
-}
-
 static int parse_frames_flag(int *argc, char **argv) {
     int frames = 0, n = 0;
     for (int i = 0; i < *argc; i++) {
@@ -571,88 +555,122 @@ static int parse_frames_flag(int *argc, char **argv) {
     return frames;
 }
 
-static int cmd_recon(int argc, char **argv) {
+/* 1 (and help printed) if any argument is --help or -h */
+static int wants_help(int argc, char **argv, const char *help) {
     for (int i = 0; i < argc; i++)
-        if (is_help(argv[i])) return fputs(RECON_HELP, stdout), 0;
+        if (is_help(argv[i])) return fputs(help, stdout), 1;
+    return 0;
+}
+
+/* the model of recon, encode and decode, on the OpenCL device with --device cl */
+typedef struct {
+    IvaeModel *m;
+    IvaeCl *cl;
+    IvaeClModel *cm; /* NULL: the CPU */
+} Coder;
+
+static Coder coder_open(const char *cmd, const Device *d, const char *model) {
+    Coder c = {ivae_load(model), NULL, NULL};
+    if (!c.m) die("%s", ivae_error());
+    if (d->cl) c.cm = device_open(cmd, d, c.m, &c.cl);
+    return c;
+}
+
+/* the device is let go as soon as its work is done; the model stays */
+static void coder_close_device(Coder *c) {
+    ivae_cl_model_free(c->cm), ivae_cl_free(c->cl);
+    c->cm = NULL, c->cl = NULL;
+}
+
+/* INPUT as the model takes it (load_for_model), and its latent's shape (z, T', H', W') */
+static void load_input(const Coder *c, const char *path, int max_frames, Clip *in, int zs[4]) {
+    load_for_model(c->m, path, max_frames, in);
+    zs[0] = c->m->cfg.z_ch;
+    if (ivae_latent_shape(&c->m->cfg, in->T, in->H, in->W, &zs[1], &zs[2], &zs[3]) != 0) die("%s", ivae_error());
+}
+
+/* ivae_encode, or its OpenCL twin: the latent mean of in, a new (zs) array */
+static real *coder_encode(Coder *c, const Clip *in, const int zs[4]) {
+    real *mu = xmalloc((size_t)zs[0] * zs[1] * zs[2] * zs[3] * sizeof(real));
+    int rc = c->cm ? ivae_cl_encode(c->cm, in->px, in->T, in->H, in->W, mu) : ivae_encode(c->m, in->px, in->T, in->H, in->W, mu);
+    if (rc != 0) die("%s", ivae_error());
+    return mu;
+}
+
+/* ivae_decode, or its OpenCL twin: the latent mu of shape zs into out->px */
+static void coder_decode(Coder *c, const real *mu, const int zs[4], Clip *out) {
+    int rc = c->cm ? ivae_cl_decode(c->cm, mu, zs[1], zs[2], zs[3], out->px) : ivae_decode(c->m, mu, zs[1], zs[2], zs[3], out->px);
+    if (rc != 0) die("%s", ivae_error());
+}
+
+static int cmd_recon(int argc, char **argv) {
+    if (wants_help(argc, argv, RECON_HELP)) return 0;
     Device dev = strip_device_flags(&argc, argv);
     int frames = parse_frames_flag(&argc, argv);
     if (argc != 3) die("recon: expected MODEL INPUT OUTPUT (see ivae recon --help)");
-    IvaeModel *m = ivae_load(argv[0]);
-    if (!m) die("%s", ivae_error());
-    IvaeCl *cl = NULL;
-    IvaeClModel *cm = dev.cl ? device_open("recon", &dev, m, &cl) : NULL;
+    Coder c = coder_open("recon", &dev, argv[0]);
     Clip in, rec;
-    load_for_model(m, argv[1], frames, &in);
-    int Tz, Hz, Wz;
-    if (ivae_latent_shape(&m->cfg, in.T, in.H, in.W, &Tz, &Hz, &Wz) != 0) die("%s", ivae_error());
-    real *mu = must_malloc((size_t)m->cfg.z_ch * Tz * Hz * Wz * sizeof(real));
-    rec = (Clip){in.T, in.H, in.W, must_malloc((size_t)3 * in.T * in.H * in.W * sizeof(float))};
+    int zs[4];
+    load_input(&c, argv[1], frames, &in, zs);
+    rec = (Clip){in.T, in.H, in.W, xmalloc((size_t)3 * in.T * in.H * in.W * sizeof(float))};
     double t0 = now_s();
-    if (run_encode(cm, m, in.px, in.T, in.H, in.W, mu) != 0 || run_decode(cm, m, mu, Tz, Hz, Wz, rec.px) != 0) die("%s", ivae_error());
+    real *mu = coder_encode(&c, &in, zs);
+    coder_decode(&c, mu, zs, &rec);
     double dt = now_s() - t0;
-    ivae_cl_model_free(cm), ivae_cl_free(cl);
+    coder_close_device(&c);
     if (media_save(argv[2], &rec) != 0) die("%s", ivae_error());
     printf("%s: %d frame%s of %dx%d, latent %dx%dx%dx%d; PSNR %.2f dB, SSIM %.4f (%.2f s)\n", argv[1], in.T,
-           in.T > 1 ? "s" : "", in.H, in.W, m->cfg.z_ch, Tz, Hz, Wz, clip_psnr(&in, &rec), clip_ssim(&in, &rec), dt);
+           in.T > 1 ? "s" : "", in.H, in.W, zs[0], zs[1], zs[2], zs[3], clip_psnr(&in, &rec), clip_ssim(&in, &rec), dt);
     printf("wrote %s\n", argv[2]);
     free(mu), clip_free(&in), clip_free(&rec);
-    ivae_model_free(m);
+    ivae_model_free(c.m);
     return 0;
 }
 
 static int cmd_encode(int argc, char **argv) {
-    for (int i = 0; i < argc; i++)
-        if (is_help(argv[i])) return fputs(ENCODE_HELP, stdout), 0;
+    if (wants_help(argc, argv, ENCODE_HELP)) return 0;
     Device dev = strip_device_flags(&argc, argv);
     int frames = parse_frames_flag(&argc, argv);
     if (argc != 3) die("encode: expected MODEL INPUT LATENT (see ivae encode --help)");
-    IvaeModel *m = ivae_load(argv[0]);
-    if (!m) die("%s", ivae_error());
-    IvaeCl *cl = NULL;
-    IvaeClModel *cm = dev.cl ? device_open("encode", &dev, m, &cl) : NULL;
+    Coder c = coder_open("encode", &dev, argv[0]);
     Clip in;
-    load_for_model(m, argv[1], frames, &in);
-    int Tz, Hz, Wz;
-    if (ivae_latent_shape(&m->cfg, in.T, in.H, in.W, &Tz, &Hz, &Wz) != 0) die("%s", ivae_error());
-    real *mu = must_malloc((size_t)m->cfg.z_ch * Tz * Hz * Wz * sizeof(real));
-    if (run_encode(cm, m, in.px, in.T, in.H, in.W, mu) != 0) die("%s", ivae_error());
-    ivae_cl_model_free(cm), ivae_cl_free(cl);
+    int zs[4];
+    load_input(&c, argv[1], frames, &in, zs);
+    real *mu = coder_encode(&c, &in, zs);
+    coder_close_device(&c);
     char T[16], H[16], W[16];
     snprintf(T, sizeof T, "%d", in.T), snprintf(H, sizeof H, "%d", in.H), snprintf(W, sizeof W, "%d", in.W);
     const char *meta[] = {"input_frames", T, "input_height", H, "input_width", W};
-    IvaeStEntry e = {.name = "mu", .ndim = 4, .shape = {m->cfg.z_ch, Tz, Hz, Wz}, .data = mu};
+    IvaeStEntry e = {.name = "mu", .ndim = 4, .shape = {zs[0], zs[1], zs[2], zs[3]}, .data = mu};
     if (ivae_st_write(argv[2], &e, 1, meta, 3) != 0) die("%s", ivae_error());
-    printf("%s: %dx%dx%d -> latent mu (%d,%d,%d,%d); wrote %s\n", argv[1], in.T, in.H, in.W, m->cfg.z_ch, Tz, Hz, Wz, argv[2]);
+    printf("%s: %dx%dx%d -> latent mu (%d,%d,%d,%d); wrote %s\n", argv[1], in.T, in.H, in.W, zs[0], zs[1], zs[2], zs[3], argv[2]);
     free(mu), clip_free(&in);
-    ivae_model_free(m);
+    ivae_model_free(c.m);
     return 0;
 }
 
 static int cmd_decode(int argc, char **argv) {
-    for (int i = 0; i < argc; i++)
-        if (is_help(argv[i])) return fputs(DECODE_HELP, stdout), 0;
+    if (wants_help(argc, argv, DECODE_HELP)) return 0;
     Device dev = strip_device_flags(&argc, argv);
     if (argc != 3) die("decode: expected MODEL LATENT OUTPUT (see ivae decode --help)");
-    IvaeModel *m = ivae_load(argv[0]);
-    if (!m) die("%s", ivae_error());
-    IvaeCl *cl = NULL;
-    IvaeClModel *cm = dev.cl ? device_open("decode", &dev, m, &cl) : NULL;
+    Coder c = coder_open("decode", &dev, argv[0]);
     IvaeSt *st = ivae_st_open(argv[1]);
     if (!st) die("%s", ivae_error());
     int64_t shape[4];
     real *mu = read_tensor(st, "mu", 4, shape);
-    if (shape[0] != m->cfg.z_ch) die("%s: mu has %lld channels, the model's latent has %d", argv[1], (long long)shape[0], m->cfg.z_ch);
-    int fs = ivae_space_factor(&m->cfg), T = (int)(shape[1] - 1) * ivae_time_factor(&m->cfg) + 1;
-    Clip out = {T, (int)shape[2] * fs, (int)shape[3] * fs, NULL};
-    out.px = must_malloc((size_t)3 * out.T * out.H * out.W * sizeof(float));
-    if (run_decode(cm, m, mu, (int)shape[1], (int)shape[2], (int)shape[3], out.px) != 0) die("%s", ivae_error());
-    ivae_cl_model_free(cm), ivae_cl_free(cl);
+    if (shape[0] != c.m->cfg.z_ch) die("%s: mu has %lld channels, the model's latent has %d", argv[1], (long long)shape[0], c.m->cfg.z_ch);
+    int zs[4] = {(int)shape[0], (int)shape[1], (int)shape[2], (int)shape[3]};
+    int fs = ivae_space_factor(&c.m->cfg), T = (zs[1] - 1) * ivae_time_factor(&c.m->cfg) + 1;
+    Clip out = {T, zs[2] * fs, zs[3] * fs, NULL};
+    out.px = xmalloc((size_t)3 * out.T * out.H * out.W * sizeof(float));
+    coder_decode(&c, mu, zs, &out);
+    coder_close_device(&c);
     if (media_save(argv[2], &out) != 0) die("%s", ivae_error());
     printf("%s: latent (%lld,%lld,%lld,%lld) -> %dx%dx%d; wrote %s\n", argv[1], (long long)shape[0], (long long)shape[1],
            (long long)shape[2], (long long)shape[3], out.T, out.H, out.W, argv[2]);
     free(mu), clip_free(&out);
     ivae_st_close(st);
-    ivae_model_free(m);
+    ivae_model_free(c.m);
     return 0;
 }
 
@@ -787,7 +805,7 @@ static void compare_forward(Compare *c, IvaeModel *m, IvaeClModel *cm, int i, co
             if (!b || ivae_cl_block_output(cm, dec, j, dshape, NULL) != 0) die("compare: %s: no output", d[j].name);
             if (memcmp(shape, dshape, sizeof shape)) die("compare: %s: the device's output has another shape", d[j].name);
             size_t n = (size_t)shape[0] * shape[1] * shape[2] * shape[3];
-            real *a = must_malloc(n * sizeof(real));
+            real *a = xmalloc(n * sizeof(real));
             if (ivae_cl_block_output(cm, dec, j, dshape, a) != 0) die("%s", ivae_error());
             snprintf(name, sizeof name, "sample %d  %s", i, d[j].name);
             compare_row(c, name, shape, 4, b, a, n, 0);
@@ -828,8 +846,7 @@ static void compare_conv(Compare *c, const IvaeModel *m, const real *dgrads, con
 /* the parameter gradients block by block, decoder then encoder, each from its
    last block back, in the order block_backward reaches the convs */
 static void compare_backward(Compare *c, IvaeModel *m, const real *dgrads) {
-    int *seen = calloc(m->n_tensors, sizeof(int));
-    if (!seen) die("out of memory");
+    int *seen = xcalloc(m->n_tensors, sizeof(int));
     for (int dec = 1; dec >= 0; dec--) {
         IvaeBlockDesc d[256];
         int nb = ivae_graph(m, dec, d, 256);
@@ -858,44 +875,6 @@ static void compare_backward(Compare *c, IvaeModel *m, const real *dgrads) {
     free(seen);
 }
 
-/* the batch of IN (x.i, eps.i), with room for every output, as ivae grad reads it */
-static IvaeSample *load_batch(const char *path, const IvaeModel *m, int *B_out, int64_t (**zshape)[4]) {
-    IvaeSt *in = ivae_st_open(path);
-    if (!in) die("%s", ivae_error());
-    int B = 0;
-    char name[64];
-    for (;; B++) {
-        snprintf(name, sizeof name, "x.%d", B);
-        if (!ivae_st_find(in, name)) break;
-    }
-    if (B == 0) die("%s: no input clips (expected tensors x.0, x.1, ...)", path);
-    IvaeSample *s = calloc(B, sizeof *s);
-    *zshape = calloc(B, sizeof **zshape);
-    if (!s || !*zshape) die("out of memory");
-    for (int i = 0; i < B; i++) {
-        int64_t xs[4], es[4];
-        int Tz, Hz, Wz;
-        snprintf(name, sizeof name, "x.%d", i);
-        real *x = read_tensor(in, name, 4, xs);
-        if (xs[0] != 3) die("%s: x.%d has %lld channels (RGB clips have 3)", path, i, (long long)xs[0]);
-        if (ivae_latent_shape(&m->cfg, (int)xs[1], (int)xs[2], (int)xs[3], &Tz, &Hz, &Wz) != 0)
-            die("%s: x.%d: %s", path, i, ivae_error());
-        snprintf(name, sizeof name, "eps.%d", i);
-        real *eps = read_tensor(in, name, 4, es);
-        if (es[0] != m->cfg.z_ch || es[1] != Tz || es[2] != Hz || es[3] != Wz)
-            die("%s: eps.%d has shape (%lld,%lld,%lld,%lld) but x.%d's latent is (%d,%d,%d,%d)", path, i,
-                (long long)es[0], (long long)es[1], (long long)es[2], (long long)es[3], i, m->cfg.z_ch, Tz, Hz, Wz);
-        size_t nx = (size_t)3 * xs[1] * xs[2] * xs[3], nz = (size_t)m->cfg.z_ch * Tz * Hz * Wz;
-        s[i] = (IvaeSample){.x = x, .T = (int)xs[1], .H = (int)xs[2], .W = (int)xs[3], .eps = eps,
-                            .mu = must_malloc(nz * sizeof(real)), .logvar = must_malloc(nz * sizeof(real)),
-                            .xhat = must_malloc(nx * sizeof(real)), .dx = must_malloc(nx * sizeof(real))};
-        (*zshape)[i][0] = m->cfg.z_ch, (*zshape)[i][1] = Tz, (*zshape)[i][2] = Hz, (*zshape)[i][3] = Wz;
-    }
-    ivae_st_close(in);
-    *B_out = B;
-    return s;
-}
-
 static int cmd_compare(int argc, char **argv) {
     IvaeLossOpts opts;
     ivae_loss_defaults(&opts);
@@ -919,14 +898,12 @@ static int cmd_compare(int argc, char **argv) {
     if (!m) die("%s", ivae_error());
     int B;
     int64_t (*zshape)[4];
-    IvaeSample *s = load_batch(files[1], m, &B, &zshape), *sd = calloc(B, sizeof *sd);
-    real *dgrads = must_malloc(m->n_params * sizeof(real));
-    if (!sd) die("out of memory");
+    IvaeSample *s = load_batch(files[1], m, &B, &zshape), *sd = xcalloc(B, sizeof *sd);
+    real *dgrads = xmalloc(m->n_params * sizeof(real));
     for (int i = 0; i < B; i++) { /* the device's outputs go to arrays of their own */
-        size_t nx = (size_t)3 * s[i].T * s[i].H * s[i].W, nz = (size_t)zshape[i][0] * zshape[i][1] * zshape[i][2] * zshape[i][3];
         sd[i] = s[i];
-        sd[i].mu = must_malloc(nz * sizeof(real)), sd[i].logvar = must_malloc(nz * sizeof(real));
-        sd[i].xhat = must_malloc(nx * sizeof(real)), sd[i].dx = must_malloc(nx * sizeof(real));
+        sample_outputs_alloc(&sd[i], (size_t)3 * s[i].T * s[i].H * s[i].W,
+                             (size_t)zshape[i][0] * zshape[i][1] * zshape[i][2] * zshape[i][3]);
     }
     IvaeCl *cl = ivae_cl_new();
     if (!cl) die("compare: %s", ivae_error());
@@ -991,12 +968,9 @@ static int cmd_compare(int argc, char **argv) {
 
     ivae_cl_model_free(cm);
     ivae_cl_free(cl);
-    for (int i = 0; i < B; i++) {
-        free((void *)s[i].x), free((void *)s[i].eps);
-        free(s[i].mu), free(s[i].logvar), free(s[i].xhat), free(s[i].dx);
-        free(sd[i].mu), free(sd[i].logvar), free(sd[i].xhat), free(sd[i].dx);
-    }
-    free(s), free(sd), free(zshape), free(dgrads);
+    for (int i = 0; i < B; i++) sample_outputs_free(&sd[i]);
+    batch_free(s, B);
+    free(sd), free(zshape), free(dgrads);
     ivae_model_free(m);
     return c.bad ? 1 : 0;
 }

@@ -21,33 +21,28 @@
  * Everything that steers the run (parameters, moments, step, RNG state,
  * learning-rate scale, guard history) is in the checkpoint, so a resumed run
  * continues bit for bit as if it had never stopped.
+ *
+ * train_main, at the end, is the whole run: run_setup (options, data, model,
+ * resume), then train_step until it says STEP_STOPPED, with log_step, the
+ * held-out numbers and a checkpoint after each step taken, then run_finish
+ * (the last checkpoint, the weights, the held-out pictures, the curve).
  */
 #include "ivae.h"
 #include "ivae_cl_model.h"
 #include "media.h"
+#include "train.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #define HIST 64 /* steps of history the guards look at */
-
-/* from main.c */
-void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-double now_s(void);
-
-static void *must_calloc(size_t n, size_t sz) {
-    void *p = calloc(n ? n : 1, sz ? sz : 1);
-    if (!p) die("out of memory");
-    return p;
-}
 
 /* ------------------------------------------------------------------------ */
 /* options */
@@ -105,8 +100,6 @@ static const char *TRAIN_HELP =
     "                      gradients and activations stay there between steps\n"
     "  --cl-mode strict|fast  strict (default): the CPU run's bits, step for step;\n"
     "                      fast: tiled kernels within SPEC 8's tolerances\n";
-
-static void mkdir_p(const char *path);
 
 static void parse_opts(Opts *o, int argc, char **argv) {
     memset(o, 0, sizeof *o);
@@ -235,15 +228,15 @@ static char **with_resume_recipe(int *argc, char **argv) {
     if (!ckpt) return argv;
     IvaeSt *st = ivae_st_open(ckpt);
     if (!st) die("%s", ivae_error());
-    char **out = must_calloc(2 * OPT_KEYS + *argc + 1, sizeof(char *));
+    char **out = xcalloc(2 * OPT_KEYS + *argc + 1, sizeof(char *));
     int n = 0;
     for (int k = 0; k < OPT_KEYS; k++) {
         const char *v = ivae_st_meta(st, OPT_META[k]);
         if (!v) continue;
         size_t len = strlen(OPT_META[k]) + 2;
-        out[n] = must_calloc(len, 1);
+        out[n] = xcalloc(len, 1);
         snprintf(out[n++], len, "--%s", OPT_META[k] + 4);
-        out[n++] = strdup(v);
+        out[n++] = strcpy(xmalloc(strlen(v) + 1), v);
     }
     ivae_st_close(st);
     for (int i = 0; i < *argc; i++) out[n++] = argv[i];
@@ -271,14 +264,9 @@ static char **list_dir(const char *dir, int *n) {
     struct dirent *e;
     while ((e = readdir(d))) {
         if (e->d_name[0] == '.') continue;
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 64;
-            names = realloc(names, cap * sizeof *names);
-            if (!names) die("out of memory");
-        }
+        if (*n == cap) cap = cap ? 2 * cap : 64, names = xrealloc(names, cap, sizeof *names);
         size_t len = strlen(dir) + strlen(e->d_name) + 2;
-        names[*n] = malloc(len);
-        if (!names[*n]) die("out of memory");
+        names[*n] = xmalloc(len);
         snprintf(names[(*n)++], len, "%s/%s", dir, e->d_name);
     }
     closedir(d);
@@ -292,7 +280,7 @@ static void load_split(Dataset *ds, const char *root, const char *split, int min
     memset(ds, 0, sizeof *ds);
     snprintf(dir, sizeof dir, "%s/%s/clips", root, split);
     char **names = list_dir(dir, &n);
-    ds->clips = must_calloc(n, sizeof(Clip));
+    ds->clips = xcalloc(n, sizeof(Clip));
     for (int j = 0; j < n; j++) {
         Clip c;
         if (media_load(names[j], 0, &c) != 0) die("%s", ivae_error());
@@ -306,7 +294,7 @@ static void load_split(Dataset *ds, const char *root, const char *split, int min
     free(names);
     snprintf(dir, sizeof dir, "%s/%s/images", root, split);
     names = list_dir(dir, &n);
-    ds->images = must_calloc(n, sizeof(Clip));
+    ds->images = xcalloc(n, sizeof(Clip));
     for (int j = 0; j < n; j++) {
         if (media_load(names[j], 1, &ds->images[j]) != 0) die("%s", ivae_error());
         ds->n_images++;
@@ -389,7 +377,7 @@ typedef struct {
 
 static void backup_take(Backup *b, const IvaeModel *m, const TrainState *s) {
     size_t n = m->n_params * sizeof(real);
-    if (!b->params) b->params = must_calloc(1, n), b->m = must_calloc(1, n), b->v = must_calloc(1, n);
+    if (!b->params) b->params = xcalloc(1, n), b->m = xcalloc(1, n), b->v = xcalloc(1, n);
     memcpy(b->params, m->params, n);
     if (m->adam_m) memcpy(b->m, m->adam_m, n), memcpy(b->v, m->adam_v, n);
     else memset(b->m, 0, n), memset(b->v, 0, n);
@@ -409,18 +397,6 @@ static void backup_restore(const Backup *b, IvaeModel *m, TrainState *s) {
     m->step = s->step;
 }
 
-/* A run that keeps failing from the same good state cannot recover: each
-   rollback halves the rate, and after the fifth (rate x1/32) going on would
-   only loop. Stop with the reason; the last checkpoint on disk stays good. */
-enum { MAX_ROLLBACKS = 5 };
-static void check_stuck(int stuck, const char *why, FILE *csv, const TrainState *s, const Opts *o) {
-    if (stuck < MAX_ROLLBACKS) return;
-    fflush(csv), fflush(stdout);
-    die("train: %s: rolled back %d times to step %ld without getting %d steps past it (learning rates down to x%.3g tried): "
-        "the run cannot recover; lower --lr%s", why, stuck, s->step, o->guard_every, 2 * s->lr_scale,
-        strcmp(why, "loss spikes") ? "" : " or raise --spike-factor");
-}
-
 /* Ctrl-C (or SIGTERM) ends a run cleanly: training goes on to the next
    refresh of the good state (at most --guard-every steps), where the state is
    exactly what a checkpoint can hold; then the checkpoint, the weights, the
@@ -438,8 +414,8 @@ static void on_signal(int sig) {
 
 static void save_checkpoint(const char *path, IvaeModel *m, const TrainState *s, const Opts *o) {
     int n = m->n_tensors;
-    IvaeStEntry *e = must_calloc(3 * n + 3, sizeof *e);
-    char (*names)[128] = must_calloc(2 * n, sizeof *names);
+    IvaeStEntry *e = xcalloc(3 * n + 3, sizeof *e);
+    char (*names)[128] = xcalloc(2 * n, sizeof *names);
     for (int j = 0; j < n; j++) {
         const IvaeParamInfo *p = &m->info[j];
         for (int k = 0; k < 3; k++) {
@@ -500,8 +476,8 @@ static void load_checkpoint(const char *path, IvaeModel **pm, TrainState *s) {
     if (!rng || !scale) die("%s: not a training checkpoint (no rng or lr_scale)", path);
     s->rng.s = strtoull(rng, NULL, 10);
     s->lr_scale = strtod(scale, NULL);
-    m->adam_m = must_calloc(m->n_params, sizeof(real));
-    m->adam_v = must_calloc(m->n_params, sizeof(real));
+    m->adam_m = xcalloc(m->n_params, sizeof(real));
+    m->adam_v = xcalloc(m->n_params, sizeof(real));
     m->step = s->step;
     for (int j = 0; j < m->n_tensors; j++) {
         const IvaeParamInfo *p = &m->info[j];
@@ -640,9 +616,9 @@ static void eval_crop(const Clip *src, int size, int max_frames, int ft, Clip *o
 static void reconstruct(IvaeModel *m, IvaeClModel *cm, const Clip *in, Clip *out) {
     int Tz, Hz, Wz;
     if (ivae_latent_shape(&m->cfg, in->T, in->H, in->W, &Tz, &Hz, &Wz) != 0) die("%s", ivae_error());
-    real *mu = must_calloc((size_t)m->cfg.z_ch * Tz * Hz * Wz, sizeof(real));
+    real *mu = xcalloc((size_t)m->cfg.z_ch * Tz * Hz * Wz, sizeof(real));
     out->T = in->T, out->H = in->H, out->W = in->W;
-    out->px = must_calloc((size_t)3 * in->T * in->H * in->W, sizeof(float));
+    out->px = xcalloc((size_t)3 * in->T * in->H * in->W, sizeof(float));
     int rc = cm ? ivae_cl_encode(cm, in->px, in->T, in->H, in->W, mu) || ivae_cl_decode(cm, mu, Tz, Hz, Wz, out->px)
                 : ivae_encode(m, in->px, in->T, in->H, in->W, mu) || ivae_decode(m, mu, Tz, Hz, Wz, out->px);
     if (rc) die("%s", ivae_error());
@@ -675,19 +651,7 @@ static Eval evaluate(IvaeModel *m, IvaeClModel *cm, const Dataset *ev, const Opt
 }
 
 /* ------------------------------------------------------------------------ */
-/* the loop */
-
-static void mkdir_p(const char *path) {
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            mkdir(buf, 0755);
-            *p = '/';
-        }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) die("%s: cannot create: %s", path, strerror(errno));
-}
+/* the run: setup, one step, its log, teardown */
 
 static void fmt_time(char *buf, size_t n, double s) {
     int t = (int)(s + 0.5);
@@ -695,278 +659,436 @@ static void fmt_time(char *buf, size_t n, double s) {
     else snprintf(buf, n, "%d:%02d", t / 60, t % 60);
 }
 
-static void plot_loss(const char *out_dir, const double *steps, const double *loss, const double *rec, int n) {
-    if (n < 2) return;
+/* the loss and rec of every step taken, for loss.png */
+typedef struct {
+    double *step, *loss, *rec;
+    int n, cap;
+} Curve;
+
+static void curve_push(Curve *c, double step, double loss, double rec) {
+    if (c->n == c->cap) {
+        c->cap = c->cap ? 2 * c->cap : 1024;
+        c->step = xrealloc(c->step, c->cap, sizeof(double)), c->loss = xrealloc(c->loss, c->cap, sizeof(double));
+        c->rec = xrealloc(c->rec, c->cap, sizeof(double));
+    }
+    c->step[c->n] = step, c->loss[c->n] = loss, c->rec[c->n] = rec, c->n++;
+}
+
+static void plot_loss(const char *out_dir, const Curve *c) {
+    if (c->n < 2) return;
     char path[1200];
     snprintf(path, sizeof path, "%s/loss.png", out_dir);
     const char *names[2] = {"loss L", "rec (L1)"};
-    const double *xs[2] = {steps, steps}, *ys[2] = {loss, rec};
-    int lens[2] = {n, n};
+    const double *xs[2] = {c->step, c->step}, *ys[2] = {c->loss, c->rec};
+    int lens[2] = {c->n, c->n};
     if (plot_curves(path, "training loss", "step", "loss (log scale)", 2, names, xs, ys, lens, 1) != 0)
         fprintf(stderr, "ivae: warning: %s\n", ivae_error());
 }
 
-int train_main(int argc, char **argv) {
+/* everything a training run works on, from setup to teardown */
+typedef struct {
     Opts o;
-    argv = with_resume_recipe(&argc, argv);
-    parse_opts(&o, argc, argv);
-    IvaeModel *m = NULL;
-    TrainState s;
-    memset(&s, 0, sizeof s);
-    if (o.resume) {
-        load_checkpoint(o.resume, &m, &s);
-        if (o.steps && o.steps != s.total_steps)
-            fprintf(stderr, "ivae: note: --steps %ld replaces the checkpoint's schedule of %ld steps\n", o.steps, s.total_steps);
-        if (o.steps) s.total_steps = o.steps;
+    IvaeModel *m;
+    TrainState s;       /* what the checkpoint holds besides the model */
+    Trainer t;          /* the step, on the CPU or on the device */
+    IvaeAdamW adam;
+    Backup backup;      /* the good state the guards roll back to */
+    Dataset tr, ev;     /* the training and the held-out split */
+    IvaeSample *batch;  /* B samples: o.n_clips clips, then o.n_images images */
+    int B;
+    FILE *csv, *ecsv;   /* log.csv, eval.csv */
+    Curve curve;
+    double t_start, t_loop, budget; /* when the run and its loop began; --minutes in seconds */
+    long step0;                     /* s.step when this process began */
+    long skipped, rollbacks, spike_skips;
+    int nan_run; /* consecutive non-finite steps */
+    int spikes;  /* consecutive spikes */
+    int stuck;   /* rollbacks since the good state was last refreshed */
+    int stepped; /* the last iteration took a step (not a skip or a rollback) */
+    char why[512]; /* why the run cannot recover, when it cannot */
+    /* the last batch, for the log */
+    IvaeLoss L;
+    double gnorm, max_act; /* |g| before clipping; the largest per-pixel activation norm */
+    double lr;             /* the step's learning rate (0: no step) */
+    int agc_clipped, global_clipped;
+    const char *event; /* the last column of log.csv */
+    IvaeActStat stats[256];
+    int n_stats;
+} Run;
+
+/* --- setup --- */
+
+/* the model: a fresh one of --config, or the one of --resume with its state */
+static void setup_model(Run *r) {
+    const Opts *o = &r->o;
+    TrainState *s = &r->s;
+    if (o->resume) {
+        load_checkpoint(o->resume, &r->m, s);
+        if (o->steps && o->steps != s->total_steps)
+            fprintf(stderr, "ivae: note: --steps %ld replaces the checkpoint's schedule of %ld steps\n", o->steps, s->total_steps);
+        if (o->steps) s->total_steps = o->steps;
     } else {
         IvaeConfig cfg;
-        if (ivae_config_preset(o.config, &cfg) != 0) die("%s", ivae_error());
-        m = ivae_model_new(&cfg);
-        ivae_init_params(m, o.seed);
-        s.rng.s = o.seed * 0x9E3779B97F4A7C15ull + 1;
-        s.lr_scale = 1;
-        s.total_steps = o.steps; /* 0: set from the time budget after a few steps */
+        if (ivae_config_preset(o->config, &cfg) != 0) die("%s", ivae_error());
+        r->m = ivae_model_new(&cfg);
+        ivae_init_params(r->m, o->seed);
+        s->rng.s = o->seed * 0x9E3779B97F4A7C15ull + 1;
+        s->lr_scale = 1;
+        s->total_steps = o->steps; /* 0: set from the time budget after a few steps */
     }
-    int ft = ivae_time_factor(&m->cfg), fs = ivae_space_factor(&m->cfg);
-    if ((o.clip_frames - 1) % ft) die("--clip-frames %d: clips need 1 + %d*k frames", o.clip_frames, ft);
-    if (o.crop % fs) die("--crop %d: must be a multiple of %d", o.crop, fs);
+    int ft = ivae_time_factor(&r->m->cfg), fs = ivae_space_factor(&r->m->cfg);
+    if ((o->clip_frames - 1) % ft) die("--clip-frames %d: clips need 1 + %d*k frames", o->clip_frames, ft);
+    if (o->crop % fs) die("--crop %d: must be a multiple of %d", o->crop, fs);
+}
 
-    Dataset tr, ev;
+/* the training and held-out splits, checked against the batch's shapes */
+static void setup_data(Run *r) {
+    const Opts *o = &r->o;
+    Dataset *tr = &r->tr;
     char dir[1024];
-    snprintf(dir, sizeof dir, "%s/train", o.data);
+    snprintf(dir, sizeof dir, "%s/train", o->data);
     struct stat sb;
-    if (stat(dir, &sb) != 0) die("%s: no training data (expected %s/train/clips and %s/train/images)", o.data, o.data, o.data);
-    load_split(&tr, o.data, "train", o.clip_frames);
-    load_split(&ev, o.data, "eval", 1);
-    if (o.n_clips && !tr.n_clips) die("%s: no training clip has %d frames (use --clips 0 or fewer --clip-frames)", dir, o.clip_frames);
-    if (o.n_images && !tr.n_images) die("%s/images: no training images (use --images 0)", dir);
-    for (int j = 0; j < tr.n_clips; j++)
-        if (tr.clips[j].H < o.crop || tr.clips[j].W < o.crop) die("training clip %d is smaller than --crop %d", j, o.crop);
-    for (int j = 0; j < tr.n_images; j++)
-        if (tr.images[j].H < o.crop || tr.images[j].W < o.crop) die("training image %d is smaller than --crop %d", j, o.crop);
-    mkdir_p(o.out);
-    printf("ivae train: %s (%zu parameters), %d clips + %d images for training, %d + %d held out; out %s\n",
-           o.resume ? o.resume : o.config, m->n_params, tr.n_clips, tr.n_images, ev.n_clips, ev.n_images, o.out);
-    printf("batch: %d clip%s of %dx%dx%d + %d image%s of %dx%d; lr %.2g, warmup %ld, agc %g, clip %gx median, spike guard %gx\n",
-           o.n_clips, o.n_clips == 1 ? "" : "s", o.clip_frames, o.crop, o.crop, o.n_images, o.n_images == 1 ? "" : "s",
-           o.crop, o.crop, o.lr, o.warmup, o.agc, o.clip_factor, o.spike_factor);
+    if (stat(dir, &sb) != 0) die("%s: no training data (expected %s/train/clips and %s/train/images)", o->data, o->data, o->data);
+    load_split(tr, o->data, "train", o->clip_frames);
+    load_split(&r->ev, o->data, "eval", 1);
+    if (o->n_clips && !tr->n_clips) die("%s: no training clip has %d frames (use --clips 0 or fewer --clip-frames)", dir, o->clip_frames);
+    if (o->n_images && !tr->n_images) die("%s/images: no training images (use --images 0)", dir);
+    for (int j = 0; j < tr->n_clips; j++)
+        if (tr->clips[j].H < o->crop || tr->clips[j].W < o->crop) die("training clip %d is smaller than --crop %d", j, o->crop);
+    for (int j = 0; j < tr->n_images; j++)
+        if (tr->images[j].H < o->crop || tr->images[j].W < o->crop) die("training image %d is smaller than --crop %d", j, o->crop);
+}
 
-    /* the batch buffers, allocated once */
-    int B = o.n_clips + o.n_images;
-    IvaeSample *batch = must_calloc(B, sizeof *batch);
-    for (int i = 0; i < B; i++) {
-        int T = i < o.n_clips ? o.clip_frames : 1, Tz, Hz, Wz;
-        ivae_latent_shape(&m->cfg, T, o.crop, o.crop, &Tz, &Hz, &Wz);
-        batch[i].T = T, batch[i].H = o.crop, batch[i].W = o.crop;
-        batch[i].x = must_calloc((size_t)3 * T * o.crop * o.crop, sizeof(real));
-        batch[i].eps = must_calloc((size_t)m->cfg.z_ch * Tz * Hz * Wz, sizeof(real));
+/* the batch buffers (allocated once), AdamW, the trainer (on the device with
+   --device cl) and the first good state */
+static void setup_trainer(Run *r) {
+    const Opts *o = &r->o;
+    IvaeModel *m = r->m;
+    r->B = o->n_clips + o->n_images;
+    r->batch = xcalloc(r->B, sizeof *r->batch);
+    for (int i = 0; i < r->B; i++) {
+        int T = i < o->n_clips ? o->clip_frames : 1, Tz, Hz, Wz;
+        ivae_latent_shape(&m->cfg, T, o->crop, o->crop, &Tz, &Hz, &Wz);
+        r->batch[i].T = T, r->batch[i].H = o->crop, r->batch[i].W = o->crop;
+        r->batch[i].x = xcalloc((size_t)3 * T * o->crop * o->crop, sizeof(real));
+        r->batch[i].eps = xcalloc((size_t)m->cfg.z_ch * Tz * Hz * Wz, sizeof(real));
     }
-    IvaeAdamW adam;
-    ivae_adamw_defaults(&adam);
-    adam.weight_decay = (real)o.weight_decay;
-    Trainer t = {.m = m};
-    t.n_units = ivae_units(m, NULL);
-    t.units = must_calloc(t.n_units, sizeof *t.units);
-    ivae_units(m, t.units);
-    t.gsq = must_calloc(t.n_units, sizeof(double)), t.wsq = must_calloc(t.n_units, sizeof(double));
-    t.fac = must_calloc(t.n_units, sizeof(real));
-    if (o.cl) {
-        if (!(t.cl = ivae_cl_new())) die("train --device cl: %s", ivae_error());
-        if (!(t.cm = ivae_cl_model_new(t.cl, m, o.cl_fast))) die("train --device cl: %s", ivae_error());
-        printf("device: OpenCL (%s kernels), %s\n", o.cl_fast ? "fast" : "strict", ivae_cl_describe(t.cl));
+    ivae_adamw_defaults(&r->adam);
+    r->adam.weight_decay = (real)o->weight_decay;
+    Trainer *t = &r->t;
+    t->m = m;
+    t->n_units = ivae_units(m, NULL);
+    t->units = xcalloc(t->n_units, sizeof *t->units);
+    ivae_units(m, t->units);
+    t->gsq = xcalloc(t->n_units, sizeof(double)), t->wsq = xcalloc(t->n_units, sizeof(double));
+    t->fac = xcalloc(t->n_units, sizeof(real));
+    if (o->cl) {
+        if (!(t->cl = ivae_cl_new())) die("train --device cl: %s", ivae_error());
+        if (!(t->cm = ivae_cl_model_new(t->cl, m, o->cl_fast))) die("train --device cl: %s", ivae_error());
+        printf("device: OpenCL (%s kernels), %s\n", o->cl_fast ? "fast" : "strict", ivae_cl_describe(t->cl));
     }
-    Backup backup = {0};
-    backup_take(&backup, m, &s);
+    backup_take(&r->backup, m, &r->s);
+}
 
+/* OUT/name, opened to write (to append on --resume) with its header line if new */
+static FILE *open_csv(const Opts *o, const char *name, const char *header) {
     char path[1200];
-    snprintf(path, sizeof path, "%s/log.csv", o.out);
-    FILE *csv = fopen(path, o.resume ? "a" : "w");
-    if (!csv) die("%s: cannot write: %s", path, strerror(errno));
-    if (!o.resume) fprintf(csv, "step,seconds,loss,rec,kl,opl,grad_norm,lr,agc_clipped,global_clipped,max_act_norm,event\n");
-    snprintf(path, sizeof path, "%s/eval.csv", o.out);
-    FILE *ecsv = fopen(path, o.resume ? "a" : "w");
-    if (!ecsv) die("%s: cannot write: %s", path, strerror(errno));
-    if (!o.resume) fprintf(ecsv, "step,psnr_image,ssim_image,psnr_video,ssim_video\n");
+    snprintf(path, sizeof path, "%s/%s", o->out, name);
+    FILE *f = fopen(path, o->resume ? "a" : "w");
+    if (!f) die("%s: cannot write: %s", path, strerror(errno));
+    if (!o->resume) fputs(header, f);
+    return f;
+}
 
-    size_t cap_curve = 1024;
-    double *c_step = must_calloc(cap_curve, sizeof(double)), *c_loss = must_calloc(cap_curve, sizeof(double)),
-           *c_rec = must_calloc(cap_curve, sizeof(double));
-    int n_curve = 0;
-    double t_start = now_s(), budget = o.minutes * 60, t_loop = now_s();
-    long step0 = s.step, skipped = 0, rollbacks = 0, spike_skips = 0;
-    int nan_run = 0;  /* consecutive non-finite steps */
-    int spikes = 0;   /* consecutive spikes */
-    int stuck = 0;    /* rollbacks since the good state was last refreshed */
-    int stepped = 1;  /* the last iteration took a step (not a skip or a rollback) */
-    IvaeActStat stats[256];
-
+static void run_setup(Run *r, int argc, char **argv) {
+    memset(r, 0, sizeof *r);
+    argv = with_resume_recipe(&argc, argv);
+    parse_opts(&r->o, argc, argv);
+    const Opts *o = &r->o;
+    setup_model(r);
+    setup_data(r);
+    mkdir_p(o->out);
+    printf("ivae train: %s (%zu parameters), %d clips + %d images for training, %d + %d held out; out %s\n",
+           o->resume ? o->resume : o->config, r->m->n_params, r->tr.n_clips, r->tr.n_images, r->ev.n_clips, r->ev.n_images,
+           o->out);
+    printf("batch: %d clip%s of %dx%dx%d + %d image%s of %dx%d; lr %.2g, warmup %ld, agc %g, clip %gx median, spike guard %gx\n",
+           o->n_clips, o->n_clips == 1 ? "" : "s", o->clip_frames, o->crop, o->crop, o->n_images, o->n_images == 1 ? "" : "s",
+           o->crop, o->crop, o->lr, o->warmup, o->agc, o->clip_factor, o->spike_factor);
+    setup_trainer(r);
+    r->csv = open_csv(o, "log.csv", "step,seconds,loss,rec,kl,opl,grad_norm,lr,agc_clipped,global_clipped,max_act_norm,event\n");
+    r->ecsv = open_csv(o, "eval.csv", "step,psnr_image,ssim_image,psnr_video,ssim_video\n");
+    r->t_start = now_s(), r->budget = o->minutes * 60, r->t_loop = now_s();
+    r->step0 = r->s.step;
+    r->stepped = 1;
     if (signal(SIGINT, on_signal) == SIG_IGN) signal(SIGINT, SIG_IGN); /* a background job keeps ignoring it */
     signal(SIGTERM, on_signal);
-    for (;;) {
-        if (interrupted == 1) {
-            printf("interrupted: finishing to the next good state (a multiple of --guard-every %d); Ctrl-C again kills\n",
-                   o.guard_every);
-            fflush(stdout);
-            interrupted = 2;
-        }
-        if (interrupted && stepped && s.step % o.guard_every == 0) {
-            printf("interrupted: stopping at step %ld, writing the checkpoint and the model (--resume continues the schedule)\n",
-                   s.step);
-            break;
-        }
-        stepped = 0;
-        if (s.total_steps && s.step >= s.total_steps) break;
-        if (o.stop_after && s.step >= o.stop_after) break;
-        if (!o.steps && !o.resume && now_s() - t_start > budget) break;
-        /* the batch */
-        for (int i = 0; i < B; i++) {
-            if (i < o.n_clips) random_crop((real *)batch[i].x, &tr.clips[rand_int(&s.rng, tr.n_clips)], o.clip_frames, o.crop, &s.rng);
-            else random_crop((real *)batch[i].x, &tr.images[rand_int(&s.rng, tr.n_images)], 1, o.crop, &s.rng);
-            int Tz, Hz, Wz;
-            ivae_latent_shape(&m->cfg, batch[i].T, batch[i].H, batch[i].W, &Tz, &Hz, &Wz);
-            size_t nz = (size_t)m->cfg.z_ch * Tz * Hz * Wz;
-            for (size_t j = 0; j < nz; j++) ((real *)batch[i].eps)[j] = (real)ivae_rng_normal(&s.rng);
-        }
-        IvaeLoss L;
-        t_grad(&t, batch, B, &o.loss, &L);
-        int ns = t_stats(&t, stats, 256);
-        double max_act = 0;
-        for (int j = 0; j < ns; j++)
-            if (stats[j].max_norm > max_act || stats[j].max_norm != stats[j].max_norm) max_act = stats[j].max_norm;
-        t_sumsq(&t, 1, t.gsq);
-        double gn = norm_of(&t);
-        const char *event = "";
-        char msg[256];
+}
 
-        /* NaN guard */
-        if (L.nonfinite[0] || !isfinite(L.loss) || !isfinite(gn)) {
-            snprintf(msg, sizeof msg, "non-finite value at %s: step skipped", L.nonfinite[0] ? L.nonfinite : "the loss");
-            printf("step %ld: %s\n", s.step + 1, msg);
-            fprintf(csv, "%ld,%.3f,%.9g,%.9g,%.9g,%.9g,%.9g,0,0,0,%.6g,nan_skip\n", s.step + 1, now_s() - t_start, L.loss, L.rec,
-                    L.kl, L.opl, gn, max_act);
-            skipped++;
-            if (++nan_run > 20 && backup.valid) { /* persistent: roll back */
-                backup_restore(&backup, m, &s);
-                t_push(&t);
-                s.lr_scale *= 0.5;
-                check_stuck(++stuck, "non-finite steps", csv, &s, &o);
-                printf("step %ld: too many non-finite steps: rolled back to step %ld, learning rate x%.3g\n", s.step, s.step, s.lr_scale);
-                nan_run = 0;
-                rollbacks++;
-            }
-            continue;
-        }
-        /* spike guard: loss or activations far above their recent medians.
-           One hard batch is normal: its step is skipped. Three in a row is a
-           run going bad: roll back to the good state and halve the rate. */
-        int warm = s.n_hist >= 16 && o.spike_factor > 0;
-        double med_loss = median(s.loss_hist, s.n_hist), med_act = median(s.act_hist, s.n_hist);
-        if (warm && (L.loss > o.spike_factor * med_loss || max_act > 4 * o.spike_factor * med_act)) {
-            long from = s.step + 1;
-            const char *what = "spike_skip";
-            if (++spikes >= 3) {
-                backup_restore(&backup, m, &s);
-                t_push(&t);
-                s.lr_scale *= 0.5;
-                check_stuck(++stuck, "loss spikes", csv, &s, &o);
-                rollbacks++, spikes = 0;
-                what = "rollback";
-                printf("step %ld: 3 spikes in a row (loss %.4g vs median %.4g, max activation norm %.4g vs %.4g): rolled back to step %ld, learning rate x%.3g\n",
-                       from, L.loss, med_loss, max_act, med_act, s.step, s.lr_scale);
-            } else {
-                spike_skips++;
-                printf("step %ld: spike (loss %.4g vs median %.4g, max activation norm %.4g vs %.4g): step skipped\n", from, L.loss,
-                       med_loss, max_act, med_act);
-            }
-            fprintf(csv, "%ld,%.3f,%.9g,%.9g,%.9g,%.9g,%.9g,0,0,0,%.6g,%s\n", from, now_s() - t_start, L.loss, L.rec, L.kl,
-                    L.opl, gn, max_act, what);
-            continue;
-        }
-        spikes = 0, nan_run = 0;
-        /* clipping, then the step */
-        int agc_n = o.agc > 0 ? clip_adaptive(&t, o.agc) : 0, global = 0;
-        double gn2 = norm_of(&t), med_g = median(s.gnorm_hist, s.n_hist);
-        if (o.clip_factor > 0 && s.n_hist >= 16 && gn2 > o.clip_factor * med_g) {
-            clip_global(&t, (real)(o.clip_factor * med_g / gn2));
-            global = 1;
-            event = "clipped";
-        }
-        double lr = lr_at(&o, &s);
-        adam.lr = (real)lr;
-        t_adamw(&t, &adam);
-        s.step++;
-        stepped = 1;
-        hist_push(&s, L.loss, gn2, max_act);
-        if (s.step % o.guard_every == 0) t_pull(&t), backup_take(&backup, m, &s), stuck = 0; /* ckpt_every is a multiple */
+/* --- one step --- */
 
-        fprintf(csv, "%ld,%.3f,%.9g,%.9g,%.9g,%.9g,%.9g,%.6g,%d,%d,%.6g,%s\n", s.step, now_s() - t_start, L.loss, L.rec, L.kl, L.opl,
-                gn, lr, agc_n, global, max_act, event);
-        if ((size_t)n_curve == cap_curve) {
-            cap_curve *= 2;
-            c_step = realloc(c_step, cap_curve * sizeof(double)), c_loss = realloc(c_loss, cap_curve * sizeof(double));
-            c_rec = realloc(c_rec, cap_curve * sizeof(double));
-            if (!c_step || !c_loss || !c_rec) die("out of memory");
-        }
-        c_step[n_curve] = (double)s.step, c_loss[n_curve] = L.loss, c_rec[n_curve] = L.rec, n_curve++;
+/* what one pass of the loop did */
+typedef enum {
+    STEP_OK,          /* a step was taken */
+    STEP_SKIPPED,     /* a loss spike or a non-finite value: the batch is dropped */
+    STEP_ROLLED_BACK, /* back to the good state, at half the learning rate */
+    STEP_STOPPED,     /* no step, the loop ends: the schedule is done, a signal came
+                         (and this is a good state), or the run cannot recover (r->why) */
+} StepResult;
 
-        /* a time budget becomes a step count after a few steps, so the schedule is fixed */
-        if (!s.total_steps && s.step - step0 == 5) {
-            double per = (now_s() - t_loop) / 5;
-            s.total_steps = s.step + (long)((budget - (now_s() - t_start)) / per);
-            if (s.total_steps < s.step + 1) s.total_steps = s.step + 1;
-            printf("time budget %.1f min: %.2f s/step, schedule set to %ld steps\n", o.minutes, per, s.total_steps);
-        }
-        if (s.step % o.log_every == 0 || s.step == s.total_steps) {
-            double el = now_s() - t_loop, rate = (s.step - step0) * B / el;
-            char eta[32], elapsed[32];
-            fmt_time(elapsed, sizeof elapsed, now_s() - t_start);
-            fmt_time(eta, sizeof eta, s.total_steps ? (s.total_steps - s.step) * el / (s.step - step0) : 0);
-            printf("step %6ld/%ld  loss %.5f  rec %.5f  kl %.4g  |g| %.3g  lr %.2e  %.2f samples/s  %s elapsed, %s left\n", s.step,
-                   s.total_steps, L.loss, L.rec, L.kl, gn, lr, rate, elapsed, eta);
-            fflush(stdout);
-            fflush(csv);
-        }
-        if (o.log_norms && s.step % o.log_norms == 0) {
-            printf("activation norms at step %ld (last sample of the batch): layer, RMS, max per-pixel norm\n", s.step);
-            for (int j = 0; j < ns; j++) printf("  %-28s %10.4g %10.4g\n", stats[j].name, stats[j].rms, stats[j].max_norm);
-        }
-        if (o.eval_every && s.step % o.eval_every == 0 && s.step != s.total_steps) {
-            Eval e = evaluate(m, t.cm, &ev, &o, NULL);
-            printf("eval at step %ld: images PSNR %.2f dB SSIM %.4f | clips PSNR %.2f dB SSIM %.4f\n", s.step, e.psnr_img,
-                   e.ssim_img, e.psnr_vid, e.ssim_vid);
-            fprintf(ecsv, "%ld,%.4f,%.5f,%.4f,%.5f\n", s.step, e.psnr_img, e.ssim_img, e.psnr_vid, e.ssim_vid);
-            fflush(ecsv);
-        }
-        if (s.step % o.ckpt_every == 0) {
-            snprintf(path, sizeof path, "%s/ckpt.safetensors", o.out);
-            save_checkpoint(path, m, &s, &o);
-        }
+/* the loop ends before this step: after a signal at the next good state
+   (where the checkpoint holds everything), or at the end of the schedule */
+static int stop_here(Run *r) {
+    const Opts *o = &r->o;
+    const TrainState *s = &r->s;
+    if (interrupted == 1) {
+        printf("interrupted: finishing to the next good state (a multiple of --guard-every %d); Ctrl-C again kills\n",
+               o->guard_every);
+        fflush(stdout);
+        interrupted = 2;
     }
+    if (interrupted && r->stepped && s->step % o->guard_every == 0) {
+        printf("interrupted: stopping at step %ld, writing the checkpoint and the model (--resume continues the schedule)\n",
+               s->step);
+        return 1;
+    }
+    if (s->total_steps && s->step >= s->total_steps) return 1;
+    if (o->stop_after && s->step >= o->stop_after) return 1;
+    return !o->steps && !o->resume && now_s() - r->t_start > r->budget;
+}
 
-    /* the end: checkpoint, weights, held-out numbers and pictures, the curve */
-    t_pull(&t);
-    snprintf(path, sizeof path, "%s/ckpt.safetensors", o.out);
-    save_checkpoint(path, m, &s, &o);
-    snprintf(path, sizeof path, "%s/model.safetensors", o.out);
-    if (ivae_save(m, path) != 0) die("%s", ivae_error());
-    Eval e = evaluate(m, t.cm, &ev, &o, o.out);
-    fprintf(ecsv, "%ld,%.4f,%.5f,%.4f,%.5f\n", s.step, e.psnr_img, e.ssim_img, e.psnr_vid, e.ssim_vid);
-    plot_loss(o.out, c_step, c_loss, c_rec, n_curve);
+/* a fresh batch: random crops of the training clips and images, and the noise */
+static void draw_batch(Run *r) {
+    const Opts *o = &r->o;
+    const IvaeConfig *cfg = &r->m->cfg;
+    IvaeRng *rng = &r->s.rng;
+    for (int i = 0; i < r->B; i++) {
+        IvaeSample *b = &r->batch[i];
+        if (i < o->n_clips) random_crop((real *)b->x, &r->tr.clips[rand_int(rng, r->tr.n_clips)], o->clip_frames, o->crop, rng);
+        else random_crop((real *)b->x, &r->tr.images[rand_int(rng, r->tr.n_images)], 1, o->crop, rng);
+        int Tz, Hz, Wz;
+        ivae_latent_shape(cfg, b->T, b->H, b->W, &Tz, &Hz, &Wz);
+        size_t nz = (size_t)cfg->z_ch * Tz * Hz * Wz;
+        for (size_t j = 0; j < nz; j++) ((real *)b->eps)[j] = (real)ivae_rng_normal(rng);
+    }
+}
+
+/* one row of log.csv: the last batch's numbers under the step's number */
+static void log_row(Run *r, long step) {
+    const IvaeLoss *L = &r->L;
+    fprintf(r->csv, "%ld,%.3f,%.9g,%.9g,%.9g,%.9g,%.9g,%.6g,%d,%d,%.6g,%s\n", step, now_s() - r->t_start, L->loss, L->rec, L->kl,
+            L->opl, r->gnorm, r->lr, r->agc_clipped, r->global_clipped, r->max_act, r->event);
+}
+
+/* A run that keeps failing from the same good state cannot recover: each
+   rollback halves the rate, and after the fifth (rate x1/32) going on would
+   only loop. Then the run stops with the reason; the last checkpoint on disk
+   stays good. */
+enum { MAX_ROLLBACKS = 5 };
+
+/* back to the good state at half the rate; -1 (and r->why) if that was the
+   MAX_ROLLBACKS-th time since the good state was last refreshed */
+static int rollback(Run *r, const char *why) {
+    TrainState *s = &r->s;
+    backup_restore(&r->backup, r->m, s);
+    t_push(&r->t);
+    s->lr_scale *= 0.5;
+    r->rollbacks++;
+    if (++r->stuck < MAX_ROLLBACKS) return 0;
+    snprintf(r->why, sizeof r->why,
+             "train: %s: rolled back %d times to step %ld without getting %d steps past it (learning rates down to x%.3g "
+             "tried): the run cannot recover; lower --lr%s",
+             why, r->stuck, s->step, r->o.guard_every, 2 * s->lr_scale, strcmp(why, "loss spikes") ? "" : " or raise --spike-factor");
+    return -1;
+}
+
+/* the NaN guard: a non-finite loss or gradient skips the step and names
+   where the NaN or inf appeared; more than 20 in a row roll back */
+static StepResult skip_nonfinite(Run *r) {
+    TrainState *s = &r->s;
+    printf("step %ld: non-finite value at %s: step skipped\n", s->step + 1, r->L.nonfinite[0] ? r->L.nonfinite : "the loss");
+    r->lr = 0, r->agc_clipped = 0, r->global_clipped = 0, r->event = "nan_skip";
+    log_row(r, s->step + 1);
+    r->skipped++;
+    if (++r->nan_run <= 20 || !r->backup.valid) return STEP_SKIPPED;
+    if (rollback(r, "non-finite steps") != 0) return STEP_STOPPED;
+    printf("step %ld: too many non-finite steps: rolled back to step %ld, learning rate x%.3g\n", s->step, s->step, s->lr_scale);
+    r->nan_run = 0;
+    return STEP_ROLLED_BACK;
+}
+
+/* The spike guard: loss or activations far above their recent medians.
+   One hard batch is normal: its step is skipped. Three in a row is a run
+   going bad: roll back to the good state and halve the rate. */
+static StepResult skip_spike(Run *r, double med_loss, double med_act) {
+    TrainState *s = &r->s;
+    long from = s->step + 1;
+    StepResult what = STEP_SKIPPED;
+    if (++r->spikes >= 3) {
+        if (rollback(r, "loss spikes") != 0) return STEP_STOPPED;
+        r->spikes = 0;
+        what = STEP_ROLLED_BACK;
+        printf("step %ld: 3 spikes in a row (loss %.4g vs median %.4g, max activation norm %.4g vs %.4g): rolled back to step %ld, learning rate x%.3g\n",
+               from, r->L.loss, med_loss, r->max_act, med_act, s->step, s->lr_scale);
+    } else {
+        r->spike_skips++;
+        printf("step %ld: spike (loss %.4g vs median %.4g, max activation norm %.4g vs %.4g): step skipped\n", from, r->L.loss,
+               med_loss, r->max_act, med_act);
+    }
+    r->lr = 0, r->agc_clipped = 0, r->global_clipped = 0, r->event = what == STEP_ROLLED_BACK ? "rollback" : "spike_skip";
+    log_row(r, from);
+    return what;
+}
+
+/* clipping (adaptive per unit, then global against the recent median), then AdamW */
+static void take_step(Run *r) {
+    const Opts *o = &r->o;
+    TrainState *s = &r->s;
+    r->agc_clipped = o->agc > 0 ? clip_adaptive(&r->t, o->agc) : 0, r->global_clipped = 0, r->event = "";
+    double gn2 = norm_of(&r->t), med_g = median(s->gnorm_hist, s->n_hist);
+    if (o->clip_factor > 0 && s->n_hist >= 16 && gn2 > o->clip_factor * med_g) {
+        clip_global(&r->t, (real)(o->clip_factor * med_g / gn2));
+        r->global_clipped = 1, r->event = "clipped";
+    }
+    r->lr = lr_at(o, s);
+    r->adam.lr = (real)r->lr;
+    t_adamw(&r->t, &r->adam);
+    s->step++;
+    r->stepped = 1;
+    hist_push(s, r->L.loss, gn2, r->max_act);
+    if (s->step % o->guard_every == 0) t_pull(&r->t), backup_take(&r->backup, r->m, s), r->stuck = 0; /* ckpt_every is a multiple */
+}
+
+/* a time budget becomes a step count after a few steps, so the schedule is fixed */
+static void fix_schedule(Run *r) {
+    TrainState *s = &r->s;
+    if (s->total_steps || s->step - r->step0 != 5) return;
+    double per = (now_s() - r->t_loop) / 5;
+    s->total_steps = s->step + (long)((r->budget - (now_s() - r->t_start)) / per);
+    if (s->total_steps < s->step + 1) s->total_steps = s->step + 1;
+    printf("time budget %.1f min: %.2f s/step, schedule set to %ld steps\n", r->o.minutes, per, s->total_steps);
+}
+
+/* One pass of the loop: a batch, its loss and gradient, the guards, the step. */
+static StepResult train_step(Run *r) {
+    const Opts *o = &r->o;
+    const TrainState *s = &r->s;
+    if (stop_here(r)) return STEP_STOPPED;
+    r->stepped = 0;
+    draw_batch(r);
+    t_grad(&r->t, r->batch, r->B, &o->loss, &r->L);
+    r->n_stats = t_stats(&r->t, r->stats, 256);
+    r->max_act = 0;
+    for (int j = 0; j < r->n_stats; j++)
+        if (r->stats[j].max_norm > r->max_act || r->stats[j].max_norm != r->stats[j].max_norm) r->max_act = r->stats[j].max_norm;
+    t_sumsq(&r->t, 1, r->t.gsq);
+    r->gnorm = norm_of(&r->t);
+    if (r->L.nonfinite[0] || !isfinite(r->L.loss) || !isfinite(r->gnorm)) return skip_nonfinite(r);
+    int warm = s->n_hist >= 16 && o->spike_factor > 0;
+    double med_loss = median(s->loss_hist, s->n_hist), med_act = median(s->act_hist, s->n_hist);
+    if (warm && (r->L.loss > o->spike_factor * med_loss || r->max_act > 4 * o->spike_factor * med_act))
+        return skip_spike(r, med_loss, med_act);
+    r->spikes = 0, r->nan_run = 0;
+    take_step(r);
+    fix_schedule(r);
+    return STEP_OK;
+}
+
+/* --- the log --- */
+
+/* a step taken: its row of log.csv and its point of the curve; a status line
+   every --log-every steps, the activation norms every --log-norms */
+static void log_step(Run *r) {
+    const Opts *o = &r->o;
+    const TrainState *s = &r->s;
+    log_row(r, s->step);
+    curve_push(&r->curve, (double)s->step, r->L.loss, r->L.rec);
+    if (s->step % o->log_every == 0 || s->step == s->total_steps) {
+        double el = now_s() - r->t_loop, rate = (s->step - r->step0) * r->B / el;
+        char eta[32], elapsed[32];
+        fmt_time(elapsed, sizeof elapsed, now_s() - r->t_start);
+        fmt_time(eta, sizeof eta, s->total_steps ? (s->total_steps - s->step) * el / (s->step - r->step0) : 0);
+        printf("step %6ld/%ld  loss %.5f  rec %.5f  kl %.4g  |g| %.3g  lr %.2e  %.2f samples/s  %s elapsed, %s left\n", s->step,
+               s->total_steps, r->L.loss, r->L.rec, r->L.kl, r->gnorm, r->lr, rate, elapsed, eta);
+        fflush(stdout);
+        fflush(r->csv);
+    }
+    if (o->log_norms && s->step % o->log_norms == 0) {
+        printf("activation norms at step %ld (last sample of the batch): layer, RMS, max per-pixel norm\n", s->step);
+        for (int j = 0; j < r->n_stats; j++) printf("  %-28s %10.4g %10.4g\n", r->stats[j].name, r->stats[j].rms, r->stats[j].max_norm);
+    }
+}
+
+/* held-out PSNR and SSIM (and pictures, to png_dir if not NULL); a row of eval.csv */
+static Eval eval_row(Run *r, const char *png_dir) {
+    Eval e = evaluate(r->m, r->t.cm, &r->ev, &r->o, png_dir);
+    fprintf(r->ecsv, "%ld,%.4f,%.5f,%.4f,%.5f\n", r->s.step, e.psnr_img, e.ssim_img, e.psnr_vid, e.ssim_vid);
+    fflush(r->ecsv);
+    return e;
+}
+
+/* the held-out numbers during the run (those of the end come with its pictures) */
+static void log_eval(Run *r) {
+    Eval e = eval_row(r, NULL);
+    printf("eval at step %ld: images PSNR %.2f dB SSIM %.4f | clips PSNR %.2f dB SSIM %.4f\n", r->s.step, e.psnr_img, e.ssim_img,
+           e.psnr_vid, e.ssim_vid);
+}
+
+/* OUT/ckpt.safetensors: the weights and moments on the host (t_pull) and the state */
+static void save_run(Run *r) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/ckpt.safetensors", r->o.out);
+    save_checkpoint(path, r->m, &r->s, &r->o);
+}
+
+/* --- teardown --- */
+
+/* the end: checkpoint, weights, held-out numbers and pictures, the curve */
+static void run_finish(Run *r) {
+    const Opts *o = &r->o;
+    t_pull(&r->t);
+    save_run(r);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/model.safetensors", o->out);
+    if (ivae_save(r->m, path) != 0) die("%s", ivae_error());
+    Eval e = eval_row(r, o->out);
+    plot_loss(o->out, &r->curve);
     char elapsed[32];
-    fmt_time(elapsed, sizeof elapsed, now_s() - t_start);
-    printf("done: %ld steps in %s (%ld rollbacks, %ld spike steps skipped, %ld non-finite steps skipped)\n", s.step, elapsed,
-           rollbacks, spike_skips, skipped);
-    printf("held-out (%dx%d crops): images PSNR %.2f dB SSIM %.4f | clips PSNR %.2f dB SSIM %.4f\n", o.eval_size, o.eval_size,
+    fmt_time(elapsed, sizeof elapsed, now_s() - r->t_start);
+    printf("done: %ld steps in %s (%ld rollbacks, %ld spike steps skipped, %ld non-finite steps skipped)\n", r->s.step, elapsed,
+           r->rollbacks, r->spike_skips, r->skipped);
+    printf("held-out (%dx%d crops): images PSNR %.2f dB SSIM %.4f | clips PSNR %.2f dB SSIM %.4f\n", o->eval_size, o->eval_size,
            e.psnr_img, e.ssim_img, e.psnr_vid, e.ssim_vid);
-    printf("wrote %s/model.safetensors, ckpt.safetensors, log.csv, eval.csv, loss.png, heldout_*.png\n", o.out);
-    fclose(csv), fclose(ecsv);
-    for (int i = 0; i < B; i++) free((void *)batch[i].x), free((void *)batch[i].eps);
-    free(batch), free(c_step), free(c_loss), free(c_rec);
-    free(backup.params), free(backup.m), free(backup.v);
-    free(t.units), free(t.gsq), free(t.wsq), free(t.fac);
-    if (t.cm) ivae_cl_model_free(t.cm), ivae_cl_free(t.cl);
-    free_split(&tr), free_split(&ev);
-    ivae_model_free(m);
+    printf("wrote %s/model.safetensors, ckpt.safetensors, log.csv, eval.csv, loss.png, heldout_*.png\n", o->out);
+}
+
+static void run_free(Run *r) {
+    fclose(r->csv), fclose(r->ecsv);
+    for (int i = 0; i < r->B; i++) free((void *)r->batch[i].x), free((void *)r->batch[i].eps);
+    free(r->batch), free(r->curve.step), free(r->curve.loss), free(r->curve.rec);
+    free(r->backup.params), free(r->backup.m), free(r->backup.v);
+    free(r->t.units), free(r->t.gsq), free(r->t.wsq), free(r->t.fac);
+    if (r->t.cm) ivae_cl_model_free(r->t.cm), ivae_cl_free(r->t.cl);
+    free_split(&r->tr), free_split(&r->ev);
+    ivae_model_free(r->m);
+}
+
+int train_main(int argc, char **argv) {
+    Run r;
+    run_setup(&r, argc, argv);
+    for (;;) {
+        StepResult what = train_step(&r);
+        if (what == STEP_STOPPED) break;
+        if (what != STEP_OK) continue; /* a skip or a rollback: said and logged where it happened */
+        log_step(&r);
+        if (r.o.eval_every && r.s.step % r.o.eval_every == 0 && r.s.step != r.s.total_steps) log_eval(&r);
+        if (r.s.step % r.o.ckpt_every == 0) save_run(&r);
+    }
+    if (r.why[0]) { /* the run cannot recover: stop with the reason */
+        fflush(r.csv), fflush(stdout);
+        die("%s", r.why);
+    }
+    run_finish(&r);
+    run_free(&r);
     return 0;
 }
 

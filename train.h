@@ -1,0 +1,12 @@
+/*
+ * train.h: the training program (train.c), the commands `ivae train` and
+ * `ivae eval`. Each takes the arguments after the command's name and returns
+ * the exit status; errors end the process through die() (util.h).
+ */
+#ifndef TRAIN_H
+#define TRAIN_H
+
+int train_main(int argc, char **argv); /* ivae train: train the VAE on a dataset */
+int eval_main(int argc, char **argv);  /* ivae eval: held-out PSNR and SSIM of a model */
+
+#endif
