@@ -249,6 +249,9 @@ struct IvaeImpl {
     size_t n_packed;
     Arena arena;
     int streaming;         /* blocks run on chunks, convs pad from their caches */
+    IvaeTraceFn trace;     /* ivae_set_trace: called with every block's output */
+    void *trace_ctx;
+    int chunk;             /* the chunk being streamed, for the trace */
 };
 
 static size_t add_tensor(IvaeModel *m, const char *name, int init, int fan_in, int ndim, int s0, int s1, int s2,
@@ -618,6 +621,7 @@ static void block_begin(IvaeModel *m, Block *b, const real *x, Shape s, int *s0)
 
 static const real *block_end(IvaeModel *m, Block *b, Shape os, Shape *s) {
     b->out = os;
+    if (m->impl->trace) m->impl->trace(m->impl->trace_ctx, b->name, m->impl->chunk, b->y, os.C, os.T, os.H, os.W);
     if (m->impl->streaming) b->t_next += b->in.T;
     *s = os;
     return b->y;
@@ -1005,6 +1009,7 @@ static void encode_stream(IvaeModel *m, const real *x, Shape xs, real *mu, Shape
     for (int t0 = 0, k = 0; t0 < xs.T; k++) {
         int n = t0 == 0 ? 1 : ft;
         arena_reset(&I->arena);
+        I->chunk = k;
         Shape s = {3, n, xs.H, xs.W};
         real *chunk = arena_alloc(&I->arena, shape_numel(s));
         copy_frames(chunk, n, 0, x, xs.T, t0, 3, n, fr);
@@ -1022,6 +1027,7 @@ static void decode_stream(IvaeModel *m, const real *z, Shape zs, real *xhat, Sha
     stream_begin(m, I->dec, I->n_dec);
     for (int k = 0, t0 = 0; k < zs.T; k++) {
         arena_reset(&I->arena);
+        I->chunk = k;
         Shape s = {zs.C, 1, zs.H, zs.W};
         real *chunk = arena_alloc(&I->arena, shape_numel(s));
         copy_frames(chunk, 1, 0, z, zs.T, k, zs.C, 1, zfr);
@@ -1068,6 +1074,12 @@ static int decode(IvaeModel *m, const real *z, int Tz, int Hz, int Wz, real *xha
         memcpy(xhat, decoder_forward(m, z, &zs), shape_numel(xs) * sizeof(real));
     }
     return 0;
+}
+
+void ivae_set_trace(IvaeModel *m, IvaeTraceFn fn, void *ctx) {
+    m->impl->trace = fn;
+    m->impl->trace_ctx = ctx;
+    m->impl->chunk = 0;
 }
 
 int ivae_encode(IvaeModel *m, const real *x, int T, int H, int W, real *mu) { return encode(m, x, T, H, W, mu, 1); }

@@ -172,6 +172,11 @@ const real *ivae_block_output(const IvaeModel *m, int decoder, int j, int shape[
    their memory does not grow with the number of frames. */
 int ivae_encode(IvaeModel *m, const real *x, int T, int H, int W, real *mu);
 int ivae_decode(IvaeModel *m, const real *z, int Tz, int Hz, int Wz, real *xhat);
+/* Calls fn for every block's output during ivae_encode and ivae_decode, with
+   the block's name (SPEC 5 prefix) and the chunk's index, for `ivae trace`;
+   fn NULL turns it off. x (C, T, H, W) is valid during the call only. */
+typedef void (*IvaeTraceFn)(void *ctx, const char *name, int chunk, const real *x, int C, int T, int H, int W);
+void ivae_set_trace(IvaeModel *m, IvaeTraceFn fn, void *ctx);
 /* the same on the whole clip at once, without streaming (the tests check
    that streaming gives these bits) */
 int ivae_encode_whole(IvaeModel *m, const real *x, int T, int H, int W, real *mu);

@@ -6,6 +6,7 @@
  *   ivae recon MODEL INPUT OUTPUT     encode and decode an image or clip; print PSNR and SSIM
  *   ivae encode MODEL INPUT LATENT    write the latent mean of an image or clip
  *   ivae decode MODEL LATENT OUTPUT   turn a latent back into pixels
+ *   ivae trace MODEL INPUT OUT        every block's output, chunk by chunk
  *   ivae init [options] OUT           write a freshly initialised model
  *   ivae grad MODEL IN OUT            the debug state of SPEC 4 for one batch
  *   ivae diff EXPECTED ACTUAL         compare two tensor files (tolerances of SPEC 8)
@@ -14,6 +15,9 @@
  *   ivae devices                      the OpenCL platforms and devices
  *   ivae compare MODEL IN             CPU vs OpenCL, layer by layer
  *
+ * recon, encode, decode and trace take an ivae model or a Wan 2.1 VAE (wan.h),
+ * recognised by its tensor names.
+ *
  * Every error is one line on stderr and a non-zero exit status (die, util.h).
  */
 #include "ivae.h"
@@ -21,6 +25,7 @@
 #include "media.h"
 #include "train.h"
 #include "util.h"
+#include "wan.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -499,61 +504,7 @@ static int cmd_batch(int argc, char **argv) {
     return 0;
 }
 
-/* --- ivae recon / encode / decode -------------------------------------------- */
-
-static const char *RECON_HELP =
-    "usage: ivae recon MODEL INPUT OUTPUT [--frames N]\n"
-    "\n"
-    "Encodes INPUT (an image, a folder of numbered frames or a .y4m clip) to its\n"
-    "latent mean and decodes it back; writes OUTPUT (a .png for an image, a .y4m,\n"
-    "or else a folder of numbered PNG frames) and prints PSNR and SSIM. Frames\n"
-    "are cut to 1 + 4k and the size to a multiple of 8 (a centre crop).\n"
-    "\n"
-    "  --frames N   use at most N frames (default: all)\n"
-    DEVICE_HELP;
-
-static const char *ENCODE_HELP =
-    "usage: ivae encode MODEL INPUT LATENT.safetensors [--frames N]\n"
-    "\n"
-    "Writes the latent mean mu (z, T', H', W') of INPUT (an image, a folder of\n"
-    "numbered frames or a .y4m clip) as tensor \"mu\", with the input's shape in\n"
-    "the metadata. Frames are cut to 1 + 4k, the size to a multiple of 8.\n"
-    "\n"
-    DEVICE_HELP;
-
-static const char *DECODE_HELP =
-    "usage: ivae decode MODEL LATENT.safetensors OUTPUT\n"
-    "\n"
-    "Decodes tensor \"mu\" of LATENT (as written by ivae encode) and writes OUTPUT:\n"
-    "a .png for a single frame, a .y4m, or else a folder of numbered PNG frames.\n"
-    "\n"
-    DEVICE_HELP;
-
-/* the input as the model takes it: 1 + k*tf frames, sides a multiple of fs (centre crop) */
-static void load_for_model(const IvaeModel *m, const char *path, int max_frames, Clip *out) {
-    Clip raw, cut;
-    if (media_load(path, max_frames, &raw) != 0) die("%s", ivae_error());
-    int fs = ivae_space_factor(&m->cfg), H = raw.H / fs * fs, W = raw.W / fs * fs;
-    if (H == 0 || W == 0) die("%s: %dx%d pixels is smaller than the model's %dx%d block", path, raw.H, raw.W, fs, fs);
-    if (clip_cut_frames(&raw, ivae_time_factor(&m->cfg), &cut) != 0) die("%s", ivae_error());
-    if (clip_crop(&cut, (raw.H - H) / 2, (raw.W - W) / 2, H, W, 0, cut.T, out) != 0) die("%s", ivae_error());
-    if (cut.T != raw.T || H != raw.H || W != raw.W)
-        fprintf(stderr, "ivae: note: %s: using %d of %d frames, %dx%d of %dx%d pixels\n", path, cut.T, raw.T, H, W, raw.H, raw.W);
-    clip_free(&raw), clip_free(&cut);
-}
-
-static int parse_frames_flag(int *argc, char **argv) {
-    int frames = 0, n = 0;
-    for (int i = 0; i < *argc; i++) {
-        if (strcmp(argv[i], "--frames") == 0) {
-            frames = (int)parse_long("--frames", flag_value(*argc, argv, &i), 1, 1 << 20);
-            continue;
-        }
-        argv[n++] = argv[i];
-    }
-    *argc = n;
-    return frames;
-}
+/* --- ivae recon / encode / decode / trace ------------------------------------ */
 
 /* 1 (and help printed) if any argument is --help or -h */
 static int wants_help(int argc, char **argv, const char *help) {
@@ -562,18 +513,111 @@ static int wants_help(int argc, char **argv, const char *help) {
     return 0;
 }
 
-/* the model of recon, encode and decode, on the OpenCL device with --device cl */
+#define INPUT_HELP                                                                              \
+    "INPUT is an image, a folder of numbered frames, a .y4m clip, or a .safetensors\n"          \
+    "file with tensor x (3, T, H, W) of pixels in [-1, 1] (F32, used exactly as given).\n"
+
+#define FAMILY_HELP                                                                             \
+    "MODEL is an ivae checkpoint or a Wan 2.1 VAE (diffusers' AutoencoderKLWan\n"               \
+    "safetensors, or Wan2.1_VAE.pth converted to safetensors: see README); the\n"               \
+    "family is recognised by the tensor names.\n"
+
+#define CODER_HELP                                                                              \
+    "  --frames N       use the first N frames (a clip needs 1 + 4k)\n"                         \
+    "  --latent-norm    Wan: latents normalised for a diffusion model, (mu - mean) / std\n"     \
+    "                   with the 16 published values (default: raw mu)\n"                       \
+    "  --tile N         Wan: spatial tiles of N pixels for frames that do not fit (0 = off,\n"  \
+    "                   the default; diffusers uses 256), each with its own caches\n"           \
+    "  --tile-overlap M Wan: tiles overlap by M pixels, blended linearly (default 64)\n"        \
+    DEVICE_HELP
+
+static const char *RECON_HELP =
+    "usage: ivae recon MODEL INPUT OUTPUT [options]\n"
+    "\n"
+    "Encodes INPUT to its latent mean and decodes it back; writes OUTPUT (a .png for\n"
+    "an image, a .y4m, a .safetensors with the raw output xhat, or else a folder of\n"
+    "numbered PNG frames) and prints PSNR and SSIM. " INPUT_HELP
+    "Pictures are cut to the model's frame count (ivae: 1 + 4k; Wan: an error\n"
+    "unless --frames cuts it) and centre-cropped to a multiple of 8.\n" FAMILY_HELP
+    "\n" CODER_HELP;
+
+static const char *ENCODE_HELP =
+    "usage: ivae encode MODEL INPUT LATENT.safetensors [options]\n"
+    "\n"
+    "Writes the latent mean mu (z, T', H', W') of INPUT as tensor \"mu\", with the\n"
+    "input's shape in the metadata (Wan: also the raw logvar). " INPUT_HELP FAMILY_HELP
+    "\n" CODER_HELP;
+
+static const char *DECODE_HELP =
+    "usage: ivae decode MODEL LATENT.safetensors OUTPUT [options]\n"
+    "\n"
+    "Decodes tensor \"mu\" of LATENT (as written by ivae encode) and writes OUTPUT:\n"
+    "a .png for a single frame, a .y4m, a .safetensors with the raw, unclamped\n"
+    "decoder output as tensor \"xhat\" (3, T, H, W), or else a folder of PNG frames.\n"
+    FAMILY_HELP "\n" CODER_HELP;
+
+static const char *TRACE_HELP =
+    "usage: ivae trace MODEL INPUT OUT.safetensors [--frames N]\n"
+    "\n"
+    "Encodes INPUT and decodes its latent mean, streamed chunk by chunk, and writes\n"
+    "the output of every block for every chunk, named after the model's\n"
+    "parameters with the chunk (e.g. encoder.down_blocks.3.chunk1 for a Wan model,\n"
+    "encoder.stages.1.res.0.chunk2 for an ivae model), plus mu and xhat: find the\n"
+    "first block where another implementation departs. " INPUT_HELP FAMILY_HELP;
+
+/* The model of recon, encode, decode and trace: an ivae model (on the CPU or
+   the OpenCL device) or a Wan 2.1 VAE, and the options they share. */
 typedef struct {
     IvaeModel *m;
+    WanModel *wan;
     IvaeCl *cl;
     IvaeClModel *cm; /* NULL: the CPU */
+    int frames, latent_norm, tile, overlap;
+    Device dev;
 } Coder;
 
-static Coder coder_open(const char *cmd, const Device *d, const char *model) {
-    Coder c = {ivae_load(model), NULL, NULL};
-    if (!c.m) die("%s", ivae_error());
-    if (d->cl) c.cm = device_open(cmd, d, c.m, &c.cl);
+/* removes the shared options from argv */
+static Coder coder_options(const char *cmd, int *argc, char **argv) {
+    Coder c = {0};
+    c.overlap = 64;
+    c.dev = strip_device_flags(argc, argv);
+    int n = 0;
+    for (int i = 0; i < *argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--frames") == 0) c.frames = (int)parse_long(a, flag_value(*argc, argv, &i), 1, 1 << 20);
+        else if (strcmp(a, "--latent-norm") == 0) c.latent_norm = 1;
+        else if (strcmp(a, "--tile") == 0) c.tile = (int)parse_long(a, flag_value(*argc, argv, &i), 0, 1 << 16);
+        else if (strcmp(a, "--tile-overlap") == 0) c.overlap = (int)parse_long(a, flag_value(*argc, argv, &i), 0, 1 << 16);
+        else if (a[0] == '-' && a[1] == '-') die("%s: unknown option %s (see ivae %s --help)", cmd, a, cmd);
+        else argv[n++] = argv[i];
+    }
+    *argc = n;
     return c;
+}
+
+static void coder_open(Coder *c, const char *cmd, const char *model) {
+    IvaeSt *st = ivae_st_open(model);
+    if (!st) die("%s", ivae_error());
+    int wan = wan_detect(st);
+    if (wan) c->wan = wan_load_st(st);
+    ivae_st_close(st);
+    if (wan && !c->wan) die("%s", ivae_error());
+    if (!wan && !(c->m = ivae_load(model))) die("%s", ivae_error());
+    if (c->wan) {
+        if (c->dev.cl)
+            die("%s --device cl: the Wan 2.1 VAE runs on the CPU only in this build (its OpenCL kernels are not "
+                "written yet); drop --device cl",
+                cmd);
+        if (c->tile && (c->tile < 16 || c->tile % 8 || c->overlap % 8 || c->overlap >= c->tile))
+            die("--tile %d --tile-overlap %d: the tile must be a multiple of 8 of at least 16, the overlap a multiple "
+                "of 8 below it",
+                c->tile, c->overlap);
+    } else if (c->latent_norm || c->tile) {
+        die("%s: --latent-norm and --tile are for Wan 2.1 models; %s is an ivae model", cmd, model);
+    }
+    if (c->wan && c->latent_norm && wan_z(c->wan) != 16)
+        die("--latent-norm: the published statistics are for 16 latent channels; this model has %d", wan_z(c->wan));
+    if (c->dev.cl) c->cm = device_open(cmd, &c->dev, c->m, &c->cl);
 }
 
 /* the device is let go as soon as its work is done; the model stays */
@@ -582,95 +626,241 @@ static void coder_close_device(Coder *c) {
     c->cm = NULL, c->cl = NULL;
 }
 
-/* INPUT as the model takes it (load_for_model), and its latent's shape (z, T', H', W') */
-static void load_input(const Coder *c, const char *path, int max_frames, Clip *in, int zs[4]) {
-    load_for_model(c->m, path, max_frames, in);
-    zs[0] = c->m->cfg.z_ch;
-    if (ivae_latent_shape(&c->m->cfg, in->T, in->H, in->W, &zs[1], &zs[2], &zs[3]) != 0) die("%s", ivae_error());
+static void coder_close(Coder *c) {
+    coder_close_device(c);
+    ivae_model_free(c->m), wan_free(c->wan);
 }
 
-/* ivae_encode, or its OpenCL twin: the latent mean of in, a new (zs) array */
-static real *coder_encode(Coder *c, const Clip *in, const int zs[4]) {
-    real *mu = xmalloc((size_t)zs[0] * zs[1] * zs[2] * zs[3] * sizeof(real));
-    int rc = c->cm ? ivae_cl_encode(c->cm, in->px, in->T, in->H, in->W, mu) : ivae_encode(c->m, in->px, in->T, in->H, in->W, mu);
+static int time_factor(const Coder *c) { return c->wan ? 4 : ivae_time_factor(&c->m->cfg); }
+static int space_factor(const Coder *c) { return c->wan ? 8 : ivae_space_factor(&c->m->cfg); }
+static int z_channels(const Coder *c) { return c->wan ? wan_z(c->wan) : c->m->cfg.z_ch; }
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* INPUT as the model takes it, and its latent's shape (z, T', H', W'). A
+   .safetensors tensor is taken exactly (a wrong shape is an error); pictures
+   are centre-cropped to the model's block and cut to its frame count (a Wan
+   clip of another length is an error unless --frames cuts it). */
+static void load_input(const Coder *c, const char *path, Clip *in, int zs[4]) {
+    int tf = time_factor(c), fs = space_factor(c);
+    if (ends_with(path, ".safetensors")) {
+        IvaeSt *st = ivae_st_open(path);
+        if (!st) die("%s", ivae_error());
+        int64_t shape[4];
+        real *x = read_tensor(st, "x", 4, shape);
+        ivae_st_close(st);
+        if (shape[0] != 3) die("%s: x has %lld channels, expected 3 (RGB)", path, (long long)shape[0]);
+        int T = (int)shape[1];
+        if (c->frames && c->frames < T) { /* the first N frames */
+            size_t fr = (size_t)shape[2] * shape[3];
+            for (int ch = 1; ch < 3; ch++) memmove(x + (size_t)ch * c->frames * fr, x + (size_t)ch * T * fr, c->frames * fr * sizeof(real));
+            T = c->frames;
+        }
+        *in = (Clip){T, (int)shape[2], (int)shape[3], x};
+    } else {
+        Clip raw;
+        if (media_load(path, c->frames, &raw) != 0) die("%s", ivae_error());
+        int H = raw.H / fs * fs, W = raw.W / fs * fs, T = raw.T;
+        if (H == 0 || W == 0) die("%s: %dx%d pixels is smaller than the model's %dx%d block", path, raw.H, raw.W, fs, fs);
+        if (!c->wan) T = (raw.T - 1) / tf * tf + 1;
+        if (clip_crop(&raw, (raw.H - H) / 2, (raw.W - W) / 2, H, W, 0, T, in) != 0) die("%s", ivae_error());
+        if (T != raw.T || H != raw.H || W != raw.W)
+            fprintf(stderr, "ivae: note: %s: using %d of %d frames, %dx%d of %dx%d pixels\n", path, T, raw.T, H, W, raw.H, raw.W);
+        clip_free(&raw);
+    }
+    if ((in->T - 1) % tf != 0)
+        die("%s: %d frames: a clip must have 1 + %d*k frames (an image has 1); --frames %d uses the first %d", path,
+            in->T, tf, (in->T - 1) / tf * tf + 1, (in->T - 1) / tf * tf + 1);
+    zs[0] = z_channels(c), zs[1] = (in->T - 1) / tf + 1;
+    if (in->H % fs || in->W % fs) die("%s: %dx%d pixels: height and width must be multiples of %d", path, in->H, in->W, fs);
+    zs[2] = in->H / fs, zs[3] = in->W / fs;
+}
+
+/* the published latent statistics, applied per channel */
+static void latent_norm(real *mu, const int zs[4], int inverse) {
+    size_t n = (size_t)zs[1] * zs[2] * zs[3];
+    for (int ch = 0; ch < zs[0]; ch++)
+        for (size_t j = 0; j < n; j++) {
+            real *v = mu + ch * n + j;
+            *v = inverse ? *v * wan_latent_std[ch] + wan_latent_mean[ch] : (*v - wan_latent_mean[ch]) / wan_latent_std[ch];
+        }
+}
+
+/* the latent mean of in (and, for Wan, its raw logvar when wanted), new (zs) arrays */
+static real *coder_encode(Coder *c, const Clip *in, const int zs[4], real **logvar) {
+    size_t nz = (size_t)zs[0] * zs[1] * zs[2] * zs[3];
+    real *mu = xmalloc(nz * sizeof(real));
+    if (logvar) *logvar = c->wan ? xmalloc(nz * sizeof(real)) : NULL;
+    int rc;
+    if (c->wan)
+        rc = c->tile ? wan_encode_tiled(c->wan, in->px, in->T, in->H, in->W, mu, c->tile, c->overlap)
+                     : wan_encode(c->wan, in->px, in->T, in->H, in->W, mu, logvar ? *logvar : NULL, NULL, NULL);
+    else
+        rc = c->cm ? ivae_cl_encode(c->cm, in->px, in->T, in->H, in->W, mu) : ivae_encode(c->m, in->px, in->T, in->H, in->W, mu);
     if (rc != 0) die("%s", ivae_error());
+    if (c->tile && logvar) free(*logvar), *logvar = NULL; /* tiled: mu only */
     return mu;
 }
 
-/* ivae_decode, or its OpenCL twin: the latent mu of shape zs into out->px */
+/* the latent mu of shape zs decoded into out->px */
 static void coder_decode(Coder *c, const real *mu, const int zs[4], Clip *out) {
-    int rc = c->cm ? ivae_cl_decode(c->cm, mu, zs[1], zs[2], zs[3], out->px) : ivae_decode(c->m, mu, zs[1], zs[2], zs[3], out->px);
+    int rc;
+    if (c->wan)
+        rc = c->tile ? wan_decode_tiled(c->wan, mu, zs[1], zs[2], zs[3], out->px, c->tile, c->overlap)
+                     : wan_decode(c->wan, mu, zs[1], zs[2], zs[3], out->px, NULL, NULL);
+    else
+        rc = c->cm ? ivae_cl_decode(c->cm, mu, zs[1], zs[2], zs[3], out->px) : ivae_decode(c->m, mu, zs[1], zs[2], zs[3], out->px);
     if (rc != 0) die("%s", ivae_error());
+}
+
+/* OUTPUT: a .safetensors gets the raw decoder output as xhat; anything else
+   is pictures (clamped to [-1, 1] and rounded to 8 bits by media_save) */
+static void save_output(const char *path, const Clip *out) {
+    if (ends_with(path, ".safetensors")) {
+        IvaeStEntry e = {.name = "xhat", .ndim = 4, .shape = {3, out->T, out->H, out->W}, .data = out->px};
+        if (ivae_st_write(path, &e, 1, NULL, 0) != 0) die("%s", ivae_error());
+    } else if (media_save(path, out) != 0) {
+        die("%s", ivae_error());
+    }
+}
+
+static Clip new_clip(int T, int H, int W) {
+    Clip c = {T, H, W, xmalloc((size_t)3 * T * H * W * sizeof(float))};
+    return c;
 }
 
 static int cmd_recon(int argc, char **argv) {
     if (wants_help(argc, argv, RECON_HELP)) return 0;
-    Device dev = strip_device_flags(&argc, argv);
-    int frames = parse_frames_flag(&argc, argv);
+    Coder c = coder_options("recon", &argc, argv);
     if (argc != 3) die("recon: expected MODEL INPUT OUTPUT (see ivae recon --help)");
-    Coder c = coder_open("recon", &dev, argv[0]);
-    Clip in, rec;
+    coder_open(&c, "recon", argv[0]);
+    Clip in;
     int zs[4];
-    load_input(&c, argv[1], frames, &in, zs);
-    rec = (Clip){in.T, in.H, in.W, xmalloc((size_t)3 * in.T * in.H * in.W * sizeof(float))};
+    load_input(&c, argv[1], &in, zs);
+    Clip rec = new_clip(in.T, in.H, in.W);
     double t0 = now_s();
-    real *mu = coder_encode(&c, &in, zs);
+    real *mu = coder_encode(&c, &in, zs, NULL);
     coder_decode(&c, mu, zs, &rec);
     double dt = now_s() - t0;
     coder_close_device(&c);
-    if (media_save(argv[2], &rec) != 0) die("%s", ivae_error());
+    save_output(argv[2], &rec);
     printf("%s: %d frame%s of %dx%d, latent %dx%dx%dx%d; PSNR %.2f dB, SSIM %.4f (%.2f s)\n", argv[1], in.T,
            in.T > 1 ? "s" : "", in.H, in.W, zs[0], zs[1], zs[2], zs[3], clip_psnr(&in, &rec), clip_ssim(&in, &rec), dt);
     printf("wrote %s\n", argv[2]);
     free(mu), clip_free(&in), clip_free(&rec);
-    ivae_model_free(c.m);
+    coder_close(&c);
     return 0;
 }
 
 static int cmd_encode(int argc, char **argv) {
     if (wants_help(argc, argv, ENCODE_HELP)) return 0;
-    Device dev = strip_device_flags(&argc, argv);
-    int frames = parse_frames_flag(&argc, argv);
+    Coder c = coder_options("encode", &argc, argv);
     if (argc != 3) die("encode: expected MODEL INPUT LATENT (see ivae encode --help)");
-    Coder c = coder_open("encode", &dev, argv[0]);
+    coder_open(&c, "encode", argv[0]);
     Clip in;
     int zs[4];
-    load_input(&c, argv[1], frames, &in, zs);
-    real *mu = coder_encode(&c, &in, zs);
+    load_input(&c, argv[1], &in, zs);
+    real *logvar = NULL, *mu = coder_encode(&c, &in, zs, &logvar);
     coder_close_device(&c);
+    if (c.latent_norm) latent_norm(mu, zs, 0);
     char T[16], H[16], W[16];
     snprintf(T, sizeof T, "%d", in.T), snprintf(H, sizeof H, "%d", in.H), snprintf(W, sizeof W, "%d", in.W);
-    const char *meta[] = {"input_frames", T, "input_height", H, "input_width", W};
-    IvaeStEntry e = {.name = "mu", .ndim = 4, .shape = {zs[0], zs[1], zs[2], zs[3]}, .data = mu};
-    if (ivae_st_write(argv[2], &e, 1, meta, 3) != 0) die("%s", ivae_error());
-    printf("%s: %dx%dx%d -> latent mu (%d,%d,%d,%d); wrote %s\n", argv[1], in.T, in.H, in.W, zs[0], zs[1], zs[2], zs[3], argv[2]);
-    free(mu), clip_free(&in);
-    ivae_model_free(c.m);
+    const char *meta[] = {"input_frames", T, "input_height", H, "input_width", W, "latent", c.latent_norm ? "normalised" : "raw"};
+    IvaeStEntry e[2] = {{.name = "mu", .ndim = 4, .shape = {zs[0], zs[1], zs[2], zs[3]}, .data = mu},
+                        {.name = "logvar", .ndim = 4, .shape = {zs[0], zs[1], zs[2], zs[3]}, .data = logvar}};
+    if (ivae_st_write(argv[2], e, logvar ? 2 : 1, meta, 4) != 0) die("%s", ivae_error());
+    printf("%s: %dx%dx%d -> latent mu (%d,%d,%d,%d)%s; wrote %s\n", argv[1], in.T, in.H, in.W, zs[0], zs[1], zs[2],
+           zs[3], c.latent_norm ? ", normalised" : "", argv[2]);
+    free(mu), free(logvar), clip_free(&in);
+    coder_close(&c);
     return 0;
 }
 
 static int cmd_decode(int argc, char **argv) {
     if (wants_help(argc, argv, DECODE_HELP)) return 0;
-    Device dev = strip_device_flags(&argc, argv);
+    Coder c = coder_options("decode", &argc, argv);
     if (argc != 3) die("decode: expected MODEL LATENT OUTPUT (see ivae decode --help)");
-    Coder c = coder_open("decode", &dev, argv[0]);
+    coder_open(&c, "decode", argv[0]);
     IvaeSt *st = ivae_st_open(argv[1]);
     if (!st) die("%s", ivae_error());
     int64_t shape[4];
     real *mu = read_tensor(st, "mu", 4, shape);
-    if (shape[0] != c.m->cfg.z_ch) die("%s: mu has %lld channels, the model's latent has %d", argv[1], (long long)shape[0], c.m->cfg.z_ch);
+    ivae_st_close(st);
+    if (shape[0] != z_channels(&c))
+        die("%s: mu has %lld channels, the model's latent has %d", argv[1], (long long)shape[0], z_channels(&c));
     int zs[4] = {(int)shape[0], (int)shape[1], (int)shape[2], (int)shape[3]};
-    int fs = ivae_space_factor(&c.m->cfg), T = (zs[1] - 1) * ivae_time_factor(&c.m->cfg) + 1;
-    Clip out = {T, zs[2] * fs, zs[3] * fs, NULL};
-    out.px = xmalloc((size_t)3 * out.T * out.H * out.W * sizeof(float));
+    if (c.latent_norm) latent_norm(mu, zs, 1);
+    int fs = space_factor(&c);
+    Clip out = new_clip((zs[1] - 1) * time_factor(&c) + 1, zs[2] * fs, zs[3] * fs);
     coder_decode(&c, mu, zs, &out);
     coder_close_device(&c);
-    if (media_save(argv[2], &out) != 0) die("%s", ivae_error());
-    printf("%s: latent (%lld,%lld,%lld,%lld) -> %dx%dx%d; wrote %s\n", argv[1], (long long)shape[0], (long long)shape[1],
-           (long long)shape[2], (long long)shape[3], out.T, out.H, out.W, argv[2]);
+    save_output(argv[2], &out);
+    printf("%s: latent (%d,%d,%d,%d) -> %dx%dx%d; wrote %s\n", argv[1], zs[0], zs[1], zs[2], zs[3], out.T, out.H,
+           out.W, argv[2]);
     free(mu), clip_free(&out);
-    ivae_st_close(st);
-    ivae_model_free(c.m);
+    coder_close(&c);
+    return 0;
+}
+
+/* the trace: every block's output, chunk by chunk, copied as it is made */
+typedef struct {
+    IvaeStEntry *e;
+    int n, cap;
+} TraceSet;
+
+static void trace_add(void *ctx, const char *name, int chunk, const real *x, int C, int T, int H, int W) {
+    TraceSet *ts = ctx;
+    if (ts->n == ts->cap) {
+        ts->cap = ts->cap ? 2 * ts->cap : 64;
+        ts->e = xrealloc(ts->e, (size_t)ts->cap, sizeof *ts->e);
+    }
+    char key[160];
+    snprintf(key, sizeof key, "%s.chunk%d", name, chunk);
+    for (int k = 0; k < ts->n; k++)
+        if (strcmp(ts->e[k].name, key) == 0) die("trace: two blocks named %s", key);
+    size_t n = (size_t)C * T * H * W;
+    real *copy = xmalloc(n * sizeof(real));
+    memcpy(copy, x, n * sizeof(real));
+    char *nm = xmalloc(strlen(key) + 1);
+    strcpy(nm, key);
+    ts->e[ts->n++] = (IvaeStEntry){.name = nm, .ndim = 4, .shape = {C, T, H, W}, .data = copy};
+}
+
+static int cmd_trace(int argc, char **argv) {
+    if (wants_help(argc, argv, TRACE_HELP)) return 0;
+    Coder c = coder_options("trace", &argc, argv);
+    if (argc != 3) die("trace: expected MODEL INPUT OUT.safetensors (see ivae trace --help)");
+    if (c.dev.cl || c.tile) die("trace: runs on the CPU, untiled");
+    coder_open(&c, "trace", argv[0]);
+    Clip in;
+    int zs[4];
+    load_input(&c, argv[1], &in, zs);
+    size_t nz = (size_t)zs[0] * zs[1] * zs[2] * zs[3];
+    real *mu = xmalloc(nz * sizeof(real));
+    Clip out = new_clip(in.T, in.H, in.W);
+    TraceSet ts = {0};
+    int rc;
+    if (c.wan) {
+        rc = wan_encode(c.wan, in.px, in.T, in.H, in.W, mu, NULL, trace_add, &ts);
+        if (rc == 0) rc = wan_decode(c.wan, mu, zs[1], zs[2], zs[3], out.px, trace_add, &ts);
+    } else {
+        ivae_set_trace(c.m, trace_add, &ts);
+        rc = ivae_encode(c.m, in.px, in.T, in.H, in.W, mu);
+        if (rc == 0) rc = ivae_decode(c.m, mu, zs[1], zs[2], zs[3], out.px);
+        ivae_set_trace(c.m, NULL, NULL);
+    }
+    if (rc != 0) die("%s", ivae_error());
+    trace_add(&ts, "mu", 0, mu, zs[0], zs[1], zs[2], zs[3]);
+    trace_add(&ts, "xhat", 0, out.px, 3, out.T, out.H, out.W);
+    ts.e[ts.n - 2].name = "mu", ts.e[ts.n - 1].name = "xhat";
+    if (ivae_st_write(argv[2], ts.e, ts.n, NULL, 0) != 0) die("%s", ivae_error());
+    printf("%s: %d block outputs over %d encoder and %d decoder chunks, mu and xhat; wrote %s\n", argv[1], ts.n - 2,
+           c.wan ? zs[1] : zs[1], zs[1], argv[2]);
+    free(mu), clip_free(&in), clip_free(&out);
+    coder_close(&c);
     return 0;
 }
 
@@ -995,12 +1185,19 @@ static int cmd_info(int argc, char **argv) {
         total += t->numel;
     }
     printf("%d tensors, %zu values\n", st->n, total);
-    int is_model = ivae_st_meta(st, "format") != NULL;
+    int is_model = ivae_st_meta(st, "format") != NULL, is_wan = wan_detect(st);
+    if (is_wan) {
+        WanModel *w = wan_load_st(st);
+        if (!w) die("%s", ivae_error());
+        printf("loads as a Wan 2.1 VAE (%s layout): dim %d, z %d, %zu parameters, time x space compression 4 x 8 x 8\n",
+               wan_layout(w), wan_dim(w), wan_z(w), wan_n_params(w));
+        wan_free(w);
+    }
     ivae_st_close(st);
     if (is_model) {
         IvaeModel *m = ivae_load(argv[0]);
         if (!m) die("%s", ivae_error());
-        printf("loads as a model: %zu parameters, time x space compression %d x %d x %d\n", m->n_params,
+        printf("loads as an ivae model: %zu parameters, time x space compression %d x %d x %d\n", m->n_params,
                ivae_time_factor(&m->cfg), ivae_space_factor(&m->cfg), ivae_space_factor(&m->cfg));
         ivae_model_free(m);
     }
@@ -1019,6 +1216,7 @@ static const char *HELP =
     "  recon   encode and decode an image or clip; print PSNR and SSIM\n"
     "  encode  write the latent of an image or clip\n"
     "  decode  turn a latent back into pixels\n"
+    "  trace   every block's output, chunk by chunk (ivae and Wan 2.1 models)\n"
     "  init    write a freshly initialised model\n"
     "  grad    forward + backward on a batch; write loss, outputs and every gradient\n"
     "  batch   write a random input batch for grad\n"
@@ -1040,6 +1238,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "recon") == 0) return cmd_recon(argc - 2, argv + 2);
     if (strcmp(cmd, "encode") == 0) return cmd_encode(argc - 2, argv + 2);
     if (strcmp(cmd, "decode") == 0) return cmd_decode(argc - 2, argv + 2);
+    if (strcmp(cmd, "trace") == 0) return cmd_trace(argc - 2, argv + 2);
     if (strcmp(cmd, "init") == 0) return cmd_init(argc - 2, argv + 2);
     if (strcmp(cmd, "grad") == 0) return cmd_grad(argc - 2, argv + 2);
     if (strcmp(cmd, "diff") == 0) return cmd_diff(argc - 2, argv + 2);
