@@ -22,6 +22,7 @@
  */
 #include "ivae.h"
 #include "ivae_cl_model.h"
+#include "layers.h" /* ivae_set_naive */
 #include "media.h"
 #include "train.h"
 #include "util.h"
@@ -198,6 +199,9 @@ static const char *GRAD_HELP =
     "  --beta X         KL weight (default 1e-6)\n"
     "  --w-opl X        outlier penalty weight (default 0)\n"
     "  --ref-shape TxHxW  reference shape of the loss normalisation (default 17x64x64)\n"
+    "  --naive          run the naive layers (SPEC's formulas as plain loops, layers.c)\n"
+    "                   instead of the tuned ones: the same bytes, slower; IVAE_NAIVE=1\n"
+    "                   does the same for every command\n"
     DEVICE_HELP;
 
 static void parse_loss_flag(IvaeLossOpts *o, int argc, char **argv, int *i) {
@@ -290,7 +294,8 @@ static int cmd_grad(int argc, char **argv) {
             return 0;
         }
         if (parse_device_flag(&dev, argc, argv, &i)) continue;
-        if (argv[i][0] == '-' && argv[i][1]) parse_loss_flag(&opts, argc, argv, &i);
+        if (strcmp(argv[i], "--naive") == 0) ivae_set_naive(1);
+        else if (argv[i][0] == '-' && argv[i][1]) parse_loss_flag(&opts, argc, argv, &i);
         else if (nf < 3) files[nf++] = argv[i];
         else die("grad: too many arguments (usage: ivae grad MODEL IN OUT)");
     }

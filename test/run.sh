@@ -81,13 +81,16 @@ for n in 2 3; do
 done
 
 # the whole model on the naive layers: the same bytes as the tuned run
-IVAE_NAIVE=1 ./ivae grad $FL "$M.model.safetensors" "$M.in.safetensors" "$OUT/naive.safetensors" > /dev/null || fail "grad with IVAE_NAIVE=1"
-if cmp -s "$OUT/threads1.safetensors" "$OUT/naive.safetensors"; then
-    echo "ok   naive layers (IVAE_NAIVE=1) and tuned layers: every output and gradient identical ($(basename $M))"
-else
-    fail "naive and tuned layers differ"
-    ./ivae diff --exact --quiet "$OUT/threads1.safetensors" "$OUT/naive.safetensors" | head -5
-fi
+./ivae grad --naive $FL "$M.model.safetensors" "$M.in.safetensors" "$OUT/naive.safetensors" > /dev/null || fail "grad --naive"
+IVAE_NAIVE=1 ./ivae grad $FL "$M.model.safetensors" "$M.in.safetensors" "$OUT/naive_env.safetensors" > /dev/null || fail "grad with IVAE_NAIVE=1"
+for f in naive naive_env; do
+    if cmp -s "$OUT/threads1.safetensors" "$OUT/$f.safetensors"; then
+        echo "ok   naive layers ($( [ $f = naive ] && echo 'grad --naive' || echo 'IVAE_NAIVE=1')) and tuned layers: every output and gradient identical ($(basename $M))"
+    else
+        fail "naive ($f) and tuned layers differ"
+        ./ivae diff --exact --quiet "$OUT/threads1.safetensors" "$OUT/$f.safetensors" | head -5
+    fi
+done
 
 step "5. sanitizer build"
 ./ivae_asan grad $TINY_FLAGS "$GOLDEN/tiny.model.safetensors" "$GOLDEN/tiny.in.safetensors" "$OUT/tiny.asan.safetensors" > /dev/null 2> "$OUT/asan.log" || { cat "$OUT/asan.log"; fail "grad under ASan/UBSan"; }
