@@ -67,9 +67,12 @@ test/gradcheck: test/gradcheck.c $(LIB) $(HDR)
 test/test_conv: test/test_conv.c $(LIB) $(HDR)
 	$(CC) $(CFLAGS) -o $@ test/test_conv.c $(LIB) $(LDLIBS)
 
-# the Wan 2.1 VAE against test/wan_ref.py's golden files
+# the Wan 2.1 VAE against test/wan_ref.py's golden files; its timing and memory
 test/test_wan: test/test_wan.c $(LIB) $(HDR)
 	$(CC) $(CFLAGS) -o $@ test/test_wan.c $(LIB) $(LDLIBS)
+
+test/bench_wan: test/bench_wan.c $(LIB) $(HDR)
+	$(CC) $(CFLAGS) -o $@ test/bench_wan.c $(LIB) $(LDLIBS)
 
 test/test_model: test/test_model.c $(LIB) $(HDR)
 	$(CC) $(CFLAGS) -o $@ test/test_model.c $(LIB) $(LDLIBS)
@@ -85,11 +88,11 @@ golden:
 	$(PYTHON) test/ref.py golden --config tiny --outdir test/golden
 	$(PYTHON) test/ref.py golden --config ivae-s --outdir test/golden
 
-test: ivae ivae_asan test/gradcheck test/test_conv test/test_wan test/test_model test/test_media test/test_media_asan test/test_cl
+test: ivae ivae_asan test/gradcheck test/test_conv test/test_wan test/bench_wan test/test_model test/test_media test/test_media_asan test/test_cl
 	PYTHON=$(PYTHON) sh test/run.sh
 
 clean:
-	rm -f ivae ivae_asan test/gradcheck test/test_conv test/test_wan test/test_model
+	rm -f ivae ivae_asan test/gradcheck test/test_conv test/test_wan test/bench_wan test/test_model
 	rm -rf test/out
 
 # the benchmark (test/bench.c, test/bench_torch.py): ivae.c built with the same

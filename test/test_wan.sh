@@ -10,6 +10,9 @@
 #     key names (the other files use diffusers' names);
 #   - the port's own self-test (streaming == whole clip, causality, both
 #     layouts; it also breaks four cache rules on purpose and sees them fail);
+#   - streaming memory: decoding twice the frames (17 -> 33 at 64 x 64, the
+#     released width) adds less than 5% to peak RSS, in total and above the
+#     weights (the issue's bound; measured +0.2%);
 #   - bad weight files: a missing tensor, a wrong shape, an extra tensor, a
 #     truncated file: one line naming the problem, exit status 1.
 # Needs python3-torch for the golden files; without it, says SKIP.
@@ -78,4 +81,14 @@ for bad in missing shape extra truncated; do
         fail "bad weights ($bad): exit $rc, $(head -c 300 "$OUT/bad_$bad.log")"
     fi
 done
+# streaming keeps memory flat: peak RSS of a decode of 17 and of 33 frames
+r17=$(OMP_NUM_THREADS=1 ./test/bench_wan decode --frames 17 --size 64x64) || fail "bench_wan decode 17"
+r33=$(OMP_NUM_THREADS=1 ./test/bench_wan decode --frames 33 --size 64x64) || fail "bench_wan decode 33"
+field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+p17=$(field "$r17" peak_rss_mb); p33=$(field "$r33" peak_rss_mb); w=$(field "$r17" weights_rss_mb)
+if [ -n "$p17" ] && [ -n "$p33" ] && [ $((100 * (p33 - p17))) -lt $((5 * p17)) ] && [ $((100 * (p33 - p17))) -lt $((5 * (p17 - w))) ]; then
+    echo "ok   decode peak RSS flat in frames: 17 frames $p17 MB, 33 frames $p33 MB (weights $w MB), 64x64, dim 96"
+else
+    fail "decode peak RSS grows with frames: 17 frames ${p17:-?} MB, 33 frames ${p33:-?} MB (weights ${w:-?} MB)"
+fi
 exit $failed
