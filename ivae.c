@@ -1105,6 +1105,12 @@ void ivae_adamw_defaults(IvaeAdamW *h) {
     h->weight_decay = 0;
 }
 
+void ivae_adamw_begin(IvaeModel *m, const IvaeAdamW *h, real *c1, real *c2) {
+    m->step++;
+    *c1 = (real)(1 - pow((double)h->beta1, (double)m->step));
+    *c2 = (real)(1 - pow((double)h->beta2, (double)m->step));
+}
+
 /* m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr (mhat / (sqrt(vhat) + eps) + wd p),
    mhat = m / (1 - b1^t), vhat = v / (1 - b2^t). Weight decay only on conv
    weights (5-D tensors): biases, SMC scales and gains are not pulled to 0. */
@@ -1113,9 +1119,8 @@ void ivae_adamw_step(IvaeModel *m, const IvaeAdamW *h) {
         m->adam_m = xcalloc(m->n_params, sizeof(real));
         m->adam_v = xcalloc(m->n_params, sizeof(real));
     }
-    m->step++;
-    real c1 = (real)(1 - pow((double)h->beta1, (double)m->step));
-    real c2 = (real)(1 - pow((double)h->beta2, (double)m->step));
+    real c1, c2;
+    ivae_adamw_begin(m, h, &c1, &c2);
     for (int t = 0; t < m->n_tensors; t++) {
         const IvaeParamInfo *p = &m->info[t];
         real wd = p->ndim == 5 ? h->weight_decay : 0;

@@ -195,6 +195,10 @@ void ivae_adamw_defaults(IvaeAdamW *h);
 /* one AdamW step on m->params from m->grads; the moments m->adam_m and
    m->adam_v (allocated on first use) and m->step live in the model */
 void ivae_adamw_step(IvaeModel *m, const IvaeAdamW *h);
+/* the first part of a step, for other backends: m->step advanced and the
+   bias corrections c1 = 1 - beta1^step, c2 = 1 - beta2^step (in double,
+   rounded to real) */
+void ivae_adamw_begin(IvaeModel *m, const IvaeAdamW *h, real *c1, real *c2);
 
 /* The units that gradient clipping works on: each output channel of a conv
    weight (a 5-D tensor; conv = 1) is one unit, every other tensor (biases,

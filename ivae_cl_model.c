@@ -708,12 +708,11 @@ int ivae_cl_batch_grad(IvaeClModel *cm, IvaeSample *samples, int B, const IvaeLo
     return ivae_cl_finish(cm->cl);
 }
 
-/* ivae_adamw_step: the bias corrections in double, rounded to real, as there */
+/* ivae_adamw_step on the device: the same bias corrections (ivae_adamw_begin) */
 int ivae_cl_adamw_step(IvaeClModel *cm, const IvaeAdamW *h) {
     IvaeModel *m = cm->m;
-    m->step++;
-    real c1 = (real)(1 - pow((double)h->beta1, (double)m->step));
-    real c2 = (real)(1 - pow((double)h->beta2, (double)m->step));
+    real c1, c2;
+    ivae_adamw_begin(m, h, &c1, &c2);
     for (int t = 0; t < m->n_tensors; t++) {
         const IvaeParamInfo *p = &m->info[t];
         real wd = p->ndim == 5 ? h->weight_decay : 0;
