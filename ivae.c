@@ -259,13 +259,9 @@ static size_t add_tensor(IvaeModel *m, const char *name, int init, int fan_in, i
     struct IvaeImpl *I = m->impl;
     if (m->n_tensors == I->cap_tensors) {
         I->cap_tensors = I->cap_tensors ? 2 * I->cap_tensors : 64;
-        m->info = realloc(m->info, I->cap_tensors * sizeof *m->info);
-        I->init_kind = realloc(I->init_kind, I->cap_tensors * sizeof(int));
-        I->fan_in = realloc(I->fan_in, I->cap_tensors * sizeof(int));
-        if (!m->info || !I->init_kind || !I->fan_in) {
-            fprintf(stderr, "ivae: error: out of memory\n");
-            exit(1);
-        }
+        m->info = xrealloc(m->info, (size_t)I->cap_tensors, sizeof *m->info);
+        I->init_kind = xrealloc(I->init_kind, (size_t)I->cap_tensors, sizeof(int));
+        I->fan_in = xrealloc(I->fan_in, (size_t)I->cap_tensors, sizeof(int));
     }
     IvaeParamInfo *p = &m->info[m->n_tensors];
     memset(p, 0, sizeof *p);
@@ -319,11 +315,7 @@ static Block *new_block(IvaeModel *m, int dec, BlockKind kind, const char *fmt, 
     int *n = dec ? &I->n_dec : &I->n_enc, *cap = dec ? &I->cap_dec : &I->cap_enc;
     if (*n == *cap) {
         *cap = *cap ? 2 * *cap : 16;
-        *arr = realloc(*arr, *cap * sizeof(Block));
-        if (!*arr) {
-            fprintf(stderr, "ivae: error: out of memory\n");
-            exit(1);
-        }
+        *arr = xrealloc(*arr, (size_t)*cap, sizeof(Block));
     }
     Block *b = &(*arr)[(*n)++];
     memset(b, 0, sizeof *b);

@@ -114,11 +114,7 @@ struct WanModel {
 static size_t add_tensor(WanModel *m, const char *name, const char *official, int ndim, const int *shape) {
     if (m->n_tensors == m->cap_tensors) {
         m->cap_tensors = m->cap_tensors ? 2 * m->cap_tensors : 256;
-        m->t = realloc(m->t, m->cap_tensors * sizeof *m->t);
-        if (!m->t) {
-            fprintf(stderr, "ivae: error: out of memory\n");
-            exit(1);
-        }
+        m->t = xrealloc(m->t, (size_t)m->cap_tensors, sizeof *m->t);
     }
     WanTensor *t = &m->t[m->n_tensors++];
     memset(t, 0, sizeof *t);
