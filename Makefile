@@ -98,13 +98,16 @@ clean:
 # the benchmark (test/bench.c, test/bench_torch.py): ivae.c built with the same
 # CFLAGS as ./ivae (BENCH_FLAGS adds to them), timed row by row next to the
 # machine's fma peak and to PyTorch; prints a table and writes bench.csv.
-# BENCH_ARGS passes flags, e.g. make bench BENCH_ARGS=--quick
+# BENCH_ARGS passes flags, e.g. make bench BENCH_ARGS=--quick. Then the Wan 2.1
+# rows (test/bench_wan.sh: encode and decode of 3 x 17 x 256 x 256 at the
+# released width beside the PyTorch port; BENCH_WAN_ARGS passes its flags).
 .PHONY: bench
 test/bench: test/bench.c $(LIB) $(HDR)
 	$(CC) $(CFLAGS) $(BENCH_FLAGS) -DBENCH_CFLAGS='"$(strip $(CFLAGS) $(BENCH_FLAGS))"' -o $@ test/bench.c $(LIB) $(LDLIBS)
 
-bench: test/bench
+bench: test/bench test/bench_wan
 	./test/bench --python $(PYTHON) $(BENCH_ARGS)
+	PYTHON=$(PYTHON) sh test/bench_wan.sh $(BENCH_WAN_ARGS)
 
 # --- media: image/video I/O, metrics and pictures (media.c; stb, header-only) --
 # test/test_media SCRATCH_DIR checks it; test/test_media_asan is the same
