@@ -144,7 +144,7 @@ static void conv_padded(real *out, const real *xp, const Padded *g, const real *
     size_t plane = (size_t)To * Ho * Wo;
 #pragma omp parallel for schedule(static)
     for (int task = 0; task < nob * To * Ho; task++) {
-        int ob = task / (To * Ho), t = task / Ho % To, h = task % Ho;
+        int ob = task % nob, t = task / nob / Ho, h = task / nob % Ho; /* ob fastest: neighbouring tasks read the same input rows */
         int o0 = ob * MR, n_o = Cout - o0 < MR ? Cout - o0 : MR;
         const real *xrow = xp + ((size_t)(t0 + t * st) * g->Hp + (size_t)h * sh) * g->Wrow;
         for (int w0 = 0; w0 < Wo; w0 += NR)

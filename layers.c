@@ -449,10 +449,17 @@ void ivae_attention_forward(real *out, real *att, const real *qkv, int C, int T,
             attn_span(mode, p, HW, &r0, &r1);
             real *a = att + (size_t)p * L;
             real mx = -INFINITY;
+            /* dot_r = sum over c, in increasing c, of q[c,p] k[c,r]: one
+               accumulator per key r, the keys side by side (contiguous) */
+            for (int r = r0; r < r1; r++) a[r - r0] = 0;
+            for (int c = 0; c < C; c++) {
+                real qc = q[(size_t)c * N + p];
+                const real *kc = k + (size_t)c * N;
+#pragma omp simd
+                for (int r = r0; r < r1; r++) a[r - r0] += qc * kc[r];
+            }
             for (int r = r0; r < r1; r++) {
-                real dot = 0;
-                for (int c = 0; c < C; c++) dot += q[(size_t)c * N + p] * k[(size_t)c * N + r];
-                a[r - r0] = dot * scale;
+                a[r - r0] = a[r - r0] * scale;
                 if (a[r - r0] > mx) mx = a[r - r0];
             }
             for (int r = r0; r < r1; r++) a[r - r0] = EXP(a[r - r0] - mx);
@@ -486,12 +493,15 @@ void ivae_attention_backward(real *dqkv, const real *dout, const real *att, cons
             attn_span(mode, p, HW, &r0, &r1);
             const real *a = att + (size_t)p * L;
             real *dsp = ds + (size_t)p * L;
-            for (int r = r0; r < r1; r++) {
-                real da = 0;
-                for (int c = 0; c < C; c++) da += dout[(size_t)c * N + p] * v[(size_t)c * N + r];
-                dsp[r - r0] = da; /* da for now */
-                tmp[r - r0] = a[r - r0] * da;
+            /* da_r = sum over c, in increasing c, of do[c,p] v[c,r] (one accumulator per r) */
+            for (int r = r0; r < r1; r++) dsp[r - r0] = 0;
+            for (int c = 0; c < C; c++) {
+                real dc = dout[(size_t)c * N + p];
+                const real *vc = v + (size_t)c * N;
+#pragma omp simd
+                for (int r = r0; r < r1; r++) dsp[r - r0] += dc * vc[r];
             }
+            for (int r = r0; r < r1; r++) tmp[r - r0] = a[r - r0] * dsp[r - r0]; /* dsp holds da for now */
             real adot = ivae_sum_rows(tmp, r1 - r0, W);
             for (int r = r0; r < r1; r++) dsp[r - r0] = a[r - r0] * (dsp[r - r0] - adot);
             for (int c = 0; c < C; c++) {
