@@ -71,26 +71,22 @@ if [ -f "$GOLDEN/ivae-s.model.safetensors" ]; then M=$GOLDEN/ivae-s; FL=""; else
 for n in 1 2 3; do
     OMP_NUM_THREADS=$n ./ivae grad $FL "$M.model.safetensors" "$M.in.safetensors" "$OUT/threads$n.safetensors" > /dev/null || fail "grad with $n threads"
 done
-for n in 2 3; do
-    if cmp -s "$OUT/threads1.safetensors" "$OUT/threads$n.safetensors"; then
-        echo "ok   1 thread and $n threads: every output and gradient identical ($(basename $M))"
+# ok if the two grad files are byte for byte the same, else fail with the first differing tensors
+same_bits() {
+    if cmp -s "$1" "$2"; then
+        echo "ok   $3: every output and gradient identical ($(basename $M))"
     else
-        fail "1 thread and $n threads differ"
-        ./ivae diff --exact --quiet "$OUT/threads1.safetensors" "$OUT/threads$n.safetensors" | head -5
+        fail "$3: results differ"
+        ./ivae diff --exact --quiet "$1" "$2" | head -5
     fi
-done
+}
+for n in 2 3; do same_bits "$OUT/threads1.safetensors" "$OUT/threads$n.safetensors" "1 thread and $n threads"; done
 
 # the whole model on the naive layers: the same bytes as the tuned run
 ./ivae grad --naive $FL "$M.model.safetensors" "$M.in.safetensors" "$OUT/naive.safetensors" > /dev/null || fail "grad --naive"
 IVAE_NAIVE=1 ./ivae grad $FL "$M.model.safetensors" "$M.in.safetensors" "$OUT/naive_env.safetensors" > /dev/null || fail "grad with IVAE_NAIVE=1"
-for f in naive naive_env; do
-    if cmp -s "$OUT/threads1.safetensors" "$OUT/$f.safetensors"; then
-        echo "ok   naive layers ($( [ $f = naive ] && echo 'grad --naive' || echo 'IVAE_NAIVE=1')) and tuned layers: every output and gradient identical ($(basename $M))"
-    else
-        fail "naive ($f) and tuned layers differ"
-        ./ivae diff --exact --quiet "$OUT/threads1.safetensors" "$OUT/$f.safetensors" | head -5
-    fi
-done
+same_bits "$OUT/threads1.safetensors" "$OUT/naive.safetensors" "naive layers (grad --naive) and tuned layers"
+same_bits "$OUT/threads1.safetensors" "$OUT/naive_env.safetensors" "naive layers (IVAE_NAIVE=1) and tuned layers"
 
 step "5. sanitizer build"
 ./ivae_asan grad $TINY_FLAGS "$GOLDEN/tiny.model.safetensors" "$GOLDEN/tiny.in.safetensors" "$OUT/tiny.asan.safetensors" > /dev/null 2> "$OUT/asan.log" || { cat "$OUT/asan.log"; fail "grad under ASan/UBSan"; }
