@@ -410,13 +410,30 @@ void ivae_pixelnorm_backward(real *dinp, const real *dout, const real *norm, con
 void ivae_rmsnorm_forward(real *out, const real *inp, const real *gamma, int C, size_t N) {
     // out, inp (C, N); gamma (C)
     real root_c = SQRT((real)C);
+    /* positions in blocks of PB, the channels swept over each block in order:
+       each position's sum still adds its channels one by one in increasing c */
+    enum { PB = 512 };
+    size_t nb = (N + PB - 1) / PB;
 #pragma omp parallel for schedule(static)
-    for (size_t p = 0; p < N; p++) {
-        real ss = 0;
-        for (int c = 0; c < C; c++) ss += inp[c * N + p] * inp[c * N + p];
-        real n = SQRT(ss);
-        if (!(n >= (real)1e-12)) n = n != n ? n : (real)1e-12; /* the floor of F.normalize; NaN stays NaN */
-        for (int c = 0; c < C; c++) out[c * N + p] = inp[c * N + p] / n * root_c * gamma[c];
+    for (size_t blk = 0; blk < nb; blk++) {
+        size_t p0 = blk * PB, np = N - p0 < PB ? N - p0 : PB;
+        real n[PB];
+        for (size_t j = 0; j < np; j++) n[j] = 0;
+        for (int c = 0; c < C; c++) {
+            const real *x = inp + (size_t)c * N + p0;
+#pragma omp simd
+            for (size_t j = 0; j < np; j++) n[j] += x[j] * x[j];
+        }
+        for (size_t j = 0; j < np; j++) {
+            n[j] = SQRT(n[j]);
+            if (!(n[j] >= (real)1e-12)) n[j] = n[j] != n[j] ? n[j] : (real)1e-12; /* F.normalize's floor; NaN stays NaN */
+        }
+        for (int c = 0; c < C; c++) {
+            const real *x = inp + (size_t)c * N + p0;
+            real *y = out + (size_t)c * N + p0;
+#pragma omp simd
+            for (size_t j = 0; j < np; j++) y[j] = x[j] / n[j] * root_c * gamma[c];
+        }
     }
 }
 
