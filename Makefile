@@ -144,13 +144,13 @@ endif
 # `ivae devices`, `ivae compare`) when OpenCL is found, and otherwise a stub
 # (ivae_cl_stub.c) whose functions say that the build has no OpenCL.
 ifeq ($(OPENCL_OK),yes)
-  CL_SRC := ivae_cl.c ivae_cl_model.c
+  CL_SRC := ivae_cl.c ivae_cl_model.c wan_cl.c
   CL_LIB := -lOpenCL
 else
   CL_SRC := ivae_cl_stub.c
   CL_LIB :=
 endif
-ivae ivae_asan: $(CL_SRC) ivae_cl_model.h $(if $(filter yes,$(OPENCL_OK)),ivae_cl.h)
+ivae ivae_asan: $(CL_SRC) ivae_cl_model.h wan_cl.h $(if $(filter yes,$(OPENCL_OK)),ivae_cl.h)
 ivae ivae_asan: SRC += $(CL_SRC)
 ivae ivae_asan: LDLIBS += $(CL_LIB)
 

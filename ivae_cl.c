@@ -179,7 +179,7 @@ int ivae_cl_print_devices(FILE *f) {
             char dname[256], dversion[256], driver[256];
             cl_device_type type = 0;
             cl_uint units = 0;
-            cl_ulong mem = 0, local = 0;
+            cl_ulong mem = 0, local = 0, most = 0;
             size_t group = 0;
             int strict, denorms;
             if (device_str(devs[id], CL_DEVICE_NAME, dname, sizeof dname) ||
@@ -188,6 +188,7 @@ int ivae_cl_print_devices(FILE *f) {
                 CL_CHECK(clGetDeviceInfo(devs[id], CL_DEVICE_TYPE, sizeof type, &type, NULL)) ||
                 CL_CHECK(clGetDeviceInfo(devs[id], CL_DEVICE_MAX_COMPUTE_UNITS, sizeof units, &units, NULL)) ||
                 CL_CHECK(clGetDeviceInfo(devs[id], CL_DEVICE_GLOBAL_MEM_SIZE, sizeof mem, &mem, NULL)) ||
+                CL_CHECK(clGetDeviceInfo(devs[id], CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof most, &most, NULL)) ||
                 CL_CHECK(clGetDeviceInfo(devs[id], CL_DEVICE_LOCAL_MEM_SIZE, sizeof local, &local, NULL)) ||
                 CL_CHECK(clGetDeviceInfo(devs[id], CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof group, &group, NULL)) ||
                 device_strict_ok(devs[id], &strict, &denorms)) {
@@ -200,8 +201,9 @@ int ivae_cl_print_devices(FILE *f) {
                     : type & CL_DEVICE_TYPE_CPU ? "CPU"
                                                 : "other",
                     dversion, driver);
-            fprintf(f, "    %u compute units, %.1f GiB global memory, %.0f KiB local memory, work-groups up to %zu\n",
-                    units, (double)mem / (1 << 30), (double)local / 1024, group);
+            fprintf(f, "    %u compute units, %.1f GiB global memory (%.1f GiB in one buffer), %.0f KiB local memory, "
+                       "work-groups up to %zu\n",
+                    units, (double)mem / (1 << 30), (double)most / (1 << 30), (double)local / 1024, group);
             fprintf(f, "    correctly rounded divide/sqrt: %s; denormals: %s\n",
                     strict ? "yes (the strict mode can run)" : "NO (the strict mode cannot run)",
                     denorms ? "yes" : "flushed to zero (results through a denormal differ from the CPU's)");
@@ -275,7 +277,8 @@ static const char *kernel_names[IVAE_K_COUNT] = {
 
 /* the fast kernels that run in fixed work-groups of FG x FG = 256 (kernels_fast.cl) */
 static int is_tiled(int k) {
-    return k == IVAE_K_conv3d_forward_fast || k == IVAE_K_conv3d_backward_dinp_fast ||
+    return k == IVAE_K_conv3d_forward_fast || k == IVAE_K_conv3d_forward_padded_fast ||
+           k == IVAE_K_conv3d_backward_dinp_fast ||
            k == IVAE_K_conv3d_backward_dweight_fast || k == IVAE_K_conv3d_backward_dbias_fast ||
            k == IVAE_K_gemm_fast;
 }
@@ -448,6 +451,21 @@ static int cl_open(IvaeCl *cl) {
     if (CL_CHECK(clGetDeviceInfo(cl->device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL)))
         return -1;
     cl->base_align = align_bits / 8 > 64 ? align_bits / 8 : 64;
+    cl_ulong most = 0, mem = 0;
+    if (CL_CHECK(clGetDeviceInfo(cl->device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof most, &most, NULL)) ||
+        CL_CHECK(clGetDeviceInfo(cl->device, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof mem, &mem, NULL)))
+        return -1;
+    cl->max_alloc = (size_t)most, cl->global_mem = (size_t)mem;
+    const char *cap = getenv("IVAE_CL_MAX_ALLOC");
+    if (cap && *cap) { /* a smaller device, rehearsed */
+        char *end;
+        unsigned long long v = strtoull(cap, &end, 10);
+        if (*end || v == 0 || cap[0] == '-') {
+            ivae_set_error("IVAE_CL_MAX_ALLOC=%s is not a size in bytes (a positive integer)", cap);
+            return -1;
+        }
+        if (v < cl->max_alloc) cl->max_alloc = (size_t)v, cl->max_alloc_env = 1;
+    }
     cl->fast_ok = 1;
     cl_device_fp_config fp64 = 0;
     /* (drivers without cl_khr_fp64 may refuse the query itself: no double then) */
@@ -513,13 +531,35 @@ void ivae_cl_free(IvaeCl *cl) {
     free(cl);
 }
 
-cl_mem ivae_cl_buffer(IvaeCl *cl, size_t n, const float *host) {
+static double mib(size_t bytes) { return (double)bytes / (1 << 20); }
+
+int ivae_cl_fits(IvaeCl *cl, size_t bytes, const char *what) {
+    if (bytes <= cl->max_alloc) return 0;
+    ivae_set_error("%s: %.4g MiB in one buffer, more than %s allows (%.4g MiB, %s)", what, mib(bytes),
+                   cl->device_name, mib(cl->max_alloc),
+                   cl->max_alloc_env ? "IVAE_CL_MAX_ALLOC" : "its CL_DEVICE_MAX_MEM_ALLOC_SIZE");
+    return -1;
+}
+
+/* an allocation that fails is an answer about the device, not a broken call:
+   one line in ivae_error() for the caller to print, nothing printed here */
+static cl_mem buffer_bytes(IvaeCl *cl, size_t bytes, const void *host) {
+    if (bytes == 0) bytes = 1;
+    if (ivae_cl_fits(cl, bytes, "a buffer") != 0) return NULL;
     cl_int err;
-    cl_mem b;
     cl_mem_flags flags = CL_MEM_READ_WRITE | (host ? CL_MEM_COPY_HOST_PTR : 0);
-    if (CL_CHECK((b = clCreateBuffer(cl->context, flags, (n ? n : 1) * sizeof(float), (void *)host, &err), err)))
+    cl_mem b = clCreateBuffer(cl->context, flags, bytes, (void *)host, &err);
+    if (err != CL_SUCCESS) {
+        ivae_set_error("%s cannot allocate a buffer of %.1f MiB (OpenCL error %s (%d) from clCreateBuffer; the "
+                       "device has %.1f MiB in all)",
+                       cl->device_name, mib(bytes), cl_error_name(err), (int)err, mib(cl->global_mem));
         return NULL;
+    }
     return b;
+}
+
+cl_mem ivae_cl_buffer(IvaeCl *cl, size_t n, const float *host) {
+    return buffer_bytes(cl, (n ? n : 1) * sizeof(float), host);
 }
 
 static int read_at(IvaeCl *cl, float *dst, cl_mem src, size_t offset, size_t n) {
@@ -537,13 +577,7 @@ int ivae_cl_write(IvaeCl *cl, cl_mem dst, const float *src, size_t n) {
     return CL_CHECK(clEnqueueWriteBuffer(cl->queue, dst, CL_TRUE, 0, n * sizeof(float), src, 0, NULL, NULL)) ? -1 : 0;
 }
 
-cl_mem ivae_cl_buffer_bytes(IvaeCl *cl, size_t n, const void *host) {
-    cl_int err;
-    cl_mem b;
-    cl_mem_flags flags = CL_MEM_READ_WRITE | (host ? CL_MEM_COPY_HOST_PTR : 0);
-    if (CL_CHECK((b = clCreateBuffer(cl->context, flags, n ? n : 1, (void *)host, &err), err))) return NULL;
-    return b;
-}
+cl_mem ivae_cl_buffer_bytes(IvaeCl *cl, size_t n, const void *host) { return buffer_bytes(cl, n, host); }
 
 int ivae_cl_write_bytes(IvaeCl *cl, cl_mem dst, const void *src, size_t n) {
     if (n == 0) return 0;
@@ -639,6 +673,13 @@ static int run_kernel_nd(IvaeCl *cl, int k, const size_t *global, const size_t *
 static int conv_out_t(int T, int st) { return (T - 1) / st + 1; }
 static int conv_out_s(int H, int k, int s) { return (H + 2 * (k / 2) - k) / s + 1; }
 
+/* the forward kernels' work-items: FM output channels x FN outputs of a row each (kernels.cl) */
+#define FWD_FM 8
+#define FWD_FN 8
+static size_t forward_items(int Cout, int To, int Ho, int Wo) {
+    return (size_t)(Cout + FWD_FM - 1) / FWD_FM * To * Ho * ((Wo + FWD_FN - 1) / FWD_FN);
+}
+
 /* the eleven size arguments every conv kernel takes, in layers.c's order */
 #define CONV_SIZES                                                                                             \
     INT(Cin), INT(T), INT(H), INT(W), INT(Cout), INT(kt), INT(kh), INT(kw), INT(st), INT(sh), INT(sw)
@@ -646,8 +687,7 @@ static int conv_out_s(int H, int k, int s) { return (H + 2 * (k / 2) - k) / s + 
 int ivae_cl_conv3d_forward(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem weight, cl_mem bias, int Cin, int T, int H,
                            int W, int Cout, int kt, int kh, int kw, int st, int sh, int sw) {
     // out (Cout, To, Ho, Wo), inp (Cin, T, H, W), weight (Cout, Cin, kt, kh, kw), bias (Cout) or NULL
-    // one work-item per four neighbouring outputs of a row
-    size_t n = (size_t)Cout * conv_out_t(T, st) * conv_out_s(H, kh, sh) * ((conv_out_s(W, kw, sw) + 3) / 4);
+    size_t n = forward_items(Cout, conv_out_t(T, st), conv_out_s(H, kh, sh), conv_out_s(W, kw, sw));
     return RUN(cl, conv3d_forward, n, MEM(out), MEM(inp), MEM(weight), MEM(bias), CONV_SIZES);
 }
 
@@ -657,10 +697,30 @@ int ivae_cl_conv3d_forward_chunk(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem prev
     // out (Cout, To, Ho, Wo) for the To output frames whose last tap falls in frames s0 .. s0+T-1
     int first = (s0 + st - 1) / st, last = (s0 + T - 1) / st, To = last - first + 1;
     if (To <= 0) return 0;
-    size_t n = (size_t)Cout * To * conv_out_s(H, kh, sh) * ((conv_out_s(W, kw, sw) + 3) / 4);
+    size_t n = forward_items(Cout, To, conv_out_s(H, kh, sh), conv_out_s(W, kw, sw));
     if (RUN(cl, conv3d_forward_chunk, n, MEM(out), MEM(inp), MEM(prev), INT(s0), MEM(weight), MEM(bias), CONV_SIZES))
         return -1;
     return To;
+}
+
+int ivae_cl_conv3d_forward_padded(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem prev, int s0, cl_mem weight,
+                                  cl_mem bias, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw, int st,
+                                  int sh, int sw, int top, int bottom, int left, int right) {
+    // out (Cout, To, Ho, Wo), Ho = (H + top + bottom - kh) / sh + 1, Wo likewise
+    int first = (s0 + st - 1) / st, last = (s0 + T - 1) / st, To = last - first + 1;
+    if (To <= 0) return 0;
+    int Ho = (H + top + bottom - kh) / sh + 1, Wo = (W + left + right - kw) / sw + 1;
+    size_t n = forward_items(Cout, To, Ho, Wo);
+    if (RUN(cl, conv3d_forward_padded, n, MEM(out), MEM(inp), MEM(prev), INT(s0), MEM(weight), MEM(bias), CONV_SIZES,
+            INT(top), INT(bottom), INT(left), INT(right)))
+        return -1;
+    return To;
+}
+
+int ivae_cl_cache_push(IvaeCl *cl, cl_mem cache, int keep, int had, cl_mem x, int C, int T, int H, int W) {
+    // cache (C, keep, H, W), x (C, T, H, W); one work-item per channel and pixel
+    return RUN(cl, cache_push, (size_t)C * H * W, MEM(cache), INT(keep), INT(had), MEM(x), INT(C), INT(T), INT(H),
+               INT(W));
 }
 
 int ivae_cl_conv3d_backward(IvaeCl *cl, cl_mem dinp, cl_mem dweight, cl_mem dbias, cl_mem dout, cl_mem inp,
@@ -721,6 +781,10 @@ int ivae_cl_pixelnorm_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, cl_mem norm
     return RUN(cl, pixelnorm_backward, N, MEM(dinp), MEM(dout), MEM(norm), MEM(inp), INT(C), ULONG(N));
 }
 
+int ivae_cl_rmsnorm_forward(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem gamma, int C, size_t N) {
+    return RUN(cl, rmsnorm_forward, N, MEM(out), MEM(inp), MEM(gamma), INT(C), ULONG(N));
+}
+
 int ivae_cl_attention_forward(IvaeCl *cl, cl_mem out, cl_mem att, cl_mem qkv, int C, int T, int H, int W, int mode) {
     // out (C, N), att (N, L), qkv (3C, N); L = N (causal) or H*W (frame)
     return RUN(cl, attention_forward, (size_t)T * H * W, MEM(out), MEM(att), MEM(qkv), INT(C), INT(T), INT(H),
@@ -754,6 +818,11 @@ int ivae_cl_upsample_chunk(IvaeCl *cl, cl_mem out, cl_mem inp, int C, int T, int
 int ivae_cl_upsample_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, int C, int T, int H, int W, int temporal) {
     return RUN(cl, upsample_backward, (size_t)C * T * H * W, MEM(dinp), MEM(dout), INT(C), INT(T), INT(H), INT(W),
                INT(temporal));
+}
+
+int ivae_cl_upsample_interleave(IvaeCl *cl, cl_mem out, cl_mem inp, int C, int T, int H, int W) {
+    return RUN(cl, upsample_interleave, (size_t)C * 2 * T * H * W, MEM(out), MEM(inp), INT(C), INT(T), INT(H),
+               INT(W));
 }
 
 /* --- the loss --------------------------------------------------------------- */
@@ -902,6 +971,21 @@ int ivae_cl_conv3d_forward_fast(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem weigh
     size_t P = (size_t)conv_out_t(T, st) * conv_out_s(H, kh, sh) * conv_out_s(W, kw, sw), global[3], local[3];
     tiled_range(global, local, Cout, P, 1);
     return RUN_ND(cl, conv3d_forward_fast, global, local, MEM(out), MEM(inp), MEM(weight), MEM(bias), CONV_SIZES);
+}
+
+int ivae_cl_conv3d_forward_padded_fast(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem prev, int s0, cl_mem weight,
+                                       cl_mem bias, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
+                                       int st, int sh, int sw, int top, int bottom, int left, int right) {
+    // as ivae_cl_conv3d_forward_padded: returns the number of output frames
+    if (fast_ready(cl)) return -1;
+    int first = (s0 + st - 1) / st, To = (s0 + T - 1) / st - first + 1;
+    if (To <= 0) return 0;
+    size_t P = (size_t)To * ((H + top + bottom - kh) / sh + 1) * ((W + left + right - kw) / sw + 1), global[3], local[3];
+    tiled_range(global, local, Cout, P, 1);
+    if (RUN_ND(cl, conv3d_forward_padded_fast, global, local, MEM(out), MEM(inp), MEM(prev), INT(s0), MEM(weight),
+               MEM(bias), CONV_SIZES, INT(top), INT(bottom), INT(left), INT(right)))
+        return -1;
+    return To;
 }
 
 /* the weight gradient's reduction over P positions runs in chunks of at most

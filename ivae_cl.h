@@ -25,14 +25,17 @@
  * `double *` output as its first argument instead.
  *
  * The whole model on the device (parameters, gradients and activations kept
- * there between calls) is ivae_cl_model.h's, built on these wrappers. Each
- * layer that matters for speed also has a fast twin (ivae_cl_*_fast, same
- * arguments): tiled, within SPEC 8's tolerances instead of bit for bit.
+ * there between calls) is ivae_cl_model.h's, built on these wrappers; the
+ * Wan 2.1 VAE on the device is wan_cl.h's. Each layer that matters for
+ * speed also has a fast twin (ivae_cl_*_fast, same arguments): tiled, within
+ * SPEC 8's tolerances instead of bit for bit.
  *
  * Device choice: env IVAE_CL_PLATFORM and IVAE_CL_DEVICE, indices as printed
- * by ivae_cl_print_devices(), default 0 and 0. Env IVAE_CL_PROFILE=1 times
- * every kernel (each launch then waits for its end) and prints the totals,
- * kernel by kernel, when the context is freed.
+ * by ivae_cl_print_devices(), default 0 and 0. Env IVAE_CL_MAX_ALLOC=<bytes>
+ * lowers the largest single buffer the code plans with below the device's
+ * CL_DEVICE_MAX_MEM_ALLOC_SIZE (to rehearse a small device on a big one).
+ * Env IVAE_CL_PROFILE=1 times every kernel (each launch then waits for its
+ * end) and prints the totals, kernel by kernel, when the context is freed.
  *
  * kernels.cl and kernels_fast.cl are read at run time and compiled for the
  * device as one program (kernels.cl includes ivae_math.h from its own
@@ -57,19 +60,21 @@
    context holds one cl_kernel each. */
 #define IVAE_CL_KERNELS(X)                                                                              \
     X(sum_nested_channel) X(sum_nested_total)                                                           \
-    X(conv3d_forward) X(conv3d_forward_chunk) X(conv3d_backward_dinp) X(conv3d_backward_dinp_strided)   \
+    X(conv3d_forward) X(conv3d_forward_chunk) X(conv3d_forward_padded) X(cache_push)                    \
+    X(conv3d_backward_dinp) X(conv3d_backward_dinp_strided)                                             \
     X(conv3d_backward_dweight) X(conv3d_backward_dbias)                                                 \
     X(smc_weight_forward) X(smc_weight_backward_dot) X(smc_weight_backward_dweight)                     \
     X(smc_weight_backward_dscale) X(smc_weight_backward_dgain)                                          \
-    X(silu_forward) X(silu_backward) X(pixelnorm_forward) X(pixelnorm_backward)                         \
+    X(silu_forward) X(silu_backward) X(pixelnorm_forward) X(pixelnorm_backward) X(rmsnorm_forward)      \
     X(attention_forward) X(attention_backward_dsdq) X(attention_backward_dkdv)                          \
-    X(upsample_forward) X(upsample_chunk) X(upsample_backward)                                          \
+    X(upsample_forward) X(upsample_chunk) X(upsample_backward) X(upsample_interleave)                   \
     X(rec_loss) X(latent_forward) X(latent_backward)                                                    \
     X(opl_forward_backward_stats) X(opl_forward_backward_dist) X(opl_forward_backward_hinge)            \
     X(opl_forward_backward_g) X(opl_forward_backward_dz)                                               \
     X(residual_add) X(residual_sub) X(adamw_step) X(nonfinite_flags)                                    \
     X(unit_scale) X(unit_sumsq) X(pixel_sumsq)                                                          \
-    X(conv3d_forward_fast) X(conv3d_backward_dinp_fast) X(conv3d_backward_dweight_fast)                 \
+    X(conv3d_forward_fast) X(conv3d_forward_padded_fast) X(conv3d_backward_dinp_fast)                   \
+    X(conv3d_backward_dweight_fast)                                                                     \
     X(conv3d_backward_dweight_reduce) X(conv3d_backward_dbias_fast) X(gemm_fast)                        \
     X(attention_softmax_fast) X(attention_dsoftmax_fast)
 
@@ -102,6 +107,13 @@ typedef struct IvaeCl {
     int fp64;                       /* cl_khr_fp64: unit_sumsq and pixel_sumsq exist (env IVAE_CL_NO_FP64=1: off) */
     char fast_why[256];             /* if not, why */
     size_t base_align;              /* sub-buffer origins must be multiples of this (bytes) */
+    /* the largest buffer this code plans with (bytes): the device's
+       CL_DEVICE_MAX_MEM_ALLOC_SIZE (a quarter of its memory on many devices),
+       or less when env IVAE_CL_MAX_ALLOC=<bytes> says so (max_alloc_env = 1):
+       ivae_cl_buffer refuses anything larger with one clear line */
+    size_t max_alloc;
+    int max_alloc_env;
+    size_t global_mem;              /* CL_DEVICE_GLOBAL_MEM_SIZE (bytes) */
     /* env IVAE_CL_PROFILE=1: every launch waits for its kernel, and the time
        per kernel is printed to stderr by ivae_cl_free */
     int profile;
@@ -131,8 +143,13 @@ int ivae_cl_print_devices(FILE *f);
 IvaeCl *ivae_cl_new(void);
 void ivae_cl_free(IvaeCl *cl);
 
-/* a buffer of n floats, copied from host if not NULL; NULL on failure */
+/* a buffer of n floats, copied from host if not NULL; NULL on failure, with
+   one line in ivae_error() (nothing printed) when it is larger than
+   cl->max_alloc or the device cannot allocate it */
 cl_mem ivae_cl_buffer(IvaeCl *cl, size_t n, const float *host);
+/* 0 if one buffer of `bytes` is within cl->max_alloc; else -1 with ivae_error()
+   = "<what>: <size> in one buffer, more than <device> allows ..." */
+int ivae_cl_fits(IvaeCl *cl, size_t bytes, const char *what);
 /* blocking copies of n floats */
 int ivae_cl_write(IvaeCl *cl, cl_mem dst, const float *src, size_t n);
 int ivae_cl_read(IvaeCl *cl, float *dst, cl_mem src, size_t n);
@@ -148,6 +165,14 @@ int ivae_cl_conv3d_forward(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem weight, cl
 int ivae_cl_conv3d_forward_chunk(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem prev, int s0, cl_mem weight,
                                  cl_mem bias, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw, int st,
                                  int sh, int sw);
+/* ivae_conv3d_forward_padded: the chunk with any spatial padding, layers.h's
+   IvaePad pad passed as its four fields (top, bottom, left, right); returns
+   the number of output frames */
+int ivae_cl_conv3d_forward_padded(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem prev, int s0, cl_mem weight,
+                                  cl_mem bias, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw, int st,
+                                  int sh, int sw, int top, int bottom, int left, int right);
+/* ivae_cache_push: cache (C, keep, H, W) := the last keep frames of [cache | x] */
+int ivae_cl_cache_push(IvaeCl *cl, cl_mem cache, int keep, int had, cl_mem x, int C, int T, int H, int W);
 int ivae_cl_conv3d_backward(IvaeCl *cl, cl_mem dinp, cl_mem dweight, cl_mem dbias, cl_mem dout, cl_mem inp,
                             cl_mem weight, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw, int st,
                             int sh, int sw);
@@ -162,6 +187,8 @@ int ivae_cl_silu_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, cl_mem inp, size
 
 int ivae_cl_pixelnorm_forward(IvaeCl *cl, cl_mem out, cl_mem norm, cl_mem inp, int C, size_t N);
 int ivae_cl_pixelnorm_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, cl_mem norm, cl_mem inp, int C, size_t N);
+/* Wan 2.1's RMS norm (SPEC 7): out, inp (C, N), gamma (C) */
+int ivae_cl_rmsnorm_forward(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem gamma, int C, size_t N);
 
 int ivae_cl_attention_forward(IvaeCl *cl, cl_mem out, cl_mem att, cl_mem qkv, int C, int T, int H, int W, int mode);
 int ivae_cl_attention_backward(IvaeCl *cl, cl_mem dqkv, cl_mem dout, cl_mem att, cl_mem qkv, int C, int T, int H,
@@ -170,6 +197,9 @@ int ivae_cl_attention_backward(IvaeCl *cl, cl_mem dqkv, cl_mem dout, cl_mem att,
 int ivae_cl_upsample_forward(IvaeCl *cl, cl_mem out, cl_mem inp, int C, int T, int H, int W, int temporal);
 int ivae_cl_upsample_chunk(IvaeCl *cl, cl_mem out, cl_mem inp, int C, int T, int H, int W, int temporal, int first);
 int ivae_cl_upsample_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, int C, int T, int H, int W, int temporal);
+/* wan.c's upsample3d interleave: out (C, 2T, H, W) frame 2t = inp (2C, T, H, W)
+   channels [0, C) of frame t, frame 2t+1 = channels [C, 2C) */
+int ivae_cl_upsample_interleave(IvaeCl *cl, cl_mem out, cl_mem inp, int C, int T, int H, int W);
 
 /* ------------------------------------------------------------------------ */
 /* the loss (layers.c, SPEC 4). layers.h's Shape s is passed as C, T, H, W.
@@ -223,6 +253,9 @@ int ivae_cl_read_bytes(IvaeCl *cl, void *dst, cl_mem src, size_t n);
 
 int ivae_cl_conv3d_forward_fast(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem weight, cl_mem bias, int Cin, int T,
                                 int H, int W, int Cout, int kt, int kh, int kw, int st, int sh, int sw);
+int ivae_cl_conv3d_forward_padded_fast(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem prev, int s0, cl_mem weight,
+                                       cl_mem bias, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
+                                       int st, int sh, int sw, int top, int bottom, int left, int right);
 int ivae_cl_conv3d_backward_fast(IvaeCl *cl, cl_mem dinp, cl_mem dweight, cl_mem dbias, cl_mem dout, cl_mem inp,
                                  cl_mem weight, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
                                  int st, int sh, int sw);

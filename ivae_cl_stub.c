@@ -1,10 +1,11 @@
 /*
- * ivae_cl_stub.c: ivae_cl_model.h for a build without OpenCL (make
- * NO_OPENCL=1, or a machine without OpenCL headers). Every function fails
- * with a message that says how to get the OpenCL path; ivae_cl_built()
+ * ivae_cl_stub.c: ivae_cl_model.h and wan_cl.h for a build without OpenCL
+ * (make NO_OPENCL=1, or a machine without OpenCL headers). Every function
+ * fails with a message that says how to get the OpenCL path; ivae_cl_built()
  * returns 0 and ivae_cl_platform_count() 0, so the CPU path is untouched.
  */
 #include "ivae_cl_model.h"
+#include "wan_cl.h"
 
 static const char *why = "this ivae was built without OpenCL (make found no OpenCL headers and library, or "
                          "NO_OPENCL=1 was given): install ocl-icd-opencl-dev opencl-c-headers and a driver "
@@ -39,3 +40,7 @@ int ivae_cl_activation_stats(IvaeClModel *cm, IvaeActStat *out, int max) { retur
 int ivae_cl_block_output(IvaeClModel *cm, int decoder, int j, int shape[4], real *out) { return fail(); }
 int ivae_cl_encode(IvaeClModel *cm, const real *x, int T, int H, int W, real *mu) { return fail(); }
 int ivae_cl_decode(IvaeClModel *cm, const real *z, int Tz, int Hz, int Wz, real *xhat) { return fail(); }
+WanCl *wan_cl_new(IvaeCl *cl, WanModel *m, int fast) { return fail(), NULL; }
+void wan_cl_free(WanCl *w) {}
+int wan_cl_encode(WanCl *w, const real *x, int T, int H, int W, real *mu, real *logvar) { return fail(); }
+int wan_cl_decode(WanCl *w, const real *z, int Tz, int Hz, int Wz, real *xhat) { return fail(); }

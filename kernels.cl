@@ -16,6 +16,8 @@
  *   C (layers.c, ivae.c)           kernels.cl
  *   ivae_conv3d_forward            conv3d_forward
  *   ivae_conv3d_forward_chunk      conv3d_forward_chunk
+ *   ivae_conv3d_forward_padded     conv3d_forward_padded         (any spatial padding; IvaePad as 4 ints)
+ *   ivae_cache_push                cache_push
  *   ivae_conv3d_backward           conv3d_backward_dinp          (stride 1: the flipped conv)
  *                                  conv3d_backward_dinp_strided  (strided: the same on dy spread out)
  *                                  conv3d_backward_dweight       (conv_tuned.c: conv_wgrad)
@@ -24,6 +26,7 @@
  *   ivae_smc_weight_backward       smc_weight_backward_dot, _dweight, _dscale, _dgain
  *   ivae_silu_forward, _backward   silu_forward, silu_backward
  *   ivae_pixelnorm_forward, _backward   pixelnorm_forward, pixelnorm_backward
+ *   ivae_rmsnorm_forward           rmsnorm_forward
  *   ivae_attention_forward         attention_forward
  *   ivae_attention_backward        attention_backward_dsdq, attention_backward_dkdv
  *   ivae_upsample_forward, _chunk, _backward   upsample_forward, upsample_chunk, upsample_backward
@@ -37,11 +40,15 @@
  *   ivae_unit_sumsq                unit_sumsq (outputs first: ivae.h puts out last)
  * and the kernels with no C function of their own, by what they do in C:
  *   residual_add, residual_sub     the residual sums of block_forward and block_backward,
- *                                  and dx - dxhat in ivae_batch_grad
+ *                                  and dx - dxhat in ivae_batch_grad (residual_add: also
+ *                                  wan.c's res_forward and attn_forward)
  *   nonfinite_flags                ivae_batch_grad's all_finite check of the gradients
  *   pixel_sumsq                    the per-pixel loop of ivae_activation_stats
+ *   upsample_interleave            wan.c's up_forward: the time_conv's channel halves
+ *                                  become frames 2t and 2t+1 (a copy)
  * kernels_fast.cl, by the C function each does fast (gemm_fast: a batched product):
  *   ivae_conv3d_forward            conv3d_forward_fast
+ *   ivae_conv3d_forward_padded     conv3d_forward_padded_fast    (chunks, any spatial padding)
  *   ivae_conv3d_backward           conv3d_backward_dinp_fast, _dweight_fast, _dweight_reduce, _dbias_fast
  *   ivae_attention_forward         gemm_fast, attention_softmax_fast
  *   ivae_attention_backward        gemm_fast, attention_dsoftmax_fast
@@ -49,11 +56,11 @@
  * Bit for bit means that every output element is made by the same float
  * operations in the same order as in layers.c:
  * - one work-item per output element runs the C code's loop for that
- *   element, serially (the convolutions: four outputs per work-item, as the
- *   four lanes of float4 operations, each lane its own element's chain). The
- *   C code's register tiles, padded copies and transposes change where
- *   numbers live, never which numbers are added in which order. Each kernel
- *   quotes the C lines it mirrors.
+ *   element, serially (the convolutions: several outputs per work-item, as
+ *   the lanes of float4 or float8 operations, each lane its own element's
+ *   chain). The C code's register tiles, padded copies and transposes
+ *   change where numbers live, never which numbers are added in which
+ *   order. Each kernel quotes the C lines it mirrors.
  * - fma() where layers.c writes FMA() (fmaf and OpenCL's fma are both
  *   correctly rounded), and a * b + c everywhere else, kept as two roundings
  *   by FP_CONTRACT OFF below (the C code is built with -ffp-contract=off). One
@@ -175,13 +182,14 @@ kernel void sum_nested_total(global float *total, global const float *part, int 
 /* 2.1 causal conv3d                                                          */
 /* ========================================================================== */
 
-/* Four lanes, four independent computations: the strict conv kernels let
-   each work-item compute four outputs with float4 arithmetic (neighbours
-   along w; along w sw apart for the strided input gradient; four output
-   channels for the weight gradient). A float4 fma is
-   four fmas, lane by lane, each correctly rounded, so every lane runs
-   exactly the scalar chain the C code runs for its output; the lanes only
-   share the loads (and on a CPU the vector instructions). */
+/* Lanes, independent computations: the strict conv kernels let each
+   work-item compute several outputs with vector arithmetic (the forward
+   kernels: eight neighbours along w, float8, for each of eight output
+   channels; the input gradient: four neighbours along w, or along w sw
+   apart when strided, float4; the weight gradient: four output channels).
+   A vector fma is one fma per lane, each correctly rounded, so every lane
+   runs exactly the scalar chain the C code runs for its output; the lanes
+   only share the loads (and on a CPU the vector instructions). */
 
 /* x[l] = row[x0 + l * step] where 0 <= x0 + l * step < n, else 0; row NULL: all 0 */
 static float4 gather4(global const float *row, int x0, int step, int n) {
@@ -198,26 +206,46 @@ static float4 gather4(global const float *row, int x0, int step, int n) {
     return vload4(0, v);
 }
 
-/* Outputs y[o, t, h, w + l], l < 4, of conv3d_forward_chunk (conv3d_forward
-   is the chunk with s0 = 0 and prev = NULL). The C code's conv_tile, per output:
+/* The forward kernels compute a tile of FM output channels x FN neighbouring
+   outputs of a row per work-item: FM float8 chains (lane l: column w + l),
+   each lane its own output's chain, so the lanes and the channels share the
+   input loads (a row's inputs are loaded once per tap row and reused by its
+   kw taps). */
+#define FM 8 /* output channels per work-item of the forward kernels */
+#define FN 8 /* outputs of a row per work-item (the float8 lanes) */
+
+/* Outputs y[o + m, t, h, w + l], m < FM, l < FN, of conv3d_forward_padded
+   (conv3d_forward_chunk is it with SPEC 2.1's padding, ph = kh/2 rows on top
+   and pw = kw/2 columns left; conv3d_forward the chunk with s0 = 0 and prev
+   = NULL). Channels past Cout repeat channel Cout-1 and columns past Wo are
+   computed from zeros; the caller stores neither. The C code's conv_tile,
+   per output:
        acc = 0;
        for i { part = 0; for k (taps a, c, d row-major) part = FMA(w[o,i,k], xp[tap], part); acc += part; }
        y = bias ? acc + bias[o] : acc;
    where xp is the zero-padded input: padded frame j is clip frame
    s0 - (kt-1) + j, from prev (the kt-1 frames before the chunk; zeros when
-   prev is NULL) while j < kt-1 and from inp after; kh/2 rows and kw/2
-   columns of zeros around. Output t (of the chunk) has its first tap at
-   padded frame first * st - s0 + t * st. */
-static float4 conv_forward_point4(global const float *inp, global const float *prev, int s0,
-                                  global const float *weight, global const float *bias, int Cin, int T, int H,
-                                  int W, int kt, int kh, int kw, int st, int sh, int sw, int o, int t, int h, int w) {
-    int tf = kt - 1, ph = kh / 2, pw = kw / 2, first = (s0 + st - 1) / st;
+   prev is NULL) while j < kt-1 and from inp after; ph rows above and pw
+   columns left of the input are zeros (and the rows and columns below and
+   right of it, which only set Ho and Wo: reads past the input are 0). Every
+   tap is fma'd in, the padding's zeros included. Output t (of the chunk)
+   has its first tap at padded frame first * st - s0 + t * st. */
+static void conv_forward_tile(float8 y[FM], global const float *inp, global const float *prev, int s0,
+                              global const float *weight, global const float *bias, int Cin, int T, int H, int W,
+                              int Cout, int kt, int kh, int kw, int st, int sh, int sw, int ph, int pw, int o, int t,
+                              int h, int w) {
+    int tf = kt - 1, first = (s0 + st - 1) / st, K = kt * kh * kw;
     int j0 = first * st - s0 + t * st;
     size_t HW = (size_t)H * W;
-    float4 acc = (float4)(0.0f);
+    float8 acc[FM];
+    for (int m = 0; m < FM; m++) acc[m] = (float8)(0.0f);
     for (int i = 0; i < Cin; i++) {
-        float4 part = (float4)(0.0f);
-        global const float *wi = weight + ((size_t)o * Cin + i) * kt * kh * kw;
+        float8 part[FM];
+        global const float *wm[FM]; /* (kt, kh, kw) of channel o + m, input channel i */
+        for (int m = 0; m < FM; m++) {
+            part[m] = (float8)(0.0f);
+            wm[m] = weight + ((size_t)min(o + m, Cout - 1) * Cin + i) * K;
+        }
         for (int a = 0; a < kt; a++) {
             int j = j0 + a;
             global const float *f = j >= tf ? inp + ((size_t)i * T + (j - tf)) * HW
@@ -226,13 +254,66 @@ static float4 conv_forward_point4(global const float *inp, global const float *p
             for (int c = 0; c < kh; c++) {
                 int y = h * sh + c - ph;
                 global const float *row = f && y >= 0 && y < H ? f + (size_t)y * W : 0;
-                for (int d = 0; d < kw; d++)
-                    part = fma((float4)(wi[(a * kh + c) * kw + d]), gather4(row, w * sw + d - pw, sw, W), part);
+                if (sw == 1 && kw <= 9) {
+                    /* the FN + kw - 1 inputs the row's taps read (0 outside), once:
+                       tap d of lane l reads v[d + l] */
+                    int x0 = w - pw, n = FN - 1 + kw;
+                    float v[16];
+                    if (!row) {
+                        vstore16((float16)(0.0f), 0, v);
+                    } else if (x0 >= 0 && x0 + n <= W) {
+                        vstore8(vload8(0, row + x0), 0, v);
+                        for (int l = FN; l < n; l++) v[l] = row[x0 + l];
+                    } else {
+                        for (int l = 0; l < n; l++) v[l] = x0 + l >= 0 && x0 + l < W ? row[x0 + l] : 0.0f;
+                    }
+                    for (int d = 0; d < kw; d++) {
+                        int k = (a * kh + c) * kw + d;
+                        float8 x = vload8(0, v + d);
+                        for (int m = 0; m < FM; m++) part[m] = fma((float8)(wm[m][k]), x, part[m]);
+                    }
+                } else {
+                    /* strided: lane l of tap d reads column (w + l) sw + d - pw */
+                    for (int d = 0; d < kw; d++) {
+                        int k = (a * kh + c) * kw + d, x0 = w * sw + d - pw;
+                        float v[FN];
+                        for (int l = 0; l < FN; l++) {
+                            int x = x0 + l * sw;
+                            v[l] = row && x >= 0 && x < W ? row[x] : 0.0f;
+                        }
+                        float8 x = vload8(0, v);
+                        for (int m = 0; m < FM; m++) part[m] = fma((float8)(wm[m][k]), x, part[m]);
+                    }
+                }
             }
         }
-        acc += part;
+        for (int m = 0; m < FM; m++) acc[m] += part[m];
     }
-    return bias ? acc + (float4)(bias[o]) : acc;
+    for (int m = 0; m < FM; m++) y[m] = bias ? acc[m] + (float8)(bias[min(o + m, Cout - 1)]) : acc[m];
+}
+
+/* one work-item's tile of a forward kernel: gid -> (channels o.., frame t, row h, columns w..),
+   computed and stored (the channels < Cout, the columns < Wo) */
+static void conv_forward_run(global float *out, global const float *inp, global const float *prev, int s0,
+                             global const float *weight, global const float *bias, int Cin, int T, int H, int W,
+                             int Cout, int kt, int kh, int kw, int st, int sh, int sw, int ph, int pw, int To, int Ho,
+                             int Wo) {
+    int Wn = (Wo + FN - 1) / FN;
+    size_t gid = get_global_id(0);
+    if (To <= 0 || gid >= (size_t)(Cout + FM - 1) / FM * To * Ho * Wn) return;
+    int w = gid % Wn * FN, h = gid / Wn % Ho, t = gid / ((size_t)Wn * Ho) % To, o = gid / ((size_t)Wn * Ho * To) * FM;
+    float8 y[FM];
+    conv_forward_tile(y, inp, prev, s0, weight, bias, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw, ph, pw, o, t, h, w);
+    for (int m = 0; m < FM && o + m < Cout; m++) {
+        global float *dst = out + (((size_t)(o + m) * To + t) * Ho + h) * Wo + w;
+        if (w + FN <= Wo) {
+            vstore8(y[m], 0, dst);
+        } else {
+            float v[FN];
+            vstore8(y[m], 0, v);
+            for (int l = 0; w + l < Wo; l++) dst[l] = v[l];
+        }
+    }
 }
 
 /* stores the lanes l < n of v at y[l * step] */
@@ -247,17 +328,13 @@ static void store4(global float *y, float4 v, int step, int n) {
 }
 
 /* y[o,t',h',w'] = b[o] + sum_{i,a,c,d} W[o,i,a,c,d] * xpad[i, t'st+a, h'sh+c, w'sw+d];
-   one work-item per four neighbouring outputs of a row (Wo4 = ceil(Wo / 4) per row) */
+   one work-item per FM channels x FN neighbouring outputs of a row */
 kernel void conv3d_forward(global float *out, global const float *inp, global const float *weight,
                            global const float *bias, int Cin, int T, int H, int W, int Cout, int kt, int kh,
                            int kw, int st, int sh, int sw) {
     // out (Cout, To, Ho, Wo), inp (Cin, T, H, W), weight (Cout, Cin, kt, kh, kw), bias (Cout) or NULL
-    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw), Wo4 = (Wo + 3) / 4;
-    size_t gid = get_global_id(0);
-    if (gid >= (size_t)Cout * To * Ho * Wo4) return;
-    int w = gid % Wo4 * 4, h = gid / Wo4 % Ho, t = gid / ((size_t)Wo4 * Ho) % To, o = gid / ((size_t)Wo4 * Ho * To);
-    float4 y = conv_forward_point4(inp, 0, 0, weight, bias, Cin, T, H, W, kt, kh, kw, st, sh, sw, o, t, h, w);
-    store4(out + (((size_t)o * To + t) * Ho + h) * Wo + w, y, 1, Wo - w);
+    conv_forward_run(out, inp, 0, 0, weight, bias, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw, kh / 2, kw / 2,
+                     conv_out_t(T, st), conv_out_s(H, kh, sh), conv_out_s(W, kw, sw));
 }
 
 /* the output frames t' of the clip whose last tap t'*st falls in the chunk
@@ -266,13 +343,42 @@ kernel void conv3d_forward_chunk(global float *out, global const float *inp, glo
                                  global const float *weight, global const float *bias, int Cin, int T, int H,
                                  int W, int Cout, int kt, int kh, int kw, int st, int sh, int sw) {
     // out (Cout, To, Ho, Wo), inp (Cin, T, H, W), prev (Cin, kt-1, H, W) or NULL
-    int first = (s0 + st - 1) / st, last = (s0 + T - 1) / st, To = last - first + 1;
-    int Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw), Wo4 = (Wo + 3) / 4;
-    size_t gid = get_global_id(0);
-    if (To <= 0 || gid >= (size_t)Cout * To * Ho * Wo4) return;
-    int w = gid % Wo4 * 4, h = gid / Wo4 % Ho, t = gid / ((size_t)Wo4 * Ho) % To, o = gid / ((size_t)Wo4 * Ho * To);
-    float4 y = conv_forward_point4(inp, prev, s0, weight, bias, Cin, T, H, W, kt, kh, kw, st, sh, sw, o, t, h, w);
-    store4(out + (((size_t)o * To + t) * Ho + h) * Wo + w, y, 1, Wo - w);
+    int first = (s0 + st - 1) / st, last = (s0 + T - 1) / st;
+    conv_forward_run(out, inp, prev, s0, weight, bias, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw, kh / 2, kw / 2,
+                     last - first + 1, conv_out_s(H, kh, sh), conv_out_s(W, kw, sw));
+}
+
+/* conv3d_forward_chunk with any spatial zero padding (layers.c's
+   ivae_conv3d_forward_padded; IvaePad's four fields as four ints, in its
+   order): Ho = (H + top + bottom - kh) / sh + 1, Wo likewise. Wan 2.1's
+   downsample pads one row at the bottom and one column on the right only. */
+kernel void conv3d_forward_padded(global float *out, global const float *inp, global const float *prev, int s0,
+                                  global const float *weight, global const float *bias, int Cin, int T, int H,
+                                  int W, int Cout, int kt, int kh, int kw, int st, int sh, int sw, int top,
+                                  int bottom, int left, int right) {
+    // out (Cout, To, Ho, Wo), inp (Cin, T, H, W), prev (Cin, kt-1, H, W) or NULL
+    int first = (s0 + st - 1) / st, last = (s0 + T - 1) / st;
+    conv_forward_run(out, inp, prev, s0, weight, bias, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw, top, left,
+                     last - first + 1, (H + top + bottom - kh) / sh + 1, (W + left + right - kw) / sw + 1);
+}
+
+/* Streaming (layers.c's ivae_cache_push): cache (C, keep, H, W) := the last
+   keep frames of [cache | x], x (C, T, H, W); had = 0 on the clip's first
+   chunk (the cache then counts as zeros). One work-item per channel and
+   pixel runs the C loop over j, in place, as C does:
+       for j ascending { q = T + j;   // index in [cache | x]
+                         cache[j] = q >= keep ? x[q - keep] : had ? cache[q] : 0; }
+   (ascending j reads q > j, not yet overwritten) */
+kernel void cache_push(global float *cache, int keep, int had, global const float *x, int C, int T, int H, int W) {
+    size_t HW = (size_t)H * W, gid = get_global_id(0);
+    if (gid >= (size_t)C * HW) return;
+    size_t c = gid / HW, p = gid % HW;
+    for (int j = 0; j < keep; j++) {
+        int q = T + j;
+        global float *dst = cache + (c * keep + j) * HW + p;
+        if (q >= keep) *dst = x[(c * T + q - keep) * HW + p];
+        else *dst = had ? cache[(c * keep + q) * HW + p] : 0.0f;
+    }
 }
 
 /* conv3d_backward, input gradient. conv_tuned.c spreads dy out to the stride-1
@@ -576,6 +682,26 @@ kernel void pixelnorm_backward(global float *dinp, global const float *dout, glo
 }
 
 /* ========================================================================== */
+/* RMS norm (SPEC 7, Wan 2.1's RMS_norm)                                      */
+/* ========================================================================== */
+
+/* y[c,p] = x[c,p] / max(n[p], 1e-12) * sqrt(C) * gamma[c],  n[p] = sqrt( sum_c x[c,p]^2 );
+   one work-item per position, as the C loop:
+       ss = 0; for c ss += x * x;  n = sqrt(ss);  if (!(n >= 1e-12)) n = n != n ? n : 1e-12;
+       for c out = x / n * root_c * gamma[c]     (root_c = sqrt((float)C)) */
+kernel void rmsnorm_forward(global float *out, global const float *inp, global const float *gamma, int C, ulong N) {
+    // out, inp (C, N); gamma (C)
+    size_t p = get_global_id(0);
+    if (p >= N) return;
+    float root_c = sqrt((float)C);
+    float ss = 0;
+    for (int c = 0; c < C; c++) ss += inp[c * N + p] * inp[c * N + p];
+    float n = sqrt(ss);
+    if (!(n >= 1e-12f)) n = n != n ? n : 1e-12f; /* the floor of F.normalize; NaN stays NaN */
+    for (int c = 0; c < C; c++) out[c * N + p] = inp[c * N + p] / n * root_c * gamma[c];
+}
+
+/* ========================================================================== */
 /* 2.6 attention (the part between the qkv and proj convolutions)             */
 /* ========================================================================== */
 
@@ -729,6 +855,19 @@ kernel void upsample_backward(global float *dinp, global const float *dout, int 
         dx += s;
     }
     dinp[gid] = dx;
+}
+
+/* Wan 2.1's upsample3d (wan.c, up_forward): the time_conv's output t2 (2C,
+   T, H, W) becomes 2T frames of C channels, frame 2t = channels [0, C) of
+   frame t, frame 2t+1 = channels [C, 2C); a copy:
+       out[c, 2t + hh] = inp[hh C + c, t]   (hh = 0, 1: the half) */
+kernel void upsample_interleave(global float *out, global const float *inp, int C, int T, int H, int W) {
+    // out (C, 2T, H, W), inp (2C, T, H, W)
+    size_t HW = (size_t)H * W, gid = get_global_id(0);
+    if (gid >= (size_t)C * 2 * T * HW) return;
+    size_t p = gid % HW;
+    int j = gid / HW % (2 * T), c = gid / (HW * 2 * T), t = j / 2, hh = j % 2;
+    out[gid] = inp[(((size_t)hh * C + c) * T + t) * HW + p];
 }
 
 /* ========================================================================== */

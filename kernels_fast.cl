@@ -117,14 +117,19 @@ static inline void tap_split(int tap, int kh, int kw, int *a, int *c, int *d) {
 
 /* B(k, n) of the two conv products, k = (channel j, tap (a, c, d)), for the
    column n whose tap origin is (b0, b1, b2):
-     forward (dinp = 0):  x[j, b0 + a, b1 + c, b2 + d], 0 in the padding;
+     forward (dinp = 0):  x[j, b0 + a, b1 + c, b2 + d], 0 in the padding; a frame
+                          before the chunk (b0 + a < 0) from prev (Cin, kt-1, H, W),
+                          the frames before it when streaming, or 0 if prev is NULL;
      dinput (dinp = 1):   dy[j, t', h', w'] with (t' st, h' sh, w' sw) = (b0 - a, b1 - c, b2 - d),
                           0 where no output is (between outputs, past the ends) */
-static inline float conv_b(int dinp, global const float *src, int j, int a, int c, int d, int b0, int b1, int b2,
-                           int T, int H, int W, int To, int Ho, int Wo, int st, int sh, int sw) {
+static inline float conv_b(int dinp, global const float *src, global const float *prev, int j, int a, int c, int d,
+                           int b0, int b1, int b2, int T, int H, int W, int To, int Ho, int Wo, int kt, int st, int sh,
+                           int sw) {
     if (!dinp) {
         int tt = b0 + a, y = b1 + c, x = b2 + d;
-        return tt >= 0 && y >= 0 && y < H && x >= 0 && x < W ? src[(((size_t)j * T + tt) * H + y) * W + x] : 0.0f;
+        if (y < 0 || y >= H || x < 0 || x >= W) return 0.0f;
+        if (tt >= 0) return src[(((size_t)j * T + tt) * H + y) * W + x];
+        return prev ? prev[(((size_t)j * (kt - 1) + (kt - 1 + tt)) * H + y) * W + x] : 0.0f;
     }
     int num = b0 - a, hh = b1 - c, ww = b2 - d;
     if (st == 1 && sh == 1 && sw == 1)
@@ -136,15 +141,22 @@ static inline float conv_b(int dinp, global const float *src, int j, int a, int 
     return 0.0f;
 }
 
-/* The tile loop of conv3d_forward_fast (dinp = 0) and conv3d_backward_dinp_fast
-   (dinp = 1), written once. C (M, N) = A (M, KR) x B (KR, N), KR = Jn K:
+/* The tile loop of conv3d_forward_fast, conv3d_forward_padded_fast (dinp = 0)
+   and conv3d_backward_dinp_fast (dinp = 1), written once. C (M, N) = A (M, KR) x B (KR, N), KR = Jn K:
      forward: C = y (Cout, P),    A(m, (j, tap)) = W[m, j, tap],  B = col(x), j < Cin
      dinput:  C = dx (Cin, N),    A(m, (j, tap)) = W[j, m, tap],  B = gather(dy), j < Cout
-   so A(m, (j, tap)) = weight[j ja + m am + tap]. A is loaded k-major, B n-major. */
+   so A(m, (j, tap)) = weight[j ja + m am + tap]. A is loaded k-major, B n-major.
+   The forward runs on a chunk (frames s0 .. s0+T-1 of a clip, prev the kt-1
+   frames before it or NULL: its output frames are those whose last tap is in
+   the chunk, as conv3d_forward_chunk's) with pt rows on top, pl columns on the
+   left (and pb, pr at the bottom and right); the input gradient is of the
+   whole clip (s0 = 0) with SPEC 2.1's padding, pt = pb = kh/2, pl = pr = kw/2. */
 static inline void conv_product(int dinp, local float *As, local float *Bs, global float *C, global const float *src,
-                                global const float *weight, global const float *bias, int Cin, int T, int H, int W,
-                                int Cout, int kt, int kh, int kw, int st, int sh, int sw) {
-    int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw), K = kt * kh * kw;
+                                global const float *prev, int s0, global const float *weight,
+                                global const float *bias, int Cin, int T, int H, int W, int Cout, int kt, int kh,
+                                int kw, int st, int sh, int sw, int pt, int pb, int pl, int pr) {
+    int first = (s0 + st - 1) / st, To = (s0 + T - 1) / st - first + 1, K = kt * kh * kw;
+    int Ho = (H + pt + pb - kh) / sh + 1, Wo = (W + pl + pr - kw) / sw + 1;
     int M = dinp ? Cin : Cout, KR = (dinp ? Cout : Cin) * K;
     int Tn = dinp ? T : To, Hn = dinp ? H : Ho, Wn = dinp ? W : Wo, N = Tn * Hn * Wn; /* the columns' grid */
     size_t ja = dinp ? (size_t)Cin * K : (size_t)K, am = dinp ? (size_t)K : (size_t)Cin * K;
@@ -153,8 +165,8 @@ static inline void conv_product(int dinp, local float *As, local float *Bs, glob
     /* this work-item's column of B: position n = (t, h, w) and its tap origin */
     int nn = lid % FT, n = n0 + nn;
     int t = n / (Hn * Wn), h = n / Wn % Hn, w = n % Wn;
-    int b0 = dinp ? t + (kt - 1) : t * st - (kt - 1), b1 = dinp ? h + kh / 2 : h * sh - kh / 2;
-    int b2 = dinp ? w + kw / 2 : w * sw - kw / 2;
+    int b0 = dinp ? t + (kt - 1) : first * st - s0 + t * st - (kt - 1), b1 = dinp ? h + kh / 2 : h * sh - pt;
+    int b2 = dinp ? w + kw / 2 : w * sw - pl;
     /* k = j K + tap of this work-item's column of A, and of each of its FR rows of B */
     int aj = (lid % FK) / K, atap = lid % FK - aj * K, bj[FR], btap[FR];
     for (int q = 0; q < FR; q++) {
@@ -171,7 +183,7 @@ static inline void conv_product(int dinp, local float *As, local float *Bs, glob
             if (n < N && k < KR) {
                 int a, c, d;
                 tap_split(btap[q], kh, kw, &a, &c, &d);
-                v = conv_b(dinp, src, bj[q], a, c, d, b0, b1, b2, T, H, W, To, Ho, Wo, st, sh, sw);
+                v = conv_b(dinp, src, prev, bj[q], a, c, d, b0, b1, b2, T, H, W, To, Ho, Wo, kt, st, sh, sw);
             }
             Bs[kk * FL + nn] = v;
             next_k(&bj[q], &btap[q], K);
@@ -188,7 +200,20 @@ void conv3d_forward_fast(global float *out, global const float *inp, global cons
                          int st, int sh, int sw) {
     // out (Cout, To, Ho, Wo), inp (Cin, T, H, W), weight (Cout, Cin, kt, kh, kw), bias (Cout) or NULL
     local float As[FK * FL], Bs[FK * FL];
-    conv_product(0, As, Bs, out, inp, weight, bias, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw);
+    conv_product(0, As, Bs, out, inp, 0, 0, weight, bias, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw, kh / 2, kh / 2,
+                 kw / 2, kw / 2);
+}
+
+/* the same on a chunk of a clip with any spatial padding (conv3d_forward_padded's arguments) */
+kernel __attribute__((reqd_work_group_size(FG, FG, 1)))
+void conv3d_forward_padded_fast(global float *out, global const float *inp, global const float *prev, int s0,
+                                global const float *weight, global const float *bias, int Cin, int T, int H, int W,
+                                int Cout, int kt, int kh, int kw, int st, int sh, int sw, int top, int bottom,
+                                int left, int right) {
+    // out (Cout, To, Ho, Wo), inp (Cin, T, H, W), prev (Cin, kt-1, H, W) or NULL
+    local float As[FK * FL], Bs[FK * FL];
+    conv_product(0, As, Bs, out, inp, prev, s0, weight, bias, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw, top, bottom,
+                 left, right);
 }
 
 /* dx = the gather of conv3d_backward, any stride:
@@ -199,7 +224,8 @@ void conv3d_backward_dinp_fast(global float *dinp, global const float *dout, glo
                                int T, int H, int W, int Cout, int kt, int kh, int kw, int st, int sh, int sw) {
     // dinp (Cin, T, H, W) written; dout (Cout, To, Ho, Wo)
     local float As[FK * FL], Bs[FK * FL];
-    conv_product(1, As, Bs, dinp, dout, weight, 0, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw);
+    conv_product(1, As, Bs, dinp, dout, 0, 0, weight, 0, Cin, T, H, W, Cout, kt, kh, kw, st, sh, sw, kh / 2, kh / 2,
+                 kw / 2, kw / 2);
 }
 
 /* the weight gradient over one chunk of output positions (work-group z = the

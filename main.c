@@ -27,6 +27,7 @@
 #include "train.h"
 #include "util.h"
 #include "wan.h"
+#include "wan_cl.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -577,6 +578,7 @@ typedef struct {
     WanModel *wan;
     IvaeCl *cl;
     IvaeClModel *cm; /* NULL: the CPU */
+    WanCl *wcl;      /* the Wan model on the device; NULL: the CPU */
     int frames, latent_norm, tile, overlap;
     Device dev;
 } Coder;
@@ -609,10 +611,10 @@ static void coder_open(Coder *c, const char *cmd, const char *model) {
     if (wan && !c->wan) die("%s", ivae_error());
     if (!wan && !(c->m = ivae_load(model))) die("%s", ivae_error());
     if (c->wan) {
-        if (c->dev.cl)
-            die("%s --device cl: the Wan 2.1 VAE runs on the CPU only in this build (its OpenCL kernels are not "
-                "written yet); drop --device cl",
-                cmd);
+        if (c->dev.cl && c->tile)
+            die("%s --device cl --tile %d: spatial tiling runs on the CPU only; drop --tile (the device runs whole "
+                "frames) or --device cl",
+                cmd, c->tile);
         if (c->tile && (c->tile < 16 || c->tile % 8 || c->overlap % 8 || c->overlap >= c->tile))
             die("--tile %d --tile-overlap %d: the tile must be a multiple of 8 of at least 16, the overlap a multiple "
                 "of 8 below it",
@@ -622,13 +624,20 @@ static void coder_open(Coder *c, const char *cmd, const char *model) {
     }
     if (c->wan && c->latent_norm && wan_z(c->wan) != 16)
         die("--latent-norm: the published statistics are for 16 latent channels; this model has %d", wan_z(c->wan));
-    if (c->dev.cl) c->cm = device_open(cmd, &c->dev, c->m, &c->cl);
+    if (c->dev.cl && c->wan) {
+        if (!(c->cl = ivae_cl_new())) die("%s --device cl: %s", cmd, ivae_error());
+        if (!(c->wcl = wan_cl_new(c->cl, c->wan, c->dev.fast))) die("%s --device cl: %s", cmd, ivae_error());
+        fprintf(stderr, "ivae: %s on OpenCL (%s kernels), %s\n", cmd, c->dev.fast ? "fast" : "strict",
+                ivae_cl_describe(c->cl));
+    } else if (c->dev.cl) {
+        c->cm = device_open(cmd, &c->dev, c->m, &c->cl);
+    }
 }
 
 /* the device is let go as soon as its work is done; the model stays */
 static void coder_close_device(Coder *c) {
-    ivae_cl_model_free(c->cm), ivae_cl_free(c->cl);
-    c->cm = NULL, c->cl = NULL;
+    ivae_cl_model_free(c->cm), wan_cl_free(c->wcl), ivae_cl_free(c->cl);
+    c->cm = NULL, c->wcl = NULL, c->cl = NULL;
 }
 
 static void coder_close(Coder *c) {
@@ -701,8 +710,9 @@ static real *coder_encode(Coder *c, const Clip *in, const int zs[4], real **logv
     if (logvar) *logvar = c->wan ? xmalloc(nz * sizeof(real)) : NULL;
     int rc;
     if (c->wan)
-        rc = c->tile ? wan_encode_tiled(c->wan, in->px, in->T, in->H, in->W, mu, c->tile, c->overlap)
-                     : wan_encode(c->wan, in->px, in->T, in->H, in->W, mu, logvar ? *logvar : NULL, NULL, NULL);
+        rc = c->tile  ? wan_encode_tiled(c->wan, in->px, in->T, in->H, in->W, mu, c->tile, c->overlap)
+             : c->wcl ? wan_cl_encode(c->wcl, in->px, in->T, in->H, in->W, mu, logvar ? *logvar : NULL)
+                      : wan_encode(c->wan, in->px, in->T, in->H, in->W, mu, logvar ? *logvar : NULL, NULL, NULL);
     else
         rc = c->cm ? ivae_cl_encode(c->cm, in->px, in->T, in->H, in->W, mu) : ivae_encode(c->m, in->px, in->T, in->H, in->W, mu);
     if (rc != 0) die("%s", ivae_error());
@@ -714,8 +724,9 @@ static real *coder_encode(Coder *c, const Clip *in, const int zs[4], real **logv
 static void coder_decode(Coder *c, const real *mu, const int zs[4], Clip *out) {
     int rc;
     if (c->wan)
-        rc = c->tile ? wan_decode_tiled(c->wan, mu, zs[1], zs[2], zs[3], out->px, c->tile, c->overlap)
-                     : wan_decode(c->wan, mu, zs[1], zs[2], zs[3], out->px, NULL, NULL);
+        rc = c->tile  ? wan_decode_tiled(c->wan, mu, zs[1], zs[2], zs[3], out->px, c->tile, c->overlap)
+             : c->wcl ? wan_cl_decode(c->wcl, mu, zs[1], zs[2], zs[3], out->px)
+                      : wan_decode(c->wan, mu, zs[1], zs[2], zs[3], out->px, NULL, NULL);
     else
         rc = c->cm ? ivae_cl_decode(c->cm, mu, zs[1], zs[2], zs[3], out->px) : ivae_decode(c->m, mu, zs[1], zs[2], zs[3], out->px);
     if (rc != 0) die("%s", ivae_error());

@@ -814,3 +814,47 @@ WanModel *wan_load(const char *path) {
     ivae_st_close(st);
     return m;
 }
+
+/* ========================================================================== */
+/* 7. the network as data (wan.h: WanGraph), for other back ends              */
+/* ========================================================================== */
+
+static WanConvDesc conv_desc(const WConv *c) { return (WanConvDesc){c->w, c->b, c->cout, c->cin, c->kt, c->kh, c->kw}; }
+
+static WanBlockDesc block_desc(const WBlock *b) {
+    WanBlockDesc d = {0};
+    d.kind = b->kind == W_RES ? WAN_BLOCK_RES : b->kind == W_DOWN ? WAN_BLOCK_DOWN : WAN_BLOCK_UP;
+    d.name = b->name, d.cin = b->cin, d.cout = b->cout;
+    d.norm1 = b->norm1, d.norm2 = b->norm2;
+    d.conv1 = conv_desc(&b->conv1), d.conv2 = conv_desc(&b->conv2), d.shortcut = conv_desc(&b->shortcut);
+    d.has_shortcut = b->has_shortcut;
+    d.resample = conv_desc(&b->resample), d.time_conv = conv_desc(&b->time_conv);
+    d.temporal = b->temporal;
+    return d;
+}
+
+void wan_graph(const WanModel *m, int decoder, WanGraph *g) {
+    memset(g, 0, sizeof *g);
+    const WMid *mid = decoder ? &m->dec_mid : &m->enc_mid;
+    g->conv_in = conv_desc(decoder ? &m->dec_conv_in : &m->enc_conv_in);
+    g->conv_out = conv_desc(decoder ? &m->dec_conv_out : &m->enc_conv_out);
+    g->quant = conv_desc(decoder ? &m->post_quant_conv : &m->quant_conv);
+    g->n_blocks = decoder ? m->n_dec : m->n_enc;
+    for (int j = 0; j < g->n_blocks && j < WAN_MAX_BLOCKS; j++) g->block[j] = block_desc(decoder ? &m->dec[j] : &m->enc[j]);
+    g->mid_res0 = block_desc(&mid->res0), g->mid_res1 = block_desc(&mid->res1);
+    g->attn_C = mid->attn.C, g->attn_norm = mid->attn.norm;
+    g->attn_qkv = conv_desc(&mid->attn.qkv), g->attn_proj = conv_desc(&mid->attn.proj);
+    g->norm_out = decoder ? m->dec_norm_out : m->enc_norm_out;
+}
+
+const real *wan_params(const WanModel *m) { return m->params; }
+int wan_n_tensors(const WanModel *m) { return m->n_tensors; }
+
+const char *wan_tensor(const WanModel *m, int j, size_t *offset, size_t *numel) {
+    if (j < 0 || j >= m->n_tensors) return NULL;
+    if (offset) *offset = m->t[j].offset;
+    if (numel) *numel = m->t[j].numel;
+    return m->t[j].name;
+}
+
+int wan_check_shape(int T, int H, int W) { return check_shape(T, H, W); }

@@ -54,4 +54,51 @@ int wan_decode_tiled(WanModel *m, const real *z, int Tz, int Hz, int Wz, real *x
 /* the 16 published per-channel latent statistics: a diffusion model is
    handed (mu - mean) / std */
 extern const float wan_latent_mean[16], wan_latent_std[16];
+
+/* --- the network as data, for other back ends (wan_cl.c runs it on OpenCL) --
+   Offsets count floats into wan_params(m). A conv's weight is (cout, cin, kt,
+   kh, kw) (the file's 2-D convs run as kt = 1), its bias (cout). Blocks are
+   listed in the order wan.c runs them; the rules that go with each kind
+   (padding, strides, the caches and first-chunk rules) are wan.c's. */
+typedef struct {
+    size_t w, b;
+    int cout, cin, kt, kh, kw;
+} WanConvDesc;
+
+enum { WAN_BLOCK_RES, WAN_BLOCK_DOWN, WAN_BLOCK_UP };
+#define WAN_MAX_BLOCKS 16 /* the encoder has 11, the decoder 15 */
+
+typedef struct {
+    int kind;                           /* WAN_BLOCK_* */
+    const char *name;                   /* diffusers prefix, e.g. "encoder.down_blocks.3" */
+    int cin, cout;
+    size_t norm1, norm2;                /* RES: the RMS norms' gammas (cin), (cout) */
+    WanConvDesc conv1, conv2, shortcut; /* RES: 3x3x3, 3x3x3, 1x1x1 (only if has_shortcut) */
+    int has_shortcut;
+    WanConvDesc resample, time_conv;    /* DOWN, UP: the 3x3 conv; the 3x1x1 time_conv (only if temporal) */
+    int temporal;
+} WanBlockDesc;
+
+typedef struct {
+    /* encoder: conv_in, block[], mid, norm_out + SiLU, conv_out, quant (= quant_conv);
+       decoder: quant (= post_quant_conv), conv_in, mid, block[], norm_out + SiLU, conv_out */
+    WanConvDesc conv_in, conv_out, quant;
+    int n_blocks;
+    WanBlockDesc block[WAN_MAX_BLOCKS];
+    WanBlockDesc mid_res0, mid_res1;    /* the mid block: res, attention, res */
+    int attn_C;
+    size_t attn_norm;                   /* gamma (attn_C) */
+    WanConvDesc attn_qkv, attn_proj;    /* (3C, C, 1, 1, 1), (C, C, 1, 1, 1) */
+    size_t norm_out;                    /* the head's gamma */
+} WanGraph;
+
+/* the encoder's (decoder = 0) or the decoder's graph */
+void wan_graph(const WanModel *m, int decoder, WanGraph *g);
+/* the parameters (wan_n_params floats) and the tensors in them: tensor j's
+   diffusers name, offset and number of floats */
+const real *wan_params(const WanModel *m);
+int wan_n_tensors(const WanModel *m);
+const char *wan_tensor(const WanModel *m, int j, size_t *offset, size_t *numel);
+/* wan_encode's check of a clip's shape: 0, or -1 with ivae_error() set */
+int wan_check_shape(int T, int H, int W);
 #endif

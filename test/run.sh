@@ -111,6 +111,7 @@ if [ -x test/test_cl ]; then
     ./test/test_cl > "$OUT/test_cl.log" 2>&1 || fail test_cl
     grep -v '^ok' "$OUT/test_cl.log"
     OUT="$OUT/cl_model" PYTHON="$PYTHON" sh test/test_cl_model.sh || fail "OpenCL program (test/test_cl_model.sh)"
+    OUT="$OUT/wan_cl" PYTHON="$PYTHON" sh test/test_wan_cl.sh || fail "Wan 2.1 VAE on OpenCL (test/test_wan_cl.sh)"
 else
     echo "SKIP: built without OpenCL (apt-get install ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd)"
 fi
