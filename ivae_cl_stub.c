@@ -44,3 +44,4 @@ WanCl *wan_cl_new(IvaeCl *cl, WanModel *m, int fast) { return fail(), NULL; }
 void wan_cl_free(WanCl *w) {}
 int wan_cl_encode(WanCl *w, const real *x, int T, int H, int W, real *mu, real *logvar) { return fail(); }
 int wan_cl_decode(WanCl *w, const real *z, int Tz, int Hz, int Wz, real *xhat) { return fail(); }
+void wan_cl_set_trace(WanCl *w, WanTraceFn fn, void *ctx) {}

@@ -923,7 +923,12 @@ static const char *COMPARE_HELP =
     "\n"
     "  --cl-mode strict|fast   the OpenCL kernels to check (default strict)\n"
     "  --quiet                 print only the tensors that diverge, and the verdict\n"
-    "  --w-image, --w-video, --beta, --w-opl, --ref-shape   the loss, as ivae grad\n";
+    "  --w-image, --w-video, --beta, --w-opl, --ref-shape   the loss, as ivae grad\n"
+    "\n"
+    "With a Wan 2.1 VAE as MODEL, IN is an input as ivae encode takes it (an\n"
+    "image, frames, a .y4m, or a .safetensors x): both sides encode it and decode\n"
+    "the CPU's mu, and every block's output is compared chunk by chunk (the names\n"
+    "of ivae trace), then mu, logvar and xhat.\n";
 
 typedef struct {
     int strict, quiet;
@@ -1081,6 +1086,68 @@ static void compare_backward(Compare *c, IvaeModel *m, const real *dgrads) {
     free(seen);
 }
 
+/* a trace's tensor by name, or NULL */
+static const IvaeStEntry *trace_find(const TraceSet *ts, const char *name) {
+    for (int k = 0; k < ts->n; k++)
+        if (strcmp(ts->e[k].name, name) == 0) return &ts->e[k];
+    return NULL;
+}
+
+/* ivae compare for a Wan 2.1 VAE: the CPU's trace against the device's */
+static int compare_wan(Compare *c, const Device *dev, const char *model, const char *input) {
+    Coder cd = {0};
+    cd.dev = *dev;
+    coder_open(&cd, "compare", model); /* the model and the device */
+    Clip in;
+    int zs[4];
+    load_input(&cd, input, &in, zs);
+    size_t nz = (size_t)zs[0] * zs[1] * zs[2] * zs[3], nx = (size_t)3 * in.T * in.H * in.W;
+    real *mu = xmalloc(nz * sizeof(real)), *lv = xmalloc(nz * sizeof(real)), *xh = xmalloc(nx * sizeof(real));
+    real *mu_d = xmalloc(nz * sizeof(real)), *lv_d = xmalloc(nz * sizeof(real)), *xh_d = xmalloc(nx * sizeof(real));
+    TraceSet tc = {0}, td = {0};
+    printf("ivae compare: the CPU reference vs OpenCL %s kernels on %s\n", dev->fast ? "fast" : "strict",
+           ivae_cl_describe(cd.cl));
+    printf("Wan 2.1 VAE %s (dim %d, z %d), input %s: %dx%dx%d\n%s\n", model, wan_dim(cd.wan), wan_z(cd.wan), input,
+           in.T, in.H, in.W,
+           c->strict ? "strict: every bit must agree (DIFF: some bits differ)" : "fast: e <= 1e-5 (SPEC 8)");
+    double t0 = now_s();
+    if (wan_encode(cd.wan, in.px, in.T, in.H, in.W, mu, lv, trace_add, &tc) != 0 ||
+        wan_decode(cd.wan, mu, zs[1], zs[2], zs[3], xh, trace_add, &tc) != 0)
+        die("%s", ivae_error());
+    double t1 = now_s();
+    wan_cl_set_trace(cd.wcl, trace_add, &td);
+    if (wan_cl_encode(cd.wcl, in.px, in.T, in.H, in.W, mu_d, lv_d) != 0 ||
+        wan_cl_decode(cd.wcl, mu, zs[1], zs[2], zs[3], xh_d) != 0) /* the CPU's mu: the decoder on its own */
+        die("%s", ivae_error());
+    double t2 = now_s();
+    compare_heading(c, "every block's output, chunk by chunk (encoder, then the decoder of the CPU's mu)", 1);
+    for (int k = 0; k < tc.n; k++) {
+        const IvaeStEntry *a = trace_find(&td, tc.e[k].name);
+        int shape[4] = {(int)tc.e[k].shape[0], (int)tc.e[k].shape[1], (int)tc.e[k].shape[2], (int)tc.e[k].shape[3]};
+        size_t n = (size_t)shape[0] * shape[1] * shape[2] * shape[3];
+        if (!a || a->shape[0] != shape[0] || a->shape[1] != shape[1] || a->shape[2] != shape[2] || a->shape[3] != shape[3]) {
+            compare_report(c, tc.e[k].name, "missing", INFINITY, INFINITY, 0, n, n, 1, 0);
+            continue;
+        }
+        compare_row(c, tc.e[k].name, shape, 4, tc.e[k].data, a->data, n, 0);
+    }
+    compare_heading(c, "outputs", 1);
+    compare_row(c, "mu", zs, 4, mu, mu_d, nz, 0);
+    compare_row(c, "logvar", zs, 4, lv, lv_d, nz, 0);
+    int xs[4] = {3, in.T, in.H, in.W};
+    compare_row(c, "xhat", xs, 4, xh, xh_d, nx, 0);
+    printf("\ntime for encode + decode: CPU %.2f s, OpenCL %s %.2f s\n", t1 - t0, dev->fast ? "fast" : "strict", t2 - t1);
+    if (c->bad)
+        printf("FAIL: %d of %d tensors diverge; the first, in the order above: %s\n", c->bad, c->rows, c->first);
+    else if (c->strict)
+        printf("PASS: all %d tensors bit-identical (strict)\n", c->rows);
+    else
+        printf("PASS: all %d tensors within SPEC 8 (fast); worst e %.3e\n", c->rows, c->worst_out);
+    coder_close(&cd);
+    free(mu), free(lv), free(xh), free(mu_d), free(lv_d), free(xh_d), clip_free(&in);
+    return c->bad ? 1 : 0;
+}
+
 static int cmd_compare(int argc, char **argv) {
     IvaeLossOpts opts;
     ivae_loss_defaults(&opts);
@@ -1100,6 +1167,11 @@ static int cmd_compare(int argc, char **argv) {
     }
     if (nf != 2) die("compare: expected MODEL IN (see ivae compare --help)");
     c.strict = !dev.fast;
+    IvaeSt *st = ivae_st_open(files[0]);
+    if (!st) die("%s", ivae_error());
+    int wan = wan_detect(st);
+    ivae_st_close(st);
+    if (wan) return compare_wan(&c, &dev, files[0], files[1]);
     IvaeModel *m = ivae_load(files[0]);
     if (!m) die("%s", ivae_error());
     int B;

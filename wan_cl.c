@@ -86,6 +86,11 @@ struct WanCl {
     int pool_n, pool_cap;
     real *host;                         /* staging for one input or output chunk */
     size_t host_cap;
+    WanTraceFn trace;                   /* wan_cl_set_trace: every block's output, read back */
+    void *trace_ctx;
+    int chunk;
+    real *tbuf;                         /* staging for a traced tensor */
+    size_t tbuf_cap;
 };
 
 #define TRY(call)                                                                                                  \
@@ -214,7 +219,7 @@ void wan_cl_free(WanCl *w) {
     }
     for (int k = 0; k < w->pool_n; k++) release(w->pool[k].b);
     for (int j = 0; w->tensor && j < w->n_t; j++) release(w->tensor[j]);
-    free(w->pool), free(w->tensor), free(w->t_off), free(w->host);
+    free(w->pool), free(w->tensor), free(w->t_off), free(w->host), free(w->tbuf);
     free(w);
 }
 
@@ -370,6 +375,29 @@ static void reset_part(ClPart *p) {
     reset_block(&p->res0), reset_block(&p->res1);
 }
 
+/* the block output x read back and handed to the trace (wan.c's names) */
+static int trace(WanCl *w, const char *name, const Tens *x) {
+    if (!w->trace) return 0;
+    size_t n = shape_numel(x->s);
+    if (n > w->tbuf_cap) {
+        free(w->tbuf);
+        w->tbuf_cap = 0;
+        if (!(w->tbuf = malloc(n * sizeof(real)))) {
+            ivae_set_error("out of memory (%zu floats for the trace)", n);
+            return -1;
+        }
+        w->tbuf_cap = n;
+    }
+    TRY(ivae_cl_read(w->cl, w->tbuf, x->d, n));
+    w->trace(w->trace_ctx, name, w->chunk, w->tbuf, x->s.C, x->s.T, x->s.H, x->s.W);
+    return 0;
+}
+
+void wan_cl_set_trace(WanCl *w, WanTraceFn fn, void *ctx) {
+    w->trace = fn;
+    w->trace_ctx = ctx;
+}
+
 /* ========================================================================== */
 /* 4. blocks: each takes its input *x and replaces it with its output         */
 /* ========================================================================== */
@@ -501,15 +529,21 @@ static int encoder_forward(WanCl *w, Tens *x) {
     Tens h, a;
     TRY(conv_same(w, &p->conv_in, x, &h));
     tens_free(w, x);
-    for (int j = 0; j < p->n_blocks; j++) TRY(block_forward(w, &p->block[j], &h));
+    TRY(trace(w, "encoder.conv_in", &h));
+    for (int j = 0; j < p->n_blocks; j++) {
+        TRY(block_forward(w, &p->block[j], &h));
+        TRY(trace(w, p->block[j].d.name, &h));
+    }
     TRY(mid_forward(w, p, &h));
+    TRY(trace(w, "encoder.mid_block", &h));
     TRY(norm_silu(w, p->norm_out, &h, &a));
     tens_free(w, &h);
     TRY(conv_same(w, &p->conv_out, &a, &h));
     tens_free(w, &a);
+    TRY(trace(w, "encoder.conv_out", &h));
     TRY(conv_same(w, &p->quant, &h, x));
     tens_free(w, &h);
-    return 0;
+    return trace(w, "quant_conv", x);
 }
 
 /* one latent frame (z, 1, h, w) -> (3, 1 or 4, 8h, 8w) */
@@ -518,15 +552,25 @@ static int decoder_forward(WanCl *w, Tens *z) {
     Tens x, h, a;
     TRY(conv_same(w, &p->quant, z, &x)); /* post_quant_conv */
     tens_free(w, z);
+    TRY(trace(w, "post_quant_conv", &x));
     TRY(conv_same(w, &p->conv_in, &x, &h));
     tens_free(w, &x);
+    TRY(trace(w, "decoder.conv_in", &h));
     TRY(mid_forward(w, p, &h));
-    for (int j = 0; j < p->n_blocks; j++) TRY(block_forward(w, &p->block[j], &h));
+    TRY(trace(w, "decoder.mid_block", &h));
+    for (int j = 0, stage = 0; j < p->n_blocks; j++) {
+        TRY(block_forward(w, &p->block[j], &h));
+        if (p->block[j].d.kind == WAN_BLOCK_UP || j == p->n_blocks - 1) { /* a stage ends (wan.c's names) */
+            char name[64];
+            snprintf(name, sizeof name, "decoder.up_blocks.%d", stage++);
+            TRY(trace(w, name, &h));
+        }
+    }
     TRY(norm_silu(w, p->norm_out, &h, &a));
     tens_free(w, &h);
     TRY(conv_same(w, &p->conv_out, &a, z));
     tens_free(w, &a);
-    return 0;
+    return trace(w, "decoder.conv_out", z);
 }
 
 /* copies frames [t0, t0+n) of a (C, T, H, W) tensor to or from a (C, n, H, W) one */
@@ -561,6 +605,7 @@ int wan_cl_encode(WanCl *w, const real *x, int T, int H, int W, real *mu, real *
     for (int k = 0, t0 = 0; k < Tz; k++) { /* chunks of frames {0}, {1..4}, {5..8}, ... */
         int n = k == 0 ? 1 : 4;
         Tens c;
+        w->chunk = k;
         copy_frames(w->host, n, 0, x, T, t0, 3, n, fr);
         TRY(tens_new(w, &c, 3, n, H, W));
         TRY(ivae_cl_write(w->cl, c.d, w->host, shape_numel(c.s)));
@@ -586,6 +631,7 @@ int wan_cl_decode(WanCl *w, const real *zl, int Tz, int Hz, int Wz, real *xhat) 
     TRY(host_reserve(w, 3 * 4 * fr > z * zfr ? 3 * 4 * fr : z * zfr));
     for (int k = 0, t0 = 0; k < Tz; k++) { /* one latent frame at a time */
         Tens c;
+        w->chunk = k;
         copy_frames(w->host, 1, 0, zl, Tz, k, z, 1, zfr);
         TRY(tens_new(w, &c, z, 1, Hz, Wz));
         TRY(ivae_cl_write(w->cl, c.d, w->host, shape_numel(c.s)));

@@ -38,4 +38,7 @@ void wan_cl_free(WanCl *w);
 int wan_cl_encode(WanCl *w, const real *x, int T, int H, int W, real *mu, real *logvar);
 /* xhat (3, 1 + 4 (Tz - 1), 8 Hz, 8 Wz): the raw decoder output */
 int wan_cl_decode(WanCl *w, const real *z, int Tz, int Hz, int Wz, real *xhat);
+/* every block's output read back and handed to fn during encode and decode,
+   with wan.c's names and chunk numbers (for ivae compare); NULL: off */
+void wan_cl_set_trace(WanCl *w, WanTraceFn fn, void *ctx);
 #endif

@@ -8,7 +8,8 @@
 #      chunk with 1 frame of context; a third with 2), for a reduced-width
 #      model (dim 16, diffusers names) at 64x64 and the released width (dim
 #      96, official names) at 32x32; 13 frames of 40x24 (dim 16); recon
-#      --device cl too (dim 16)
+#      --device cl too (dim 16); ivae compare, strict (every block's output
+#      bit for bit) and fast
 #   2. --cl-mode fast within SPEC 8 (ivae diff: e <= 1e-5) of the CPU's files
 #      (dim 16 at T = 9, dim 96 at T = 1)
 #   3. a small device, rehearsed (IVAE_CL_MAX_ALLOC): dim 96 still runs, the
@@ -138,6 +139,15 @@ if $CPU1 ./ivae recon "$OUT/d16.safetensors" "$OUT/d16.x5.safetensors" "$OUT/rec
 else
     bad "recon --device cl"; cat "$OUT/rec.log"
 fi
+
+# compare: every block's output, chunk by chunk, CPU against the device
+for mode in strict fast; do
+    if ./ivae compare --cl-mode $mode "$OUT/d16.safetensors" "$OUT/d16.x5.safetensors" > "$OUT/compare.$mode.log" 2>&1; then
+        ok "compare --cl-mode $mode (dim 16, 5 frames): $(tail -n 1 "$OUT/compare.$mode.log")"
+    else
+        bad "compare --cl-mode $mode: $(tail -n 1 "$OUT/compare.$mode.log")"
+    fi
+done
 
 # 3: a small device. The cap (32 MiB) is below the weights (508 MB) and above
 #    every tensor (the largest, a 384 -> 384 3x3x3 conv, is 15.19 MiB)
