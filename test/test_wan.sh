@@ -8,6 +8,7 @@
 #     frames (so every first-chunk rule and the single-frame cache rule run);
 #   - the released width (dim 96) on a 5 x 32 x 32 clip, from the official
 #     key names (the other files use diffusers' names);
+#   - the dim-16 weights stored as F16 and as BF16;
 #   - the port's own self-test (streaming == whole clip, causality, both
 #     layouts; it also breaks four cache rules on purpose and sees them fail);
 #   - streaming memory: decoding twice the frames (17 -> 33 at 64 x 64, the
@@ -51,6 +52,40 @@ clip5 d16 5 32x40 4
 clip13 d16 13 32x24 5
 released d96 5 32x32 6
 EOF
+
+# the same weights stored as F16 and BF16 (what many downloads hold): the C
+# loader widens them exactly, as the port does, so the agreement is the same
+"$PYTHON" - "$OUT" <<'PY' || fail "making the F16 and BF16 weight files"
+import json, struct, sys
+import numpy as np
+out = sys.argv[1]
+raw = open(f"{out}/d16.safetensors", "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+head = json.loads(raw[8:8 + n]); data = raw[8 + n:]
+for dt in ("F16", "BF16"):
+    h, body = {}, b""
+    for name, t in head.items():
+        if name == "__metadata__":
+            h[name] = t
+            continue
+        a = np.frombuffer(data[t["data_offsets"][0]:t["data_offsets"][1]], dtype="<f4")
+        if dt == "F16":
+            b = a.astype("<f2").tobytes()
+        else:  # round to nearest even into the top 16 bits
+            u = a.view("<u4").astype(np.uint64)
+            b = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype("<u2").tobytes()
+        h[name] = {"dtype": dt, "shape": t["shape"], "data_offsets": [len(body), len(body) + len(b)]}
+        body += b
+    js = json.dumps(h).encode()
+    open(f"{out}/d16_{dt.lower()}.safetensors", "wb").write(struct.pack("<Q", len(js)) + js + body)
+PY
+for dt in f16 bf16; do
+    $REF golden --model "$OUT/d16_$dt.safetensors" --frames 5 --size 32x32 --seed 7 --outdir "$OUT" --name "$dt" \
+        > "$OUT/$dt.golden.log" 2>&1 || { cat "$OUT/$dt.golden.log"; fail "golden $dt"; continue; }
+    ./test/test_wan "$OUT/d16_$dt.safetensors" "$OUT/$dt.in.safetensors" "$OUT/$dt.expected.safetensors" \
+        > "$OUT/$dt.log" 2>&1 || fail "wan $dt weights"
+    sed "s/^/$dt weights: /" "$OUT/$dt.log" | grep -v ': Wan 2.1'
+done
 
 # bad weight files: each must give one line on stderr and exit status 1
 "$PYTHON" - "$OUT" <<'PY' || fail "making the bad weight files"
