@@ -45,15 +45,8 @@ clear_error() {
     fi
 }
 
-if ! ./ivae devices > "$OUT/devices.log" 2>&1; then
-    if grep -q -e "no OpenCL platform" -e "built without OpenCL" "$OUT/devices.log"; then
-        echo "SKIP: $(tail -n 1 "$OUT/devices.log" | sed 's/^ivae: error: devices: //')"
-        exit 0
-    fi
-    cat "$OUT/devices.log"
-    bad "ivae devices"
-    exit 1
-fi
+. test/common.sh
+require_device
 grep -E "^platform|device [0-9]+:" "$OUT/devices.log"
 
 # one kernel cache for this run (pocl compiles each kernel at its first use):

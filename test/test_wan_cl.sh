@@ -48,15 +48,8 @@ clear_error() {
     fi
 }
 
-if ! ./ivae devices > "$OUT/devices.log" 2>&1; then
-    if grep -q -e "no OpenCL platform" -e "built without OpenCL" "$OUT/devices.log"; then
-        echo "SKIP: $(tail -n 1 "$OUT/devices.log" | sed 's/^ivae: error: devices: //')"
-        exit 0
-    fi
-    cat "$OUT/devices.log"
-    bad "ivae devices"
-    exit 1
-fi
+. test/common.sh
+require_device
 if ! "$PYTHON" -c 'import torch, numpy' 2>/dev/null; then
     echo "SKIP: the Wan device tests make their weights with test/wan_ref.py, which needs python3-torch and python3-numpy"
     exit 0
