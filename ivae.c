@@ -1145,7 +1145,7 @@ int ivae_units(const IvaeModel *m, IvaeUnit *out) {
     return n;
 }
 
-void ivae_unit_sumsq(const IvaeUnit *u, int n, const real *x, double *out) {
+void ivae_unit_sumsq(double *out, const real *x, const IvaeUnit *u, int n) {
 #pragma omp parallel for schedule(dynamic, 16)
     for (int j = 0; j < n; j++) {
         const real *v = x + u[j].offset;
@@ -1155,7 +1155,7 @@ void ivae_unit_sumsq(const IvaeUnit *u, int n, const real *x, double *out) {
     }
 }
 
-void ivae_unit_scale(const IvaeUnit *u, int n, real *x, const real *f) {
+void ivae_unit_scale(real *x, const IvaeUnit *u, int n, const real *f) {
 #pragma omp parallel for schedule(dynamic, 16)
     for (int j = 0; j < n; j++) {
         if (f[j] == 1) continue;

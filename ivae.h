@@ -214,9 +214,9 @@ typedef struct {
 /* the units of m (out may be NULL); returns their number */
 int ivae_units(const IvaeModel *m, IvaeUnit *out);
 /* out[u] = sum over unit u of (double)x[k] * x[k], for x = params or grads */
-void ivae_unit_sumsq(const IvaeUnit *u, int n, const real *x, double *out);
+void ivae_unit_sumsq(double *out, const real *x, const IvaeUnit *u, int n);
 /* x[k] *= f[u] over each unit u whose f[u] != 1 */
-void ivae_unit_scale(const IvaeUnit *u, int n, real *x, const real *f);
+void ivae_unit_scale(real *x, const IvaeUnit *u, int n, const real *f);
 
 /* ------------------------------------------------------------------------ */
 /* The layers themselves (SPEC 2) are declared in layers.h. */

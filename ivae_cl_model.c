@@ -776,7 +776,7 @@ int ivae_cl_measure_units(IvaeClModel *cm, int grads, double *out) {
         return -1;
     }
     TRY(download_flat(cm, cm->hostx, x));
-    ivae_unit_sumsq(cm->units, cm->n_units, cm->hostx, out);
+    ivae_unit_sumsq(out, cm->hostx, cm->units, cm->n_units);
     return 0;
 }
 

@@ -36,10 +36,10 @@
  *   ivae_latent_backward           latent_backward
  *   ivae_opl_forward_backward      opl_forward_backward_stats, _dist, _hinge, _g, _dz
  *   ivae_adamw_step                adamw_step (one tensor per launch)
- *   ivae_unit_scale                unit_scale (outputs first: ivae.h puts the unit table first)
- *   ivae_unit_sumsq                unit_sumsq (outputs first: ivae.h puts out last)
+ *   ivae_unit_scale                unit_scale
+ *   ivae_unit_sumsq                unit_sumsq
  * and the kernels with no C function of their own, by what they do in C:
- *   residual_add, residual_sub     the residual sums of block_forward and block_backward,
+ *   residual_add, residual_sub     the residual sums of ivae.c's res_/attn_forward and _backward,
  *                                  and dx - dxhat in ivae_batch_grad (residual_add: also
  *                                  wan.c's res_forward and attn_forward)
  *   nonfinite_flags                ivae_batch_grad's all_finite check of the gradients

@@ -542,12 +542,12 @@ static int t_stats(Trainer *t, IvaeActStat *st, int max) {
 /* squared norm of each unit of the gradients (grads = 1) or the weights */
 static void t_sumsq(Trainer *t, int grads, double *out) {
     if (t->cm) t_check(t, ivae_cl_measure_units(t->cm, grads, out));
-    else ivae_unit_sumsq(t->units, t->n_units, grads ? t->m->grads : t->m->params, out);
+    else ivae_unit_sumsq(out, grads ? t->m->grads : t->m->params, t->units, t->n_units);
 }
 
 static void t_scale(Trainer *t) {
     if (t->cm) t_check(t, ivae_cl_scale_grads(t->cm, t->fac));
-    else ivae_unit_scale(t->units, t->n_units, t->m->grads, t->fac);
+    else ivae_unit_scale(t->m->grads, t->units, t->n_units, t->fac);
 }
 
 static void t_adamw(Trainer *t, const IvaeAdamW *h) {
