@@ -8,6 +8,7 @@
 #     frames (so every first-chunk rule and the single-frame cache rule run);
 #   - the released width (dim 96) on a 5 x 32 x 32 clip, from the official
 #     key names (the other files use diffusers' names);
+#   - the naive layers decode to the tuned layers' bytes;
 #   - the dim-16 weights stored as F16 and as BF16;
 #   - the port's own self-test (streaming == whole clip, causality, both
 #     layouts; it also breaks four cache rules on purpose and sees them fail);
@@ -52,6 +53,12 @@ clip5 d16 5 32x40 4
 clip13 d16 13 32x24 5
 released d96 5 32x32 6
 EOF
+
+# the naive layers (IVAE_NAIVE=1) give the tuned decode's bytes
+./ivae decode "$OUT/d16.safetensors" "$OUT/clip9.expected.safetensors" "$OUT/naive.tuned.safetensors" > /dev/null &&
+    IVAE_NAIVE=1 ./ivae decode "$OUT/d16.safetensors" "$OUT/clip9.expected.safetensors" "$OUT/naive.naive.safetensors" > /dev/null &&
+    cmp -s "$OUT/naive.tuned.safetensors" "$OUT/naive.naive.safetensors" &&
+    echo "ok   decode with IVAE_NAIVE=1 == tuned decode, byte for byte (dim 16, 9 frames)" || fail "naive vs tuned Wan decode"
 
 # the same weights stored as F16 and BF16 (what many downloads hold): the C
 # loader widens them exactly, as the port does, so the agreement is the same
