@@ -74,6 +74,10 @@ test/test_wan: test/test_wan.c $(LIB) $(HDR)
 test/bench_wan: test/bench_wan.c $(LIB) $(HDR)
 	$(CC) $(CFLAGS) -o $@ test/bench_wan.c $(LIB) $(LDLIBS)
 
+# one conv shape timed (test/bench_conv CIN COUT T H KT K)
+test/bench_conv: test/bench_conv.c $(LIB) $(HDR)
+	$(CC) $(CFLAGS) -o $@ test/bench_conv.c $(LIB) $(LDLIBS)
+
 test/test_model: test/test_model.c $(LIB) $(HDR)
 	$(CC) $(CFLAGS) -o $@ test/test_model.c $(LIB) $(LDLIBS)
 
@@ -92,7 +96,7 @@ test: ivae ivae_asan test/gradcheck test/test_conv test/test_wan test/bench_wan 
 	PYTHON=$(PYTHON) sh test/run.sh
 
 clean:
-	rm -f ivae ivae_asan test/gradcheck test/test_conv test/test_wan test/bench_wan test/test_model
+	rm -f ivae ivae_asan test/gradcheck test/test_conv test/test_wan test/bench_wan test/bench_conv test/test_model
 	rm -rf test/out
 
 # the benchmark (test/bench.c, test/bench_torch.py): ivae.c built with the same
