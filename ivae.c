@@ -132,6 +132,40 @@ int ivae_config_preset(const char *name, IvaeConfig *cfg) {
     return 0;
 }
 
+/* SPEC 9's variant names, in enum order */
+static const char *const VARIANTS[4][4] = {
+    {"block_norm", "smc", "groupnorm", NULL},
+    {"attn_norm", "pixelnorm", "groupnorm", "none"},
+    {"image_mode", "causal", "static", NULL},
+    {"loss_norm", "ref", "sum", "mean"},
+};
+
+static const char *const *variant_names(const char *kind) {
+    for (int k = 0; k < 4; k++)
+        if (strcmp(VARIANTS[k][0], kind) == 0) return VARIANTS[k] + 1;
+    return NULL;
+}
+
+int ivae_variant_parse(const char *kind, const char *name) {
+    const char *const *v = variant_names(kind);
+    if (!v) {
+        ivae_set_error("unknown variant kind '%s'", kind);
+        return -1;
+    }
+    int n = kind[0] == 'a' || kind[0] == 'l' ? 3 : 2;
+    for (int j = 0; j < n; j++)
+        if (strcmp(v[j], name) == 0) return j;
+    ivae_set_error("%s: '%s' (expected %s%s%s%s%s)", kind, name, v[0], n == 3 ? ", " : " or ", v[1], n == 3 ? " or " : "",
+                   n == 3 ? v[2] : "");
+    return -1;
+}
+
+const char *ivae_variant_name(const char *kind, int value) {
+    const char *const *v = variant_names(kind);
+    int n = kind[0] == 'a' || kind[0] == 'l' ? 3 : 2;
+    return v && value >= 0 && value < n ? v[value] : "?";
+}
+
 int ivae_config_check(const IvaeConfig *c) {
     if (c->n_stages < 1 || c->n_stages > IVAE_MAX_STAGES) {
         ivae_set_error("config: %d stages (must be 1..%d)", c->n_stages, IVAE_MAX_STAGES);
@@ -153,6 +187,24 @@ int ivae_config_check(const IvaeConfig *c) {
         }
     if (c->attn != IVAE_ATTN_FRAME && c->attn != IVAE_ATTN_CAUSAL) {
         ivae_set_error("config: unknown attention mode %d", (int)c->attn);
+        return -1;
+    }
+    if (c->block_norm < 0 || c->block_norm > 1 || c->attn_norm < 0 || c->attn_norm > 2 || c->image_mode < 0 ||
+        c->image_mode > 1 || c->loss_norm < 0 || c->loss_norm > 2) {
+        ivae_set_error("config: unknown variant (block_norm %d, attn_norm %d, image_mode %d, loss_norm %d)",
+                       c->block_norm, c->attn_norm, c->image_mode, c->loss_norm);
+        return -1;
+    }
+    if (c->block_norm == IVAE_BLOCK_GROUPNORM || c->attn_norm == IVAE_ATTN_GROUPNORM)
+        for (int s = 0; s < c->n_stages; s++)
+            if (c->base_ch * c->ch_mult[s] % IVAE_GN_GROUPS != 0) {
+                ivae_set_error("config: GroupNorm needs channel counts that are multiples of %d (stage %d has %d)",
+                               IVAE_GN_GROUPS, s, c->base_ch * c->ch_mult[s]);
+                return -1;
+            }
+    if (c->image_mode == IVAE_IMAGE_STATIC && (IVAE_STATIC_FRAMES - 1) % ivae_time_factor(c) != 0) {
+        ivae_set_error("config: static images (%d frames) need a time factor that divides %d", IVAE_STATIC_FRAMES,
+                       IVAE_STATIC_FRAMES - 1);
         return -1;
     }
     return 0;
@@ -197,6 +249,12 @@ typedef struct {
     size_t pk_off, pkf_off; /* offsets into the packed buffer: the tuned conv's weights, and flipped for dinp */
 } Conv;
 
+/* GroupNorm's weight and bias (SPEC 9), C channels */
+typedef struct {
+    size_t w_off, b_off;
+    int C;
+} Norm;
+
 /* SMC (SPEC 2.2): a conv whose effective weight What = g * s[i] W / n[o] is
    made once per batch into eff (at the conv's w_off) */
 typedef struct {
@@ -216,7 +274,9 @@ typedef struct {
     Conv conv;             /* CONV (conv_in, down), SILU_CONV (conv_out), UP: the conv */
     Conv shortcut;         /* RES with Cin != Cout: the 1x1x1 shortcut */
     int has_shortcut;
-    Smc c1, c2;            /* RES: conv1 (Cin -> Cout), conv2 (Cout -> Cout) */
+    Smc c1, c2;            /* RES: conv1 (Cin -> Cout), conv2 (Cout -> Cout); with GroupNorm
+                              (SPEC 9) plain convs: c1.conv, c2.conv, no norm */
+    Norm n1, n2;           /* RES with GroupNorm: norm1 (Cin), norm2 (Cout); ATTN: n1 = attn.norm */
     Conv qkv, proj;        /* ATTN: qkv (3C, C, 1,1,1), proj (C, C, 1,1,1) */
     int temporal;          /* UP: doubles time */
     /* streaming (chunked inference): the clip frame at which the next chunk
@@ -229,10 +289,14 @@ typedef struct {
     Shape in, out;
     const real *x;         /* (C, T, H, W) the block's input */
     real *y;               /* out: the block's output */
-    real *act1;            /* RES, SILU_CONV: silu(x) (C, T, H, W); UP: x upsampled (C, To, 2H, 2W) */
+    real *act1;            /* RES, SILU_CONV: silu(x) (C, T, H, W) (GroupNorm: silu(g1));
+                              UP: x upsampled (C, To, 2H, 2W) */
     real *h1;              /* RES: conv1(act1) (Cout, T, H, W) */
-    real *act2;            /* RES: silu(h1) (Cout, T, H, W) */
-    real *xn, *xn_norm;    /* ATTN: pixelnorm(x) (C, N) and its per-position norms (N) */
+    real *act2;            /* RES: silu(h1) (Cout, T, H, W); GroupNorm: silu(g2) */
+    real *xn, *xn_norm;    /* ATTN: pixelnorm(x) (C, N) and its per-position norms (N) (GroupNorm:
+                              gn(x) and its stats (2, G, T); none: xn = x) */
+    real *g1, *g1s;        /* RES with GroupNorm: gn1(x) (Cin, T, H, W), its stats (2, G, T) */
+    real *g2, *g2s;        /* RES with GroupNorm: gn2(h1) (Cout, T, H, W), its stats */
     real *qkvs;            /* ATTN: (3C, N) */
     real *att;             /* ATTN: (N, L) attention probabilities */
     real *o;               /* ATTN: (C, N) attention output, before proj */
@@ -329,12 +393,33 @@ static Block *new_block(IvaeModel *m, int dec, BlockKind kind, const char *fmt, 
 
 /* the blocks of SPEC 2.5 - 2.8 and conv_in / conv_out, each registering its
    parameters under its SPEC 5 name */
+static Norm add_norm(IvaeModel *m, const char *name, int C) {
+    char buf[128];
+    Norm n = {0, 0, C};
+    snprintf(buf, sizeof buf, "%s.weight", name);
+    n.w_off = add_tensor(m, buf, INIT_ONE, 0, 1, C, 0, 0, 0, 0);
+    snprintf(buf, sizeof buf, "%s.bias", name);
+    n.b_off = add_tensor(m, buf, INIT_ZERO, 0, 1, C, 0, 0, 0, 0);
+    return n;
+}
+
 static void add_res(Block *b, IvaeModel *m, int cin, int cout) {
     char buf[128];
-    snprintf(buf, sizeof buf, "%s.conv1", b->name);
-    b->c1 = add_smc(m, buf, cout, cin);
-    snprintf(buf, sizeof buf, "%s.conv2", b->name);
-    b->c2 = add_smc(m, buf, cout, cout);
+    if (m->cfg.block_norm == IVAE_BLOCK_GROUPNORM) { /* SPEC 9: norm1, conv1, norm2, conv2 */
+        snprintf(buf, sizeof buf, "%s.norm1", b->name);
+        b->n1 = add_norm(m, buf, cin);
+        snprintf(buf, sizeof buf, "%s.conv1", b->name);
+        b->c1.conv = add_conv(m, buf, INIT_CONV, cout, cin, 3, 1, 1);
+        snprintf(buf, sizeof buf, "%s.norm2", b->name);
+        b->n2 = add_norm(m, buf, cout);
+        snprintf(buf, sizeof buf, "%s.conv2", b->name);
+        b->c2.conv = add_conv(m, buf, INIT_CONV, cout, cout, 3, 1, 1);
+    } else {
+        snprintf(buf, sizeof buf, "%s.conv1", b->name);
+        b->c1 = add_smc(m, buf, cout, cin);
+        snprintf(buf, sizeof buf, "%s.conv2", b->name);
+        b->c2 = add_smc(m, buf, cout, cout);
+    }
     b->has_shortcut = cin != cout;
     if (b->has_shortcut) {
         snprintf(buf, sizeof buf, "%s.shortcut", b->name);
@@ -344,6 +429,10 @@ static void add_res(Block *b, IvaeModel *m, int cin, int cout) {
 
 static void add_attn(Block *b, IvaeModel *m, int C) {
     char buf[128];
+    if (m->cfg.attn_norm == IVAE_ATTN_GROUPNORM) {
+        snprintf(buf, sizeof buf, "%s.norm", b->name);
+        b->n1 = add_norm(m, buf, C);
+    }
     snprintf(buf, sizeof buf, "%s.qkv", b->name);
     b->qkv = add_conv(m, buf, INIT_CONV, 3 * C, C, 1, 1, 1);
     snprintf(buf, sizeof buf, "%s.proj", b->name);
@@ -510,13 +599,14 @@ static void smc_prepare(IvaeModel *m, Smc *s) {
 
 static void weights_prepare(IvaeModel *m, int flip) {
     struct IvaeImpl *I = m->impl;
+    int smc = m->cfg.block_norm == IVAE_BLOCK_SMC;
     FOR_EACH_BLOCK(I, b)
-        if (b->kind == BLK_RES) smc_prepare(m, &b->c1), smc_prepare(m, &b->c2);
+        if (b->kind == BLK_RES && smc) smc_prepare(m, &b->c1), smc_prepare(m, &b->c2);
     if (ivae_naive()) return; /* the naive convs read the weights as they are */
     FOR_EACH_BLOCK(I, b) {
         if (b->kind == BLK_RES) {
-            pack_conv(m, &b->c1.conv, I->eff, flip);
-            pack_conv(m, &b->c2.conv, I->eff, flip);
+            pack_conv(m, &b->c1.conv, smc ? I->eff : m->params, flip);
+            pack_conv(m, &b->c2.conv, smc ? I->eff : m->params, flip);
             if (b->has_shortcut) pack_conv(m, &b->shortcut, m->params, flip);
         } else if (b->kind == BLK_ATTN) {
             pack_conv(m, &b->qkv, m->params, flip);
@@ -647,15 +737,35 @@ static real *silu_conv_backward(IvaeModel *m, Block *b, const real *dy) {
     return silu_backward(m, da, b->x, b->in);
 }
 
-/* SPEC 2.5: h = smc1(silu(x)); h = smc2(silu(h)); y = shortcut(x) + h */
+/* GroupNorm (SPEC 9) of x (C, T, H, W): y, and its stats (2, G, T) in *stats */
+static real *groupnorm(IvaeModel *m, const Norm *n, const real *x, Shape s, real **stats) {
+    real *y = arena_alloc(&m->impl->arena, shape_numel(s));
+    *stats = arena_alloc(&m->impl->arena, 2 * (size_t)IVAE_GN_GROUPS * s.T);
+    ivae_groupnorm_forward(y, *stats, x, m->params + n->w_off, m->params + n->b_off, s.C, s.T, s.H, s.W, IVAE_GN_GROUPS);
+    return y;
+}
+
+/* dx of y = groupnorm(x); dweight and dbias accumulate into grads */
+static real *groupnorm_backward(IvaeModel *m, const Norm *n, const real *dy, const real *stats, const real *x, Shape s) {
+    real *dx = arena_alloc(&m->impl->arena, shape_numel(s));
+    ivae_groupnorm_backward(dx, m->grads + n->w_off, m->grads + n->b_off, dy, stats, x, m->params + n->w_off, s.C, s.T,
+                            s.H, s.W, IVAE_GN_GROUPS);
+    return dx;
+}
+
+/* SPEC 2.5: h = smc1(silu(x)); h = smc2(silu(h)); y = shortcut(x) + h
+   SPEC 9, block_norm groupnorm: h = conv1(silu(gn1(x))); h = conv2(silu(gn2(h))) */
 static const real *res_forward(IvaeModel *m, Block *b, const real *x, Shape *s) {
-    real *E = m->impl->eff;
+    int gn = m->cfg.block_norm == IVAE_BLOCK_GROUPNORM;
+    real *E = gn ? m->params : m->impl->eff;
     Shape hs, os;
     int s0;
     block_begin(m, b, x, *s, &s0);
-    b->act1 = silu(m, x, *s);
+    if (gn) b->g1 = groupnorm(m, &b->n1, x, *s, &b->g1s);
+    b->act1 = silu(m, gn ? b->g1 : x, *s);
     b->h1 = conv_forward(m, b, 0, &b->c1.conv, E, b->act1, *s, &hs, s0);
-    b->act2 = silu(m, b->h1, hs);
+    if (gn) b->g2 = groupnorm(m, &b->n2, b->h1, hs, &b->g2s);
+    b->act2 = silu(m, gn ? b->g2 : b->h1, hs);
     b->y = conv_forward(m, b, 1, &b->c2.conv, E, b->act2, hs, &os, s0);
     const real *sc = b->has_shortcut ? conv_forward(m, b, 0, &b->shortcut, m->params, x, *s, &hs, s0) : x;
     size_t n = shape_numel(os);
@@ -664,29 +774,40 @@ static const real *res_forward(IvaeModel *m, Block *b, const real *x, Shape *s) 
 }
 
 static real *res_backward(IvaeModel *m, Block *b, const real *dy) {
-    real *E = m->impl->eff, *DE = m->impl->deff;
+    int gn = m->cfg.block_norm == IVAE_BLOCK_GROUPNORM;
+    real *E = gn ? m->params : m->impl->eff, *DE = gn ? m->grads : m->impl->deff;
     Shape s = b->in, hs = {b->c1.conv.cout, s.T, s.H, s.W};
     // in the forward pass: y = shortcut(x) + smc2(silu(smc1(silu(x))))
+    //   (GroupNorm: y = shortcut(x) + conv2(silu(gn2(conv1(silu(gn1(x)))))))
     real *da2 = conv_backward(m, &b->c2.conv, E, DE, dy, b->act2, hs);
-    real *dh1 = silu_backward(m, da2, b->h1, hs);
+    real *dh1 = silu_backward(m, da2, gn ? b->g2 : b->h1, hs);
+    if (gn) dh1 = groupnorm_backward(m, &b->n2, dh1, b->g2s, b->h1, hs);
     real *da1 = conv_backward(m, &b->c1.conv, E, DE, dh1, b->act1, s);
-    real *dx = silu_backward(m, da1, b->x, s);
+    real *dx = silu_backward(m, da1, gn ? b->g1 : b->x, s);
+    if (gn) dx = groupnorm_backward(m, &b->n1, dx, b->g1s, b->x, s);
     const real *dsc = b->has_shortcut ? conv_backward(m, &b->shortcut, m->params, m->grads, dy, b->x, s) : dy;
     size_t n = shape_numel(s);
     for (size_t j = 0; j < n; j++) dx[j] = dx[j] + dsc[j];
     return dx;
 }
 
-/* SPEC 2.6: n = pixelnorm(x); qkv = conv(n); o = attention(qkv); y = x + proj(o) */
+/* SPEC 2.6: n = pixelnorm(x); qkv = conv(n); o = attention(qkv); y = x + proj(o)
+   (SPEC 9, attn_norm: n = groupnorm(x), or n = x) */
 static const real *attn_forward(IvaeModel *m, Block *b, const real *x, Shape *s) {
     Arena *A = &m->impl->arena;
     Shape qs, os;
     int s0, L = ivae_attention_row_len(m->cfg.attn, s->T, s->H * s->W);
     size_t N = (size_t)s->T * s->H * s->W, n = shape_numel(*s);
     block_begin(m, b, x, *s, &s0);
-    b->xn = arena_alloc(A, n);
-    b->xn_norm = arena_alloc(A, N);
-    ivae_pixelnorm_forward(b->xn, b->xn_norm, x, s->C, N);
+    if (m->cfg.attn_norm == IVAE_ATTN_PIXELNORM) {
+        b->xn = arena_alloc(A, n);
+        b->xn_norm = arena_alloc(A, N);
+        ivae_pixelnorm_forward(b->xn, b->xn_norm, x, s->C, N);
+    } else if (m->cfg.attn_norm == IVAE_ATTN_GROUPNORM) {
+        b->xn = groupnorm(m, &b->n1, x, *s, &b->xn_norm);
+    } else {
+        b->xn = (real *)x; /* read only */
+    }
     b->qkvs = conv_forward(m, b, 0, &b->qkv, m->params, b->xn, *s, &qs, s0);
     b->att = arena_alloc(A, N * L);
     b->o = arena_alloc(A, n);
@@ -699,13 +820,17 @@ static const real *attn_forward(IvaeModel *m, Block *b, const real *x, Shape *s)
 static real *attn_backward(IvaeModel *m, Block *b, const real *dy) {
     Shape s = b->in, qs = {3 * s.C, s.T, s.H, s.W};
     size_t N = (size_t)s.T * s.H * s.W, n = shape_numel(s);
-    // in the forward pass: y = x + proj(attention(qkv(pixelnorm(x))))
+    // in the forward pass: y = x + proj(attention(qkv(pixelnorm(x)))) (or groupnorm(x), or x)
     real *dout = conv_backward(m, &b->proj, m->params, m->grads, dy, b->o, s);
     real *dqkv = arena_alloc(&m->impl->arena, shape_numel(qs));
     ivae_attention_backward(dqkv, dout, b->att, b->qkvs, s.C, s.T, s.H, s.W, m->cfg.attn);
-    real *dn = conv_backward(m, &b->qkv, m->params, m->grads, dqkv, b->xn, s);
-    real *dx = arena_alloc(&m->impl->arena, n);
-    ivae_pixelnorm_backward(dx, dn, b->xn_norm, b->x, s.C, N);
+    real *dn = conv_backward(m, &b->qkv, m->params, m->grads, dqkv, b->xn, s), *dx = dn;
+    if (m->cfg.attn_norm == IVAE_ATTN_PIXELNORM) {
+        dx = arena_alloc(&m->impl->arena, n);
+        ivae_pixelnorm_backward(dx, dn, b->xn_norm, b->x, s.C, N);
+    } else if (m->cfg.attn_norm == IVAE_ATTN_GROUPNORM) {
+        dx = groupnorm_backward(m, &b->n1, dn, b->xn_norm, b->x, s);
+    }
     for (size_t j = 0; j < n; j++) dx[j] = dx[j] + dy[j];
     return dx;
 }
@@ -824,11 +949,16 @@ void ivae_loss_defaults(IvaeLossOpts *o) {
     o->ref_t = 17;
     o->ref_h = 64;
     o->ref_w = 64;
+    o->loss_norm = IVAE_LOSS_REF;
 }
 
 int ivae_check_batch(const IvaeModel *m, const IvaeSample *samples, int B, const IvaeLossOpts *opts) {
     if (B < 1) {
         ivae_set_error("empty batch");
+        return -1;
+    }
+    if (opts->loss_norm < 0 || opts->loss_norm > 2) {
+        ivae_set_error("unknown loss normalisation %d", opts->loss_norm);
         return -1;
     }
     if (opts->ref_t < 1 || opts->ref_h < 1 || opts->ref_w < 1) {
@@ -859,7 +989,6 @@ int ivae_check_batch(const IvaeModel *m, const IvaeSample *samples, int B, const
    of SPEC 4, and backward; adds the sample's terms to out */
 static void sample_grad(IvaeModel *m, IvaeSample *sp, int i, int B, const IvaeLossOpts *opts, IvaeLoss *out) {
     Arena *A = &m->impl->arena;
-    real n_ref = (real)3 * opts->ref_t * opts->ref_h * opts->ref_w;
     arena_reset(A);
     Shape xs = {3, sp->T, sp->H, sp->W}, s = xs;
     size_t nx = shape_numel(xs);
@@ -870,13 +999,18 @@ static void sample_grad(IvaeModel *m, IvaeSample *sp, int i, int B, const IvaeLo
     Shape zs = s;
     zs.C = m->cfg.z_ch;
     size_t nz = shape_numel(zs), nscr = nz + 2 * (size_t)zs.C + 2 * (size_t)zs.H * zs.W;
+    /* the divisors of rec_i and kl_i: N_ref (SPEC 4), 1 (sum) or the sample's
+       own element counts (mean; SPEC 9) */
+    real n_ref = (real)3 * opts->ref_t * opts->ref_h * opts->ref_w, n_rec = n_ref, n_kl = n_ref;
+    if (opts->loss_norm == IVAE_LOSS_SUM) n_rec = n_kl = 1;
+    if (opts->loss_norm == IVAE_LOSS_MEAN) n_rec = (real)nx, n_kl = (real)nz;
     real *logvar = arena_alloc(A, nz), *z = arena_alloc(A, nz); // (z, T', H', W')
     real *scratch = arena_alloc(A, nx > nscr ? nx : nscr);
-    double kl = ivae_latent_forward(logvar, z, h, sp->eps, zs, scratch) / n_ref;
+    double kl = ivae_latent_forward(logvar, z, h, sp->eps, zs, scratch) / n_kl;
     s = zs;
     const real *xhat = decoder_forward(m, z, &s); /* (3, T, H, W) */
     real *dxhat = arena_alloc(A, nx);
-    double rec = ivae_rec_loss(dxhat, xhat, sp->x, xs, w_i / n_ref, scratch) / n_ref;
+    double rec = ivae_rec_loss(dxhat, xhat, sp->x, xs, w_i / n_rec, scratch) / n_rec;
     if (!out->nonfinite[0] && !(isfinite(rec) && isfinite(kl))) find_nonfinite_activation(m, i, out->nonfinite);
 
     /* backward: decoder, outlier penalty, latent, encoder */
@@ -884,7 +1018,7 @@ static void sample_grad(IvaeModel *m, IvaeSample *sp, int i, int B, const IvaeLo
     double opl = 0;
     if (opts->w_opl != 0) opl = ivae_opl_forward_backward(dz, z, zs, w_i * opts->w_opl, scratch);
     real *dh = arena_alloc(A, 2 * nz);
-    ivae_latent_backward(dh, dz, logvar, h, sp->eps, nz, w_i * opts->beta / n_ref);
+    ivae_latent_backward(dh, dz, logvar, h, sp->eps, nz, w_i * opts->beta / n_kl);
     real *dx = encoder_backward(m, dh);
     /* x also enters the loss directly: rec = |xhat - x| */
     for (size_t j = 0; j < nx; j++) dx[j] = dx[j] - dxhat[j];
@@ -905,7 +1039,7 @@ int ivae_batch_grad(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts
     weights_prepare(m, 1);
     for (int i = 0; i < B; i++) sample_grad(m, &samples[i], i, B, opts, out);
     FOR_EACH_BLOCK(m->impl, b)
-        if (b->kind == BLK_RES) smc_finish(m, &b->c1), smc_finish(m, &b->c2);
+        if (b->kind == BLK_RES && m->cfg.block_norm == IVAE_BLOCK_SMC) smc_finish(m, &b->c1), smc_finish(m, &b->c2);
     if (!out->nonfinite[0])
         for (int t = 0; t < m->n_tensors; t++) {
             const IvaeParamInfo *p = &m->info[t];
@@ -917,7 +1051,34 @@ int ivae_batch_grad(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts
     return 0;
 }
 
+void ivae_static_expand(real *out, const real *img, int H, int W) {
+    size_t fr = (size_t)H * W;
+    for (int c = 0; c < 3; c++)
+        for (int t = 0; t < IVAE_STATIC_FRAMES; t++) memcpy(out + (c * IVAE_STATIC_FRAMES + t) * fr, img + c * fr, fr * sizeof(real));
+}
+
+void ivae_static_fold(real *dimg, const real *dclip, int H, int W) {
+    size_t fr = (size_t)H * W;
+    for (int c = 0; c < 3; c++)
+        for (size_t p = 0; p < fr; p++) {
+            real acc = 0;
+            for (int t = 0; t < IVAE_STATIC_FRAMES; t++) acc += dclip[(c * IVAE_STATIC_FRAMES + t) * fr + p];
+            dimg[c * fr + p] = acc;
+        }
+}
+
 /* --- what other backends and the log read of the last forward pass -------- */
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double ivae_median(double *v, size_t n) {
+    if (n == 0) return NAN;
+    qsort(v, n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
 
 int ivae_activation_stats(IvaeModel *m, IvaeActStat *out, int max) {
     int n = 0;
@@ -925,16 +1086,19 @@ int ivae_activation_stats(IvaeModel *m, IvaeActStat *out, int max) {
         if (n == max) break;
         if (!b->y) continue;
         size_t N = (size_t)b->out.T * b->out.H * b->out.W;
-        double ss = 0, mx = 0;
+        double ss = 0, mx = 0, *pix = xmalloc(N * sizeof(double));
         for (size_t p = 0; p < N; p++) {
             double pn = 0;
             for (int c = 0; c < b->out.C; c++) pn += (double)b->y[c * N + p] * b->y[c * N + p];
             ss += pn;
+            pix[p] = pn;
             if (pn > mx || pn != pn) mx = pn;
         }
         out[n].name = b->name;
         out[n].rms = sqrt(ss / ((double)N * b->out.C));
         out[n].max_norm = sqrt(mx);
+        out[n].median_norm = sqrt(ivae_median(pix, N));
+        free(pix);
         n++;
     }
     return n;
@@ -961,6 +1125,8 @@ int ivae_graph(const IvaeModel *m, int decoder, IvaeBlockDesc *out, int max) {
         d->c1_scale = b->c1.scale_off, d->c1_gain = b->c1.gain_off;
         d->c2_scale = b->c2.scale_off, d->c2_gain = b->c2.gain_off;
         d->shortcut = b->has_shortcut, d->temporal = b->temporal;
+        d->norm1_w = b->n1.w_off, d->norm1_b = b->n1.b_off, d->norm1_c = b->n1.C;
+        d->norm2_w = b->n2.w_off, d->norm2_b = b->n2.b_off, d->norm2_c = b->n2.C;
     }
     return n < max ? n : max;
 }
@@ -1218,6 +1384,19 @@ static int config_from_meta(const IvaeSt *st, IvaeConfig *c) {
         return -1;
     }
     c->attn = strcmp(attn, "causal") == 0 ? IVAE_ATTN_CAUSAL : IVAE_ATTN_FRAME;
+    /* SPEC 9: the variant, absent keys meaning the defaults */
+    static const char *const kinds[4] = {"block_norm", "attn_norm", "image_mode", "loss_norm"};
+    int *fields[4] = {&c->block_norm, &c->attn_norm, &c->image_mode, &c->loss_norm};
+    for (int k = 0; k < 4; k++) {
+        const char *v = ivae_st_meta(st, kinds[k]);
+        if (!v) continue;
+        if ((*fields[k] = ivae_variant_parse(kinds[k], v)) < 0) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s: metadata %s", st->path, ivae_error());
+            ivae_set_error("%s", msg);
+            return -1;
+        }
+    }
     if (ivae_config_check(c) != 0) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s: %s", st->path, ivae_error());
@@ -1283,8 +1462,14 @@ int ivae_save(const IvaeModel *m, const char *path) {
         snprintf(mult + strlen(mult), sizeof mult - strlen(mult), "%s%d", s ? "," : "", c->ch_mult[s]);
     for (int s = 0; s + 1 < c->n_stages; s++)
         snprintf(temporal + strlen(temporal), sizeof temporal - strlen(temporal), "%s%d", s ? "," : "", c->temporal[s]);
-    const char *meta[] = {"format", "ivae", "base_ch", base, "ch_mult", mult, "n_res", nres, "z_ch", z,
-                          "temporal", temporal, "attn", c->attn == IVAE_ATTN_CAUSAL ? "causal" : "frame"};
+    const char *meta[22] = {"format", "ivae", "base_ch", base, "ch_mult", mult, "n_res", nres, "z_ch", z,
+                            "temporal", temporal, "attn", c->attn == IVAE_ATTN_CAUSAL ? "causal" : "frame"};
+    int n_meta = 7;
+    /* SPEC 9: a variant other than the default is named (absent = default) */
+    static const char *const kinds[4] = {"block_norm", "attn_norm", "image_mode", "loss_norm"};
+    const int values[4] = {c->block_norm, c->attn_norm, c->image_mode, c->loss_norm};
+    for (int k = 0; k < 4; k++)
+        if (values[k] != 0) meta[2 * n_meta] = kinds[k], meta[2 * n_meta + 1] = ivae_variant_name(kinds[k], values[k]), n_meta++;
     IvaeStEntry *e = xcalloc((size_t)m->n_tensors, sizeof *e);
     for (int j = 0; j < m->n_tensors; j++) {
         e[j].name = m->info[j].name;
@@ -1292,7 +1477,7 @@ int ivae_save(const IvaeModel *m, const char *path) {
         for (int d = 0; d < e[j].ndim; d++) e[j].shape[d] = m->info[j].shape[d];
         e[j].data = m->params + m->info[j].offset;
     }
-    int rc = ivae_st_write(path, e, m->n_tensors, meta, 7);
+    int rc = ivae_st_write(path, e, m->n_tensors, meta, n_meta);
     free(e);
     return rc;
 }

@@ -42,6 +42,25 @@ typedef float real;
 
 typedef enum { IVAE_ATTN_FRAME = 0, IVAE_ATTN_CAUSAL = 1 } IvaeAttnMode;
 
+/* The variants of SPEC 9 (the seed's lessons); 0 is always the default.
+   block_norm: the residual blocks' normalisation (SMC, or GroupNorm with
+   plain convs); attn_norm: what normalises the attention input; image_mode:
+   images as one-frame clips (causal) or as 5 identical frames (static);
+   loss_norm: how a sample's loss terms are normalised (SPEC 4 / 9). */
+typedef enum { IVAE_BLOCK_SMC = 0, IVAE_BLOCK_GROUPNORM = 1 } IvaeBlockNorm;
+typedef enum { IVAE_ATTN_PIXELNORM = 0, IVAE_ATTN_GROUPNORM = 1, IVAE_ATTN_NONORM = 2 } IvaeAttnNorm;
+typedef enum { IVAE_IMAGE_CAUSAL = 0, IVAE_IMAGE_STATIC = 1 } IvaeImageMode;
+typedef enum { IVAE_LOSS_REF = 0, IVAE_LOSS_SUM = 1, IVAE_LOSS_MEAN = 2 } IvaeLossNorm;
+/* the names of SPEC 9 ("smc", "groupnorm", ...) and back: the enum value, or
+   -1 with a message listing the names; kind is "block_norm", "attn_norm",
+   "image_mode" or "loss_norm" */
+int ivae_variant_parse(const char *kind, const char *name);
+const char *ivae_variant_name(const char *kind, int value);
+/* GroupNorm's groups (SPEC 9) */
+#define IVAE_GN_GROUPS 8
+/* the frames of an image fed as a static video (SPEC 9) */
+#define IVAE_STATIC_FRAMES 5
+
 typedef struct {
     int base_ch;                        /* C0 */
     int n_stages;                       /* S */
@@ -50,6 +69,9 @@ typedef struct {
     int z_ch;                           /* latent channels */
     int temporal[IVAE_MAX_STAGES];      /* temporal[0..S-2]: transition s halves time */
     IvaeAttnMode attn;
+    /* SPEC 9: the variant a checkpoint records (metadata; absent = default) */
+    int block_norm, attn_norm;          /* IvaeBlockNorm, IvaeAttnNorm: change the parameters */
+    int image_mode, loss_norm;          /* IvaeImageMode, IvaeLossNorm: how it was trained */
 } IvaeConfig;
 
 /* "ivae-s" or "ivae-xs"; returns -1 for an unknown name */
@@ -102,6 +124,7 @@ typedef struct {
     real beta;                  /* KL weight, default 1e-6 */
     real w_opl;                 /* outlier penalty weight, default 0 */
     int ref_t, ref_h, ref_w;    /* reference shape, default 17 x 64 x 64 */
+    int loss_norm;              /* IvaeLossNorm (SPEC 9): ref (default), sum or mean */
 } IvaeLossOpts;
 
 void ivae_loss_defaults(IvaeLossOpts *o);
@@ -140,8 +163,12 @@ int ivae_check_batch(const IvaeModel *m, const IvaeSample *samples, int B, const
 typedef struct {
     const char *name;       /* e.g. "encoder.stages.1.res.0" */
     double rms, max_norm;
+    double median_norm;     /* the median per-pixel norm: max_norm / median_norm
+                               is the splotch ratio (a pixel that dwarfs the rest) */
 } IvaeActStat;
 int ivae_activation_stats(IvaeModel *m, IvaeActStat *out, int max);
+/* the median of v (sorted in place); NaN for n = 0 */
+double ivae_median(double *v, size_t n);
 
 /* The layer graph, read-only, for other backends (the OpenCL path) that run
    the same model: the blocks of the encoder (decoder = 0) or the decoder in
@@ -156,8 +183,12 @@ typedef struct {
     const char *name;                   /* e.g. "decoder.stages.2.up" */
     IvaeConvDesc conv;                  /* CONV, UP, SILU_CONV: the conv; RES: shortcut; ATTN: qkv */
     IvaeConvDesc proj;                  /* ATTN */
-    IvaeConvDesc c1, c2;                /* RES: the two SMC convs */
+    IvaeConvDesc c1, c2;                /* RES: the two SMC convs (plain with GroupNorm) */
     size_t c1_scale, c1_gain, c2_scale, c2_gain;
+    /* GroupNorm (SPEC 9): RES with block_norm groupnorm: norm1 before c1,
+       norm2 before c2; ATTN with attn_norm groupnorm: norm1 (attn.norm) */
+    size_t norm1_w, norm1_b, norm2_w, norm2_b;
+    int norm1_c, norm2_c;               /* their channel counts */
     int shortcut;                       /* RES: has a shortcut conv */
     int temporal;                       /* UP: doubles time */
 } IvaeBlockDesc;
@@ -181,6 +212,12 @@ void ivae_set_trace(IvaeModel *m, IvaeTraceFn fn, void *ctx);
    that streaming gives these bits) */
 int ivae_encode_whole(IvaeModel *m, const real *x, int T, int H, int W, real *mu);
 int ivae_decode_whole(IvaeModel *m, const real *z, int Tz, int Hz, int Wz, real *xhat);
+
+/* SPEC 9, image_mode static: an image (3, 1, H, W) becomes a clip of
+   IVAE_STATIC_FRAMES copies (out (3, 5, H, W)); the gradient of the clip
+   folds back to the image by a plain sum over the copies in frame order */
+void ivae_static_expand(real *out, const real *img, int H, int W);
+void ivae_static_fold(real *dimg, const real *dclip, int H, int W);
 
 /* ------------------------------------------------------------------------ */
 /* the optimizer */

@@ -35,8 +35,8 @@
  * (-ffp-contract=off), so every other a*b+c is two roundings everywhere.
  *
  * Contents: scratch and the two sum orders; 2.1 conv3d (naive, and the
- * dispatch to conv_tuned.c); 2.2 SMC; 2.3 SiLU; 2.4 PixelNorm; 2.6
- * attention; 2.8 upsampling; SPEC 4 loss terms.
+ * dispatch to conv_tuned.c); 2.2 SMC; 2.3 SiLU; 2.4 PixelNorm; GroupNorm
+ * (SPEC 9); 2.6 attention; 2.8 upsampling; SPEC 4 loss terms.
  */
 #include "layers.h"
 
@@ -401,6 +401,118 @@ void ivae_pixelnorm_backward(real *dinp, const real *dout, const real *norm, con
         real n = norm[p];
         for (int c = 0; c < C; c++)
             dinp[c * N + p] = (dout[c * N + p] - inp[c * N + p] * dot / ((real)C * n * n)) / n;
+    }
+}
+
+/* --- GroupNorm (SPEC 9: the variant blocks of the lessons) ---------------
+
+   G groups of C/G consecutive channels; statistics per frame t, over the
+   group's channels and the frame's H*W positions (n = (C/G) H W values), so
+   the layer stays causal and streams frame by frame:
+     mean = S / n,  var = V / n (population),  sd = sqrt(var + 1e-6)
+     y[c,t,h,w] = (x - mean) / sd * weight[c] + bias[c]
+   S and V (V sums (x - mean)^2) follow rule 5: each row of W straight
+   through, the rows of a channel's frame summed, the group's channels in
+   increasing order (gn_group_sum). */
+
+/* sum over the group's channels c0..c0+Cg-1 at frame t of f(v[c,t,h,w]),
+   f = v (sq = 0) or (v - m)^2 (sq = 1), in rule 5's order */
+static real gn_group_sum(const real *v, int c0, int Cg, int t, int T, int HW, int W, int sq, real m) {
+    real total = 0;
+    for (int c = c0; c < c0 + Cg; c++) {
+        const real *fr = v + ((size_t)c * T + t) * HW;
+        real ch = 0;
+        for (int r0 = 0; r0 < HW; r0 += W) {
+            real acc = 0;
+            if (sq)
+                for (int j = r0; j < r0 + W; j++) acc += (fr[j] - m) * (fr[j] - m);
+            else
+                for (int j = r0; j < r0 + W; j++) acc += fr[j];
+            ch += acc;
+        }
+        total += ch;
+    }
+    return total;
+}
+
+void ivae_groupnorm_forward(real *out, real *stats, const real *inp, const real *weight, const real *bias, int C,
+                            int T, int H, int W, int G) {
+    // out, inp (C, T, H, W); stats (2, G, T): mean, then sd; weight, bias (C)
+    int Cg = C / G, HW = H * W;
+    real n = (real)Cg * HW;
+    real *mean = stats, *sd = stats + (size_t)G * T;
+#pragma omp parallel for schedule(static)
+    for (int gt = 0; gt < G * T; gt++) {
+        int g = gt / T, t = gt % T;
+        real m = gn_group_sum(inp, g * Cg, Cg, t, T, HW, W, 0, 0) / n;
+        real v = gn_group_sum(inp, g * Cg, Cg, t, T, HW, W, 1, m) / n;
+        real d = SQRT(v + (real)1e-6);
+        mean[gt] = m, sd[gt] = d;
+        for (int c = g * Cg; c < (g + 1) * Cg; c++) {
+            const real *x = inp + ((size_t)c * T + t) * HW;
+            real *y = out + ((size_t)c * T + t) * HW;
+            for (int j = 0; j < HW; j++) y[j] = (x[j] - m) / d * weight[c] + bias[c];
+        }
+    }
+}
+
+void ivae_groupnorm_backward(real *dinp, real *dweight, real *dbias, const real *dout, const real *stats,
+                             const real *inp, const real *weight, int C, int T, int H, int W, int G) {
+    // in the forward pass: xh = (x - mean) / sd, y = xh * weight[c] + bias[c]; with
+    // g = dy * weight[c] and the group-frame sums A = sum g, B = sum g * xh (rule 5's order):
+    //   dx = (g - A / n - xh * (B / n)) / sd
+    //   dweight[c] += sum over (t, h, w) of dy * xh,  dbias[c] += sum of dy (nested: rows, frames)
+    int Cg = C / G, HW = H * W;
+    real n = (real)Cg * HW;
+    const real *mean = stats, *sd = stats + (size_t)G * T;
+    if (dinp) {
+#pragma omp parallel for schedule(static)
+        for (int gt = 0; gt < G * T; gt++) {
+            int g = gt / T, t = gt % T;
+            real m = mean[gt], d = sd[gt], A = 0, B = 0;
+            for (int c = g * Cg; c < (g + 1) * Cg; c++) {
+                const real *x = inp + ((size_t)c * T + t) * HW, *dy = dout + ((size_t)c * T + t) * HW;
+                real ca = 0, cb = 0;
+                for (int r0 = 0; r0 < HW; r0 += W) {
+                    real ra = 0, rb = 0;
+                    for (int j = r0; j < r0 + W; j++) {
+                        real gj = dy[j] * weight[c];
+                        ra += gj;
+                        rb += gj * ((x[j] - m) / d);
+                    }
+                    ca += ra, cb += rb;
+                }
+                A += ca, B += cb;
+            }
+            real an = A / n, bn = B / n;
+            for (int c = g * Cg; c < (g + 1) * Cg; c++) {
+                const real *x = inp + ((size_t)c * T + t) * HW, *dy = dout + ((size_t)c * T + t) * HW;
+                real *dx = dinp + ((size_t)c * T + t) * HW;
+                for (int j = 0; j < HW; j++) dx[j] = (dy[j] * weight[c] - an - (x[j] - m) / d * bn) / d;
+            }
+        }
+    }
+    if (dweight || dbias) {
+#pragma omp parallel for schedule(static)
+        for (int c = 0; c < C; c++) {
+            int g = c / Cg;
+            real cw = 0, cb = 0;
+            for (int t = 0; t < T; t++) {
+                real m = mean[g * T + t], d = sd[g * T + t], fw = 0, fb = 0;
+                const real *x = inp + ((size_t)c * T + t) * HW, *dy = dout + ((size_t)c * T + t) * HW;
+                for (int r0 = 0; r0 < HW; r0 += W) {
+                    real rw = 0, rb = 0;
+                    for (int j = r0; j < r0 + W; j++) {
+                        rw += dy[j] * ((x[j] - m) / d);
+                        rb += dy[j];
+                    }
+                    fw += rw, fb += rb;
+                }
+                cw += fw, cb += fb;
+            }
+            if (dweight) dweight[c] += cw;
+            if (dbias) dbias[c] += cb;
+        }
     }
 }
 

@@ -143,6 +143,13 @@ void ivae_silu_backward(real *dinp, const real *dout, const real *inp, size_t n)
 void ivae_pixelnorm_forward(real *out, real *norm, const real *inp, int C, size_t N);
 void ivae_pixelnorm_backward(real *dinp, const real *dout, const real *norm, const real *inp, int C, size_t N);
 
+/* --- GroupNorm (SPEC 9): out, inp (C, T, H, W); stats (2, G, T) the mean and
+   sd of each group and frame; weight, bias (C); C a multiple of G */
+void ivae_groupnorm_forward(real *out, real *stats, const real *inp, const real *weight, const real *bias, int C,
+                            int T, int H, int W, int G);
+void ivae_groupnorm_backward(real *dinp, real *dweight, real *dbias, const real *dout, const real *stats,
+                             const real *inp, const real *weight, int C, int T, int H, int W, int G);
+
 /* --- RMS norm (SPEC 7): out, inp (C, N), gamma (C); forward only (inference) */
 void ivae_rmsnorm_forward(real *out, const real *inp, const real *gamma, int C, size_t N);
 

@@ -135,7 +135,27 @@ static const char *INIT_HELP =
     "  --n-res N         override residual blocks per stage\n"
     "  --z-ch N          override latent channels\n"
     "  --temporal LIST   override the temporal flags, e.g. 0,1,1 (one fewer than ch-mult)\n"
-    "  --attn MODE       frame (default) or causal\n";
+    "  --attn MODE       frame (default) or causal\n"
+    "\n"
+    "The variants of SPEC 9 (the seed's lessons; recorded in the file's metadata):\n"
+    "  --block-norm N    smc (default) or groupnorm: the residual blocks' normalisation\n"
+    "  --attn-norm N     pixelnorm (default), groupnorm or none: the attention input's\n"
+    "  --image-mode M    causal (default: an image is a 1-frame clip) or static (5 copies)\n"
+    "  --loss-norm N     ref (default: SPEC 4's reference shape), sum or mean\n";
+
+/* --block-norm and the other SPEC 9 variant flags: 1 if argv[*i] is one */
+static int parse_variant_flag(IvaeConfig *c, int argc, char **argv, int *i) {
+    static const char *const flags[4] = {"--block-norm", "--attn-norm", "--image-mode", "--loss-norm"};
+    static const char *const kinds[4] = {"block_norm", "attn_norm", "image_mode", "loss_norm"};
+    int *fields[4] = {&c->block_norm, &c->attn_norm, &c->image_mode, &c->loss_norm};
+    for (int k = 0; k < 4; k++)
+        if (strcmp(argv[*i], flags[k]) == 0) {
+            const char *v = flag_value(argc, argv, i);
+            if ((*fields[k] = ivae_variant_parse(kinds[k], v)) < 0) die("%s: '%s' is not a variant (%s)", flags[k], v, ivae_error());
+            return 1;
+        }
+    return 0;
+}
 
 static int cmd_init(int argc, char **argv) {
     IvaeConfig cfg;
@@ -161,7 +181,8 @@ static int cmd_init(int argc, char **argv) {
             const char *v = flag_value(argc, argv, &i);
             if (strcmp(v, "frame") && strcmp(v, "causal")) die("--attn: '%s' (expected frame or causal)", v);
             cfg.attn = strcmp(v, "causal") == 0 ? IVAE_ATTN_CAUSAL : IVAE_ATTN_FRAME;
-        } else if (a[0] == '-') die("init: unknown option %s (see ivae init --help)", a);
+        } else if (parse_variant_flag(&cfg, argc, argv, &i)) continue;
+        else if (a[0] == '-') die("init: unknown option %s (see ivae init --help)", a);
         else if (!out) out = a;
         else die("init: one output file expected, got '%s' too", a);
     }
@@ -200,6 +221,12 @@ static const char *GRAD_HELP =
     "  --beta X         KL weight (default 1e-6)\n"
     "  --w-opl X        outlier penalty weight (default 0)\n"
     "  --ref-shape TxHxW  reference shape of the loss normalisation (default 17x64x64)\n"
+    "  --loss-norm N    ref, sum or mean (SPEC 9; default: the model's metadata, else ref)\n"
+    "  --image-mode M   causal or static (SPEC 9; default: the model's metadata, else\n"
+    "                   causal). static: an image x.i (T = 1) runs as 5 identical frames,\n"
+    "                   eps.i has that clip's latent shape (ivae batch --image-mode static\n"
+    "                   writes it), xhat.i is the 5-frame clip and grad.x.i the image's\n"
+    "                   gradient, summed over the copies\n"
     "  --naive          run the naive layers (SPEC's formulas as plain loops, layers.c)\n"
     "                   instead of the tuned ones: the same bytes, slower; IVAE_NAIVE=1\n"
     "                   does the same for every command\n"
@@ -242,8 +269,11 @@ static void sample_outputs_alloc(IvaeSample *s, size_t nx, size_t nz) {
 static void sample_outputs_free(IvaeSample *s) { free(s->mu), free(s->logvar), free(s->xhat), free(s->dx); }
 
 /* the batch of IN (x.0, eps.0, x.1, ... until x.B is missing), with room for
-   every output; zshape[i] is sample i's latent shape (z, T', H', W') */
-static IvaeSample *load_batch(const char *path, const IvaeModel *m, int *B_out, int64_t (**zshape)[4]) {
+   every output; zshape[i] is sample i's latent shape (z, T', H', W'). With
+   static_images (SPEC 9) an image becomes a clip of 5 copies and is_image[i]
+   says which samples were images. */
+static IvaeSample *load_batch(const char *path, const IvaeModel *m, int static_images, int *B_out,
+                              int64_t (**zshape)[4], int **is_image) {
     IvaeSt *in = ivae_st_open(path);
     if (!in) die("%s", ivae_error());
     int B = 0;
@@ -255,19 +285,27 @@ static IvaeSample *load_batch(const char *path, const IvaeModel *m, int *B_out, 
     if (B == 0) die("%s: no input clips (expected tensors x.0, x.1, ...)", path);
     IvaeSample *s = xcalloc(B, sizeof *s);
     *zshape = xcalloc(B, sizeof **zshape);
+    *is_image = xcalloc(B, sizeof **is_image);
     for (int i = 0; i < B; i++) {
         int64_t xs[4], es[4];
         int Tz, Hz, Wz;
         snprintf(name, sizeof name, "x.%d", i);
         real *x = read_tensor(in, name, 4, xs);
         if (xs[0] != 3) die("%s: x.%d has %lld channels (RGB clips have 3)", path, i, (long long)xs[0]);
+        if (static_images && xs[1] == 1) { /* SPEC 9: the image as a static clip */
+            real *clip = xmalloc((size_t)3 * IVAE_STATIC_FRAMES * xs[2] * xs[3] * sizeof(real));
+            ivae_static_expand(clip, x, (int)xs[2], (int)xs[3]);
+            free(x);
+            x = clip, xs[1] = IVAE_STATIC_FRAMES, (*is_image)[i] = 1;
+        }
         if (ivae_latent_shape(&m->cfg, (int)xs[1], (int)xs[2], (int)xs[3], &Tz, &Hz, &Wz) != 0)
             die("%s: x.%d: %s", path, i, ivae_error());
         snprintf(name, sizeof name, "eps.%d", i);
         real *eps = read_tensor(in, name, 4, es);
         if (es[0] != m->cfg.z_ch || es[1] != Tz || es[2] != Hz || es[3] != Wz)
-            die("%s: eps.%d has shape (%lld,%lld,%lld,%lld) but x.%d's latent is (%d,%d,%d,%d)", path, i,
-                (long long)es[0], (long long)es[1], (long long)es[2], (long long)es[3], i, m->cfg.z_ch, Tz, Hz, Wz);
+            die("%s: eps.%d has shape (%lld,%lld,%lld,%lld) but x.%d's latent is (%d,%d,%d,%d)%s", path, i,
+                (long long)es[0], (long long)es[1], (long long)es[2], (long long)es[3], i, m->cfg.z_ch, Tz, Hz, Wz,
+                (*is_image)[i] ? " (the image runs as a static clip: write the batch with ivae batch --image-mode static)" : "");
         s[i] = (IvaeSample){.x = x, .T = (int)xs[1], .H = (int)xs[2], .W = (int)xs[3], .eps = eps};
         sample_outputs_alloc(&s[i], (size_t)3 * xs[1] * xs[2] * xs[3], (size_t)m->cfg.z_ch * Tz * Hz * Wz);
         (*zshape)[i][0] = m->cfg.z_ch, (*zshape)[i][1] = Tz, (*zshape)[i][2] = Hz, (*zshape)[i][3] = Wz;
@@ -289,12 +327,16 @@ static int cmd_grad(int argc, char **argv) {
     Device dev = {0, 0};
     const char *files[3];
     int nf = 0;
+    IvaeConfig variant = {.block_norm = -1, .attn_norm = -1, .image_mode = -1, .loss_norm = -1};
     for (int i = 0; i < argc; i++) {
         if (is_help(argv[i])) {
             fputs(GRAD_HELP, stdout);
             return 0;
         }
         if (parse_device_flag(&dev, argc, argv, &i)) continue;
+        if (!strcmp(argv[i], "--block-norm") || !strcmp(argv[i], "--attn-norm"))
+            die("grad: %s is part of the model (ivae init %s writes one)", argv[i], argv[i]);
+        if (parse_variant_flag(&variant, argc, argv, &i)) continue;
         if (strcmp(argv[i], "--naive") == 0) ivae_set_naive(1);
         else if (argv[i][0] == '-' && argv[i][1]) parse_loss_flag(&opts, argc, argv, &i);
         else if (nf < 3) files[nf++] = argv[i];
@@ -303,9 +345,11 @@ static int cmd_grad(int argc, char **argv) {
     if (nf != 3) die("grad: expected MODEL IN OUT (see ivae grad --help)");
     IvaeModel *m = ivae_load(files[0]);
     if (!m) die("%s", ivae_error());
-    int B;
+    opts.loss_norm = variant.loss_norm >= 0 ? variant.loss_norm : m->cfg.loss_norm;
+    int static_images = (variant.image_mode >= 0 ? variant.image_mode : m->cfg.image_mode) == IVAE_IMAGE_STATIC;
+    int B, *is_image;
     int64_t (*zshape)[4];
-    IvaeSample *s = load_batch(files[1], m, &B, &zshape);
+    IvaeSample *s = load_batch(files[1], m, static_images, &B, &zshape, &is_image);
 
     IvaeLoss L;
     IvaeCl *cl = NULL;
@@ -321,6 +365,8 @@ static int cmd_grad(int argc, char **argv) {
     if (cm && ivae_cl_get_grads(cm, m->grads) != 0) die("%s", ivae_error());
     ivae_cl_model_free(cm);
     ivae_cl_free(cl);
+    for (int i = 0; i < B; i++) /* a static clip's gradient back to its image */
+        if (is_image[i]) ivae_static_fold(s[i].dx, s[i].dx, s[i].H, s[i].W);
 
     /* the debug state */
     int n = 3 + 4 * B + m->n_tensors;
@@ -338,6 +384,7 @@ static int cmd_grad(int argc, char **argv) {
             e[k].name = names[k];
             e[k].ndim = 4;
             for (int d = 0; d < 4; d++) e[k].shape[d] = j < 2 ? zshape[i][d] : (d == 0 ? 3 : (int64_t[]){0, s[i].T, s[i].H, s[i].W}[d]);
+            if (j == 3 && is_image[i]) e[k].shape[1] = 1;
             e[k].data = data[j];
         }
     }
@@ -354,7 +401,7 @@ static int cmd_grad(int argc, char **argv) {
     printf("wrote %s: %d tensors\n", files[2], k);
 
     batch_free(s, B);
-    free(zshape), free(e), free(names);
+    free(zshape), free(is_image), free(e), free(names);
     ivae_model_free(m);
     return 0;
 }
@@ -463,17 +510,22 @@ static const char *BATCH_HELP =
     "checking another implementation on shapes of your choice.\n"
     "\n"
     "  --clip TxHxW   add a sample of this shape (repeatable; default 17x64x64)\n"
-    "  --seed N       RNG seed (default 1)\n";
+    "  --seed N       RNG seed (default 1)\n"
+    "  --image-mode M causal or static (SPEC 9; default: MODEL's metadata): static gives\n"
+    "                 each image (T = 1) the noise of its 5-frame static clip\n";
 
 static int cmd_batch(int argc, char **argv) {
     const char *files[2];
     int nf = 0, B = 0, shapes[64][3];
     uint64_t seed = 1;
+    IvaeConfig variant = {.image_mode = -1};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (is_help(a)) {
             fputs(BATCH_HELP, stdout);
             return 0;
+        } else if (strcmp(a, "--image-mode") == 0) {
+            parse_variant_flag(&variant, argc, argv, &i);
         } else if (strcmp(a, "--clip") == 0) {
             const char *v = flag_value(argc, argv, &i);
             if (B == 64) die("batch: at most 64 samples");
@@ -494,6 +546,9 @@ static int cmd_batch(int argc, char **argv) {
     for (int i = 0; i < B; i++) {
         int T = shapes[i][0], H = shapes[i][1], W = shapes[i][2], Tz, Hz, Wz;
         if (ivae_latent_shape(&m->cfg, T, H, W, &Tz, &Hz, &Wz) != 0) die("--clip %dx%dx%d: %s", T, H, W, ivae_error());
+        if (T == 1 && (variant.image_mode >= 0 ? variant.image_mode : m->cfg.image_mode) == IVAE_IMAGE_STATIC)
+            if (ivae_latent_shape(&m->cfg, IVAE_STATIC_FRAMES, H, W, &Tz, &Hz, &Wz) != 0) /* the static clip's noise */
+                die("--image-mode static: %s", ivae_error());
         size_t nx = (size_t)3 * T * H * W, nz = (size_t)m->cfg.z_ch * Tz * Hz * Wz;
         real *x = xmalloc(nx * sizeof(real)), *eps = xmalloc(nz * sizeof(real));
         for (size_t j = 0; j < nx; j++) x[j] = (real)(2 * ivae_rng_uniform(&rng) - 1);
@@ -1174,9 +1229,12 @@ static int cmd_compare(int argc, char **argv) {
     if (wan) return compare_wan(&c, &dev, files[0], files[1]);
     IvaeModel *m = ivae_load(files[0]);
     if (!m) die("%s", ivae_error());
-    int B;
+    int B, *is_image;
     int64_t (*zshape)[4];
-    IvaeSample *s = load_batch(files[1], m, &B, &zshape), *sd = xcalloc(B, sizeof *sd);
+    opts.loss_norm = m->cfg.loss_norm;
+    IvaeSample *s = load_batch(files[1], m, m->cfg.image_mode == IVAE_IMAGE_STATIC, &B, &zshape, &is_image);
+    IvaeSample *sd = xcalloc(B, sizeof *sd);
+    free(is_image);
     real *dgrads = xmalloc(m->n_params * sizeof(real));
     for (int i = 0; i < B; i++) { /* the device's outputs go to arrays of their own */
         sd[i] = s[i];

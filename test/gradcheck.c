@@ -172,6 +172,31 @@ static void test_pixelnorm(int C, int N) {
     free(el.x), free(el.y), free(el.aux), free(el.R), free(dx);
 }
 
+/* GroupNorm (SPEC 9): the input, the weight and the bias */
+static struct {
+    int C, T, H, W, G;
+    real *x, *w, *b, *y, *stats, *R;
+} gn;
+
+static double groupnorm_loss(void) {
+    ivae_groupnorm_forward(gn.y, gn.stats, gn.x, gn.w, gn.b, gn.C, gn.T, gn.H, gn.W, gn.G);
+    return dot_r(gn.y, gn.R, (size_t)gn.C * gn.T * gn.H * gn.W);
+}
+
+static void test_groupnorm(int C, int T, int H, int W, int G) {
+    size_t n = (size_t)C * T * H * W;
+    gn.C = C, gn.T = T, gn.H = H, gn.W = W, gn.G = G;
+    gn.x = rnd(n, 2), gn.w = rnd(C, 1.5), gn.b = rnd(C, 0.5), gn.y = zeros(n), gn.stats = zeros(2 * (size_t)G * T);
+    gn.R = rnd(n, 1);
+    real *dx = zeros(n), *dw = zeros(C), *db = zeros(C);
+    groupnorm_loss();
+    ivae_groupnorm_backward(dx, dw, db, gn.R, gn.stats, gn.x, gn.w, C, T, H, W, G);
+    check("groupnorm", "inp", gn.x, dx, n, groupnorm_loss);
+    check("groupnorm", "weight", gn.w, dw, C, groupnorm_loss);
+    check("groupnorm", "bias", gn.b, db, C, groupnorm_loss);
+    free(gn.x), free(gn.w), free(gn.b), free(gn.y), free(gn.stats), free(gn.R), free(dx), free(dw), free(db);
+}
+
 static void test_attention(int C, int T, int H, int W, int mode) {
     int N = T * H * W;
     el.C = C, el.T = T, el.H = H, el.W = W, el.mode = mode;
@@ -287,14 +312,22 @@ static double model_loss(void) {
 /* every parameter tensor of a small model with all its block kinds
    (shortcut and identity residuals, temporal and spatial down/upsampling,
    attention) and a batch mixing an image and two clips */
-static void test_model(int attn) {
-    IvaeConfig cfg = {.base_ch = 4, .n_stages = 3, .ch_mult = {1, 2, 2}, .n_res = 1, .z_ch = 3, .temporal = {1, 0}, .attn = attn};
+static void test_model(int attn, int block_norm, int attn_norm, int loss_norm) {
+    IvaeConfig cfg = {.base_ch = 4, .n_stages = 3, .ch_mult = {1, 2, 2}, .n_res = 1, .z_ch = 3, .temporal = {1, 0}, .attn = attn,
+                      .block_norm = block_norm, .attn_norm = attn_norm};
+    if (block_norm || attn_norm == IVAE_ATTN_GROUPNORM) /* GroupNorm's 8 groups of 2 channels: with 1 channel a
+                                                            group would cancel the bias of the conv before it */
+        cfg.base_ch = 8, cfg.ch_mult[0] = 2;
     md.m = ivae_model_new(&cfg);
     ivae_init_params(md.m, 7);
     for (size_t j = 0; j < md.m->n_params; j++) md.m->params[j] += (2 * ivae_rng_uniform(&rng) - 1) * 0.2; /* non-trivial */
     ivae_loss_defaults(&md.o);
     md.o.beta = 0.3, md.o.w_opl = 0.5, md.o.w_image = 0.7, md.o.ref_t = 3, md.o.ref_h = 8, md.o.ref_w = 8;
+    md.o.loss_norm = loss_norm;
     int shapes[3][3] = {{5, 8, 12}, {1, 8, 8}, {3, 4, 4}};
+    /* GroupNorm over a 1 x 1 latent frame normalises 2 values: too sharp a
+       function for finite differences; its third sample is 8 x 8 */
+    if (cfg.base_ch == 8) shapes[2][1] = shapes[2][2] = 8;
     md.B = 3;
     for (int i = 0; i < md.B; i++) {
         int T = shapes[i][0], H = shapes[i][1], W = shapes[i][2];
@@ -304,13 +337,31 @@ static void test_model(int attn) {
     }
     /* one latent outlier, so the outlier penalty is active */
     ((real *)md.s[0].eps)[2] = 9;
+    /* keep every |xhat - x| of the L1 loss at least 1e-3 from its kink at 0,
+       so that no finite difference steps across it (a few passes: moving x
+       moves xhat a little) */
+    for (int pass = 0; pass < 3; pass++) {
+        for (int i = 0; i < md.B; i++) md.s[i].xhat = zeros((size_t)3 * md.s[i].T * md.s[i].H * md.s[i].W);
+        model_loss();
+        for (int i = 0; i < md.B; i++) {
+            real *x = (real *)md.s[i].x;
+            for (size_t j = 0; j < (size_t)3 * md.s[i].T * md.s[i].H * md.s[i].W; j++) {
+                real d = md.s[i].xhat[j] - x[j];
+                if (fabs(d) < 1e-3) x[j] = md.s[i].xhat[j] + (d >= 0 ? -1e-3 : 1e-3) * 2;
+            }
+            free(md.s[i].xhat);
+            md.s[i].xhat = NULL;
+        }
+    }
     model_loss();
     real *g = xmalloc(md.m->n_params * sizeof(real));
     memcpy(g, md.m->grads, md.m->n_params * sizeof(real));
     real *gx = xmalloc((size_t)3 * 5 * 8 * 12 * sizeof(real));
     memcpy(gx, md.s[0].dx, (size_t)3 * 5 * 8 * 12 * sizeof(real));
     char name[64];
-    snprintf(name, sizeof name, "model (%s attention)", attn == IVAE_ATTN_CAUSAL ? "causal" : "frame");
+    snprintf(name, sizeof name, "model (%s attention, %s, %s, loss %s)", attn == IVAE_ATTN_CAUSAL ? "causal" : "frame",
+             ivae_variant_name("block_norm", block_norm), ivae_variant_name("attn_norm", attn_norm),
+             ivae_variant_name("loss_norm", loss_norm));
     for (int t = 0; t < md.m->n_tensors; t++) {
         const IvaeParamInfo *p = &md.m->info[t];
         char what[128];
@@ -335,6 +386,9 @@ int main(void) {
     test_smc(4, 3, 27);
     test_silu();
     test_pixelnorm(5, 13);
+    test_groupnorm(8, 3, 3, 4, 4);
+    test_groupnorm(6, 2, 2, 3, 2);
+    test_groupnorm(16, 1, 5, 3, 8);
     test_attention(4, 3, 2, 3, IVAE_ATTN_FRAME);
     test_attention(4, 3, 2, 3, IVAE_ATTN_CAUSAL);
     test_attention(3, 1, 3, 1, IVAE_ATTN_CAUSAL);
@@ -344,8 +398,11 @@ int main(void) {
     test_rec();
     test_latent();
     test_opl();
-    test_model(IVAE_ATTN_FRAME);
-    test_model(IVAE_ATTN_CAUSAL);
+    test_model(IVAE_ATTN_FRAME, IVAE_BLOCK_SMC, IVAE_ATTN_PIXELNORM, IVAE_LOSS_REF);
+    test_model(IVAE_ATTN_CAUSAL, IVAE_BLOCK_SMC, IVAE_ATTN_PIXELNORM, IVAE_LOSS_REF);
+    /* the variants of SPEC 9 */
+    test_model(IVAE_ATTN_FRAME, IVAE_BLOCK_GROUPNORM, IVAE_ATTN_GROUPNORM, IVAE_LOSS_MEAN);
+    test_model(IVAE_ATTN_CAUSAL, IVAE_BLOCK_SMC, IVAE_ATTN_NONORM, IVAE_LOSS_SUM);
     printf("%s: %d of %d gradient checks %s\n", n_fail ? "FAIL" : "PASS", n_fail ? n_fail : n_checks, n_checks,
            n_fail ? "failed" : "passed");
     return n_fail ? 1 : 0;

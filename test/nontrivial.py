@@ -4,7 +4,8 @@
 Makes every parameter of an ivae checkpoint non-trivial, as SPEC 8 asks of
 an agreement test (at the default initialisation the attention projection
 is zero, so attention gradients vanish and a test proves nothing about
-them): biases U(-0.1, 0.1), SMC scales and gains U(0.5, 1.5), attention
+them): biases U(-0.1, 0.1), SMC scales and gains and GroupNorm weights
+U(0.5, 1.5), attention
 projection weights 0.5 * U(-sqrt(3/fan_in), sqrt(3/fan_in)); the other
 weights keep their (random) values. The same distributions as
 test/ref.py's init_nontrivial, from Python's own generator: plain Python,
@@ -35,7 +36,8 @@ def main():
         count = (end - begin) // 4
         if name.endswith(".bias"):
             vals = [rng.uniform(-0.1, 0.1) for _ in range(count)]
-        elif name.endswith(".scale") or name.endswith(".gain"):
+        elif name.endswith(".scale") or name.endswith(".gain") or (len(t["shape"]) == 1 and name.endswith(".weight")):
+            # (1-D weights: the GroupNorm weights of SPEC 9's variants)
             vals = [rng.uniform(0.5, 1.5) for _ in range(count)]
         elif ".attn.proj." in name and name.endswith(".weight"):
             a = math.sqrt(3.0 / (count // t["shape"][0]))

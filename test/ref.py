@@ -62,7 +62,20 @@ CONFIGS = {
     # the paths the default config does not take are also checked.
     "tiny": dict(base_ch=8, ch_mult=[1, 2, 2], n_res=2, z_ch=4,
                  temporal=[1, 0], attn="causal"),
+    # SPEC 9's variants on a small model: GroupNorm residual blocks and
+    # attention, the loss normalised by each sample's own size, images as
+    # static 5-frame clips ...
+    "tiny-gn": dict(base_ch=8, ch_mult=[2, 2, 4], n_res=1, z_ch=4,
+                    temporal=[1, 1], attn="frame", block_norm="groupnorm",
+                    attn_norm="groupnorm", image_mode="static", loss_norm="mean"),
+    # ... and attention without normalisation, the loss summed
+    "tiny-none": dict(base_ch=8, ch_mult=[1, 2, 2], n_res=1, z_ch=4,
+                      temporal=[1, 0], attn="causal", attn_norm="none", loss_norm="sum"),
 }
+
+# SPEC 9: the variants and their defaults (the first of each list)
+VARIANTS = dict(block_norm=["smc", "groupnorm"], attn_norm=["pixelnorm", "groupnorm", "none"],
+                image_mode=["causal", "static"], loss_norm=["ref", "sum", "mean"])
 
 # Golden batches and loss flags (SPEC section 8 for ivae-s).
 GOLDEN = {
@@ -77,6 +90,13 @@ GOLDEN = {
         # positions per frame, where an outlier is impossible: max distance is
         # sqrt(5) std-norms) stay inactive.
         eps_outliers=[(0, 0, 1, 2, 8.0), (0, 2, 3, 0, -8.0), (1, 0, 2, 1, 8.0)]),
+    "tiny-gn": dict(
+        shapes=[(3, 9, 16, 16), (3, 1, 16, 16), (3, 5, 8, 16)],
+        flags=dict(w_image=0.7, w_video=1.3, beta=0.01, w_opl=0.1, ref_shape=(5, 16, 16)),
+        eps_outliers=[(0, 0, 1, 2, 8.0), (1, 1, 2, 1, -8.0)]),
+    "tiny-none": dict(
+        shapes=[(3, 5, 16, 16), (3, 1, 16, 16)],
+        flags=dict(w_image=0.7, w_video=1.3, beta=0.01, w_opl=0.0, ref_shape=(5, 16, 16))),
     "ivae-s": dict(
         shapes=[(3, 9, 32, 32), (3, 1, 32, 32)],
         # SPEC section 4 defaults.
@@ -98,6 +118,10 @@ def get_config(config):
         raise ValueError("temporal must have len(ch_mult) - 1 entries")
     if cfg["attn"] not in ("frame", "causal"):
         raise ValueError(f"attn must be 'frame' or 'causal', not {cfg['attn']!r}")
+    for key, names in VARIANTS.items():
+        cfg[key] = cfg.get(key, names[0])
+        if cfg[key] not in names:
+            raise ValueError(f"{key} must be one of {names}, not {cfg[key]!r}")
     return cfg
 
 
@@ -116,6 +140,8 @@ def config_metadata(cfg):
         "z_ch": str(cfg["z_ch"]),
         "temporal": ",".join(str(t) for t in cfg["temporal"]),
         "attn": cfg["attn"],
+        # SPEC 9: a variant other than the default (absent keys = defaults)
+        **{k: cfg[k] for k, names in VARIANTS.items() if cfg.get(k, names[0]) != names[0]},
     }
 
 
@@ -125,7 +151,8 @@ def config_from_metadata(meta):
     ints = lambda s: [int(v) for v in s.split(",")] if s else []
     return get_config(dict(base_ch=int(meta["base_ch"]), ch_mult=ints(meta["ch_mult"]),
                            n_res=int(meta["n_res"]), z_ch=int(meta["z_ch"]),
-                           temporal=ints(meta["temporal"]), attn=meta["attn"]))
+                           temporal=ints(meta["temporal"]), attn=meta["attn"],
+                           **{k: meta[k] for k in VARIANTS if k in meta}))
 
 
 # ----------------------------------------------------------------------------
@@ -160,6 +187,25 @@ def pixelnorm(x):
     return x / torch.sqrt((x * x).mean(dim=1, keepdim=True) + 1e-8)
 
 
+class GroupNorm(nn.Module):
+    """SPEC 9: G = 8 groups of C/8 channels, statistics per frame over
+    (C/8, H, W), population variance, eps 1e-6; weight, bias per channel."""
+
+    def __init__(self, c, groups=8):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(c))
+        self.bias = nn.Parameter(torch.zeros(c))
+        self.groups = groups
+
+    def forward(self, x):
+        _, C, T, H, W = x.shape
+        g = x.reshape(1, self.groups, C // self.groups, T, H, W)
+        mean = g.mean(dim=(2, 4, 5), keepdim=True)
+        var = ((g - mean) ** 2).mean(dim=(2, 4, 5), keepdim=True)
+        y = ((g - mean) / torch.sqrt(var + 1e-6)).reshape(1, C, T, H, W)
+        return y * self.weight.view(1, C, 1, 1, 1) + self.bias.view(1, C, 1, 1, 1)
+
+
 class Conv(nn.Module):
     """Plain causal conv3d (SPEC 2.1). Parameters in order: weight, bias."""
 
@@ -189,17 +235,28 @@ class SMC(nn.Module):
 
 class ResBlock(nn.Module):
     """SPEC 2.5: h = smc1(silu(x)); h = smc2(silu(h)); out = shortcut(x) + h.
-    shortcut is identity when Cin == Cout, else a (1,1,1) conv named 'shortcut'."""
+    shortcut is identity when Cin == Cout, else a (1,1,1) conv named 'shortcut'.
+    SPEC 9, block_norm 'groupnorm': h = conv1(silu(norm1(x))); h = conv2(silu(norm2(h)))
+    with plain convs."""
 
-    def __init__(self, cin, cout):
+    def __init__(self, cin, cout, block_norm="smc"):
         super().__init__()
-        self.conv1 = SMC(cin, cout)
-        self.conv2 = SMC(cout, cout)
+        gn = block_norm == "groupnorm"
+        if gn:
+            self.norm1 = GroupNorm(cin)
+            self.norm2 = GroupNorm(cout)
+        self.conv1 = Conv(cin, cout) if gn else SMC(cin, cout)
+        self.conv2 = Conv(cout, cout) if gn else SMC(cout, cout)
+        self.gn = gn
         self.shortcut = Conv(cin, cout, k=(1, 1, 1)) if cin != cout else None
 
     def forward(self, x):
-        h = self.conv1(silu(x))
-        h = self.conv2(silu(h))
+        if self.gn:
+            h = self.conv1(silu(self.norm1(x)))
+            h = self.conv2(silu(self.norm2(h)))
+        else:
+            h = self.conv1(silu(x))
+            h = self.conv2(silu(h))
         skip = x if self.shortcut is None else self.shortcut(x)
         return skip + h
 
@@ -210,15 +267,20 @@ class Attention(nn.Module):
     with token p allowed to see token r when r's frame == p's frame ('frame')
     or r's frame <= p's frame ('causal')."""
 
-    def __init__(self, c, mode):
+    def __init__(self, c, mode, attn_norm="pixelnorm"):
         super().__init__()
+        if attn_norm == "groupnorm":
+            self.norm = GroupNorm(c)
         self.qkv = Conv(c, 3 * c, k=(1, 1, 1))
         self.proj = Conv(c, c, k=(1, 1, 1))
         self.mode = mode
+        self.attn_norm = attn_norm
 
     def forward(self, x):
         _, C, T, H, W = x.shape
-        qkv = self.qkv(pixelnorm(x))                         # (1, 3C, T, H, W)
+        # SPEC 9: the input normalised by pixelnorm (default), GroupNorm or nothing
+        n = pixelnorm(x) if self.attn_norm == "pixelnorm" else self.norm(x) if self.attn_norm == "groupnorm" else x
+        qkv = self.qkv(n)                                    # (1, 3C, T, H, W)
         # token p = (t*H + h)*W + w; q = channels 0..C-1, k = C..2C-1, v = 2C..3C-1
         tokens = qkv.reshape(3 * C, T * H * W).t()          # (N, 3C)
         q, k, v = tokens[:, :C], tokens[:, C:2 * C], tokens[:, 2 * C:]
@@ -262,10 +324,10 @@ class Up(Conv):
 class Mid(nn.Module):
     """SPEC 3: mid = res(C), attn(C), res(C). Names mid.res.{0,1}, mid.attn."""
 
-    def __init__(self, c, mode):
+    def __init__(self, c, mode, block_norm="smc", attn_norm="pixelnorm"):
         super().__init__()
-        self.res = nn.ModuleList([ResBlock(c, c), ResBlock(c, c)])
-        self.attn = Attention(c, mode)
+        self.res = nn.ModuleList([ResBlock(c, c, block_norm), ResBlock(c, c, block_norm)])
+        self.attn = Attention(c, mode, attn_norm)
 
     def forward(self, x):
         return self.res[1](self.attn(self.res[0](x)))
@@ -303,12 +365,13 @@ class Encoder(nn.Module):
         stages = []
         for s in range(S):
             cin = C[s - 1] if s > 0 else C[0]
-            blocks = [ResBlock(cin, C[s])] + [ResBlock(C[s], C[s]) for _ in range(n - 1)]
+            bn = cfg["block_norm"]
+            blocks = [ResBlock(cin, C[s], bn)] + [ResBlock(C[s], C[s], bn) for _ in range(n - 1)]
             down = Down(C[s], cfg["temporal"][s]) if s < S - 1 else None
             stages.append(Stage(blocks, down=down))
         self.stages = nn.ModuleList(stages)
         # 3. mid
-        self.mid = Mid(C[-1], cfg["attn"])
+        self.mid = Mid(C[-1], cfg["attn"], cfg["block_norm"], cfg["attn_norm"])
         # 4. conv_out: silu, then conv3d C_{S-1} -> 2z, (3,3,3)
         self.conv_out = Conv(C[-1], 2 * cfg["z_ch"])
 
@@ -327,14 +390,15 @@ class Decoder(nn.Module):
         # 1. conv_in: conv3d z -> C_{S-1}, (3,3,3)
         self.conv_in = Conv(cfg["z_ch"], C[-1])
         # 2. mid
-        self.mid = Mid(C[-1], cfg["attn"])
+        self.mid = Mid(C[-1], cfg["attn"], cfg["block_norm"], cfg["attn_norm"])
         # 3. for s = S-1 down to 0: res(C_{s+1} -> C_s) (C_S = C_{S-1}),
         #    n_res-1 x res(C_s -> C_s); if s > 0: up(C_s, temporal[s-1]).
         #    A ModuleDict keeps the run order S-1..0 with names stages.{s}.
         self.stages = nn.ModuleDict()
         for s in reversed(range(S)):
             cin = C[s + 1] if s + 1 < S else C[S - 1]
-            blocks = [ResBlock(cin, C[s])] + [ResBlock(C[s], C[s]) for _ in range(n - 1)]
+            bn = cfg["block_norm"]
+            blocks = [ResBlock(cin, C[s], bn)] + [ResBlock(C[s], C[s], bn) for _ in range(n - 1)]
             up = Up(C[s], cfg["temporal"][s - 1]) if s > 0 else None
             self.stages[str(s)] = Stage(blocks, up=up)
         # 4. conv_out: silu, then conv3d C_0 -> 3, (3,3,3)
@@ -404,11 +468,15 @@ def spec_param_names(config):
     smc = lambda p: [f"{p}.weight", f"{p}.bias", f"{p}.scale", f"{p}.gain"]
 
     def res(p, cin, cout):
-        return smc(f"{p}.conv1") + smc(f"{p}.conv2") + (conv(f"{p}.shortcut") if cin != cout else [])
+        sc = conv(f"{p}.shortcut") if cin != cout else []
+        if cfg["block_norm"] == "groupnorm":  # SPEC 9: norm1, conv1, norm2, conv2
+            return conv(f"{p}.norm1") + conv(f"{p}.conv1") + conv(f"{p}.norm2") + conv(f"{p}.conv2") + sc
+        return smc(f"{p}.conv1") + smc(f"{p}.conv2") + sc
 
     def mid(p):
         c = C[-1]
-        return (res(f"{p}.res.0", c, c) + conv(f"{p}.attn.qkv") + conv(f"{p}.attn.proj")
+        norm = conv(f"{p}.attn.norm") if cfg["attn_norm"] == "groupnorm" else []
+        return (res(f"{p}.res.0", c, c) + norm + conv(f"{p}.attn.qkv") + conv(f"{p}.attn.proj")
                 + res(f"{p}.res.1", c, c))
 
     names = conv("encoder.conv_in")
@@ -441,15 +509,18 @@ def count_params(model):
 # ----------------------------------------------------------------------------
 # Initialisation.
 
-def param_kind(name):
-    """'conv', 'smc', 'attn' weight, 'bias', 'scale' or 'gain', from the name."""
+def param_kind(name, block_norm="smc"):
+    """'conv', 'smc', 'attn' weight, 'norm' weight (GroupNorm, SPEC 9),
+    'bias', 'scale' or 'gain', from the name."""
     leaf = name.rsplit(".", 1)[1]
     if leaf in ("bias", "scale", "gain"):
         return leaf
+    if name.rsplit(".", 2)[1] in ("norm", "norm1", "norm2"):
+        return "norm"
     if ".attn." in name:
         return "attn"
     if name.rsplit(".", 2)[1] in ("conv1", "conv2"):
-        return "smc"
+        return "smc" if block_norm == "smc" else "conv"
     return "conv"
 
 
@@ -465,17 +536,18 @@ def init_nontrivial(model, seed=1):
       conv and SMC weights  U(-sqrt(3/fan_in), +sqrt(3/fan_in))
       attention qkv, proj   0.5 * U(-sqrt(3/fan_in), +sqrt(3/fan_in))  (proj non-zero)
       biases                U(-0.1, 0.1)
-      SMC scale, gain       U(0.5, 1.5)"""
+      SMC scale, gain       U(0.5, 1.5)
+      GroupNorm weight      U(0.5, 1.5)"""
     g = torch.Generator().manual_seed(seed)
     uniform = lambda shape, lo, hi: torch.rand(shape, generator=g, dtype=torch.float32) * (hi - lo) + lo
     for name, p in model.spec_params:
-        kind = param_kind(name)
+        kind = param_kind(name, model.cfg["block_norm"])
         if kind in ("conv", "smc", "attn"):
             a = math.sqrt(3.0 / fan_in(p))
             v = uniform(p.shape, -a, a) * (0.5 if kind == "attn" else 1.0)
         elif kind == "bias":
             v = uniform(p.shape, -0.1, 0.1)
-        else:  # scale, gain
+        else:  # scale, gain, norm
             v = uniform(p.shape, 0.5, 1.5)
         p.copy_(v)  # float32 -> model dtype, exact
 
@@ -488,7 +560,7 @@ def init_default(model, seed=1):
     plain conv."""
     g = torch.Generator().manual_seed(seed)
     for name, p in model.spec_params:
-        kind = param_kind(name)
+        kind = param_kind(name, model.cfg["block_norm"])
         if kind in ("conv", "attn", "smc"):
             a = 1.0 / math.sqrt(fan_in(p)) if kind == "smc" else math.sqrt(3.0 / fan_in(p))
             p.copy_(torch.rand(p.shape, generator=g, dtype=torch.float32) * 2 * a - a)
@@ -619,6 +691,10 @@ def forward_loss(model, xs, epss, flags):
       rec_i = sum|xhat_i - x_i| / N_ref,  kl_i = sum 0.5 (mu^2 + e^logvar - 1 - logvar) / N_ref
       L = (1/B) sum_i w_i (rec_i + beta kl_i + w_opl opl_i),  N_ref = 3 T_ref H_ref W_ref,
     with z_i = mu_i + exp(0.5 logvar_i) * eps_i and xhat_i = decode(z_i).
+    SPEC 9 (the model's config): loss_norm 'sum' divides by 1 instead of
+    N_ref, 'mean' by the sample's own element counts; image_mode 'static'
+    feeds an image as 5 copies of itself (a video for w_i; x's gradient sums
+    over the copies through the repeat).
     Returns a dict: loss, rec, kl (means over the batch, unweighted), and per
     sample lists mu, logvar (clamped), raw_logvar, z, xhat, opl."""
     Tr, Hr, Wr = flags["ref_shape"]
@@ -627,14 +703,21 @@ def forward_loss(model, xs, epss, flags):
     out = dict(mu=[], logvar=[], raw_logvar=[], z=[], xhat=[], opl=[])
     loss = rec_sum = kl_sum = 0.0
     for x, eps in zip(xs, epss):
+        if model.cfg["image_mode"] == "static" and x.shape[1] == 1:
+            x = x.repeat(1, 5, 1, 1)
         mu, logvar, raw = model.encode(x)
+        n_rec = n_kl = n_ref
+        if model.cfg["loss_norm"] == "sum":
+            n_rec = n_kl = 1
+        elif model.cfg["loss_norm"] == "mean":
+            n_rec, n_kl = x.numel(), mu.numel()
         if tuple(eps.shape) != tuple(mu.shape):
             raise ValueError(f"eps shape {tuple(eps.shape)} != latent {tuple(mu.shape)}")
         z = mu + torch.exp(0.5 * logvar) * eps
         xhat = model.decode(z)
         assert xhat.shape == x.shape, (tuple(xhat.shape), tuple(x.shape))
-        rec = (xhat - x).abs().sum() / n_ref
-        kl = (0.5 * (mu * mu + torch.exp(logvar) - 1.0 - logvar)).sum() / n_ref
+        rec = (xhat - x).abs().sum() / n_rec
+        kl = (0.5 * (mu * mu + torch.exp(logvar) - 1.0 - logvar)).sum() / n_kl
         w = flags["w_image"] if x.shape[1] == 1 else flags["w_video"]
         term = rec + flags["beta"] * kl
         opl = outlier_penalty(z) if flags["w_opl"] != 0 else torch.zeros((), dtype=z.dtype)
@@ -660,7 +743,9 @@ def make_inputs(model, shapes, seed, eps_outliers=()):
     xs = [torch.rand(s, generator=g, dtype=torch.float32) * 2 - 1 for s in shapes]
     for x in xs:
         model.check_shape(x)
-    epss = [torch.randn(model.latent_shape(s), generator=g, dtype=torch.float32) for s in shapes]
+    # SPEC 9: a static image's noise has its 5-frame clip's latent shape
+    lat = lambda s: model.latent_shape((3, 5, s[2], s[3]) if model.cfg["image_mode"] == "static" and s[1] == 1 else s)
+    epss = [torch.randn(lat(s), generator=g, dtype=torch.float32) for s in shapes]
     for i, t, h, w, value in eps_outliers:
         epss[i][:, t, h, w] = value
     return xs, epss

@@ -62,6 +62,22 @@ if [ -f "$GOLDEN/ivae-s.model.safetensors" ]; then
     grep '^FAIL' "$OUT/diff-tiny.log" "$OUT/diff-s.log"
     echo "(one line per tensor in test/out/diff-tiny.log and test/out/diff-s.log)"
 fi
+# SPEC 9's variants (the lessons): tiny-gn has GroupNorm residual blocks and
+# attention, the loss normalised by each sample's size and images as static
+# 5-frame clips; tiny-none has attention without normalisation and the loss
+# summed. Each model file names its variant in its metadata.
+if [ "$have_torch" = yes ]; then
+    for v in tiny-gn tiny-none; do
+        "$PYTHON" test/ref.py golden --config $v --outdir "$OUT/golden" > "$OUT/golden-$v.log" 2>&1 || fail "golden generation ($v)"
+        opl=0.1; [ $v = tiny-none ] && opl=0
+        ./ivae grad --w-image 0.7 --w-video 1.3 --beta 0.01 --w-opl $opl --ref-shape 5x16x16 "$OUT/golden/$v.model.safetensors" \
+            "$OUT/golden/$v.in.safetensors" "$OUT/$v.out.safetensors" > /dev/null || fail "grad ($v)"
+        ./ivae diff "$OUT/golden/$v.expected.safetensors" "$OUT/$v.out.safetensors" > "$OUT/diff-$v.log" || fail "golden $v"
+        tail -n 1 "$OUT/diff-$v.log" | sed "s/^/$v: /"
+    done
+else
+    echo "SKIP variant goldens (tiny-gn, tiny-none): python3-torch is not installed"
+fi
 
 step "3b. the Wan 2.1 VAE against its float64 PyTorch port (test/wan_ref.py; SPEC 7, 8: e <= 1e-5)"
 OUT="$OUT/wan" PYTHON="$PYTHON" sh test/test_wan.sh || fail "Wan 2.1 VAE (test/test_wan.sh)"
