@@ -45,7 +45,7 @@ endif
 # model (ivae.c), the Wan 2.1 VAE (wan.c), safetensors files, small helpers;
 # then the program
 LIB  := util.c safetensors.c layers.c conv_tuned.c ivae.c wan.c
-SRC  := $(LIB) media.c train.c main.c
+SRC  := $(LIB) media.c train.c lessons.c main.c
 HDR  := ivae.h layers.h safetensors.h util.h wan.h ivae_math.h media.h train.h
 
 .PHONY: all asan test golden clean run

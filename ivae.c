@@ -1023,6 +1023,7 @@ static void sample_grad(IvaeModel *m, IvaeSample *sp, int i, int B, const IvaeLo
     /* x also enters the loss directly: rec = |xhat - x| */
     for (size_t j = 0; j < nx; j++) dx[j] = dx[j] - dxhat[j];
 
+    sp->rec = rec, sp->kl = kl;
     out->loss += (double)w_i * (rec + (double)opts->beta * kl + (double)opts->w_opl * opl);
     out->rec += rec / B;
     out->kl += kl / B;
@@ -1452,24 +1453,32 @@ fail:
     return NULL;
 }
 
-int ivae_save(const IvaeModel *m, const char *path) {
-    const IvaeConfig *c = &m->cfg;
-    char base[16], nres[16], z[16], mult[128] = "", temporal[128] = "";
-    snprintf(base, sizeof base, "%d", c->base_ch);
-    snprintf(nres, sizeof nres, "%d", c->n_res);
-    snprintf(z, sizeof z, "%d", c->z_ch);
+int ivae_config_meta(const IvaeConfig *c, IvaeMetaBuf *buf, const char **meta) {
+    snprintf(buf->s[0], sizeof buf->s[0], "%d", c->base_ch);
+    snprintf(buf->s[1], sizeof buf->s[1], "%d", c->n_res);
+    snprintf(buf->s[2], sizeof buf->s[2], "%d", c->z_ch);
+    char *mult = buf->s[3], *temporal = buf->s[4];
+    mult[0] = temporal[0] = 0;
     for (int s = 0; s < c->n_stages; s++)
-        snprintf(mult + strlen(mult), sizeof mult - strlen(mult), "%s%d", s ? "," : "", c->ch_mult[s]);
+        snprintf(mult + strlen(mult), sizeof buf->s[3] - strlen(mult), "%s%d", s ? "," : "", c->ch_mult[s]);
     for (int s = 0; s + 1 < c->n_stages; s++)
-        snprintf(temporal + strlen(temporal), sizeof temporal - strlen(temporal), "%s%d", s ? "," : "", c->temporal[s]);
-    const char *meta[22] = {"format", "ivae", "base_ch", base, "ch_mult", mult, "n_res", nres, "z_ch", z,
-                            "temporal", temporal, "attn", c->attn == IVAE_ATTN_CAUSAL ? "causal" : "frame"};
-    int n_meta = 7;
+        snprintf(temporal + strlen(temporal), sizeof buf->s[4] - strlen(temporal), "%s%d", s ? "," : "", c->temporal[s]);
+    const char *pairs[14] = {"format", "ivae", "base_ch", buf->s[0], "ch_mult", mult, "n_res", buf->s[1], "z_ch", buf->s[2],
+                             "temporal", temporal, "attn", c->attn == IVAE_ATTN_CAUSAL ? "causal" : "frame"};
+    memcpy(meta, pairs, sizeof pairs);
+    int n = 7;
     /* SPEC 9: a variant other than the default is named (absent = default) */
     static const char *const kinds[4] = {"block_norm", "attn_norm", "image_mode", "loss_norm"};
     const int values[4] = {c->block_norm, c->attn_norm, c->image_mode, c->loss_norm};
     for (int k = 0; k < 4; k++)
-        if (values[k] != 0) meta[2 * n_meta] = kinds[k], meta[2 * n_meta + 1] = ivae_variant_name(kinds[k], values[k]), n_meta++;
+        if (values[k] != 0) meta[2 * n] = kinds[k], meta[2 * n + 1] = ivae_variant_name(kinds[k], values[k]), n++;
+    return n;
+}
+
+int ivae_save(const IvaeModel *m, const char *path) {
+    IvaeMetaBuf mb;
+    const char *meta[2 * IVAE_CONFIG_META];
+    int n_meta = ivae_config_meta(&m->cfg, &mb, meta);
     IvaeStEntry *e = xcalloc((size_t)m->n_tensors, sizeof *e);
     for (int j = 0; j < m->n_tensors; j++) {
         e[j].name = m->info[j].name;

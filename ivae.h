@@ -138,6 +138,7 @@ typedef struct {
     real *mu, *logvar;      /* (z, Tz, Hz, Wz), logvar clamped */
     real *xhat;             /* (3, T, H, W) */
     real *dx;               /* (3, T, H, W) dL/dx */
+    double rec, kl;         /* written by every batch pass: the sample's rec_i and kl_i */
 } IvaeSample;
 
 typedef struct {
@@ -263,6 +264,14 @@ void ivae_unit_scale(real *x, const IvaeUnit *u, int n, const real *f);
    present with the right shape, all finite */
 IvaeModel *ivae_load(const char *path);
 int ivae_save(const IvaeModel *m, const char *path);
+/* the config as __metadata__ pairs (meta[2k] = key, meta[2k+1] = value,
+   values kept in buf): SPEC 5's keys and SPEC 9's non-default variants;
+   returns the number of pairs, at most IVAE_CONFIG_META */
+#define IVAE_CONFIG_META 11
+typedef struct {
+    char s[5][128];
+} IvaeMetaBuf;
+int ivae_config_meta(const IvaeConfig *c, IvaeMetaBuf *buf, const char **meta);
 
 /* ------------------------------------------------------------------------ */
 /* utilities */

@@ -686,6 +686,7 @@ static int sample_grad(IvaeClModel *cm, IvaeSample *sp, int i, int B, const Ivae
     /* x also enters the loss directly: rec = |xhat - x| */
     TRY(ivae_cl_residual_sub(cl, dx, dxhat, nx));
 
+    sp->rec = rec, sp->kl = kl;
     out->loss += (double)w_i * (rec + (double)opts->beta * kl + (double)opts->w_opl * opl);
     out->rec += rec / B;
     out->kl += kl / B;

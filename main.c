@@ -1359,6 +1359,7 @@ static const char *HELP =
     "\n"
     "  train   train the VAE on a dataset (the main job)\n"
     "  eval    held-out PSNR and SSIM of a trained model, with pictures\n"
+    "  lessons the seed's lessons as paired experiments (LESSONS.md): lessons.md, pictures\n"
     "  recon   encode and decode an image or clip; print PSNR and SSIM\n"
     "  encode  write the latent of an image or clip\n"
     "  decode  turn a latent back into pixels\n"
@@ -1381,6 +1382,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (strcmp(cmd, "train") == 0) return train_main(argc - 2, argv + 2);
     if (strcmp(cmd, "eval") == 0) return eval_main(argc - 2, argv + 2);
+    if (strcmp(cmd, "lessons") == 0) return lessons_main(argc - 2, argv + 2);
     if (strcmp(cmd, "recon") == 0) return cmd_recon(argc - 2, argv + 2);
     if (strcmp(cmd, "encode") == 0) return cmd_encode(argc - 2, argv + 2);
     if (strcmp(cmd, "decode") == 0) return cmd_decode(argc - 2, argv + 2);

@@ -1560,3 +1560,110 @@ int plot_curves(const char *png_path, const char *title, const char *xlabel, con
     free(mk.m);
     return canvas_save(&cv, png_path);
 }
+
+/* ========================================================================== */
+/* 9. for the lessons (SPEC 9): JPEG degradation, error maps, picture grids   */
+/* ========================================================================== */
+
+/* stb_image_write hands the JPEG bytes to this callback: a growing buffer */
+typedef struct { unsigned char *b; size_t n, cap; int failed; } MemSink;
+
+static void mem_sink_write(void *ctx, void *data, int size) {
+    MemSink *s = ctx;
+    if (size <= 0 || s->failed) return;
+    if (s->n + (size_t)size > s->cap) {
+        size_t cap = 2 * (s->n + (size_t)size);
+        unsigned char *b = realloc(s->b, cap);
+        if (!b) { s->failed = 1; return; }
+        s->b = b, s->cap = cap;
+    }
+    memcpy(s->b + s->n, data, (size_t)size);
+    s->n += (size_t)size;
+}
+
+int clip_jpeg(const Clip *in, int quality, Clip *out) {
+    memset(out, 0, sizeof *out);
+    if (clip_check(in, "clip_jpeg") != 0) return -1;
+    if (quality < 1 || quality > 100) { ivae_set_error("JPEG quality %d is not in 1..100", quality); return -1; }
+    if (clip_alloc(out, in->T, in->H, in->W) != 0) return -1;
+    for (int t = 0; t < in->T; t++) {
+        unsigned char *rgb = frame_to_rgb8(in, t);
+        MemSink sink = { NULL, 0, 0, 0 };
+        int ok = rgb && stbi_write_jpg_to_func(mem_sink_write, &sink, in->W, in->H, 3, rgb, quality) && !sink.failed;
+        free(rgb);
+        int w = 0, h = 0, comp;
+        /* our own encoder's baseline output, decoded at once: stb reads
+           every JPEG its writer makes */
+        unsigned char *back = ok ? stbi_load_from_memory(sink.b, (int)sink.n, &w, &h, &comp, 3) : NULL;
+        free(sink.b);
+        if (!back || w != in->W || h != in->H) {
+            if (back) stbi_image_free(back);
+            clip_free(out);
+            ivae_set_error("clip_jpeg: cannot encode and decode frame %d at quality %d", t, quality);
+            return -1;
+        }
+        rgb8_to_frame(out, t, back);
+        stbi_image_free(back);
+    }
+    return 0;
+}
+
+int clip_error_map(const Clip *a, const Clip *b, int gain, Clip *out) {
+    memset(out, 0, sizeof *out);
+    if (same_shape(a, b, "clip_error_map") != 0 || clip_alloc(out, a->T, a->H, a->W) != 0) return -1;
+    size_t n = clip_numel(a->T, a->H, a->W);
+    for (size_t i = 0; i < n; i++) {
+        int d = gain * abs((int)px_to_u8(a->px[i]) - (int)px_to_u8(b->px[i]));
+        out->px[i] = px_from_u8((unsigned char)(d > 255 ? 255 : d));
+    }
+    return 0;
+}
+
+int save_grid(const char *png_path, int rows, int cols, const Clip *const *cells, const int *frames,
+              const char *const *col_labels, int scale) {
+    if (!png_path || !*png_path) { ivae_set_error("save_grid: empty path"); return -1; }
+    if (rows < 1 || cols < 1) { ivae_set_error("%s: a grid of %d x %d cells", png_path, rows, cols); return -1; }
+    int ch = 0, cw = 0; /* the cell size: the largest frame of a column / a row */
+    for (int k = 0; k < rows * cols; k++) {
+        if (!cells[k]) continue;
+        if (clip_check(cells[k], png_path) != 0) return -1;
+        if (frames[k] < 0 || frames[k] >= cells[k]->T) {
+            ivae_set_error("%s: cell %d: frame %d is not in the clip's 0..%d", png_path, k, frames[k], cells[k]->T - 1);
+            return -1;
+        }
+        if (cells[k]->H > ch) ch = cells[k]->H;
+        if (cells[k]->W > cw) cw = cells[k]->W;
+    }
+    if (ch == 0) { ivae_set_error("%s: the grid is empty", png_path); return -1; }
+    if (scale <= 0) scale = (128 + cw - 1) / cw;
+    if (scale > CANVAS_MAX / (cw * cols + 2 * cols) || scale > CANVAS_MAX / (ch * rows + 2 * rows)) {
+        ivae_set_error("%s: a %d x %d grid of %dx%d cells magnified %d times is too large", png_path, rows, cols, cw, ch, scale);
+        return -1;
+    }
+    const int gap = 2, pad = 4, pw = cw * scale, ph = ch * scale;
+    int ts = 1, top = 0;
+    if (col_labels) {
+        for (int c = 0; c < cols; c++)
+            if (col_labels[c] && text_width(col_labels[c], 2) + 2 * pad > pw) ts = 0;
+        ts = ts ? 2 : 1;
+        top = FONT_H * ts + 2 * pad;
+    }
+    const unsigned char bg[3] = { 32, 32, 32 }, fg[3] = { 235, 235, 235 };
+    Canvas cv;
+    if (canvas_new(&cv, cols * pw + (cols - 1) * gap, top + rows * ph + (rows - 1) * gap, bg, png_path) != 0) return -1;
+    for (int c = 0; c < cols; c++)
+        if (col_labels && col_labels[c])
+            canvas_text(&cv, c * (pw + gap) + (pw - text_width(col_labels[c], ts)) / 2, pad, col_labels[c], ts, fg, 0);
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            const Clip *k = cells[r * cols + c];
+            if (!k) continue;
+            int t = frames[r * cols + c], x0 = c * (pw + gap), y0 = top + r * (ph + gap);
+            for (int y = 0; y < k->H * scale; y++)
+                for (int x = 0; x < k->W * scale; x++) {
+                    unsigned char *dst = cv.rgb + 3 * ((size_t)(y0 + y) * cv.w + x0 + x);
+                    for (int q = 0; q < 3; q++) dst[q] = px_to_u8(*clip_at(k, q, t, y / scale, x / scale));
+                }
+        }
+    return canvas_save(&cv, png_path);
+}

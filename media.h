@@ -118,4 +118,20 @@ int plot_curves(const char *png_path, const char *title, const char *xlabel, con
                 int n_series, const char *const *names, const double *const *xs, const double *const *ys,
                 const int *lens, int log_y);
 
+/* ------------------------------------------------------------------------ */
+/* for the lessons (SPEC 9) */
+
+/* every frame of in encoded as a baseline JPEG of the given quality (1..100,
+   stb_image_write) and decoded back: the degraded training data of the JPEG
+   lesson */
+int clip_jpeg(const Clip *in, int quality, Clip *out);
+/* an error map: each 8-bit value gain * |a - b|, at most 255 */
+int clip_error_map(const Clip *a, const Clip *b, int gain, Clip *out);
+/* One PNG: rows x cols cells, cell k = (r * cols + c) showing frame
+   frames[k] of cells[k] (NULL: left empty), magnified by scale (<= 0: cells
+   at least 128 pixels wide), 2-pixel gaps, col_labels (or NULL) above the
+   columns. */
+int save_grid(const char *png_path, int rows, int cols, const Clip *const *cells, const int *frames,
+              const char *const *col_labels, int scale);
+
 #endif

@@ -58,7 +58,13 @@ typedef struct {
     int log_every, log_norms, eval_every, ckpt_every, guard_every;
     uint64_t seed;
     int cl, cl_fast; /* --device cl, --cl-mode fast */
+    int variant[4];  /* SPEC 9: block_norm, attn_norm, image_mode, loss_norm; -1: the config's */
+    int jpeg_quality; /* > 0: the training data re-encoded as JPEG of this quality */
+    int eval_jpeg;    /* > 0: held-out PSNR also against JPEG versions of this quality (default jpeg_quality) */
 } Opts;
+
+static const char *const VARIANT_FLAG[4] = {"--block-norm", "--attn-norm", "--image-mode", "--loss-norm"};
+static const char *const VARIANT_KIND[4] = {"block_norm", "attn_norm", "image_mode", "loss_norm"};
 
 static const char *TRAIN_HELP =
     "usage: ivae train [options]\n"
@@ -89,6 +95,15 @@ static const char *TRAIN_HELP =
     "  --spike-factor X    roll back when the loss exceeds X times its recent median (default 3; 0 = off)\n"
     "  --guard-every N     refresh the in-memory good state every N steps (default 50)\n"
     "  --w-image X, --w-video X, --beta X, --w-opl X, --ref-shape TxHxW   the loss (SPEC 4)\n"
+    "  the variants of SPEC 9 (the seed's lessons; a fresh run's model records them):\n"
+    "  --block-norm N      smc (default) or groupnorm residual blocks\n"
+    "  --attn-norm N       pixelnorm (default), groupnorm or none before attention\n"
+    "  --image-mode M      causal (default: an image is a 1-frame clip) or static (5 copies)\n"
+    "  --loss-norm N       ref (default: SPEC 4's reference shape), sum or mean\n"
+    "  --jpeg-quality Q    re-encode every training image and frame as JPEG of quality Q\n"
+    "                      (1..100) before training (default 0: the data as it is)\n"
+    "  --eval-jpeg Q       held-out PSNR also against JPEG versions of quality Q (default:\n"
+    "                      --jpeg-quality's); --eval-frames N: held-out clips' frames (17)\n"
     "  --log-every N       a status line every N steps (default 10)\n"
     "  --log-norms N       every N steps, each layer's activation RMS and largest per-pixel norm\n"
     "  --eval-every N      held-out PSNR/SSIM every N steps (default 500; 0 = only at the end)\n"
@@ -108,6 +123,7 @@ static void parse_opts(Opts *o, int argc, char **argv) {
     o->eval_size = 64, o->eval_frames = 17;
     o->lr = 5e-4, o->warmup = 200, o->min_lr_frac = 0.1, o->agc = 0.05, o->clip_factor = 2, o->spike_factor = 3;
     o->log_every = 10, o->eval_every = 500, o->ckpt_every = 500, o->guard_every = 50, o->seed = 1;
+    for (int k = 0; k < 4; k++) o->variant[k] = -1;
     ivae_loss_defaults(&o->loss);
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -159,6 +175,22 @@ static void parse_opts(Opts *o, int argc, char **argv) {
         else if (!strcmp(a, "--w-video")) { NUM(d); o->loss.w_video = (real)d; }
         else if (!strcmp(a, "--beta")) { NUM(d); o->loss.beta = (real)d; }
         else if (!strcmp(a, "--w-opl")) { NUM(d); o->loss.w_opl = (real)d; }
+        else if (!strcmp(a, "--eval-frames")) { INT(l, 1); o->eval_frames = (int)l; }
+        else if (!strcmp(a, "--eval-jpeg")) {
+            INT(l, 0);
+            if (l > 100) die("--eval-jpeg: '%s' must be 0 (off) or a quality 1..100", argv[i]);
+            o->eval_jpeg = (int)l;
+        } else if (!strcmp(a, "--jpeg-quality")) {
+            INT(l, 0);
+            if (l > 100) die("--jpeg-quality: '%s' must be 0 (off) or a quality 1..100", argv[i]);
+            o->jpeg_quality = (int)l;
+        } else if (!strcmp(a, "--block-norm") || !strcmp(a, "--attn-norm") || !strcmp(a, "--image-mode") ||
+                   !strcmp(a, "--loss-norm")) {
+            int k = 0;
+            while (strcmp(a, VARIANT_FLAG[k])) k++;
+            const char *v = NEXT();
+            if ((o->variant[k] = ivae_variant_parse(VARIANT_KIND[k], v)) < 0) die("%s: %s", a, ivae_error());
+        }
         else if (!strcmp(a, "--ref-shape")) {
             const char *v = NEXT();
             if (sscanf(v, "%dx%dx%d", &o->loss.ref_t, &o->loss.ref_h, &o->loss.ref_w) != 3 || o->loss.ref_t < 1 ||
@@ -186,16 +218,17 @@ static void parse_opts(Opts *o, int argc, char **argv) {
     if (o->n_clips + o->n_images < 1) die("train: the batch is empty (--clips 0 --images 0)");
     if (o->ckpt_every % o->guard_every != 0) die("train: --ckpt-every must be a multiple of --guard-every");
     if (!(o->minutes > 0) && o->steps == 0) die("train: give --minutes M > 0 or --steps N");
+    if (!o->eval_jpeg) o->eval_jpeg = o->jpeg_quality;
 }
 
 /* The options that make up the training recipe: a checkpoint stores them as
    metadata "opt.<flag>", and --resume reads them back as if given first on
    the command line (flags given after --resume still win). */
-enum { OPT_KEYS = 18 };
+enum { OPT_KEYS = 19 };
 static const char *OPT_META[OPT_KEYS] = {"opt.lr", "opt.warmup", "opt.min-lr-frac", "opt.weight-decay", "opt.agc",
                                          "opt.clip-factor", "opt.spike-factor", "opt.guard-every", "opt.crop", "opt.clips",
                                          "opt.clip-frames", "opt.images", "opt.w-image", "opt.w-video", "opt.beta",
-                                         "opt.w-opl", "opt.ref-shape", "opt.seed"};
+                                         "opt.w-opl", "opt.ref-shape", "opt.seed", "opt.jpeg-quality"};
 
 static void opt_value(const Opts *o, int k, char *v, size_t n) {
     switch (k) {
@@ -217,6 +250,7 @@ static void opt_value(const Opts *o, int k, char *v, size_t n) {
     case 15: snprintf(v, n, "%.9g", (double)o->loss.w_opl); break;
     case 16: snprintf(v, n, "%dx%dx%d", o->loss.ref_t, o->loss.ref_h, o->loss.ref_w); break;
     case 17: snprintf(v, n, "%llu", (unsigned long long)o->seed); break;
+    case 18: snprintf(v, n, "%d", o->jpeg_quality); break;
     }
 }
 
@@ -433,20 +467,18 @@ static void save_checkpoint(const char *path, IvaeModel *m, const TrainState *s,
     const char *hn[3] = {"optim.hist.loss", "optim.hist.gnorm", "optim.hist.act"};
     for (int k = 0; k < 3; k++) e[3 * n + k] = (IvaeStEntry){.name = hn[k], .ndim = 1, .shape = {HIST}, .data = hist[k]};
     /* metadata: the config (as ivae_save writes it) plus the state */
-    char base[16], nres[16], z[16], mult[64] = "", temporal[64] = "", step[32], total[32], rng[32], scale[40], nh[16];
-    const IvaeConfig *c = &m->cfg;
-    snprintf(base, sizeof base, "%d", c->base_ch), snprintf(nres, sizeof nres, "%d", c->n_res), snprintf(z, sizeof z, "%d", c->z_ch);
-    for (int k = 0; k < c->n_stages; k++) snprintf(mult + strlen(mult), sizeof mult - strlen(mult), "%s%d", k ? "," : "", c->ch_mult[k]);
-    for (int k = 0; k + 1 < c->n_stages; k++) snprintf(temporal + strlen(temporal), sizeof temporal - strlen(temporal), "%s%d", k ? "," : "", c->temporal[k]);
+    char step[32], total[32], rng[32], scale[40], nh[16];
     snprintf(step, sizeof step, "%ld", s->step), snprintf(total, sizeof total, "%ld", s->total_steps);
     snprintf(rng, sizeof rng, "%llu", (unsigned long long)s->rng.s), snprintf(scale, sizeof scale, "%.17g", s->lr_scale);
     snprintf(nh, sizeof nh, "%d", s->n_hist);
-    const char *meta[64] = {"format", "ivae", "base_ch", base, "ch_mult", mult, "n_res", nres, "z_ch", z, "temporal", temporal,
-                            "attn", c->attn == IVAE_ATTN_CAUSAL ? "causal" : "frame", "step", step, "total_steps", total,
-                            "rng", rng, "lr_scale", scale, "n_hist", nh};
+    IvaeMetaBuf mb;
+    const char *meta[2 * (IVAE_CONFIG_META + 5 + OPT_KEYS)];
+    int nm = ivae_config_meta(&m->cfg, &mb, meta);
+    const char *state[10] = {"step", step, "total_steps", total, "rng", rng, "lr_scale", scale, "n_hist", nh};
+    memcpy(meta + 2 * nm, state, sizeof state);
+    nm += 5;
     /* the recipe, so that --resume continues with the same one */
     char vals[OPT_KEYS][48];
-    int nm = 12;
     for (int k = 0; k < OPT_KEYS; k++) {
         opt_value(o, k, vals[k], sizeof vals[k]);
         meta[2 * nm] = OPT_META[k], meta[2 * nm + 1] = vals[k], nm++;
@@ -597,8 +629,19 @@ static void clip_global(Trainer *t, real f) {
 /* ------------------------------------------------------------------------ */
 /* evaluation on the held-out split */
 
+/* the held-out numbers: PSNR and SSIM of images and of clips; with a JPEG
+   quality, PSNR against the held-out frames' JPEG versions too (the JPEG
+   lesson: did the model learn the picture or the artefacts?); the latent's
+   statistics (what a diffusion model would be handed) and the splotch ratio */
 typedef struct {
     double psnr_img, ssim_img, psnr_vid, ssim_vid;
+    double psnr_img_jpeg, psnr_vid_jpeg;   /* NaN without --jpeg-quality */
+    double z_std_mean, z_std_min, z_std_max; /* per-channel std of mu over every held-out latent */
+    double z_hf;          /* share of mu's energy (each frame and channel, its mean removed) above half the
+                             Nyquist frequency: max(|fy|, |fx|) > 1/4 cycle per latent pixel */
+    double z_outliers;    /* share of latent positions with ||mu - m|| > 3 ||sd|| (SPEC 4's outlier test) */
+    double splotch;       /* max over blocks of (largest / median per-pixel output norm), one held-out sample */
+    const char *splotch_block;
 } Eval;
 
 /* center crop of size x size, the first 1 + 4k frames up to max_frames */
@@ -613,41 +656,181 @@ static void eval_crop(const Clip *src, int size, int max_frames, int ft, Clip *o
     *out = tmp;
 }
 
-static void reconstruct(IvaeModel *m, IvaeClModel *cm, const Clip *in, Clip *out) {
-    int Tz, Hz, Wz;
-    if (ivae_latent_shape(&m->cfg, in->T, in->H, in->W, &Tz, &Hz, &Wz) != 0) die("%s", ivae_error());
-    real *mu = xcalloc((size_t)m->cfg.z_ch * Tz * Hz * Wz, sizeof(real));
-    out->T = in->T, out->H = in->H, out->W = in->W;
-    out->px = xcalloc((size_t)3 * in->T * in->H * in->W, sizeof(float));
-    int rc = cm ? ivae_cl_encode(cm, in->px, in->T, in->H, in->W, mu) || ivae_cl_decode(cm, mu, Tz, Hz, Wz, out->px)
-                : ivae_encode(m, in->px, in->T, in->H, in->W, mu) || ivae_decode(m, mu, Tz, Hz, Wz, out->px);
-    if (rc) die("%s", ivae_error());
-    free(mu);
+/* the latent statistics, summed over the held-out samples */
+typedef struct {
+    double *sum, *sumsq;  /* (z) per channel */
+    double n;             /* positions per channel */
+    double e_hf, e_all;   /* energies above half Nyquist, and in all */
+    double outliers, positions;
+} LatStats;
+
+/* adds mu (z, T, H, W) to the statistics */
+static void latent_stats_add(LatStats *ls, const real *mu, int Z, int T, int H, int W) {
+    size_t HW = (size_t)H * W;
+    double *sd = xcalloc((size_t)Z, sizeof(double)), *m = xcalloc((size_t)Z, sizeof(double));
+    for (int t = 0; t < T; t++) {
+        for (int c = 0; c < Z; c++) {
+            const real *f = mu + ((size_t)c * T + t) * HW;
+            double s = 0, s2 = 0;
+            for (size_t p = 0; p < HW; p++) s += f[p], s2 += (double)f[p] * f[p];
+            ls->sum[c] += s, ls->sumsq[c] += s2;
+            m[c] = s / HW, sd[c] = sqrt(fmax(s2 / HW - m[c] * m[c], 0));
+            /* the 2-D DFT of the frame minus its mean, by its definition */
+            for (int ky = 0; ky < H; ky++)
+                for (int kx = 0; kx < W; kx++) {
+                    double re = 0, im = 0;
+                    for (int y = 0; y < H; y++)
+                        for (int x = 0; x < W; x++) {
+                            double a = -6.283185307179586 * ((double)ky * y / H + (double)kx * x / W);
+                            re += (f[y * W + x] - m[c]) * cos(a), im += (f[y * W + x] - m[c]) * sin(a);
+                        }
+                    double e = re * re + im * im, fy = (double)(ky < H - ky ? ky : H - ky) / H,
+                           fx = (double)(kx < W - kx ? kx : W - kx) / W;
+                    ls->e_all += e;
+                    if (fy > 0.25 || fx > 0.25) ls->e_hf += e;
+                }
+        }
+        double sdn = 0;
+        for (int c = 0; c < Z; c++) sdn += sd[c] * sd[c];
+        sdn = sqrt(sdn);
+        for (size_t p = 0; p < HW; p++) {
+            double d = 0;
+            for (int c = 0; c < Z; c++) {
+                double v = mu[((size_t)c * T + t) * HW + p] - m[c];
+                d += v * v;
+            }
+            ls->outliers += sqrt(d) > 3 * sdn;
+        }
+        ls->positions += HW;
+    }
+    ls->n += (double)T * HW;
+    free(sd), free(m);
 }
 
-/* held-out PSNR and SSIM; on the device if cm is not NULL */
+/* in (3, T, H, W) through the model; SPEC 9 static images as 5 copies, of
+   which the reconstruction keeps frame 0. mu is added to ls. */
+static void reconstruct(IvaeModel *m, IvaeClModel *cm, const Clip *in, Clip *out, LatStats *ls) {
+    int Tz, Hz, Wz;
+    Clip feed = *in;
+    if (in->T == 1 && m->cfg.image_mode == IVAE_IMAGE_STATIC) {
+        if (clip_alloc(&feed, IVAE_STATIC_FRAMES, in->H, in->W) != 0) die("%s", ivae_error());
+        ivae_static_expand(feed.px, in->px, in->H, in->W);
+    }
+    if (ivae_latent_shape(&m->cfg, feed.T, feed.H, feed.W, &Tz, &Hz, &Wz) != 0) die("%s", ivae_error());
+    real *mu = xcalloc((size_t)m->cfg.z_ch * Tz * Hz * Wz, sizeof(real));
+    Clip rec;
+    if (clip_alloc(&rec, feed.T, feed.H, feed.W) != 0) die("%s", ivae_error());
+    int rc = cm ? ivae_cl_encode(cm, feed.px, feed.T, feed.H, feed.W, mu) || ivae_cl_decode(cm, mu, Tz, Hz, Wz, rec.px)
+                : ivae_encode(m, feed.px, feed.T, feed.H, feed.W, mu) || ivae_decode(m, mu, Tz, Hz, Wz, rec.px);
+    if (rc) die("%s", ivae_error());
+    if (ls) latent_stats_add(ls, mu, m->cfg.z_ch, Tz, Hz, Wz);
+    free(mu);
+    if (feed.px != in->px) { /* frame 0 of the static clip */
+        if (clip_crop(&rec, 0, 0, in->H, in->W, 0, 1, out) != 0) die("%s", ivae_error());
+        clip_free(&rec), clip_free(&feed);
+    } else {
+        *out = rec;
+    }
+}
+
+/* the splotch ratio of one held-out sample: its forward pass (z = mu) block
+   by block, the largest per-pixel channel norm over the median */
+static void eval_splotch(IvaeModel *m, IvaeClModel *cm, const Clip *in, Eval *e) {
+    Clip feed = *in;
+    if (in->T == 1 && m->cfg.image_mode == IVAE_IMAGE_STATIC) {
+        if (clip_alloc(&feed, IVAE_STATIC_FRAMES, in->H, in->W) != 0) die("%s", ivae_error());
+        ivae_static_expand(feed.px, in->px, in->H, in->W);
+    }
+    int Tz, Hz, Wz;
+    if (ivae_latent_shape(&m->cfg, feed.T, feed.H, feed.W, &Tz, &Hz, &Wz) != 0) die("%s", ivae_error());
+    real *eps = xcalloc((size_t)m->cfg.z_ch * Tz * Hz * Wz, sizeof(real));
+    IvaeSample s = {.x = feed.px, .T = feed.T, .H = feed.H, .W = feed.W, .eps = eps};
+    IvaeLossOpts lo;
+    ivae_loss_defaults(&lo);
+    lo.loss_norm = m->cfg.loss_norm;
+    IvaeLoss L;
+    static IvaeActStat st[256];
+    int n, rc = cm ? ivae_cl_zero_grad(cm) || ivae_cl_batch_grad(cm, &s, 1, &lo, &L) : (ivae_zero_grad(m), ivae_batch_grad(m, &s, 1, &lo, &L));
+    if (rc || (n = cm ? ivae_cl_activation_stats(cm, st, 256) : ivae_activation_stats(m, st, 256)) < 0) die("%s", ivae_error());
+    e->splotch = 0, e->splotch_block = "";
+    for (int j = 0; j < n; j++) {
+        double ratio = st[j].max_norm / st[j].median_norm;
+        if (ratio > e->splotch || ratio != ratio) e->splotch = ratio, e->splotch_block = st[j].name;
+    }
+    free(eps);
+    if (feed.px != in->px) clip_free(&feed);
+}
+
+/* held-out PSNR and SSIM, the latent's statistics, the splotch ratio; on the
+   device if cm is not NULL; pictures of the first few to png_dir */
 static Eval evaluate(IvaeModel *m, IvaeClModel *cm, const Dataset *ev, const Opts *o, const char *png_dir) {
     Eval e = {0};
-    int ft = ivae_time_factor(&m->cfg);
+    int ft = ivae_time_factor(&m->cfg), Z = m->cfg.z_ch;
+    LatStats ls = {xcalloc((size_t)Z, sizeof(double)), xcalloc((size_t)Z, sizeof(double)), 0, 0, 0, 0, 0};
     for (int kind = 0; kind < 2; kind++) {
         int n = kind ? ev->n_clips : ev->n_images;
-        double ps = 0, ss = 0;
+        double ps = 0, ss = 0, pj = 0;
         for (int j = 0; j < n; j++) {
             Clip in, rec;
             eval_crop(kind ? &ev->clips[j] : &ev->images[j], o->eval_size, o->eval_frames, ft, &in);
-            reconstruct(m, cm, &in, &rec);
+            reconstruct(m, cm, &in, &rec, &ls);
             ps += clip_psnr(&in, &rec), ss += clip_ssim(&in, &rec);
+            if (o->eval_jpeg) {
+                Clip jq;
+                if (clip_jpeg(&in, o->eval_jpeg, &jq) != 0) die("%s", ivae_error());
+                pj += clip_psnr(&jq, &rec);
+                clip_free(&jq);
+            }
             if (png_dir && j < 4) {
                 char path[1200];
                 snprintf(path, sizeof path, "%s/heldout_%s_%d.png", png_dir, kind ? "clip" : "image", j);
                 if (save_side_by_side(path, &in, &rec, in.T / 2, 4) != 0) die("%s", ivae_error());
+                /* the shown frame alone, original and reconstruction (for `ivae lessons`' grids) */
+                for (int w = 0; w < 2; w++) {
+                    Clip f;
+                    snprintf(path, sizeof path, "%s/heldout_%s_%d.%s.png", png_dir, kind ? "clip" : "image", j, w ? "recon" : "orig");
+                    if (clip_crop(w ? &rec : &in, 0, 0, in.H, in.W, in.T / 2, 1, &f) != 0 || media_save(path, &f) != 0)
+                        die("%s", ivae_error());
+                    clip_free(&f);
+                }
             }
             clip_free(&in), clip_free(&rec);
         }
-        if (kind) e.psnr_vid = n ? ps / n : NAN, e.ssim_vid = n ? ss / n : NAN;
-        else e.psnr_img = n ? ps / n : NAN, e.ssim_img = n ? ss / n : NAN;
+        double pjm = n && o->eval_jpeg ? pj / n : NAN;
+        if (kind) e.psnr_vid = n ? ps / n : NAN, e.ssim_vid = n ? ss / n : NAN, e.psnr_vid_jpeg = pjm;
+        else e.psnr_img = n ? ps / n : NAN, e.ssim_img = n ? ss / n : NAN, e.psnr_img_jpeg = pjm;
+    }
+    e.z_std_min = INFINITY, e.z_std_max = 0, e.z_std_mean = 0;
+    for (int c = 0; c < Z; c++) {
+        double mean = ls.sum[c] / ls.n, sd = sqrt(fmax(ls.sumsq[c] / ls.n - mean * mean, 0));
+        e.z_std_mean += sd / Z;
+        if (sd < e.z_std_min) e.z_std_min = sd;
+        if (sd > e.z_std_max) e.z_std_max = sd;
+    }
+    e.z_hf = ls.e_all > 0 ? ls.e_hf / ls.e_all : NAN;
+    e.z_outliers = ls.positions > 0 ? ls.outliers / ls.positions : NAN;
+    free(ls.sum), free(ls.sumsq);
+    if (ev->n_clips || ev->n_images) {
+        Clip in;
+        eval_crop(ev->n_clips ? &ev->clips[0] : &ev->images[0], o->eval_size, o->eval_frames, ft, &in);
+        eval_splotch(m, cm, &in, &e);
+        clip_free(&in);
     }
     return e;
+}
+
+/* OUT/metrics.csv: the held-out numbers as one header line and one row */
+static void write_metrics(const char *out_dir, const Eval *e) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/metrics.csv", out_dir);
+    FILE *f = fopen(path, "w");
+    if (!f) die("%s: cannot write: %s", path, strerror(errno));
+    fprintf(f, "psnr_image,ssim_image,psnr_video,ssim_video,psnr_image_vs_jpeg,psnr_video_vs_jpeg,z_std_mean,z_std_min,"
+               "z_std_max,z_hf_share,z_outlier_share,splotch,splotch_block\n");
+    fprintf(f, "%.4f,%.5f,%.4f,%.5f,%.4f,%.4f,%.5g,%.5g,%.5g,%.5g,%.5g,%.5g,%s\n", e->psnr_img, e->ssim_img, e->psnr_vid,
+            e->ssim_vid, e->psnr_img_jpeg, e->psnr_vid_jpeg, e->z_std_mean, e->z_std_min, e->z_std_max, e->z_hf,
+            e->z_outliers, e->splotch, e->splotch_block);
+    if (fclose(f) != 0) die("%s: cannot write: %s", path, strerror(errno));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -714,6 +897,10 @@ typedef struct {
     const char *event; /* the last column of log.csv */
     IvaeActStat stats[256];
     int n_stats;
+    double rec_img, rec_vid, splotch; /* the batch's mean rec_i of images and of clips; max over blocks of
+                                         (largest / median per-pixel activation norm) */
+    int static_images;               /* SPEC 9 image_mode static */
+    real *img;                       /* (3, crop, crop): an image crop before it becomes a static clip */
 } Run;
 
 /* --- setup --- */
@@ -727,15 +914,30 @@ static void setup_model(Run *r) {
         if (o->steps && o->steps != s->total_steps)
             fprintf(stderr, "ivae: note: --steps %ld replaces the checkpoint's schedule of %ld steps\n", o->steps, s->total_steps);
         if (o->steps) s->total_steps = o->steps;
+        int *have[4] = {&r->m->cfg.block_norm, &r->m->cfg.attn_norm, &r->m->cfg.image_mode, &r->m->cfg.loss_norm};
+        for (int k = 0; k < 4; k++) {
+            if (o->variant[k] < 0 || o->variant[k] == *have[k]) continue;
+            if (k < 2) die("%s %s: %s's model has %s %s (a resumed run keeps its architecture)", VARIANT_FLAG[k],
+                           ivae_variant_name(VARIANT_KIND[k], o->variant[k]), o->resume, VARIANT_KIND[k],
+                           ivae_variant_name(VARIANT_KIND[k], *have[k]));
+            fprintf(stderr, "ivae: note: %s %s replaces the checkpoint's %s\n", VARIANT_FLAG[k],
+                    ivae_variant_name(VARIANT_KIND[k], o->variant[k]), ivae_variant_name(VARIANT_KIND[k], *have[k]));
+            *have[k] = o->variant[k];
+        }
     } else {
         IvaeConfig cfg;
         if (ivae_config_preset(o->config, &cfg) != 0) die("%s", ivae_error());
+        int *want[4] = {&cfg.block_norm, &cfg.attn_norm, &cfg.image_mode, &cfg.loss_norm};
+        for (int k = 0; k < 4; k++)
+            if (o->variant[k] >= 0) *want[k] = o->variant[k];
         r->m = ivae_model_new(&cfg);
+        if (!r->m) die("train: %s", ivae_error());
         ivae_init_params(r->m, o->seed);
         s->rng.s = o->seed * 0x9E3779B97F4A7C15ull + 1;
         s->lr_scale = 1;
         s->total_steps = o->steps; /* 0: set from the time budget after a few steps */
     }
+    r->o.loss.loss_norm = r->m->cfg.loss_norm; /* SPEC 9: recorded in the model */
     int ft = ivae_time_factor(&r->m->cfg), fs = ivae_space_factor(&r->m->cfg);
     if ((o->clip_frames - 1) % ft) die("--clip-frames %d: clips need 1 + %d*k frames", o->clip_frames, ft);
     if (o->crop % fs) die("--crop %d: must be a multiple of %d", o->crop, fs);
@@ -757,6 +959,16 @@ static void setup_data(Run *r) {
         if (tr->clips[j].H < o->crop || tr->clips[j].W < o->crop) die("training clip %d is smaller than --crop %d", j, o->crop);
     for (int j = 0; j < tr->n_images; j++)
         if (tr->images[j].H < o->crop || tr->images[j].W < o->crop) die("training image %d is smaller than --crop %d", j, o->crop);
+    if (o->jpeg_quality) { /* the JPEG lesson: the model only ever sees the degraded data */
+        for (int k = 0; k < 2; k++)
+            for (int j = 0; j < (k ? tr->n_images : tr->n_clips); j++) {
+                Clip *c = k ? &tr->images[j] : &tr->clips[j], q;
+                if (clip_jpeg(c, o->jpeg_quality, &q) != 0) die("--jpeg-quality: %s", ivae_error());
+                clip_free(c);
+                *c = q;
+            }
+        printf("training data re-encoded as JPEG, quality %d\n", o->jpeg_quality);
+    }
 }
 
 /* the batch buffers (allocated once), AdamW, the trainer (on the device with
@@ -766,8 +978,10 @@ static void setup_trainer(Run *r) {
     IvaeModel *m = r->m;
     r->B = o->n_clips + o->n_images;
     r->batch = xcalloc(r->B, sizeof *r->batch);
+    r->static_images = m->cfg.image_mode == IVAE_IMAGE_STATIC;
+    r->img = xcalloc((size_t)3 * o->crop * o->crop, sizeof(real));
     for (int i = 0; i < r->B; i++) {
-        int T = i < o->n_clips ? o->clip_frames : 1, Tz, Hz, Wz;
+        int T = i < o->n_clips ? o->clip_frames : r->static_images ? IVAE_STATIC_FRAMES : 1, Tz, Hz, Wz;
         ivae_latent_shape(&m->cfg, T, o->crop, o->crop, &Tz, &Hz, &Wz);
         r->batch[i].T = T, r->batch[i].H = o->crop, r->batch[i].W = o->crop;
         r->batch[i].x = xcalloc((size_t)3 * T * o->crop * o->crop, sizeof(real));
@@ -815,8 +1029,10 @@ static void run_setup(Run *r, int argc, char **argv) {
            o->n_clips, o->n_clips == 1 ? "" : "s", o->clip_frames, o->crop, o->crop, o->n_images, o->n_images == 1 ? "" : "s",
            o->crop, o->crop, o->lr, o->warmup, o->agc, o->clip_factor, o->spike_factor);
     setup_trainer(r);
-    r->csv = open_csv(o, "log.csv", "step,seconds,loss,rec,kl,opl,grad_norm,lr,agc_clipped,global_clipped,max_act_norm,event\n");
-    r->ecsv = open_csv(o, "eval.csv", "step,psnr_image,ssim_image,psnr_video,ssim_video\n");
+    r->csv = open_csv(o, "log.csv", "step,seconds,loss,rec,kl,opl,grad_norm,lr,agc_clipped,global_clipped,max_act_norm,event,"
+                                    "rec_image,rec_video,splotch\n");
+    r->ecsv = open_csv(o, "eval.csv", "step,psnr_image,ssim_image,psnr_video,ssim_video,psnr_image_vs_jpeg,psnr_video_vs_jpeg,"
+                                      "z_std_mean,z_hf_share,z_outlier_share,splotch\n");
     r->t_start = now_s(), r->budget = o->minutes * 60, r->t_loop = now_s();
     r->step0 = r->s.step;
     r->stepped = 1;
@@ -864,7 +1080,11 @@ static void draw_batch(Run *r) {
     for (int i = 0; i < r->B; i++) {
         IvaeSample *b = &r->batch[i];
         if (i < o->n_clips) random_crop((real *)b->x, &r->tr.clips[rand_int(rng, r->tr.n_clips)], o->clip_frames, o->crop, rng);
-        else random_crop((real *)b->x, &r->tr.images[rand_int(rng, r->tr.n_images)], 1, o->crop, rng);
+        else if (!r->static_images) random_crop((real *)b->x, &r->tr.images[rand_int(rng, r->tr.n_images)], 1, o->crop, rng);
+        else { /* SPEC 9: the image fed as a clip of 5 copies */
+            random_crop(r->img, &r->tr.images[rand_int(rng, r->tr.n_images)], 1, o->crop, rng);
+            ivae_static_expand((real *)b->x, r->img, o->crop, o->crop);
+        }
         int Tz, Hz, Wz;
         ivae_latent_shape(cfg, b->T, b->H, b->W, &Tz, &Hz, &Wz);
         size_t nz = (size_t)cfg->z_ch * Tz * Hz * Wz;
@@ -875,8 +1095,9 @@ static void draw_batch(Run *r) {
 /* one row of log.csv: the last batch's numbers under the step's number */
 static void log_row(Run *r, long step) {
     const IvaeLoss *L = &r->L;
-    fprintf(r->csv, "%ld,%.3f,%.9g,%.9g,%.9g,%.9g,%.9g,%.6g,%d,%d,%.6g,%s\n", step, now_s() - r->t_start, L->loss, L->rec, L->kl,
-            L->opl, r->gnorm, r->lr, r->agc_clipped, r->global_clipped, r->max_act, r->event);
+    fprintf(r->csv, "%ld,%.3f,%.9g,%.9g,%.9g,%.9g,%.9g,%.6g,%d,%d,%.6g,%s,%.9g,%.9g,%.4g\n", step, now_s() - r->t_start, L->loss,
+            L->rec, L->kl, L->opl, r->gnorm, r->lr, r->agc_clipped, r->global_clipped, r->max_act, r->event, r->rec_img,
+            r->rec_vid, r->splotch);
 }
 
 /* A run that keeps failing from the same good state cannot recover: each
@@ -977,9 +1198,16 @@ static StepResult train_step(Run *r) {
     draw_batch(r);
     t_grad(&r->t, r->batch, r->B, &o->loss, &r->L);
     r->n_stats = t_stats(&r->t, r->stats, 256);
-    r->max_act = 0;
-    for (int j = 0; j < r->n_stats; j++)
+    r->max_act = 0, r->splotch = 0;
+    for (int j = 0; j < r->n_stats; j++) {
         if (r->stats[j].max_norm > r->max_act || r->stats[j].max_norm != r->stats[j].max_norm) r->max_act = r->stats[j].max_norm;
+        double ratio = r->stats[j].max_norm / r->stats[j].median_norm;
+        if (ratio > r->splotch || ratio != ratio) r->splotch = ratio;
+    }
+    /* the loss of each modality (a static image counts as an image here) */
+    double sum[2] = {0, 0};
+    for (int i = 0; i < r->B; i++) sum[i >= o->n_clips] += r->batch[i].rec;
+    r->rec_vid = o->n_clips ? sum[0] / o->n_clips : NAN, r->rec_img = o->n_images ? sum[1] / o->n_images : NAN;
     t_sumsq(&r->t, 1, r->t.gsq);
     r->gnorm = norm_of(&r->t);
     if (r->L.nonfinite[0] || !isfinite(r->L.loss) || !isfinite(r->gnorm)) return skip_nonfinite(r);
@@ -1021,7 +1249,8 @@ static void log_step(Run *r) {
 /* held-out PSNR and SSIM (and pictures, to png_dir if not NULL); a row of eval.csv */
 static Eval eval_row(Run *r, const char *png_dir) {
     Eval e = evaluate(r->m, r->t.cm, &r->ev, &r->o, png_dir);
-    fprintf(r->ecsv, "%ld,%.4f,%.5f,%.4f,%.5f\n", r->s.step, e.psnr_img, e.ssim_img, e.psnr_vid, e.ssim_vid);
+    fprintf(r->ecsv, "%ld,%.4f,%.5f,%.4f,%.5f,%.4f,%.4f,%.5g,%.5g,%.5g,%.5g\n", r->s.step, e.psnr_img, e.ssim_img, e.psnr_vid,
+            e.ssim_vid, e.psnr_img_jpeg, e.psnr_vid_jpeg, e.z_std_mean, e.z_hf, e.z_outliers, e.splotch);
     fflush(r->ecsv);
     return e;
 }
@@ -1029,8 +1258,8 @@ static Eval eval_row(Run *r, const char *png_dir) {
 /* the held-out numbers during the run (those of the end come with its pictures) */
 static void log_eval(Run *r) {
     Eval e = eval_row(r, NULL);
-    printf("eval at step %ld: images PSNR %.2f dB SSIM %.4f | clips PSNR %.2f dB SSIM %.4f\n", r->s.step, e.psnr_img, e.ssim_img,
-           e.psnr_vid, e.ssim_vid);
+    printf("eval at step %ld: images PSNR %.2f dB SSIM %.4f | clips PSNR %.2f dB SSIM %.4f | latent std %.3g, splotch %.3g\n",
+           r->s.step, e.psnr_img, e.ssim_img, e.psnr_vid, e.ssim_vid, e.z_std_mean, e.splotch);
 }
 
 /* OUT/ckpt.safetensors: the weights and moments on the host (t_pull) and the state */
@@ -1051,20 +1280,32 @@ static void run_finish(Run *r) {
     snprintf(path, sizeof path, "%s/model.safetensors", o->out);
     if (ivae_save(r->m, path) != 0) die("%s", ivae_error());
     Eval e = eval_row(r, o->out);
+    write_metrics(o->out, &e);
     plot_loss(o->out, &r->curve);
+    /* OUT/summary.csv: how the run went (for `ivae lessons`) */
+    snprintf(path, sizeof path, "%s/summary.csv", o->out);
+    FILE *f = fopen(path, "w");
+    if (!f) die("%s: cannot write: %s", path, strerror(errno));
+    double secs = now_s() - r->t_loop;
+    fprintf(f, "steps,seconds,steps_per_s,rollbacks,spike_skips,nonfinite_skips,loss,rec_image,rec_video,splotch_train\n");
+    fprintf(f, "%ld,%.1f,%.4g,%ld,%ld,%ld,%.6g,%.6g,%.6g,%.4g\n", r->s.step, secs, (r->s.step - r->step0) / secs, r->rollbacks,
+            r->spike_skips, r->skipped, r->L.loss, r->rec_img, r->rec_vid, r->splotch);
+    if (fclose(f) != 0) die("%s: cannot write: %s", path, strerror(errno));
     char elapsed[32];
     fmt_time(elapsed, sizeof elapsed, now_s() - r->t_start);
     printf("done: %ld steps in %s (%ld rollbacks, %ld spike steps skipped, %ld non-finite steps skipped)\n", r->s.step, elapsed,
            r->rollbacks, r->spike_skips, r->skipped);
     printf("held-out (%dx%d crops): images PSNR %.2f dB SSIM %.4f | clips PSNR %.2f dB SSIM %.4f\n", o->eval_size, o->eval_size,
            e.psnr_img, e.ssim_img, e.psnr_vid, e.ssim_vid);
-    printf("wrote %s/model.safetensors, ckpt.safetensors, log.csv, eval.csv, loss.png, heldout_*.png\n", o->out);
+    printf("latent: per-channel std %.3g (%.3g .. %.3g), %.3g of its energy above half Nyquist, %.3g of positions outliers; "
+           "splotch ratio %.3g (%s)\n", e.z_std_mean, e.z_std_min, e.z_std_max, e.z_hf, e.z_outliers, e.splotch, e.splotch_block);
+    printf("wrote %s/model.safetensors, ckpt.safetensors, log.csv, eval.csv, metrics.csv, summary.csv, loss.png, heldout_*.png\n", o->out);
 }
 
 static void run_free(Run *r) {
     fclose(r->csv), fclose(r->ecsv);
     for (int i = 0; i < r->B; i++) free((void *)r->batch[i].x), free((void *)r->batch[i].eps);
-    free(r->batch), free(r->curve.step), free(r->curve.loss), free(r->curve.rec);
+    free(r->batch), free(r->img), free(r->curve.step), free(r->curve.loss), free(r->curve.rec);
     free(r->backup.params), free(r->backup.m), free(r->backup.v);
     free(r->t.units), free(r->t.gsq), free(r->t.wsq), free(r->t.fac);
     if (r->t.cm) ivae_cl_model_free(r->t.cm), ivae_cl_free(r->t.cl);
@@ -1106,7 +1347,12 @@ static const char *EVAL_HELP =
     "  --data DIR     dataset folder (default data)\n"
     "  --out DIR      where the pictures go (default runs/eval)\n"
     "  --size N       crop size (default 64)\n"
-    "  --frames N     most frames per clip (default 17)\n";
+    "  --frames N     most frames per clip (default 17)\n"
+    "  --jpeg-quality Q  also the PSNR against the held-out frames re-encoded as JPEG of\n"
+    "                 quality Q (the JPEG lesson: the picture, or its artefacts?)\n"
+    "Writes OUT/metrics.csv: the numbers above, the latent's statistics (per-channel\n"
+    "std, the share of its energy above half the Nyquist frequency, the share of\n"
+    "outlier positions) and the splotch ratio (largest over median per-pixel norm).\n";
 
 int eval_main(int argc, char **argv) {
     Opts o;
@@ -1126,6 +1372,10 @@ int eval_main(int argc, char **argv) {
             if (*end || v < 1) die("%s: '%s' is not a positive integer", a, argv[i]);
             if (a[2] == 's') o.eval_size = (int)v;
             else o.eval_frames = (int)v;
+        } else if (!strcmp(a, "--jpeg-quality") && i + 1 < argc) {
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || v < 1 || v > 100) die("%s: '%s' is not a quality 1..100", a, argv[i]);
+            o.eval_jpeg = (int)v;
         } else if (a[0] == '-') die("eval: unknown option or missing value: %s (see ivae eval --help)", a);
         else if (!model) model = a;
         else die("eval: one model expected, got '%s' too", a);
@@ -1143,6 +1393,13 @@ int eval_main(int argc, char **argv) {
            o.eval_size, o.eval_size, now_s() - t0);
     printf("  images PSNR %.2f dB  SSIM %.4f\n  clips  PSNR %.2f dB  SSIM %.4f\n", e.psnr_img, e.ssim_img, e.psnr_vid,
            e.ssim_vid);
+    if (o.eval_jpeg)
+        printf("  against the JPEG (quality %d) versions: images PSNR %.2f dB, clips %.2f dB\n", o.eval_jpeg,
+               e.psnr_img_jpeg, e.psnr_vid_jpeg);
+    printf("  latent: per-channel std %.3g (%.3g .. %.3g), energy above half Nyquist %.3g, outlier positions %.3g\n",
+           e.z_std_mean, e.z_std_min, e.z_std_max, e.z_hf, e.z_outliers);
+    printf("  splotch ratio (largest / median per-pixel norm, worst block) %.3g at %s\n", e.splotch, e.splotch_block);
+    write_metrics(o.out, &e);
     printf("side-by-side pictures (original | reconstruction | error): %s/heldout_*.png\n", o.out);
     free_split(&ev);
     ivae_model_free(m);
