@@ -122,6 +122,9 @@ step "6b. training, resume, atomic checkpoints, media commands"
 sh test/test_train.sh > "$OUT/test_train.log" 2>&1 || fail test_train
 cat "$OUT/test_train.log"
 
+step "6c. the lessons' plumbing: every arm of ivae lessons for 2 steps, variant metadata, reuse (test/test_lessons.sh)"
+OUT="$OUT/lessons" PYTHON="$PYTHON" sh test/test_lessons.sh || fail "lessons (test/test_lessons.sh)"
+
 step "7. OpenCL: every layer and the whole model bit-identical to the CPU reference, fast mode within SPEC 8 (pocl in CI)"
 if [ -x test/test_cl ]; then
     ./test/test_cl > "$OUT/test_cl.log" 2>&1 || fail test_cl
