@@ -84,6 +84,7 @@ typedef struct {
     double minutes;
     long steps;
     int seeds, crop, clips, images, eval_size, eval_frames, eval_jpeg, fresh;
+    long warmup;
 } LOpts;
 
 static const char *LESSONS_HELP =
@@ -108,6 +109,7 @@ static const char *LESSONS_HELP =
     "  --only LIST       only these lessons, e.g. loss,blocks\n"
     "  --config NAME     ivae-xs (default) or ivae-s\n"
     "  --crop N, --clips N, --images N   the batch (default 32, 1, 8: ivae train's)\n"
+    "  --warmup N        learning-rate warmup steps (default 20: runs are short)\n"
     "  --eval-size N     held-out crop (default 64), --eval-frames N (default 17)\n"
     "  --eval-jpeg Q     the JPEG quality the held-out PSNR is also measured against\n"
     "                    (default 30, the jpeg lesson's)\n"
@@ -123,7 +125,7 @@ static long lparse_long(const char *flag, const char *v, long lo, long hi) {
 }
 
 static void lparse(LOpts *o, int argc, char **argv) {
-    *o = (LOpts){"data", "runs/lessons", "ivae-xs", NULL, 2.5, 0, 2, 32, 1, 8, 64, 17, 30, 0};
+    *o = (LOpts){"data", "runs/lessons", "ivae-xs", NULL, 2.5, 0, 2, 32, 1, 8, 64, 17, 30, 0, 20};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -152,6 +154,7 @@ static void lparse(LOpts *o, int argc, char **argv) {
         else if (!strcmp(a, "--eval-size")) o->eval_size = (int)lparse_long(a, v, 8, 4096);
         else if (!strcmp(a, "--eval-frames")) o->eval_frames = (int)lparse_long(a, v, 1, 4096);
         else if (!strcmp(a, "--eval-jpeg")) o->eval_jpeg = (int)lparse_long(a, v, 1, 100);
+        else if (!strcmp(a, "--warmup")) o->warmup = lparse_long(a, v, 0, 100000000);
         else die("lessons: unknown option '%s' (see ivae lessons --help)", a);
     }
     if (o->only) { /* every name must be a lesson */
@@ -224,6 +227,7 @@ static int train_argv(const LOpts *o, const Run1 *r, int seed, const char *dir, 
     av[n++] = "--clips", ARG("%d", o->clips);
     av[n++] = "--images", ARG("%d", o->images);
     av[n++] = "--eval-every", av[n++] = "0";
+    av[n++] = "--warmup", ARG("%ld", o->warmup);
     av[n++] = "--eval-size", ARG("%d", o->eval_size);
     av[n++] = "--eval-frames", ARG("%d", o->eval_frames);
     av[n++] = "--eval-jpeg", ARG("%d", o->eval_jpeg);
