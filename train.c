@@ -785,6 +785,13 @@ static Eval evaluate(IvaeModel *m, IvaeClModel *cm, const Dataset *ev, const Opt
                 char path[1200];
                 snprintf(path, sizeof path, "%s/heldout_%s_%d.png", png_dir, kind ? "clip" : "image", j);
                 if (save_side_by_side(path, &in, &rec, in.T / 2, 4) != 0) die("%s", ivae_error());
+                if (kind) { /* a contact sheet: every frame, the original above the reconstruction */
+                    const Clip *cells[2 * 64];
+                    int fr[2 * 64], T = in.T < 64 ? in.T : 64;
+                    for (int t = 0; t < T; t++) cells[t] = &in, cells[T + t] = &rec, fr[t] = fr[T + t] = t;
+                    snprintf(path, sizeof path, "%s/contact_clip_%d.png", png_dir, j);
+                    if (save_grid(path, 2, T, cells, fr, NULL, 1) != 0) die("%s", ivae_error());
+                }
                 /* the shown frame alone, original and reconstruction (for `ivae lessons`' grids) */
                 for (int w = 0; w < 2; w++) {
                     Clip f;
@@ -1299,7 +1306,7 @@ static void run_finish(Run *r) {
            e.psnr_img, e.ssim_img, e.psnr_vid, e.ssim_vid);
     printf("latent: per-channel std %.3g (%.3g .. %.3g), %.3g of its energy above half Nyquist, %.3g of positions outliers; "
            "splotch ratio %.3g (%s)\n", e.z_std_mean, e.z_std_min, e.z_std_max, e.z_hf, e.z_outliers, e.splotch, e.splotch_block);
-    printf("wrote %s/model.safetensors, ckpt.safetensors, log.csv, eval.csv, metrics.csv, summary.csv, loss.png, heldout_*.png\n", o->out);
+    printf("wrote %s/model.safetensors, ckpt.safetensors, log.csv, eval.csv, metrics.csv, summary.csv, loss.png, heldout_*.png, contact_clip_*.png\n", o->out);
 }
 
 static void run_free(Run *r) {
@@ -1400,7 +1407,7 @@ int eval_main(int argc, char **argv) {
            e.z_std_mean, e.z_std_min, e.z_std_max, e.z_hf, e.z_outliers);
     printf("  splotch ratio (largest / median per-pixel norm, worst block) %.3g at %s\n", e.splotch, e.splotch_block);
     write_metrics(o.out, &e);
-    printf("side-by-side pictures (original | reconstruction | error): %s/heldout_*.png\n", o.out);
+    printf("side-by-side pictures (original | reconstruction | error): %s/heldout_*.png; every frame of a clip: contact_clip_*.png\n", o.out);
     free_split(&ev);
     ivae_model_free(m);
     return 0;

@@ -25,7 +25,7 @@ if awk -F, 'NR>1 && $1<=10 {a+=$3; na++} NR>1 && $1>30 {b+=$3; nb++}
 else
     bad "the loss did not fall"
 fi
-for f in model.safetensors ckpt.safetensors log.csv eval.csv loss.png heldout_image_0.png heldout_clip_0.png; do
+for f in model.safetensors ckpt.safetensors log.csv eval.csv metrics.csv summary.csv loss.png heldout_image_0.png heldout_clip_0.png contact_clip_0.png; do
     [ -s "$OUT/learn/$f" ] || bad "the run did not write $f"
 done
 grep -q "held-out" "$OUT/learn.log" && ok "held-out PSNR/SSIM reported: $(grep held-out "$OUT/learn.log")" || bad "no held-out PSNR/SSIM line"
