@@ -1,0 +1,31 @@
+/*
+ * dist_stub.c: dist.h for a build without MPI (make NO_MPI=1, or no mpicc):
+ * one process, which holds the whole batch. dist_exchange still computes
+ * the fold of SPEC 8.2, so the split path gives ivae_batch_grad's bits here
+ * too.
+ */
+#include "dist.h"
+
+#include <string.h>
+
+void dist_init(void) {}
+int dist_rank(void) { return 0; }
+int dist_size(void) { return 1; }
+const char *dist_describe(void) { return "built without MPI"; }
+
+void dist_block(int B, int r, int *i0, int *i1) {
+    *i0 = 0;
+    *i1 = B;
+}
+
+int dist_owner(int B, int i) { return 0; }
+void dist_bcast(void *buf, size_t bytes, int root) {}
+
+int dist_exchange(void *ctx, IvaeSplit *s, int n_g, size_t n, int B) {
+    memset(s->total, 0, n * sizeof(real));
+    for (int k = 0; k < n_g; k++)
+        for (size_t j = 0; j < n; j++) s->total[j] += s->g[k][j];
+    return 0;
+}
+
+void dist_finish(void) {}
