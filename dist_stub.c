@@ -5,10 +5,20 @@
  * too.
  */
 #include "dist.h"
+#include "util.h"
 
+#include <stdlib.h>
 #include <string.h>
 
-void dist_init(void) {}
+/* started by mpirun as one of several processes: each would train alone and
+   all would write the same files, so refuse */
+void dist_init(void) {
+    const char *n = getenv("OMPI_COMM_WORLD_SIZE") ? getenv("OMPI_COMM_WORLD_SIZE") : getenv("PMI_SIZE");
+    if (n && atoi(n) > 1)
+        die("this ivae was built without MPI but started as one of %s processes (mpirun): install openmpi-bin "
+            "libopenmpi-dev and rebuild (make says '✓ MPI found'), or run one process",
+            n);
+}
 int dist_rank(void) { return 0; }
 int dist_size(void) { return 1; }
 const char *dist_describe(void) { return "built without MPI"; }

@@ -806,8 +806,8 @@ static void setup_trainer(Run *r) {
         sp->total = xcalloc(m->n_params, sizeof(real));
         sp->per = xcalloc(r->B, sizeof(IvaeLoss));
         sp->exchange = dist_exchange;
-        printf("data parallel: %d ranks (%s), %d-%d samples each of the batch of %d\n", dist_size(), dist_describe(),
-               r->B / dist_size(), (r->B + dist_size() - 1) / dist_size(), r->B);
+        printf("data parallel: %d ranks (%s), each computing %d%s of the batch's %d samples\n", dist_size(),
+               dist_describe(), r->B / dist_size(), r->B % dist_size() ? " or 1 more" : "", r->B);
         /* one rank per device, unless IVAE_CL_DEVICE names one */
         int nd;
         if (o->cl && !getenv("IVAE_CL_DEVICE") && (nd = ivae_cl_device_count()) > 1) {
