@@ -18,12 +18,16 @@
 #include "util.h"
 
 #include <limits.h>
+#include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static int rank = 0, size = 1, joined = 0;
+static double t_exchange;   /* seconds in dist_exchange, waiting included */
+static double bytes_chain;  /* gradient bytes this rank sent and received in the chain */
+static long n_exchange;
 
 /* at exit: a rank that fails ends the job (the others may be waiting for it
    in an exchange); one that ends well leaves MPI */
@@ -57,18 +61,39 @@ const char *dist_describe(void) {
     return buf;
 }
 
-void dist_block(int B, int r, int *i0, int *i1) {
-    *i0 = (int)((long)r * B / size);
-    *i1 = (int)((long)(r + 1) * B / size);
+static int *first; /* (size + 1) rank r's samples are [first[r], first[r + 1]) */
+
+/* each cut where the cost so far comes nearest r / N of the whole, leaving
+   every rank one sample at least (the same on every rank: the same costs) */
+int dist_plan(const double *cost, int B) {
+    if (B < size) {
+        ivae_set_error("%d ranks but %d samples per batch (each rank needs one at least)", size, B);
+        return -1;
+    }
+    double total = 0, sum = 0;
+    for (int i = 0; i < B; i++) total += cost[i];
+    free(first);
+    first = xcalloc(size + 1, sizeof(int));
+    first[size] = B;
+    int i = 0; /* sum = cost of samples [0, i) */
+    for (int r = 1; r < size; r++) {
+        double goal = total * r / size;
+        if (i < first[r - 1] + 1) sum += cost[i], i++;
+        while (i < B - (size - r) && fabs(sum + cost[i] - goal) <= fabs(sum - goal)) sum += cost[i], i++;
+        first[r] = i;
+    }
+    return 0;
 }
 
-int dist_owner(int B, int i) {
-    for (int r = 0; r < size; r++) {
-        int i0, i1;
-        dist_block(B, r, &i0, &i1);
-        if (i < i1) return r;
-    }
-    return size - 1;
+void dist_block(int r, int *i0, int *i1) {
+    *i0 = first[r];
+    *i1 = first[r + 1];
+}
+
+int dist_owner(int i) {
+    int r = 0;
+    while (r + 1 < size && first[r + 1] <= i) r++;
+    return r;
 }
 
 void dist_bcast(void *buf, size_t bytes, int root) {
@@ -82,11 +107,12 @@ void dist_bcast(void *buf, size_t bytes, int root) {
 enum { CHUNK = 1 << 18 }; /* floats per message of the chain (1 MiB) */
 
 int dist_exchange(void *ctx, IvaeSplit *s, int n_g, size_t n, int B) {
+    double t0 = now_s();
     /* the loss terms: each rank's block of records, to every rank */
     int *counts = xcalloc(size, sizeof(int)), *displs = xcalloc(size, sizeof(int));
     for (int r = 0; r < size; r++) {
         int i0, i1;
-        dist_block(B, r, &i0, &i1);
+        dist_block(r, &i0, &i1);
         counts[r] = (i1 - i0) * (int)sizeof(IvaeLoss), displs[r] = i0 * (int)sizeof(IvaeLoss);
     }
     MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, s->per, counts, displs, MPI_BYTE, MPI_COMM_WORLD);
@@ -100,20 +126,31 @@ int dist_exchange(void *ctx, IvaeSplit *s, int n_g, size_t n, int B) {
         size_t off = c * CHUNK, len = n - off < CHUNK ? n - off : CHUNK;
         real *t = s->total + off;
         if (rank == 0) memset(t, 0, len * sizeof(real));
-        else MPI_Recv(t, (int)len, MPI_FLOAT, rank - 1, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        else MPI_Recv(t, (int)len, MPI_FLOAT, rank - 1, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE), bytes_chain += len * sizeof(real);
         for (int k = 0; k < n_g; k++) {
             const real *g = s->g[k] + off;
 #pragma omp parallel for schedule(static)
             for (size_t j = 0; j < len; j++) t[j] += g[j];
         }
         req[c] = MPI_REQUEST_NULL;
-        if (rank + 1 < size) MPI_Isend(t, (int)len, MPI_FLOAT, rank + 1, 0, MPI_COMM_WORLD, &req[c]);
+        if (rank + 1 < size)
+            MPI_Isend(t, (int)len, MPI_FLOAT, rank + 1, 0, MPI_COMM_WORLD, &req[c]), bytes_chain += len * sizeof(real);
     }
     MPI_Waitall((int)n_chunks, req, MPI_STATUSES_IGNORE);
     free(req);
     /* the last rank's sum is the batch's gradient */
     dist_bcast(s->total, n * sizeof(real), size - 1);
+    t_exchange += now_s() - t0, n_exchange++;
     return 0;
+}
+
+void dist_report(FILE *f, double seconds) {
+    if (size == 1 || n_exchange == 0) return;
+    fprintf(f, "data parallel: rank 0 spent %.2f s of %.2f in the exchange (%.0f%%, waiting for the other ranks "
+               "included); per step it sent %.1f MB down the chain and every rank received the %.1f MB gradient "
+               "once more from rank %d\n",
+            t_exchange, seconds, 100 * t_exchange / seconds, bytes_chain / n_exchange / 1e6,
+            bytes_chain / n_exchange / 1e6, size - 1);
 }
 
 void dist_finish(void) {

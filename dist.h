@@ -23,6 +23,7 @@
 #include "ivae.h"
 
 #include <stddef.h>
+#include <stdio.h>
 
 /* joins the job when started by an MPI launcher */
 void dist_init(void);
@@ -30,16 +31,22 @@ int dist_rank(void);
 int dist_size(void);
 /* "MPI (Open MPI v4.1.4)" or "no MPI" */
 const char *dist_describe(void);
-/* rank r's samples of a batch of B: [r B / N, (r + 1) B / N) */
-void dist_block(int B, int r, int *i0, int *i1);
-/* the rank that computes sample i of a batch of B */
-int dist_owner(int B, int i);
+/* The blocks: for a batch of B samples with the given costs (train.c: their
+   pixels, T H W), rank r computes samples [i0, i1), contiguous blocks in
+   sample order cut where the cost comes nearest r / N of the whole; -1 if
+   B < N. The blocks never change the bits (SPEC 8.2), only the balance. */
+int dist_plan(const double *cost, int B);
+void dist_block(int r, int *i0, int *i1);
+/* the rank that computes sample i */
+int dist_owner(int i);
 
 /* IvaeSplit's exchange (ctx unused): total = the fold, in sample order, of
    every rank's g; per[] = every sample's loss terms */
 int dist_exchange(void *ctx, IvaeSplit *s, int n_g, size_t n, int B);
 /* bytes from root's buf to every rank's */
 void dist_bcast(void *buf, size_t bytes, int root);
+/* rank 0's time in the exchange and its bytes, a line for the end of a run */
+void dist_report(FILE *f, double seconds);
 /* the end of a run that went well */
 void dist_finish(void);
 

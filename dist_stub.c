@@ -23,12 +23,19 @@ int dist_rank(void) { return 0; }
 int dist_size(void) { return 1; }
 const char *dist_describe(void) { return "built without MPI"; }
 
-void dist_block(int B, int r, int *i0, int *i1) {
-    *i0 = 0;
-    *i1 = B;
+static int batch;
+
+int dist_plan(const double *cost, int B) {
+    batch = B;
+    return 0;
 }
 
-int dist_owner(int B, int i) { return 0; }
+void dist_block(int r, int *i0, int *i1) {
+    *i0 = 0;
+    *i1 = batch;
+}
+
+int dist_owner(int i) { return 0; }
 void dist_bcast(void *buf, size_t bytes, int root) {}
 
 int dist_exchange(void *ctx, IvaeSplit *s, int n_g, size_t n, int B) {
@@ -38,4 +45,5 @@ int dist_exchange(void *ctx, IvaeSplit *s, int n_g, size_t n, int B) {
     return 0;
 }
 
+void dist_report(FILE *f, double seconds) {}
 void dist_finish(void) {}

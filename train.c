@@ -548,7 +548,7 @@ static int t_stats(Trainer *t, IvaeActStat *st, int max, int B) {
     if (dist_size() > 1) {
         double v[2 * 256];
         for (int j = 0; j < n && j < 256; j++) v[2 * j] = st[j].rms, v[2 * j + 1] = st[j].max_norm;
-        dist_bcast(v, sizeof v, dist_owner(B, B - 1));
+        dist_bcast(v, sizeof v, dist_owner(B - 1));
         for (int j = 0; j < n && j < 256; j++) st[j].rms = v[2 * j], st[j].max_norm = v[2 * j + 1];
     }
     return n;
@@ -797,17 +797,26 @@ static void setup_trainer(Run *r) {
     ivae_units(m, t->units);
     t->gsq = xcalloc(t->n_units, sizeof(double)), t->wsq = xcalloc(t->n_units, sizeof(double));
     t->fac = xcalloc(t->n_units, sizeof(real));
+    double *cost = xcalloc(r->B, sizeof(double)); /* a sample's pixels: what its passes cost, roughly */
+    for (int i = 0; i < r->B; i++) cost[i] = (double)r->batch[i].T * r->batch[i].H * r->batch[i].W;
+    if (dist_plan(cost, r->B) != 0) die("train: %s", ivae_error());
+    free(cost);
     if (dist_size() > 1) {
         IvaeSplit *sp = &t->split;
-        dist_block(r->B, dist_rank(), &sp->i0, &sp->i1);
+        dist_block(dist_rank(), &sp->i0, &sp->i1);
         int n_g = sp->i0 == 0 ? 1 : sp->i1 - sp->i0; /* rank 0 folds its block in place */
         sp->g = xcalloc(n_g, sizeof(real *));
         for (int k = 0; k < n_g; k++) sp->g[k] = xcalloc(m->n_params, sizeof(real));
         sp->total = xcalloc(m->n_params, sizeof(real));
         sp->per = xcalloc(r->B, sizeof(IvaeLoss));
         sp->exchange = dist_exchange;
-        printf("data parallel: %d ranks (%s), each computing %d%s of the batch's %d samples\n", dist_size(),
-               dist_describe(), r->B / dist_size(), r->B % dist_size() ? " or 1 more" : "", r->B);
+        printf("data parallel: %d ranks (%s); samples of the batch per rank:", dist_size(), dist_describe());
+        for (int k = 0; k < dist_size(); k++) {
+            int i0, i1;
+            dist_block(k, &i0, &i1);
+            printf(" %d", i1 - i0);
+        }
+        printf("\n");
         /* one rank per device, unless IVAE_CL_DEVICE names one */
         int nd;
         if (o->cl && !getenv("IVAE_CL_DEVICE") && (nd = ivae_cl_device_count()) > 1) {
@@ -908,7 +917,7 @@ static void draw_batch(Run *r) {
     const IvaeConfig *cfg = &r->m->cfg;
     IvaeRng *rng = &r->s.rng;
     int i0, i1; /* this rank's samples: it crops those, and only draws the others' numbers */
-    dist_block(r->B, dist_rank(), &i0, &i1);
+    dist_block(dist_rank(), &i0, &i1);
     for (int i = 0; i < r->B; i++) {
         IvaeSample *b = &r->batch[i];
         real *x = i >= i0 && i < i1 ? (real *)b->x : NULL;
@@ -1107,6 +1116,7 @@ static void run_finish(Run *r) {
     fmt_time(elapsed, sizeof elapsed, now_s() - r->t_start);
     printf("done: %ld steps in %s (%ld rollbacks, %ld spike steps skipped, %ld non-finite steps skipped)\n", r->s.step, elapsed,
            r->rollbacks, r->spike_skips, r->skipped);
+    dist_report(stdout, now_s() - r->t_loop);
     printf("held-out (%dx%d crops): images PSNR %.2f dB SSIM %.4f | clips PSNR %.2f dB SSIM %.4f\n", o->eval_size, o->eval_size,
            e.psnr_img, e.ssim_img, e.psnr_vid, e.ssim_vid);
     printf("wrote %s/model.safetensors, ckpt.safetensors, log.csv, eval.csv, loss.png, heldout_*.png\n", o->out);

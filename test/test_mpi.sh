@@ -3,8 +3,8 @@
 # SPEC 8.2: the same bits for any number of ranks).
 #   1. 8 steps with mpirun -np 1, 2 and 4 == the same 8 steps by one process
 #      without MPI: the checkpoint (weights, moments, guard history, RNG)
-#      byte for byte. The batch is 5 samples (1 clip, 4 images), so the ranks'
-#      blocks are uneven (2 + 3; 1 + 1 + 1 + 2) and the clip sits on rank 0.
+#      byte for byte. The batch is 5 samples (1 clip of 5 frames, 4 images),
+#      cut by pixels into blocks of 1 + 4 and 1 + 1 + 1 + 2 samples.
 #   2. -np 2 for 4 steps, --resume with -np 1 for 4 more == 8 straight; and
 #      one process for 4, -np 4 for the rest
 #   3. --device cl (strict) with -np 2 == the CPU run, when there is a device
@@ -56,8 +56,8 @@ for n in 1 2 4; do
     fi
 done
 [ "$(grep -c '^step' "$OUT/np2/log.csv" 2>/dev/null)" -eq 1 ] && [ "$(wc -l < "$OUT/np2/log.csv")" -eq 9 ] &&
-    grep -q "^data parallel: 2 ranks" "$OUT/np2.log" && [ "$(grep -c '^done:' "$OUT/np2.log")" -eq 1 ] &&
-    ok "rank 0 alone logs: one header and 8 rows in log.csv, one 'done' line" || bad "the log of -np 2 (more than rank 0 wrote?)"
+    grep -q "^data parallel: 2 ranks .*per rank: 1 4$" "$OUT/np2.log" && grep -q "per rank: 1 1 1 2$" "$OUT/np4.log" && [ "$(grep -c '^done:' "$OUT/np2.log")" -eq 1 ] &&
+    ok "rank 0 alone logs: one header and 8 rows in log.csv, one 'done' line; blocks of 1 + 4 and 1 + 1 + 1 + 2 samples" || bad "the log of -np 2 (more than rank 0 wrote?) or the blocks"
 
 # 2. resume with another number of ranks
 $MPIRUN -np 2 ./ivae train $Q --steps 8 --stop-after 4 --out "$OUT/r21" > "$OUT/r21a.log" 2>&1 &&
