@@ -23,11 +23,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int rank = 0, size = 1, joined = 0;
 static double t_exchange;   /* seconds in dist_exchange, waiting included */
 static double bytes_chain;  /* gradient bytes this rank sent and received in the chain */
 static long n_exchange;
+static double cpu_last, cpu_compute; /* process CPU seconds: at the last exchange's end; between exchanges */
+
+static double cpu_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
 
 /* at exit: a rank that fails ends the job (the others may be waiting for it
    in an exchange); one that ends well leaves MPI */
@@ -108,6 +116,7 @@ enum { CHUNK = 1 << 18 }; /* floats per message of the chain (1 MiB) */
 
 int dist_exchange(void *ctx, IvaeSplit *s, int n_g, size_t n, int B) {
     double t0 = now_s();
+    if (n_exchange > 0) cpu_compute += cpu_now() - cpu_last; /* the step's own work, the first one's setup not */
     /* the loss terms: each rank's block of records, to every rank */
     int *counts = xcalloc(size, sizeof(int)), *displs = xcalloc(size, sizeof(int));
     for (int r = 0; r < size; r++) {
@@ -141,11 +150,24 @@ int dist_exchange(void *ctx, IvaeSplit *s, int n_g, size_t n, int B) {
     /* the last rank's sum is the batch's gradient */
     dist_bcast(s->total, n * sizeof(real), size - 1);
     t_exchange += now_s() - t0, n_exchange++;
+    cpu_last = cpu_now();
     return 0;
 }
 
 void dist_report(FILE *f, double seconds) {
-    if (size == 1 || n_exchange == 0) return;
+    if (size == 1) return;
+    /* each rank's CPU seconds per step outside the exchange: what the step
+       would take on cores of its own (the wall clock counts a shared
+       machine's other jobs) */
+    double mine = n_exchange > 1 ? cpu_compute / (n_exchange - 1) : 0, *all = xcalloc(size, sizeof(double));
+    MPI_Gather(&mine, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    if (rank == 0 && n_exchange > 1) {
+        fprintf(f, "data parallel: CPU seconds per step outside the exchange, by rank:");
+        for (int r = 0; r < size; r++) fprintf(f, " %.3f", all[r]);
+        fprintf(f, "\n");
+    }
+    free(all);
+    if (rank > 0 || n_exchange == 0) return;
     fprintf(f, "data parallel: rank 0 spent %.2f s of %.2f in the exchange (%.0f%%, waiting for the other ranks "
                "included); per step it sent %.1f MB down the chain and every rank received the %.1f MB gradient "
                "once more from rank %d\n",

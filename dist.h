@@ -45,7 +45,8 @@ int dist_owner(int i);
 int dist_exchange(void *ctx, IvaeSplit *s, int n_g, size_t n, int B);
 /* bytes from root's buf to every rank's */
 void dist_bcast(void *buf, size_t bytes, int root);
-/* rank 0's time in the exchange and its bytes, a line for the end of a run */
+/* each rank's CPU time per step, rank 0's time in the exchange and its
+   bytes: lines for the end of a run (every rank calls it; rank 0 prints) */
 void dist_report(FILE *f, double seconds);
 /* the end of a run that went well */
 void dist_finish(void);

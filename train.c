@@ -1116,7 +1116,6 @@ static void run_finish(Run *r) {
     fmt_time(elapsed, sizeof elapsed, now_s() - r->t_start);
     printf("done: %ld steps in %s (%ld rollbacks, %ld spike steps skipped, %ld non-finite steps skipped)\n", r->s.step, elapsed,
            r->rollbacks, r->spike_skips, r->skipped);
-    dist_report(stdout, now_s() - r->t_loop);
     printf("held-out (%dx%d crops): images PSNR %.2f dB SSIM %.4f | clips PSNR %.2f dB SSIM %.4f\n", o->eval_size, o->eval_size,
            e.psnr_img, e.ssim_img, e.psnr_vid, e.ssim_vid);
     printf("wrote %s/model.safetensors, ckpt.safetensors, log.csv, eval.csv, loss.png, heldout_*.png\n", o->out);
@@ -1150,6 +1149,7 @@ int train_main(int argc, char **argv) {
         if (r.o.eval_every && r.s.step % r.o.eval_every == 0 && r.s.step != r.s.total_steps) log_eval(&r);
         if (r.s.step % r.o.ckpt_every == 0) save_run(&r);
     }
+    dist_report(stdout, now_s() - r.t_loop);
     if (r.why[0]) { /* the run cannot recover: stop with the reason */
         fflush(r.csv), fflush(stdout);
         die("%s", r.why);
