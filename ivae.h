@@ -146,12 +146,12 @@ int ivae_check_batch(const IvaeModel *m, const IvaeSample *samples, int B, const
    m->params, but an SMC weight's slots hold d(effective weight), which
    ivae_batch_grad turns into dW, dscale, dgain only once for the batch
    (smc_finish). Then m->grads = that batch's gradient: m->grads must be
-   zero before (ivae_zero_grad). Samples outside [i0, i1) need only their
-   shapes (x and eps are not read). */
+   zero before (ivae_zero_grad). Samples outside [i0, i1) are checked as
+   ivae_batch_grad checks them, but their x and eps are not read. */
 typedef struct IvaeSplit IvaeSplit;
 struct IvaeSplit {
     int i0, i1;
-    real **g;           /* i1 - i0 buffers of n_params floats */
+    real **g;           /* n_params floats each: 1 buffer if i0 == 0, else i1 - i0 */
     real *total;        /* n_params floats */
     IvaeLoss *per;      /* B records */
     int (*exchange)(void *ctx, IvaeSplit *s, int n_g, size_t n, int B);
