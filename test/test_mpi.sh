@@ -32,7 +32,7 @@ if ! command -v mpirun > /dev/null; then
 fi
 if ! $MPIRUN -np 2 ./ivae train --help > "$OUT/probe.log" 2>&1; then
     if grep -q "built without MPI" "$OUT/probe.log"; then
-        echo "SKIP: ./ivae was built without MPI (make printed '✗ MPI not found'; apt-get install libopenmpi-dev)"
+        echo "SKIP: ./ivae was built without MPI (make NO_MPI=1, or make found no mpicc: apt-get install openmpi-bin libopenmpi-dev, then rebuild)"
         exit 0
     fi
     cat "$OUT/probe.log"
