@@ -899,6 +899,12 @@ static void sample_grad(IvaeModel *m, IvaeSample *sp, int i, int B, const IvaeLo
     if (sp->dx) memcpy(sp->dx, dx, nx * sizeof(real));
 }
 
+/* The batch's gradient is the left fold of the samples' gradients in sample
+   order (SPEC 8.2): each conv backward adds its one per-sample sum to the
+   gradient buffer, sample after sample, so the buffer holds
+   ((+0 + g_0) + g_1) + ...; the SMC backward runs once, on the sum. The loss
+   terms add up the same way. ivae_batch_grad_split (below) keeps this order
+   across processes. */
 int ivae_batch_grad(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts *opts, IvaeLoss *out) {
     if (ivae_check_batch(m, samples, B, opts) != 0) return -1;
     memset(out, 0, sizeof *out);
