@@ -774,6 +774,44 @@ static void setup_data(Run *r) {
         if (tr->images[j].H < o->crop || tr->images[j].W < o->crop) die("training image %d is smaller than --crop %d", j, o->crop);
 }
 
+/* FNV-1a over n bytes, continuing from h */
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    for (size_t j = 0; j < n; j++) h = (h ^ ((const unsigned char *)p)[j]) * 0x100000001b3ull;
+    return h;
+}
+
+/* With N > 1 ranks, every rank must start from the same state: the same
+   parameters and moments, RNG, recipe and training data (the data's shapes
+   steer the RNG's draws). A rank that differs (another --resume file, other
+   flags, another copy of the data) stops the job instead of drifting apart. */
+static void check_ranks_agree(Run *r) {
+    if (dist_size() == 1) return;
+    const IvaeModel *m = r->m;
+    uint64_t h[2] = {0xcbf29ce484222325ull, 0xcbf29ce484222325ull}; /* the state; the data */
+    h[0] = fnv(h[0], m->params, m->n_params * sizeof(real));
+    if (m->adam_m) h[0] = fnv(fnv(h[0], m->adam_m, m->n_params * sizeof(real)), m->adam_v, m->n_params * sizeof(real));
+    h[0] = fnv(fnv(fnv(h[0], &r->s.rng, sizeof r->s.rng), &r->s.step, sizeof r->s.step), &r->s.total_steps, sizeof r->s.total_steps);
+    for (int k = 0; k < OPT_KEYS; k++) {
+        char v[48];
+        opt_value(&r->o, k, v, sizeof v);
+        h[0] = fnv(h[0], v, strlen(v) + 1);
+    }
+    for (int kind = 0; kind < 2; kind++) {
+        int n = kind ? r->tr.n_images : r->tr.n_clips;
+        const Clip *c = kind ? r->tr.images : r->tr.clips;
+        h[1] = fnv(h[1], &n, sizeof n);
+        for (int j = 0; j < n; j++) h[1] = fnv(fnv(fnv(h[1], &c[j].T, sizeof(int)), &c[j].H, sizeof(int)), &c[j].W, sizeof(int));
+    }
+    uint64_t h0[2] = {h[0], h[1]};
+    dist_bcast(h0, sizeof h0, 0);
+    if (h0[0] != h[0])
+        die("train: rank %d does not start where rank 0 does (other parameters, optimizer state or options: every rank "
+            "needs the same command line and --resume file)", dist_rank());
+    if (h0[1] != h[1])
+        die("train: rank %d's training data (%s/train: %d clips, %d images) is not rank 0's (every rank needs the same "
+            "files)", dist_rank(), r->o.data, r->tr.n_clips, r->tr.n_images);
+}
+
 /* the batch buffers (allocated once), AdamW, the trainer (on the device with
    --device cl) and the first good state */
 static void setup_trainer(Run *r) {
@@ -830,6 +868,7 @@ static void setup_trainer(Run *r) {
         if (!(t->cm = ivae_cl_model_new(t->cl, m, o->cl_fast))) die("train --device cl: %s", ivae_error());
         printf("device: OpenCL (%s kernels), %s\n", o->cl_fast ? "fast" : "strict", ivae_cl_describe(t->cl));
     }
+    check_ranks_agree(r);
     backup_take(&r->backup, m, &r->s);
 }
 

@@ -11,7 +11,8 @@
 #   3. --device cl (strict) with -np 2 == the CPU run, when there is a device
 #   4. a rank that fails ends the whole job, with its one-line message and a
 #      non-zero exit, within a time limit (no hang): bad data on rank 1 at
-#      setup; a checkpoint rank 0 cannot write, mid-run, while rank 1 goes on
+#      setup; a checkpoint rank 0 cannot write, mid-run, while rank 1 goes on;
+#      ranks that start from different states (another --seed)
 # SKIPs (exit 0) when mpirun is missing or ./ivae was built without MPI.
 set -u
 cd "$(dirname "$0")/.."
@@ -133,7 +134,17 @@ else
     cat "$OUT/fail2.log"
     bad "a failure of rank 0 mid-run did not end the job cleanly (exit $rc; 124 = hung until the timeout)"
 fi
-#    c. more ranks than samples
+#    c. ranks that do not start from the same state (another --seed on rank 1)
+$MPIRUN -np 2 sh -c 'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then s=2; else s=1; fi; exec ./ivae train "$@" --seed $s' sh $Q --steps 1 \
+    --out "$OUT/fail4" > "$OUT/fail4.log" 2>&1
+rc=$?
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "^ivae: error: train: rank 1 does not start where rank 0 does" "$OUT/fail4.log"; then
+    ok "rank 1 with another --seed: the job ends (exit $rc) with '$(grep '^ivae: error' "$OUT/fail4.log" | head -n 1)'"
+else
+    cat "$OUT/fail4.log"
+    bad "ranks that disagree were not stopped (exit $rc)"
+fi
+#    d. more ranks than samples
 if $MPIRUN -np 6 ./ivae train $Q --steps 1 --out "$OUT/fail3" > "$OUT/fail3.log" 2>&1; then
     bad "-np 6 with a batch of 5 ran"
 elif grep -q "^ivae: error: train: 6 ranks but 5 samples per batch" "$OUT/fail3.log"; then
