@@ -1,7 +1,7 @@
 # ivae: build and test. `make` builds ./ivae, `make test` runs every test.
 #
-# Switches: NO_OMP=1 builds without OpenMP, NO_OPENCL=1 without OpenCL, CC=clang
-# another compiler. The flags never include fast-math: -ffp-contract=off
+# Switches: NO_OMP=1 builds without OpenMP, NO_OPENCL=1 without OpenCL, NO_MPI=1
+# without MPI, CC=clang another compiler. The flags never include fast-math: -ffp-contract=off
 # forbids the compiler to fuse a*b+c on its own, so every a*b+c in the source
 # is two roundings and every fused multiply-add is an explicit fmaf() where
 # the summation rule (SPEC 8.1) asks for one: the same bits on every x86 or
@@ -157,6 +157,35 @@ endif
 ivae ivae_asan: $(CL_SRC) ivae_cl_model.h wan_cl.h $(if $(filter yes,$(OPENCL_OK)),ivae_cl.h)
 ivae ivae_asan: SRC += $(CL_SRC)
 ivae ivae_asan: LDLIBS += $(CL_LIB)
+
+# --- MPI -----------------------------------------------------------------------
+# `mpirun -np N ./ivae train ...` trains data-parallel, bit for bit as one
+# process (dist.h, SPEC 8.2). With MPI found, ./ivae is compiled by the MPI
+# wrapper (mpicc) around the same compiler (OMPI_CC, MPICH_CC) with the same
+# CFLAGS: the wrapper adds only the include path and -lmpi. Without MPI (or
+# NO_MPI=1) dist_stub.c is one process. ivae_asan always takes the stub.
+MPICC ?= mpicc
+ifeq ($(NO_MPI),1)
+  $(info ✗ MPI off (NO_MPI=1): building without it)
+else
+  MPI_OK := $(shell printf '\043include <mpi.h>\nint main(void){return MPI_Init(0, 0);}\n' | \
+              OMPI_CC=$(CC) MPICH_CC=$(CC) $(MPICC) -x c - -o /dev/null 2>/dev/null && echo yes)
+  ifeq ($(MPI_OK),yes)
+    $(info ✓ MPI found)
+  else
+    $(info ✗ MPI not found: building without it (install openmpi-bin libopenmpi-dev for data-parallel training))
+  endif
+endif
+ifeq ($(MPI_OK),yes)
+ivae: CC := OMPI_CC=$(CC) MPICH_CC=$(CC) $(MPICC)
+ivae: SRC += dist.c
+ivae: dist.c
+else
+ivae: SRC += dist_stub.c
+ivae: dist_stub.c
+endif
+ivae_asan: SRC += dist_stub.c
+ivae ivae_asan: dist.h dist_stub.c
 
 .PHONY: test_cl clean_cl
 ifeq ($(OPENCL_OK),yes)

@@ -1034,6 +1034,12 @@ static void sample_grad(IvaeModel *m, IvaeSample *sp, int i, int B, const IvaeLo
     if (sp->dx) memcpy(sp->dx, dx, nx * sizeof(real));
 }
 
+/* The batch's gradient is the left fold of the samples' gradients in sample
+   order (SPEC 8.2): each conv backward adds its one per-sample sum to the
+   gradient buffer, sample after sample, so the buffer holds
+   ((+0 + g_0) + g_1) + ...; the SMC backward runs once, on the sum. The loss
+   terms add up the same way. ivae_batch_grad_split (below) keeps this order
+   across processes. */
 int ivae_batch_grad(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts *opts, IvaeLoss *out) {
     if (ivae_check_batch(m, samples, B, opts) != 0) return -1;
     memset(out, 0, sizeof *out);
@@ -1066,6 +1072,81 @@ void ivae_static_fold(real *dimg, const real *dclip, int H, int W) {
             for (int t = 0; t < IVAE_STATIC_FRAMES; t++) acc += dclip[(c * IVAE_STATIC_FRAMES + t) * fr + p];
             dimg[c * fr + p] = acc;
         }
+}
+
+/* --- the batch split between processes (ivae.h: IvaeSplit; SPEC 8.2) ----- */
+
+/* the raw gradient: m->grads, but each SMC weight's slots hold deff (before
+   smc_finish those slots of m->grads are still the +0 of ivae_zero_grad) */
+static void raw_get(IvaeModel *m, real *R) {
+    memcpy(R, m->grads, m->n_params * sizeof(real));
+    FOR_EACH_BLOCK(m->impl, b)
+        if (b->kind == BLK_RES && m->cfg.block_norm == IVAE_BLOCK_SMC) /* GroupNorm blocks: no deff */
+            for (int k = 0; k < 2; k++) {
+                const Conv *c = k ? &b->c2.conv : &b->c1.conv;
+                memcpy(R + c->w_off, m->impl->deff + c->w_off, (size_t)c->cout * c->cin * c->kt * c->kh * c->kw * sizeof(real));
+            }
+}
+
+/* the inverse; with R = 0 it zeroes the gradients of a sample that starts afresh */
+static void raw_set(IvaeModel *m, const real *R) {
+    if (R) memcpy(m->grads, R, m->n_params * sizeof(real));
+    else memset(m->grads, 0, m->n_params * sizeof(real));
+    FOR_EACH_BLOCK(m->impl, b)
+        if (b->kind == BLK_RES && m->cfg.block_norm == IVAE_BLOCK_SMC) /* GroupNorm blocks: no deff */
+            for (int k = 0; k < 2; k++) {
+                const Conv *c = k ? &b->c2.conv : &b->c1.conv;
+                size_t n = (size_t)c->cout * c->cin * c->kt * c->kh * c->kw;
+                if (R) memcpy(m->impl->deff + c->w_off, R + c->w_off, n * sizeof(real));
+                else memset(m->impl->deff + c->w_off, 0, n * sizeof(real));
+                memset(m->grads + c->w_off, 0, n * sizeof(real));
+            }
+}
+
+void ivae_loss_fold(const IvaeLoss *per, int B, IvaeLoss *out) {
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < B; i++) {
+        out->loss += per[i].loss;
+        out->rec += per[i].rec;
+        out->kl += per[i].kl;
+        out->opl += per[i].opl;
+        if (!out->nonfinite[0] && per[i].nonfinite[0]) memcpy(out->nonfinite, per[i].nonfinite, sizeof out->nonfinite);
+    }
+}
+
+/* ivae_batch_grad with the samples [i0, i1) here and the rest elsewhere:
+   the same loop, then the exchange, then the once-per-batch steps */
+int ivae_batch_grad_split(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts *opts, IvaeSplit *sp,
+                          IvaeLoss *out) {
+    if (ivae_check_batch(m, samples, B, opts) != 0) return -1;
+    if (sp->i0 < 0 || sp->i1 > B || sp->i0 > sp->i1) {
+        ivae_set_error("batch split: samples [%d, %d) of a batch of %d", sp->i0, sp->i1, B);
+        return -1;
+    }
+    weights_prepare(m, 1);
+    int n_g = 0;
+    for (int i = sp->i0; i < sp->i1; i++) {
+        memset(&sp->per[i], 0, sizeof sp->per[i]);
+        if (sp->i0 > 0) raw_set(m, NULL); /* a sample of its own, from +0 */
+        sample_grad(m, &samples[i], i, B, opts, &sp->per[i]);
+        if (sp->i0 > 0 || i + 1 == sp->i1) raw_get(m, sp->g[n_g++]);
+    }
+    if (sp->exchange(sp->ctx, sp, n_g, m->n_params, B) != 0) return -1;
+    raw_set(m, sp->total);
+    ivae_loss_fold(sp->per, B, out);
+    for (int i = 0; i < B; i++) /* the other ranks' samples: rec_i and kl_i from the exchange (for the log) */
+        if (i < sp->i0 || i >= sp->i1) samples[i].rec = sp->per[i].rec * B, samples[i].kl = sp->per[i].kl * B;
+    FOR_EACH_BLOCK(m->impl, b)
+        if (b->kind == BLK_RES && m->cfg.block_norm == IVAE_BLOCK_SMC) smc_finish(m, &b->c1), smc_finish(m, &b->c2);
+    if (!out->nonfinite[0])
+        for (int t = 0; t < m->n_tensors; t++) {
+            const IvaeParamInfo *p = &m->info[t];
+            if (!all_finite(m->grads + p->offset, p->numel)) {
+                snprintf(out->nonfinite, sizeof out->nonfinite, "gradient %s", p->name);
+                break;
+            }
+        }
+    return 0;
 }
 
 /* --- what other backends and the log read of the last forward pass -------- */

@@ -157,6 +157,36 @@ int ivae_batch_grad(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts
    with its messages; for other backends that run the same batch */
 int ivae_check_batch(const IvaeModel *m, const IvaeSample *samples, int B, const IvaeLossOpts *opts);
 
+/* Data parallelism (train.c over MPI; SPEC 8.2): ivae_batch_grad's result,
+   bit for bit, from processes that each compute a block of the batch.
+   The batch gradient is the left fold, in sample order, of the samples'
+   gradients, each computed from +0 (what ivae_batch_grad computes, in place:
+   every weight and bias gradient adds one per-sample sum per sample); the
+   loss terms fold the same way. This process computes samples [i0, i1):
+   g[0] = the fold of its samples if i0 == 0, else g[k] = sample i0 + k's
+   gradient alone; exchange() (dist.c) must then leave in total the fold of
+   every process's g in order, and in per[0..B-1] every sample's loss terms
+   (this process fills per[i0..i1-1]). The gradients are "raw": laid out as
+   m->params, but an SMC weight's slots hold d(effective weight), which
+   ivae_batch_grad turns into dW, dscale, dgain only once for the batch
+   (smc_finish). Then m->grads = that batch's gradient: m->grads must be
+   zero before (ivae_zero_grad). Samples outside [i0, i1) are checked as
+   ivae_batch_grad checks them, but their x and eps are not read. */
+typedef struct IvaeSplit IvaeSplit;
+struct IvaeSplit {
+    int i0, i1;
+    real **g;           /* n_params floats each: 1 buffer if i0 == 0, else i1 - i0 */
+    real *total;        /* n_params floats */
+    IvaeLoss *per;      /* B records */
+    int (*exchange)(void *ctx, IvaeSplit *s, int n_g, size_t n, int B);
+    void *ctx;
+};
+int ivae_batch_grad_split(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts *opts, IvaeSplit *sp,
+                          IvaeLoss *out);
+/* the batch's loss from every sample's terms: their left fold in sample
+   order, and the first sample's non-finite message */
+void ivae_loss_fold(const IvaeLoss *per, int B, IvaeLoss *out);
+
 /* Activation statistics of the last sample's forward pass, block by block
    (encoder, then decoder): the RMS and the largest per-pixel channel norm
    ||y[:, t, h, w]||, the numbers that find a layer that makes splotches or

@@ -232,6 +232,19 @@ static int env_index(const char *var, int *out) {
     return 0;
 }
 
+int ivae_cl_device_count(void) {
+    int pi;
+    cl_platform_id *plats;
+    cl_device_id *devs;
+    cl_uint np, nd;
+    if (env_index("IVAE_CL_PLATFORM", &pi) || get_platforms(&plats, &np) != 0) return 0;
+    int ok = (cl_uint)pi < np && get_devices(plats[pi], &devs, &nd) == 0;
+    free(plats);
+    if (!ok) return 0;
+    free(devs);
+    return (int)nd;
+}
+
 /* the platform and device named by IVAE_CL_PLATFORM and IVAE_CL_DEVICE */
 static int choose_device(IvaeCl *cl) {
     if (env_index("IVAE_CL_PLATFORM", &cl->platform_index) || env_index("IVAE_CL_DEVICE", &cl->device_index))

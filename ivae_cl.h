@@ -133,6 +133,8 @@ int ivae_cl_failed(cl_int err, const char *call, const char *file, int line);
 /* the number of OpenCL platforms; 0 when there is none (no driver, or no
    ICD loader configured), which is not an error: the CPU path works */
 int ivae_cl_platform_count(void);
+/* the devices of the platform IVAE_CL_PLATFORM names (0 if none or on error) */
+int ivae_cl_device_count(void);
 /* prints every platform and device with its indices, for `ivae devices`;
    -1 on failure (nothing printed but the error) */
 int ivae_cl_print_devices(FILE *f);

@@ -95,6 +95,7 @@ struct IvaeClModel {
     double *pix;                /* activation statistics: per-pixel sums, n_pix of them */
     size_t n_pix, pix_cap;
     cl_mem pix_dev;             /* (pix_cap bytes) the per-pixel sums on the device */
+    real *raw;                  /* the raw gradient on the host that smc_raw_get / _set work on */
 };
 
 #define TRY(call)                                                                                                  \
@@ -704,6 +705,63 @@ int ivae_cl_batch_grad(IvaeClModel *cm, IvaeSample *samples, int B, const IvaeLo
     memset(out, 0, sizeof *out);
     TRY(for_each_smc(cm, smc_prepare));
     for (int i = 0; i < B; i++) TRY(sample_grad(cm, &samples[i], i, B, opts, n_ref, out));
+    TRY(for_each_smc(cm, smc_finish));
+    if (!out->nonfinite[0]) TRY(find_nonfinite_gradient(cm, out->nonfinite));
+    return ivae_cl_finish(cm->cl);
+}
+
+/* --- the batch split between processes (ivae.h: IvaeSplit; SPEC 8.2) ----- */
+
+/* the raw gradient on the host (ivae.c's raw_get): the gradients in m's
+   layout, each SMC weight's slots holding its dWhat */
+static int smc_raw_get(IvaeClModel *cm, ClSmc *s) {
+    const IvaeConvDesc *d = &s->c.d;
+    return ivae_cl_read(cm->cl, cm->raw + d->w, s->c.dw, (size_t)d->cout * d->cin * d->kt * d->kh * d->kw);
+}
+
+/* the inverse (raw_set): dWhat from those slots, and the raw dW back to +0 */
+static int smc_raw_set(IvaeClModel *cm, ClSmc *s) {
+    const IvaeConvDesc *d = &s->c.d;
+    size_t n = (size_t)d->cout * d->cin * d->kt * d->kh * d->kw;
+    TRY(ivae_cl_write(cm->cl, s->c.dw, cm->raw + d->w, n));
+    return ivae_cl_zero(cm->cl, s->draw, n);
+}
+
+static int smc_zero(IvaeClModel *cm, ClSmc *s) {
+    const IvaeConvDesc *d = &s->c.d;
+    return ivae_cl_zero(cm->cl, s->c.dw, (size_t)d->cout * d->cin * d->kt * d->kh * d->kw);
+}
+
+static int raw_get(IvaeClModel *cm, real *R) {
+    TRY(download_flat(cm, R, cm->grads));
+    cm->raw = R;
+    return for_each_smc(cm, smc_raw_get);
+}
+
+int ivae_cl_batch_grad_split(IvaeClModel *cm, IvaeSample *samples, int B, const IvaeLossOpts *opts, IvaeSplit *sp,
+                             IvaeLoss *out) {
+    TRY(ivae_check_batch(cm->m, samples, B, opts));
+    if (sp->i0 < 0 || sp->i1 > B || sp->i0 > sp->i1) {
+        ivae_set_error("batch split: samples [%d, %d) of a batch of %d", sp->i0, sp->i1, B);
+        return -1;
+    }
+    real n_ref = (real)3 * opts->ref_t * opts->ref_h * opts->ref_w;
+    TRY(for_each_smc(cm, smc_prepare));
+    int n_g = 0;
+    for (int i = sp->i0; i < sp->i1; i++) {
+        memset(&sp->per[i], 0, sizeof sp->per[i]);
+        if (sp->i0 > 0) { /* a sample of its own, from +0 */
+            TRY(ivae_cl_zero_grad(cm));
+            TRY(for_each_smc(cm, smc_zero));
+        }
+        TRY(sample_grad(cm, &samples[i], i, B, opts, n_ref, &sp->per[i]));
+        if (sp->i0 > 0 || i + 1 == sp->i1) TRY(raw_get(cm, sp->g[n_g++]));
+    }
+    if (sp->exchange(sp->ctx, sp, n_g, cm->m->n_params, B) != 0) return -1;
+    TRY(upload_flat(cm, cm->grads, sp->total));
+    cm->raw = sp->total;
+    TRY(for_each_smc(cm, smc_raw_set));
+    ivae_loss_fold(sp->per, B, out);
     TRY(for_each_smc(cm, smc_finish));
     if (!out->nonfinite[0]) TRY(find_nonfinite_gradient(cm, out->nonfinite));
     return ivae_cl_finish(cm->cl);

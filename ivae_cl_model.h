@@ -83,6 +83,13 @@ int ivae_cl_zero_grad(IvaeClModel *cm);
    fills the loss and each sample's optional outputs (mu, logvar, xhat, dx:
    downloaded only when not NULL) */
 int ivae_cl_batch_grad(IvaeClModel *cm, IvaeSample *samples, int B, const IvaeLossOpts *opts, IvaeLoss *out);
+/* ivae_batch_grad_split on the device (ivae.h: IvaeSplit): the raw
+   gradients come to the host for the exchange, the batch's goes back */
+int ivae_cl_batch_grad_split(IvaeClModel *cm, IvaeSample *samples, int B, const IvaeLossOpts *opts, IvaeSplit *sp,
+                             IvaeLoss *out);
+/* the number of devices of the platform IVAE_CL_PLATFORM names (0 if none),
+   for one rank per device */
+int ivae_cl_device_count(void);
 /* ivae_adamw_step on the device: increments cm's model's m->step, computes
    the bias corrections as the C code does, updates params and moments */
 int ivae_cl_adamw_step(IvaeClModel *cm, const IvaeAdamW *h);

@@ -27,6 +27,10 @@ void ivae_cl_model_free(IvaeClModel *cm) {}
 int ivae_cl_model_fast(const IvaeClModel *cm) { return 0; }
 int ivae_cl_zero_grad(IvaeClModel *cm) { return fail(); }
 int ivae_cl_batch_grad(IvaeClModel *cm, IvaeSample *s, int B, const IvaeLossOpts *o, IvaeLoss *out) { return fail(); }
+int ivae_cl_batch_grad_split(IvaeClModel *cm, IvaeSample *s, int B, const IvaeLossOpts *o, IvaeSplit *sp, IvaeLoss *out) {
+    return fail();
+}
+int ivae_cl_device_count(void) { return 0; }
 int ivae_cl_adamw_step(IvaeClModel *cm, const IvaeAdamW *h) { return fail(); }
 int ivae_cl_get_params(IvaeClModel *cm, real *params) { return fail(); }
 int ivae_cl_set_params(IvaeClModel *cm, const real *params) { return fail(); }

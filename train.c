@@ -27,6 +27,7 @@
  * held-out numbers and a checkpoint after each step taken, then run_finish
  * (the last checkpoint, the weights, the held-out pictures, the curve).
  */
+#include "dist.h"
 #include "ivae.h"
 #include "ivae_cl_model.h"
 #include "media.h"
@@ -345,10 +346,12 @@ static void free_split(Dataset *ds) {
 
 static int rand_int(IvaeRng *r, int n) { return (int)(ivae_rng_uniform(r) * n); }
 
-/* a random T x crop x crop window of src, mirrored left-right half the time */
+/* a random T x crop x crop window of src, mirrored left-right half the time
+   (dst NULL: only the draws, for a sample another rank crops) */
 static void random_crop(real *dst, const Clip *src, int T, int crop, IvaeRng *r) {
     int t0 = rand_int(r, src->T - T + 1), y0 = rand_int(r, src->H - crop + 1), x0 = rand_int(r, src->W - crop + 1);
     int flip = rand_int(r, 2);
+    if (!dst) return;
     for (int c = 0; c < 3; c++)
         for (int t = 0; t < T; t++)
             for (int y = 0; y < crop; y++) {
@@ -549,25 +552,37 @@ typedef struct {
     int n_units;
     double *gsq, *wsq;
     real *fac;
+    IvaeSplit split;  /* with N > 1 ranks: this rank's samples and the exchange (dist.h) */
 } Trainer;
 
 static void t_check(Trainer *t, int rc) {
     if (rc != 0) die("train%s: %s", t->cm ? " --device cl" : "", ivae_error());
 }
 
+/* With N > 1 ranks each computes its block of the batch and the exchange
+   gives every rank the batch's gradient and loss (SPEC 8.2): the bits of
+   one process. */
 static void t_grad(Trainer *t, IvaeSample *batch, int B, const IvaeLossOpts *opts, IvaeLoss *L) {
+    IvaeSplit *sp = dist_size() > 1 ? &t->split : NULL;
     if (!t->cm) {
         ivae_zero_grad(t->m);
-        t_check(t, ivae_batch_grad(t->m, batch, B, opts, L));
+        t_check(t, sp ? ivae_batch_grad_split(t->m, batch, B, opts, sp, L) : ivae_batch_grad(t->m, batch, B, opts, L));
     } else {
         t_check(t, ivae_cl_zero_grad(t->cm));
-        t_check(t, ivae_cl_batch_grad(t->cm, batch, B, opts, L));
+        t_check(t, sp ? ivae_cl_batch_grad_split(t->cm, batch, B, opts, sp, L) : ivae_cl_batch_grad(t->cm, batch, B, opts, L));
     }
 }
 
-static int t_stats(Trainer *t, IvaeActStat *st, int max) {
+/* the statistics of the batch's last sample, from the rank that ran it */
+static int t_stats(Trainer *t, IvaeActStat *st, int max, int B) {
     int n = t->cm ? ivae_cl_activation_stats(t->cm, st, max) : ivae_activation_stats(t->m, st, max);
     if (n < 0) t_check(t, -1);
+    if (dist_size() > 1) {
+        double v[3 * 256];
+        for (int j = 0; j < n && j < 256; j++) v[3 * j] = st[j].rms, v[3 * j + 1] = st[j].max_norm, v[3 * j + 2] = st[j].median_norm;
+        dist_bcast(v, sizeof v, dist_owner(B - 1));
+        for (int j = 0; j < n && j < 256; j++) st[j].rms = v[3 * j], st[j].max_norm = v[3 * j + 1], st[j].median_norm = v[3 * j + 2];
+    }
     return n;
 }
 
@@ -978,6 +993,44 @@ static void setup_data(Run *r) {
     }
 }
 
+/* FNV-1a over n bytes, continuing from h */
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    for (size_t j = 0; j < n; j++) h = (h ^ ((const unsigned char *)p)[j]) * 0x100000001b3ull;
+    return h;
+}
+
+/* With N > 1 ranks, every rank must start from the same state: the same
+   parameters and moments, RNG, recipe and training data (the data's shapes
+   steer the RNG's draws). A rank that differs (another --resume file, other
+   flags, another copy of the data) stops the job instead of drifting apart. */
+static void check_ranks_agree(Run *r) {
+    if (dist_size() == 1) return;
+    const IvaeModel *m = r->m;
+    uint64_t h[2] = {0xcbf29ce484222325ull, 0xcbf29ce484222325ull}; /* the state; the data */
+    h[0] = fnv(h[0], m->params, m->n_params * sizeof(real));
+    if (m->adam_m) h[0] = fnv(fnv(h[0], m->adam_m, m->n_params * sizeof(real)), m->adam_v, m->n_params * sizeof(real));
+    h[0] = fnv(fnv(fnv(h[0], &r->s.rng, sizeof r->s.rng), &r->s.step, sizeof r->s.step), &r->s.total_steps, sizeof r->s.total_steps);
+    for (int k = 0; k < OPT_KEYS; k++) {
+        char v[48];
+        opt_value(&r->o, k, v, sizeof v);
+        h[0] = fnv(h[0], v, strlen(v) + 1);
+    }
+    for (int kind = 0; kind < 2; kind++) {
+        int n = kind ? r->tr.n_images : r->tr.n_clips;
+        const Clip *c = kind ? r->tr.images : r->tr.clips;
+        h[1] = fnv(h[1], &n, sizeof n);
+        for (int j = 0; j < n; j++) h[1] = fnv(fnv(fnv(h[1], &c[j].T, sizeof(int)), &c[j].H, sizeof(int)), &c[j].W, sizeof(int));
+    }
+    uint64_t h0[2] = {h[0], h[1]};
+    dist_bcast(h0, sizeof h0, 0);
+    if (h0[0] != h[0])
+        die("train: rank %d does not start where rank 0 does (other parameters, optimizer state or options: every rank "
+            "needs the same command line and --resume file)", dist_rank());
+    if (h0[1] != h[1])
+        die("train: rank %d's training data (%s/train: %d clips, %d images) is not rank 0's (every rank needs the same "
+            "files)", dist_rank(), r->o.data, r->tr.n_clips, r->tr.n_images);
+}
+
 /* the batch buffers (allocated once), AdamW, the trainer (on the device with
    --device cl) and the first good state */
 static void setup_trainer(Run *r) {
@@ -1003,17 +1056,48 @@ static void setup_trainer(Run *r) {
     ivae_units(m, t->units);
     t->gsq = xcalloc(t->n_units, sizeof(double)), t->wsq = xcalloc(t->n_units, sizeof(double));
     t->fac = xcalloc(t->n_units, sizeof(real));
+    double *cost = xcalloc(r->B, sizeof(double)); /* a sample's pixels: what its passes cost, roughly */
+    for (int i = 0; i < r->B; i++) cost[i] = (double)r->batch[i].T * r->batch[i].H * r->batch[i].W;
+    if (dist_plan(cost, r->B) != 0) die("train: %s", ivae_error());
+    free(cost);
+    if (dist_size() > 1) {
+        IvaeSplit *sp = &t->split;
+        dist_block(dist_rank(), &sp->i0, &sp->i1);
+        int n_g = sp->i0 == 0 ? 1 : sp->i1 - sp->i0; /* rank 0 folds its block in place */
+        sp->g = xcalloc(n_g, sizeof(real *));
+        for (int k = 0; k < n_g; k++) sp->g[k] = xcalloc(m->n_params, sizeof(real));
+        sp->total = xcalloc(m->n_params, sizeof(real));
+        sp->per = xcalloc(r->B, sizeof(IvaeLoss));
+        sp->exchange = dist_exchange;
+        printf("data parallel: %d ranks (%s); samples of the batch per rank:", dist_size(), dist_describe());
+        for (int k = 0; k < dist_size(); k++) {
+            int i0, i1;
+            dist_block(k, &i0, &i1);
+            printf(" %d", i1 - i0);
+        }
+        printf("\n");
+        /* one rank per device, unless IVAE_CL_DEVICE names one */
+        int nd;
+        if (o->cl && !getenv("IVAE_CL_DEVICE") && (nd = ivae_cl_device_count()) > 1) {
+            char v[16];
+            snprintf(v, sizeof v, "%d", dist_rank() % nd);
+            setenv("IVAE_CL_DEVICE", v, 1);
+        }
+    }
     if (o->cl) {
         if (!(t->cl = ivae_cl_new())) die("train --device cl: %s", ivae_error());
         if (!(t->cm = ivae_cl_model_new(t->cl, m, o->cl_fast))) die("train --device cl: %s", ivae_error());
         printf("device: OpenCL (%s kernels), %s\n", o->cl_fast ? "fast" : "strict", ivae_cl_describe(t->cl));
     }
+    check_ranks_agree(r);
     backup_take(&r->backup, m, &r->s);
 }
 
-/* OUT/name, opened to write (to append on --resume) with its header line if new */
+/* OUT/name, opened to write (to append on --resume) with its header line if
+   new; /dev/null on ranks other than 0 */
 static FILE *open_csv(const Opts *o, const char *name, const char *header) {
     char path[1200];
+    if (dist_rank() > 0) return fopen("/dev/null", "w");
     snprintf(path, sizeof path, "%s/%s", o->out, name);
     FILE *f = fopen(path, o->resume ? "a" : "w");
     if (!f) die("%s: cannot write: %s", path, strerror(errno));
@@ -1026,9 +1110,12 @@ static void run_setup(Run *r, int argc, char **argv) {
     argv = with_resume_recipe(&argc, argv);
     parse_opts(&r->o, argc, argv);
     const Opts *o = &r->o;
+    if (o->n_clips + o->n_images < dist_size())
+        die("train: %d ranks but %d samples per batch (each rank needs one at least: more --images or --clips, or fewer ranks)",
+            dist_size(), o->n_clips + o->n_images);
     setup_model(r);
     setup_data(r);
-    mkdir_p(o->out);
+    if (dist_rank() == 0) mkdir_p(o->out);
     printf("ivae train: %s (%zu parameters), %d clips + %d images for training, %d + %d held out; out %s\n",
            o->resume ? o->resume : o->config, r->m->n_params, r->tr.n_clips, r->tr.n_images, r->ev.n_clips, r->ev.n_images,
            o->out);
@@ -1079,18 +1166,28 @@ static int stop_here(Run *r) {
     return !o->steps && !o->resume && now_s() - r->t_start > r->budget;
 }
 
+/* every rank stops where rank 0 does (its clock and its signals decide) */
+static int stop_all(Run *r) {
+    int stop = stop_here(r);
+    dist_bcast(&stop, sizeof stop, 0);
+    return stop;
+}
+
 /* a fresh batch: random crops of the training clips and images, and the noise */
 static void draw_batch(Run *r) {
     const Opts *o = &r->o;
     const IvaeConfig *cfg = &r->m->cfg;
     IvaeRng *rng = &r->s.rng;
+    int i0, i1; /* this rank's samples: it crops those, and only draws the others' numbers */
+    dist_block(dist_rank(), &i0, &i1);
     for (int i = 0; i < r->B; i++) {
         IvaeSample *b = &r->batch[i];
-        if (i < o->n_clips) random_crop((real *)b->x, &r->tr.clips[rand_int(rng, r->tr.n_clips)], o->clip_frames, o->crop, rng);
-        else if (!r->static_images) random_crop((real *)b->x, &r->tr.images[rand_int(rng, r->tr.n_images)], 1, o->crop, rng);
+        real *x = i >= i0 && i < i1 ? (real *)b->x : NULL;
+        if (i < o->n_clips) random_crop(x, &r->tr.clips[rand_int(rng, r->tr.n_clips)], o->clip_frames, o->crop, rng);
+        else if (!r->static_images) random_crop(x, &r->tr.images[rand_int(rng, r->tr.n_images)], 1, o->crop, rng);
         else { /* SPEC 9: the image fed as a clip of 5 copies */
-            random_crop(r->img, &r->tr.images[rand_int(rng, r->tr.n_images)], 1, o->crop, rng);
-            ivae_static_expand((real *)b->x, r->img, o->crop, o->crop);
+            random_crop(x ? r->img : NULL, &r->tr.images[rand_int(rng, r->tr.n_images)], 1, o->crop, rng);
+            if (x) ivae_static_expand(x, r->img, o->crop, o->crop);
         }
         int Tz, Hz, Wz;
         ivae_latent_shape(cfg, b->T, b->H, b->W, &Tz, &Hz, &Wz);
@@ -1193,6 +1290,7 @@ static void fix_schedule(Run *r) {
     double per = (now_s() - r->t_loop) / 5;
     s->total_steps = s->step + (long)((r->budget - (now_s() - r->t_start)) / per);
     if (s->total_steps < s->step + 1) s->total_steps = s->step + 1;
+    dist_bcast(&s->total_steps, sizeof s->total_steps, 0); /* rank 0's clock */
     printf("time budget %.1f min: %.2f s/step, schedule set to %ld steps\n", r->o.minutes, per, s->total_steps);
 }
 
@@ -1200,11 +1298,11 @@ static void fix_schedule(Run *r) {
 static StepResult train_step(Run *r) {
     const Opts *o = &r->o;
     const TrainState *s = &r->s;
-    if (stop_here(r)) return STEP_STOPPED;
+    if (stop_all(r)) return STEP_STOPPED;
     r->stepped = 0;
     draw_batch(r);
     t_grad(&r->t, r->batch, r->B, &o->loss, &r->L);
-    r->n_stats = t_stats(&r->t, r->stats, 256);
+    r->n_stats = t_stats(&r->t, r->stats, 256, r->B);
     r->max_act = 0, r->splotch = 0;
     for (int j = 0; j < r->n_stats; j++) {
         if (r->stats[j].max_norm > r->max_act || r->stats[j].max_norm != r->stats[j].max_norm) r->max_act = r->stats[j].max_norm;
@@ -1281,6 +1379,7 @@ static void save_run(Run *r) {
 /* the end: checkpoint, weights, held-out numbers and pictures, the curve */
 static void run_finish(Run *r) {
     const Opts *o = &r->o;
+    if (dist_rank() > 0) return; /* rank 0 writes and evaluates */
     t_pull(&r->t);
     save_run(r);
     char path[1200];
@@ -1316,27 +1415,35 @@ static void run_free(Run *r) {
     free(r->backup.params), free(r->backup.m), free(r->backup.v);
     free(r->t.units), free(r->t.gsq), free(r->t.wsq), free(r->t.fac);
     if (r->t.cm) ivae_cl_model_free(r->t.cm), ivae_cl_free(r->t.cl);
+    if (r->t.split.g)
+        for (int k = 0; k < (r->t.split.i0 == 0 ? 1 : r->t.split.i1 - r->t.split.i0); k++) free(r->t.split.g[k]);
+    free(r->t.split.g), free(r->t.split.total), free(r->t.split.per);
     free_split(&r->tr), free_split(&r->ev);
     ivae_model_free(r->m);
 }
 
 int train_main(int argc, char **argv) {
     Run r;
+    dist_init(); /* under mpirun: one of N ranks (dist.h); rank 0 alone prints and writes */
+    if (dist_rank() > 0 && !freopen("/dev/null", "w", stdout)) die("cannot silence rank %d's output", dist_rank());
     run_setup(&r, argc, argv);
     for (;;) {
         StepResult what = train_step(&r);
         if (what == STEP_STOPPED) break;
         if (what != STEP_OK) continue; /* a skip or a rollback: said and logged where it happened */
         log_step(&r);
+        if (dist_rank() > 0) continue; /* rank 0 evaluates and writes */
         if (r.o.eval_every && r.s.step % r.o.eval_every == 0 && r.s.step != r.s.total_steps) log_eval(&r);
         if (r.s.step % r.o.ckpt_every == 0) save_run(&r);
     }
+    dist_report(stdout, now_s() - r.t_loop);
     if (r.why[0]) { /* the run cannot recover: stop with the reason */
         fflush(r.csv), fflush(stdout);
         die("%s", r.why);
     }
     run_finish(&r);
     run_free(&r);
+    dist_finish();
     return 0;
 }
 

@@ -12,6 +12,7 @@
 #                     layers (IVAE_NAIVE=1) give the tuned run's bits
 #   5. sanitizer      the ASan/UBSan build gives the same bits as the normal one
 #   6. training       a short run learns; exact resume; atomic checkpoints; recon
+#   6c. MPI           mpirun -np 1, 2, 4 train == one process (test/test_mpi.sh)
 #   7. OpenCL         every kernel and the model on the device bit-identical to
 #                     the CPU (strict), fast kernels within SPEC 8 (pocl)
 #   8. bad input      malformed files and arguments: one-line errors, no crash
@@ -124,6 +125,10 @@ cat "$OUT/test_train.log"
 
 step "6c. the lessons' plumbing: every arm of ivae lessons for 2 steps, variant metadata, reuse (test/test_lessons.sh)"
 OUT="$OUT/lessons" PYTHON="$PYTHON" sh test/test_lessons.sh || fail "lessons (test/test_lessons.sh)"
+
+step "6d. data-parallel training over MPI: -np 1, 2, 4 == one process, byte for byte; resume across rank counts; failing ranks end the job"
+OUT="$OUT/mpi" sh test/test_mpi.sh > "$OUT/test_mpi.log" 2>&1 || fail test_mpi
+cat "$OUT/test_mpi.log"
 
 step "7. OpenCL: every layer and the whole model bit-identical to the CPU reference, fast mode within SPEC 8 (pocl in CI)"
 if [ -x test/test_cl ]; then
