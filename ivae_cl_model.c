@@ -18,6 +18,11 @@
  *
  * Fast mode differs only in the layer calls: the convolutions and attention
  * use the tiled kernels (ivae_cl_*_fast); everything else is shared.
+ *
+ * SPEC 9's variants follow ivae.c too: GroupNorm residual blocks (plain
+ * convs on the parameters, no SMC), attention with GroupNorm or no norm, and
+ * the loss normalisations (sample_grad's divisors); static images reach this
+ * file already expanded to clips (main.c, train.c).
  */
 #include "ivae_cl.h"
 #include "ivae_cl_model.h"
