@@ -794,6 +794,40 @@ int ivae_cl_pixelnorm_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, cl_mem norm
     return RUN(cl, pixelnorm_backward, N, MEM(dinp), MEM(dout), MEM(norm), MEM(inp), INT(C), ULONG(N));
 }
 
+/* GroupNorm (SPEC 9): the channels' shares of each sum in scratch (C, T),
+   four of them in the backward pass (kernels.cl says in which order) */
+int ivae_cl_groupnorm_forward(IvaeCl *cl, cl_mem out, cl_mem stats, cl_mem inp, cl_mem weight, cl_mem bias, int C,
+                              int T, int H, int W, int G) {
+    size_t CT = (size_t)C * T, GT = (size_t)G * T;
+    cl_mem part = scratch(cl, IVAE_CLS_GN, 4 * CT);
+    if (!part) return -1;
+    for (int sq = 0; sq < 2; sq++) /* S and the mean, then V and the sd */
+        if (RUN(cl, groupnorm_forward_sums, CT, MEM(part), MEM(stats), MEM(inp), INT(C), INT(T), INT(H), INT(W),
+                INT(G), INT(sq)) ||
+            RUN(cl, groupnorm_forward_stats, GT, MEM(stats), MEM(part), INT(C), INT(T), INT(H), INT(W), INT(G),
+                INT(sq)))
+            return -1;
+    return RUN(cl, groupnorm_forward_apply, CT * H * W, MEM(out), MEM(stats), MEM(inp), MEM(weight), MEM(bias),
+               INT(C), INT(T), INT(H), INT(W), INT(G));
+}
+
+int ivae_cl_groupnorm_backward(IvaeCl *cl, cl_mem dinp, cl_mem dweight, cl_mem dbias, cl_mem dout, cl_mem stats,
+                               cl_mem inp, cl_mem weight, int C, int T, int H, int W, int G) {
+    size_t CT = (size_t)C * T;
+    if (!dinp && !dweight && !dbias) return 0;
+    cl_mem part = scratch(cl, IVAE_CLS_GN, 4 * CT);
+    if (!part || RUN(cl, groupnorm_backward_sums, CT, MEM(part), MEM(dout), MEM(stats), MEM(inp), MEM(weight),
+                     INT(C), INT(T), INT(H), INT(W), INT(G)))
+        return -1;
+    if (dinp && RUN(cl, groupnorm_backward_dinp, CT * H * W, MEM(dinp), MEM(part), MEM(dout), MEM(stats), MEM(inp),
+                    MEM(weight), INT(C), INT(T), INT(H), INT(W), INT(G)))
+        return -1;
+    if ((dweight || dbias) && RUN(cl, groupnorm_backward_dweight, (size_t)C, MEM(dweight), MEM(dbias), MEM(part),
+                                  INT(C), INT(T), INT(dweight != NULL), INT(dbias != NULL)))
+        return -1;
+    return 0;
+}
+
 int ivae_cl_rmsnorm_forward(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem gamma, int C, size_t N) {
     return RUN(cl, rmsnorm_forward, N, MEM(out), MEM(inp), MEM(gamma), INT(C), ULONG(N));
 }

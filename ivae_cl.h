@@ -65,7 +65,10 @@
     X(conv3d_backward_dweight) X(conv3d_backward_dbias)                                                 \
     X(smc_weight_forward) X(smc_weight_backward_dot) X(smc_weight_backward_dweight)                     \
     X(smc_weight_backward_dscale) X(smc_weight_backward_dgain)                                          \
-    X(silu_forward) X(silu_backward) X(pixelnorm_forward) X(pixelnorm_backward) X(rmsnorm_forward)      \
+    X(silu_forward) X(silu_backward) X(pixelnorm_forward) X(pixelnorm_backward)                         \
+    X(groupnorm_forward_sums) X(groupnorm_forward_stats) X(groupnorm_forward_apply)                     \
+    X(groupnorm_backward_sums) X(groupnorm_backward_dinp) X(groupnorm_backward_dweight)                 \
+    X(rmsnorm_forward)                                                                                  \
     X(attention_forward) X(attention_backward_dsdq) X(attention_backward_dkdv)                          \
     X(upsample_forward) X(upsample_chunk) X(upsample_backward) X(upsample_interleave)                   \
     X(rec_loss) X(latent_forward) X(latent_backward)                                                    \
@@ -84,7 +87,7 @@ enum { IVAE_CL_KERNELS(IVAE_CL_ENUM) IVAE_K_COUNT };
 
 /* scratch buffers the wrappers need between their kernels (cf. layers.c's
    scratch()): grown on demand, reused after */
-enum { IVAE_CLS_SUM, IVAE_CLS_TOTAL, IVAE_CLS_DOT, IVAE_CLS_ATT, IVAE_CLS_PART, IVAE_CLS_N };
+enum { IVAE_CLS_SUM, IVAE_CLS_TOTAL, IVAE_CLS_DOT, IVAE_CLS_ATT, IVAE_CLS_PART, IVAE_CLS_GN, IVAE_CLS_N };
 
 /* the work-group of the fast tiled kernels (kernels_fast.cl, FG x FG) */
 #define IVAE_CL_FAST_GROUP 16
@@ -189,6 +192,14 @@ int ivae_cl_silu_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, cl_mem inp, size
 
 int ivae_cl_pixelnorm_forward(IvaeCl *cl, cl_mem out, cl_mem norm, cl_mem inp, int C, size_t N);
 int ivae_cl_pixelnorm_backward(IvaeCl *cl, cl_mem dinp, cl_mem dout, cl_mem norm, cl_mem inp, int C, size_t N);
+/* GroupNorm (SPEC 9), layers.h's: out, inp (C, T, H, W), stats (2, G, T) the
+   mean and sd of each group and frame, weight, bias (C), C a multiple of G.
+   The backward pass writes dinp (NULL: skipped) and adds to dweight and
+   dbias (either NULL: skipped). Both modes run these (no fast twin). */
+int ivae_cl_groupnorm_forward(IvaeCl *cl, cl_mem out, cl_mem stats, cl_mem inp, cl_mem weight, cl_mem bias, int C,
+                              int T, int H, int W, int G);
+int ivae_cl_groupnorm_backward(IvaeCl *cl, cl_mem dinp, cl_mem dweight, cl_mem dbias, cl_mem dout, cl_mem stats,
+                               cl_mem inp, cl_mem weight, int C, int T, int H, int W, int G);
 /* Wan 2.1's RMS norm (SPEC 7): out, inp (C, N), gamma (C) */
 int ivae_cl_rmsnorm_forward(IvaeCl *cl, cl_mem out, cl_mem inp, cl_mem gamma, int C, size_t N);
 

@@ -18,6 +18,11 @@
  *
  * Fast mode differs only in the layer calls: the convolutions and attention
  * use the tiled kernels (ivae_cl_*_fast); everything else is shared.
+ *
+ * SPEC 9's variants follow ivae.c too: GroupNorm residual blocks (plain
+ * convs on the parameters, no SMC), attention with GroupNorm or no norm, and
+ * the loss normalisations (sample_grad's divisors); static images reach this
+ * file already expanded to clips (main.c, train.c).
  */
 #include "ivae_cl.h"
 #include "ivae_cl_model.h"
@@ -50,19 +55,29 @@ typedef struct {
     cl_mem norm;        /* (Cout) n[o] of the current effective weight */
 } ClSmc;
 
+/* GroupNorm's weight and bias (SPEC 9): sub-buffers of params and grads */
+typedef struct {
+    cl_mem w, b, dw, db; /* (C) each */
+    int C;
+} ClNorm;
+
 /* a block, and what its forward pass saves for the backward pass (pool
    buffers of the current sample, named as in ivae.c's Block). With the
    block's input (C, T, H, W) = in and N = T H W: */
 typedef struct {
     IvaeBlockDesc d;
     ClConv conv, proj;  /* CONV, UP, SILU_CONV: conv; RES: the shortcut; ATTN: qkv and proj */
-    ClSmc c1, c2;       /* RES */
+    ClSmc c1, c2;       /* RES (GroupNorm blocks, SPEC 9: plain convs c1.c, c2.c on the params) */
+    ClNorm n1, n2;      /* RES with GroupNorm: norm1 (Cin), norm2 (Cout); ATTN with GroupNorm: n1 */
     Shape in, out;      /* the shapes of x and y */
     cl_mem x;           /* (in) the block's input: the previous block's y, or the sample */
-    cl_mem a1;          /* SILU_CONV, RES: silu(x) (in); UP: x upsampled (C, T' = 2T-1 or T, 2H, 2W) */
-    cl_mem h1, a2;      /* RES: c1's output and silu of it (c1.cout, T, H, W) */
+    cl_mem a1;          /* SILU_CONV, RES: silu(x) (in) (GroupNorm: silu(g1)); UP: x upsampled (C, T' = 2T-1 or T, 2H, 2W) */
+    cl_mem h1, a2;      /* RES: c1's output and silu of it (c1.cout, T, H, W) (GroupNorm: silu(g2)) */
+    cl_mem g1, g1s;     /* RES with GroupNorm: gn1(x) (in) and its stats (2, G, T) */
+    cl_mem g2, g2s;     /* RES with GroupNorm: gn2(h1) and its stats */
     cl_mem y;           /* (out) the block's output */
-    cl_mem n, nrm;      /* ATTN: pixelnorm(x) (C, N) and each pixel's norm (N) */
+    cl_mem n, nrm;      /* ATTN: pixelnorm(x) (C, N) and each pixel's norm (N); GroupNorm: gn(x) and
+                           its stats (2, G, T); no norm: n = x */
     cl_mem qkv, att, o; /* ATTN: (3C, N); probabilities (N, L), L = N causal or H W; attention output (C, N) */
 } ClBlock;
 
@@ -238,9 +253,30 @@ static int smc_setup(IvaeClModel *cm, ClSmc *s, IvaeConvDesc d, size_t scale, si
     return 0;
 }
 
+/* GroupNorm's weight and bias (SPEC 9) */
+static int norm_setup(IvaeClModel *cm, ClNorm *n, size_t w, size_t b, int C) {
+    int tw = tensor_at(cm->m, w), tb = tensor_at(cm->m, b);
+    if (tw < 0 || tb < 0 || C < 1) {
+        ivae_set_error("ivae_graph gave a GroupNorm at offset %zu that is no tensor's", w);
+        return -1;
+    }
+    n->w = cm->tp[tw], n->dw = cm->tg[tw], n->b = cm->tp[tb], n->db = cm->tg[tb], n->C = C;
+    return 0;
+}
+
 static int model_build(IvaeClModel *cm) {
     IvaeModel *m = cm->m;
     IvaeCl *cl = cm->cl;
+    /* SPEC 9's variants that change the blocks: each one below, or a clear refusal */
+    if (m->cfg.block_norm != IVAE_BLOCK_SMC && m->cfg.block_norm != IVAE_BLOCK_GROUPNORM) {
+        ivae_set_error("the OpenCL model has no residual blocks of block_norm %d", m->cfg.block_norm);
+        return -1;
+    }
+    if (m->cfg.attn_norm != IVAE_ATTN_PIXELNORM && m->cfg.attn_norm != IVAE_ATTN_GROUPNORM &&
+        m->cfg.attn_norm != IVAE_ATTN_NONORM) {
+        ivae_set_error("the OpenCL model has no attention of attn_norm %d", m->cfg.attn_norm);
+        return -1;
+    }
     /* the device layout: each tensor at a multiple of the sub-buffer alignment */
     size_t align = cl->base_align / sizeof(float);
     cm->dev_off = calloc(m->n_tensors, sizeof *cm->dev_off);
@@ -297,11 +333,19 @@ static int model_build(IvaeClModel *cm) {
             const IvaeBlockDesc *d = &b->d;
             switch (d->kind) {
             case IVAE_BLK_RES:
-                TRY(smc_setup(cm, &b->c1, d->c1, d->c1_scale, d->c1_gain));
-                TRY(smc_setup(cm, &b->c2, d->c2, d->c2_scale, d->c2_gain));
+                if (m->cfg.block_norm == IVAE_BLOCK_GROUPNORM) { /* SPEC 9: plain convs, two norms */
+                    TRY(conv_setup(cm, &b->c1.c, d->c1));
+                    TRY(conv_setup(cm, &b->c2.c, d->c2));
+                    TRY(norm_setup(cm, &b->n1, d->norm1_w, d->norm1_b, d->norm1_c));
+                    TRY(norm_setup(cm, &b->n2, d->norm2_w, d->norm2_b, d->norm2_c));
+                } else {
+                    TRY(smc_setup(cm, &b->c1, d->c1, d->c1_scale, d->c1_gain));
+                    TRY(smc_setup(cm, &b->c2, d->c2, d->c2_scale, d->c2_gain));
+                }
                 if (d->shortcut) TRY(conv_setup(cm, &b->conv, d->conv));
                 break;
             case IVAE_BLK_ATTN:
+                if (m->cfg.attn_norm == IVAE_ATTN_GROUPNORM) TRY(norm_setup(cm, &b->n1, d->norm1_w, d->norm1_b, d->norm1_c));
                 TRY(conv_setup(cm, &b->conv, d->conv));
                 TRY(conv_setup(cm, &b->proj, d->proj));
                 break;
@@ -323,7 +367,7 @@ void ivae_cl_model_free(IvaeClModel *cm) {
     for (int dec = 0; dec < 2; dec++) {
         for (int j = 0; j < cm->nb[dec] && cm->blk[dec]; j++) {
             ClBlock *b = &cm->blk[dec][j];
-            if (b->d.kind != IVAE_BLK_RES) continue;
+            if (b->d.kind != IVAE_BLK_RES || !b->c1.raw) continue; /* GroupNorm blocks: sub-buffers only */
             ClSmc *s[2] = {&b->c1, &b->c2};
             for (int k = 0; k < 2; k++) release(s[k]->c.w), release(s[k]->c.dw), release(s[k]->norm);
         }
@@ -421,6 +465,25 @@ static cl_mem silu_fwd(IvaeClModel *cm, cl_mem x, Shape s) {
     return y;
 }
 
+/* ivae.c's groupnorm and groupnorm_backward (SPEC 9): y and its stats (2, G, T)
+   in pool buffers; dx, with dweight and dbias added to the gradients. Both
+   modes run the strict kernels (GroupNorm has no fast twin). */
+static cl_mem gn_fwd(IvaeClModel *cm, const ClNorm *n, cl_mem x, Shape s, cl_mem *stats) {
+    cl_mem y = pool_get(cm, shape_numel(s));
+    if (!y || !(*stats = pool_get(cm, 2 * (size_t)IVAE_GN_GROUPS * s.T)) ||
+        ivae_cl_groupnorm_forward(cm->cl, y, *stats, x, n->w, n->b, s.C, s.T, s.H, s.W, IVAE_GN_GROUPS) != 0)
+        return NULL;
+    return y;
+}
+
+static cl_mem gn_bwd(IvaeClModel *cm, const ClNorm *n, cl_mem dy, cl_mem stats, cl_mem x, Shape s) {
+    cl_mem dx = pool_get(cm, shape_numel(s));
+    if (!dx || ivae_cl_groupnorm_backward(cm->cl, dx, n->dw, n->db, dy, stats, x, n->w, s.C, s.T, s.H, s.W,
+                                          IVAE_GN_GROUPS) != 0)
+        return NULL;
+    return dx;
+}
+
 #define NEED(b)                                                                                                    \
     do {                                                                                                           \
         if (!(b)) return NULL;                                                                                     \
@@ -449,9 +512,13 @@ static cl_mem block_forward(IvaeClModel *cm, ClBlock *b, cl_mem x, Shape s) {
     }
     case IVAE_BLK_RES: {
         // h = smc1(silu(x)); h = smc2(silu(h)); out = shortcut(x) + h
-        NEED(b->a1 = silu_fwd(cm, x, s));
+        // (SPEC 9, GroupNorm: h = conv1(silu(gn1(x))); h = conv2(silu(gn2(h))), plain convs)
+        int gn = cm->m->cfg.block_norm == IVAE_BLOCK_GROUPNORM;
+        if (gn) NEED(b->g1 = gn_fwd(cm, &b->n1, x, s, &b->g1s));
+        NEED(b->a1 = silu_fwd(cm, gn ? b->g1 : x, s));
         NEED(b->h1 = conv_fwd(cm, &b->c1.c, b->a1, s, &tmp));
-        NEED(b->a2 = silu_fwd(cm, b->h1, tmp));
+        if (gn) NEED(b->g2 = gn_fwd(cm, &b->n2, b->h1, tmp, &b->g2s));
+        NEED(b->a2 = silu_fwd(cm, gn ? b->g2 : b->h1, tmp));
         NEED(b->y = conv_fwd(cm, &b->c2.c, b->a2, tmp, &os));
         cl_mem sc = x;
         if (b->d.shortcut) NEED(sc = conv_fwd(cm, &b->conv, x, s, &tmp));
@@ -460,11 +527,18 @@ static cl_mem block_forward(IvaeClModel *cm, ClBlock *b, cl_mem x, Shape s) {
     }
     case IVAE_BLK_ATTN: {
         // n = pixelnorm(x); qkv = conv(n); o = attention(qkv); out = x + proj(o)
+        // (SPEC 9, attn_norm: n = groupnorm(x), or n = x)
         size_t N = (size_t)s.T * s.H * s.W;
         size_t L = cm->m->cfg.attn == IVAE_ATTN_CAUSAL ? N : (size_t)s.H * s.W;
-        NEED(b->n = pool_get(cm, shape_numel(s)));
-        NEED(b->nrm = pool_get(cm, N));
-        NEED(ivae_cl_pixelnorm_forward(cl, b->n, b->nrm, x, s.C, N) == 0);
+        if (cm->m->cfg.attn_norm == IVAE_ATTN_PIXELNORM) {
+            NEED(b->n = pool_get(cm, shape_numel(s)));
+            NEED(b->nrm = pool_get(cm, N));
+            NEED(ivae_cl_pixelnorm_forward(cl, b->n, b->nrm, x, s.C, N) == 0);
+        } else if (cm->m->cfg.attn_norm == IVAE_ATTN_GROUPNORM) {
+            NEED(b->n = gn_fwd(cm, &b->n1, x, s, &b->nrm));
+        } else {
+            b->n = x, b->nrm = NULL; /* read only */
+        }
         NEED(b->qkv = conv_fwd(cm, &b->conv, b->n, s, &tmp));
         NEED(b->att = pool_get(cm, N * L));
         NEED(b->o = pool_get(cm, shape_numel(s)));
@@ -505,21 +579,25 @@ static cl_mem block_backward(IvaeClModel *cm, ClBlock *b, cl_mem dy) {
     }
     case IVAE_BLK_RES: {
         // out = shortcut(x) + smc2(silu(smc1(silu(x))))
+        //   (GroupNorm: out = shortcut(x) + conv2(silu(gn2(conv1(silu(gn1(x)))))))
+        int gn = cm->m->cfg.block_norm == IVAE_BLOCK_GROUPNORM;
         Shape hs = {b->d.c1.cout, s.T, s.H, s.W};
         size_t nh = shape_numel(hs);
         cl_mem da2, dh1, da1, dsc = dy;
         NEED(da2 = conv_bwd(cm, &b->c2.c, dy, b->a2, hs));
         NEED(dh1 = pool_get(cm, nh));
-        NEED(ivae_cl_silu_backward(cl, dh1, da2, b->h1, nh) == 0);
+        NEED(ivae_cl_silu_backward(cl, dh1, da2, gn ? b->g2 : b->h1, nh) == 0);
+        if (gn) NEED(dh1 = gn_bwd(cm, &b->n2, dh1, b->g2s, b->h1, hs));
         NEED(da1 = conv_bwd(cm, &b->c1.c, dh1, b->a1, s));
         NEED(dx = pool_get(cm, n));
-        NEED(ivae_cl_silu_backward(cl, dx, da1, b->x, n) == 0);
+        NEED(ivae_cl_silu_backward(cl, dx, da1, gn ? b->g1 : b->x, n) == 0);
+        if (gn) NEED(dx = gn_bwd(cm, &b->n1, dx, b->g1s, b->x, s));
         if (b->d.shortcut) NEED(dsc = conv_bwd(cm, &b->conv, dy, b->x, s));
         NEED(ivae_cl_residual_add(cl, dx, dsc, n) == 0);
         break;
     }
     case IVAE_BLK_ATTN: {
-        // out = x + proj(attention(qkv(pixelnorm(x))))
+        // out = x + proj(attention(qkv(pixelnorm(x)))) (or groupnorm(x), or x)
         size_t N = (size_t)s.T * s.H * s.W;
         Shape qs = {3 * s.C, s.T, s.H, s.W};
         cl_mem dout, dqkv, dn;
@@ -527,8 +605,13 @@ static cl_mem block_backward(IvaeClModel *cm, ClBlock *b, cl_mem dy) {
         NEED(dqkv = pool_get(cm, shape_numel(qs)));
         NEED(attention_backward(cm, dqkv, dout, b->att, b->qkv, s) == 0);
         NEED(dn = conv_bwd(cm, &b->conv, dqkv, b->n, s));
-        NEED(dx = pool_get(cm, n));
-        NEED(ivae_cl_pixelnorm_backward(cl, dx, dn, b->nrm, b->x, s.C, N) == 0);
+        dx = dn;
+        if (cm->m->cfg.attn_norm == IVAE_ATTN_PIXELNORM) {
+            NEED(dx = pool_get(cm, n));
+            NEED(ivae_cl_pixelnorm_backward(cl, dx, dn, b->nrm, b->x, s.C, N) == 0);
+        } else if (cm->m->cfg.attn_norm == IVAE_ATTN_GROUPNORM) {
+            NEED(dx = gn_bwd(cm, &b->n1, dn, b->nrm, b->x, s));
+        }
         NEED(ivae_cl_residual_add(cl, dx, dy, n) == 0);
         break;
     }
@@ -566,6 +649,7 @@ static int smc_finish(IvaeClModel *cm, ClSmc *s) {
 }
 
 static int for_each_smc(IvaeClModel *cm, int (*fn)(IvaeClModel *, ClSmc *)) {
+    if (cm->m->cfg.block_norm != IVAE_BLOCK_SMC) return 0; /* SPEC 9's GroupNorm blocks: plain convs */
     for (int dec = 0; dec < 2; dec++)
         for (int j = 0; j < cm->nb[dec]; j++) {
             ClBlock *b = &cm->blk[dec][j];
@@ -653,6 +737,11 @@ static int sample_grad(IvaeClModel *cm, IvaeSample *sp, int i, int B, const Ivae
     int Tz, Hz, Wz;
     TRY(ivae_latent_shape(cfg, sp->T, sp->H, sp->W, &Tz, &Hz, &Wz));
     size_t nz = (size_t)cfg->z_ch * Tz * Hz * Wz;
+    /* the divisors of rec_i and kl_i, as ivae.c's sample_grad: N_ref (SPEC 4),
+       1 (sum) or the sample's own element counts (mean; SPEC 9) */
+    real n_rec = n_ref, n_kl = n_ref;
+    if (opts->loss_norm == IVAE_LOSS_SUM) n_rec = n_kl = 1;
+    if (opts->loss_norm == IVAE_LOSS_MEAN) n_rec = (real)nx, n_kl = (real)nz;
     /* x, xhat, dxhat, dx (3, T, H, W); eps, logvar, z, dz (z_ch, Tz, Hz, Wz) = nz values; h, dh (2 nz):
        mu, then the raw logvar; scratch: the loss terms, max(nx, nz) */
     cl_mem x, eps, h, logvar, z, scratch, xhat, dxhat, dz, dh, dx;
@@ -666,11 +755,11 @@ static int sample_grad(IvaeClModel *cm, IvaeSample *sp, int i, int B, const Ivae
         return -1;
     double kl_sum, rec_sum;
     TRY(ivae_cl_latent_forward(cl, &kl_sum, logvar, z, h, eps, zs.C, zs.T, zs.H, zs.W, scratch));
-    double kl = kl_sum / n_ref;
+    double kl = kl_sum / n_kl;
     if (!(xhat = run_forward(cm, 1, z, zs, &os)) || !(dxhat = pool_get(cm, nx))) return -1;
-    real c_rec = w_i / n_ref;
+    real c_rec = w_i / n_rec;
     TRY(ivae_cl_rec_loss(cl, &rec_sum, dxhat, xhat, x, xs.C, xs.T, xs.H, xs.W, c_rec, scratch));
-    double rec = rec_sum / n_ref;
+    double rec = rec_sum / n_rec;
     if (!out->nonfinite[0] && !(isfinite(rec) && isfinite(kl))) TRY(find_nonfinite_activation(cm, i, out->nonfinite));
 
     /* backward: decoder, outlier penalty, latent, encoder */
@@ -682,7 +771,7 @@ static int sample_grad(IvaeClModel *cm, IvaeSample *sp, int i, int B, const Ivae
         TRY(ivae_cl_opl_forward_backward(cl, &opl, dz, z, zs.C, zs.T, zs.H, zs.W, w_i * opts->w_opl, opl_stats));
     }
     if (!(dh = pool_get(cm, 2 * nz))) return -1;
-    TRY(ivae_cl_latent_backward(cl, dh, dz, logvar, h, eps, nz, w_i * opts->beta / n_ref));
+    TRY(ivae_cl_latent_backward(cl, dh, dz, logvar, h, eps, nz, w_i * opts->beta / n_kl));
     if (!(dx = run_backward(cm, 0, dh))) return -1;
     /* x also enters the loss directly: rec = |xhat - x| */
     TRY(ivae_cl_residual_sub(cl, dx, dxhat, nx));
@@ -976,6 +1065,7 @@ int ivae_cl_activation_stats(IvaeClModel *cm, IvaeActStat *out, int max) {
             out[n].name = b->d.name;
             out[n].rms = sqrt(ss / ((double)N * b->out.C));
             out[n].max_norm = sqrt(mx);
+            out[n].median_norm = sqrt(ivae_median(cm->pix, N)); /* sorts pix: after the sums above */
             n++;
         }
     return n;

@@ -26,6 +26,8 @@
  *   ivae_smc_weight_backward       smc_weight_backward_dot, _dweight, _dscale, _dgain
  *   ivae_silu_forward, _backward   silu_forward, silu_backward
  *   ivae_pixelnorm_forward, _backward   pixelnorm_forward, pixelnorm_backward
+ *   ivae_groupnorm_forward         groupnorm_forward_sums (twice: S, then V), _stats, _apply
+ *   ivae_groupnorm_backward        groupnorm_backward_sums, _dinp, _dweight (dweight and dbias)
  *   ivae_rmsnorm_forward           rmsnorm_forward
  *   ivae_attention_forward         attention_forward
  *   ivae_attention_backward        attention_backward_dsdq, attention_backward_dkdv
@@ -52,6 +54,8 @@
  *   ivae_conv3d_backward           conv3d_backward_dinp_fast, _dweight_fast, _dweight_reduce, _dbias_fast
  *   ivae_attention_forward         gemm_fast, attention_softmax_fast
  *   ivae_attention_backward        gemm_fast, attention_dsoftmax_fast
+ * (GroupNorm has no fast twin: fast mode runs the strict kernels above, a
+ * small share of a step beside the convolutions.)
  *
  * Bit for bit means that every output element is made by the same float
  * operations in the same order as in layers.c:
@@ -679,6 +683,135 @@ kernel void pixelnorm_backward(global float *dinp, global const float *dout, glo
     for (int c = 0; c < C; c++) dot += dout[c * N + p] * inp[c * N + p];
     float n = norm[p];
     for (int c = 0; c < C; c++) dinp[c * N + p] = (dout[c * N + p] - inp[c * N + p] * dot / ((float)C * n * n)) / n;
+}
+
+/* ========================================================================== */
+/* GroupNorm (SPEC 9: the variant blocks of the lessons)                      */
+/* ========================================================================== */
+/* layers.c's ivae_groupnorm_forward and _backward. G groups of Cg = C / G
+   channels, statistics per group g and frame t over n = Cg H W values:
+       mean = S / n,  sd = sqrt(V / n + 1e-6),  y = (x - mean) / sd * weight[c] + bias[c]
+   S and V in rule 5's order (gn_group_sum): each row straight through, the
+   rows of a channel's frame summed, then the group's channels in increasing
+   order. The kernels keep that order with one work-item per channel and
+   frame for the first two levels (its share, in a part buffer (C, T)) and
+   one per group and frame (or per element, re-adding the Cg shares in the
+   same order) for the last. The C code needs no work buffer; the shares
+   live in the context's scratch (ivae_cl.c, IVAE_CLS_GN). */
+
+/* one channel's frame fr (H W values, rows of W): the rows straight through,
+   the row sums in order, of v (sq = 0) or (v - m)^2 (sq = 1), as gn_group_sum's
+   inner loops:  ch = 0; for r0 { acc = 0; for j acc += f(fr[j]); ch += acc; } */
+static float gn_frame_sum(global const float *fr, int HW, int W, int sq, float m) {
+    float ch = 0;
+    for (int r0 = 0; r0 < HW; r0 += W) {
+        float acc = 0;
+        if (sq)
+            for (int j = r0; j < r0 + W; j++) acc += (fr[j] - m) * (fr[j] - m);
+        else
+            for (int j = r0; j < r0 + W; j++) acc += fr[j];
+        ch += acc;
+    }
+    return ch;
+}
+
+/* ivae_groupnorm_forward, part 1 (run twice): part[c T + t] = channel c's share
+   of S (sq = 0) or of V (sq = 1, about mean = stats[g T + t], written by
+   part 2 between the two runs) */
+kernel void groupnorm_forward_sums(global float *part, global const float *stats, global const float *inp, int C,
+                                   int T, int H, int W, int G, int sq) {
+    // part (C, T), stats (2, G, T), inp (C, T, H, W)
+    size_t ct = get_global_id(0);
+    if (ct >= (size_t)C * T) return;
+    int c = (int)(ct / T), t = (int)(ct % T), Cg = C / G, HW = H * W;
+    float m = sq ? stats[(size_t)(c / Cg) * T + t] : 0;
+    part[ct] = gn_frame_sum(inp + ct * HW, HW, W, sq, m);
+}
+
+/* part 2: the group's shares in channel order, then (sd = 0) mean = S / n or
+   (sd = 1) sd = sqrt(V / n + 1e-6), into stats (2, G, T):
+       total = 0; for c in the group total += part[c T + t];  m = total / n  (n = (float)Cg * HW) */
+kernel void groupnorm_forward_stats(global float *stats, global const float *part, int C, int T, int H, int W, int G,
+                                    int sd) {
+    size_t gt = get_global_id(0);
+    if (gt >= (size_t)G * T) return;
+    int g = (int)(gt / T), t = (int)(gt % T), Cg = C / G, HW = H * W;
+    float n = (float)Cg * HW, total = 0;
+    for (int c = g * Cg; c < (g + 1) * Cg; c++) total += part[(size_t)c * T + t];
+    if (sd) stats[(size_t)G * T + gt] = sqrt(total / n + 1e-6f);
+    else stats[gt] = total / n;
+}
+
+/* part 3, one work-item per element:  y = (x - m) / d * weight[c] + bias[c] (four roundings) */
+kernel void groupnorm_forward_apply(global float *out, global const float *stats, global const float *inp,
+                                    global const float *weight, global const float *bias, int C, int T, int H, int W,
+                                    int G) {
+    size_t j = get_global_id(0), HW = (size_t)H * W;
+    if (j >= (size_t)C * T * HW) return;
+    size_t ct = j / HW;
+    int c = (int)(ct / T), t = (int)(ct % T);
+    size_t gt = (size_t)(c / (C / G)) * T + t;
+    float m = stats[gt], d = stats[(size_t)G * T + gt];
+    out[j] = (inp[j] - m) / d * weight[c] + bias[c];
+}
+
+/* ivae_groupnorm_backward, part 1: one work-item per channel c and frame t,
+   rows straight through and the row sums in order (the C loops' ra, rb and
+   rw, rb), of g = dy * weight[c] and g * xh (dinp's A and B, channel c's
+   share), and of dy * xh and dy (dweight's and dbias's frame sums), xh =
+   (x - mean) / sd:  part (4, C, T) */
+kernel void groupnorm_backward_sums(global float *part, global const float *dout, global const float *stats,
+                                    global const float *inp, global const float *weight, int C, int T, int H, int W,
+                                    int G) {
+    size_t ct = get_global_id(0), CT = (size_t)C * T;
+    if (ct >= CT) return;
+    int c = (int)(ct / T), t = (int)(ct % T), HW = H * W;
+    size_t gt = (size_t)(c / (C / G)) * T + t;
+    float m = stats[gt], d = stats[(size_t)G * T + gt], wc = weight[c];
+    global const float *x = inp + ct * HW, *dy = dout + ct * HW;
+    float ca = 0, cb = 0, fw = 0, fb = 0;
+    for (int r0 = 0; r0 < HW; r0 += W) {
+        float ra = 0, rb = 0, rw = 0, rd = 0;
+        for (int j = r0; j < r0 + W; j++) {
+            float xh = (x[j] - m) / d, gj = dy[j] * wc;
+            ra += gj;
+            rb += gj * xh;
+            rw += dy[j] * xh;
+            rd += dy[j];
+        }
+        ca += ra, cb += rb, fw += rw, fb += rd;
+    }
+    part[ct] = ca, part[CT + ct] = cb, part[2 * CT + ct] = fw, part[3 * CT + ct] = fb;
+}
+
+/* part 2, one work-item per element: A and B of its group and frame (the
+   shares in channel order, from +0), then
+       dx = (dy * weight[c] - A / n - (x - mean) / sd * (B / n)) / sd */
+kernel void groupnorm_backward_dinp(global float *dinp, global const float *part, global const float *dout,
+                                    global const float *stats, global const float *inp, global const float *weight,
+                                    int C, int T, int H, int W, int G) {
+    size_t j = get_global_id(0), HW = (size_t)H * W, CT = (size_t)C * T;
+    if (j >= CT * HW) return;
+    size_t ct = j / HW;
+    int c = (int)(ct / T), t = (int)(ct % T), Cg = C / G, g = c / Cg;
+    size_t gt = (size_t)g * T + t;
+    float m = stats[gt], d = stats[(size_t)G * T + gt], n = (float)Cg * (int)HW, A = 0, B = 0;
+    for (int cc = g * Cg; cc < (g + 1) * Cg; cc++) A += part[(size_t)cc * T + t], B += part[CT + (size_t)cc * T + t];
+    float an = A / n, bn = B / n;
+    dinp[j] = (dout[j] * weight[c] - an - (inp[j] - m) / d * bn) / d;
+}
+
+/* part 3, one work-item per channel: the frame sums in order, added to
+   dweight[c] and dbias[c] (each only if its flag is set):
+       cw = 0; for t cw += fw[c, t];  dweight[c] += cw   (and dbias from fb) */
+kernel void groupnorm_backward_dweight(global float *dweight, global float *dbias, global const float *part, int C,
+                                       int T, int has_dweight, int has_dbias) {
+    size_t c = get_global_id(0), CT = (size_t)C * T;
+    if (c >= (size_t)C) return;
+    float cw = 0, cb = 0;
+    for (int t = 0; t < T; t++) cw += part[2 * CT + c * T + t], cb += part[3 * CT + c * T + t];
+    if (has_dweight) dweight[c] += cw;
+    if (has_dbias) dbias[c] += cb;
 }
 
 /* ========================================================================== */

@@ -3,10 +3,14 @@
 # (test/run.sh step 7; test/test_cl checks the kernels and the C API).
 #
 #   1. grad --device cl (strict) == grad on the CPU, byte for byte (cmp), for
-#      ivae-s on a 3x9x32x32 clip + a 3x1x32x32 image, and for a small
-#      causal-attention config with the outlier penalty on three shapes
-#   2. grad --cl-mode fast within SPEC 8's tolerances (ivae diff) on both
-#   3. ivae compare exits 0, strict and fast (small config)
+#      ivae-s on a 3x9x32x32 clip + a 3x1x32x32 image, for a small
+#      causal-attention config with the outlier penalty on three shapes, and
+#      for two of SPEC 9's variants of ivae-xs on a 9x16x16 clip + a 16x16
+#      image: GroupNorm blocks + GroupNorm attention + loss_norm mean, and
+#      GroupNorm blocks + no attention norm + loss_norm sum + static images
+#   2. grad --cl-mode fast within SPEC 8's tolerances (ivae diff) on all four
+#   3. ivae compare exits 0, strict and fast (small config; and the first
+#      variant)
 #   4. encode / decode / recon --device cl: the same files as on the CPU
 #   5. train --device cl: strict == the CPU run, bit for bit (guards acting,
 #      with and without double on the device, and resumed from a CPU run);
@@ -65,7 +69,15 @@ trap 'rm -rf "$POCL_CACHE_DIR"' EXIT INT TERM
     "$PYTHON" test/nontrivial.py "$OUT/c0.safetensors" "$OUT/c.safetensors" 2 &&
     ./ivae batch "$OUT/c.safetensors" "$OUT/c.in.safetensors" --clip 5x16x16 --clip 1x8x8 --clip 3x8x16 > /dev/null &&
     ./ivae init --base-ch 8 --ch-mult 1,2,2 --n-res 1 --z-ch 4 --temporal 1,0 --seed 4 "$OUT/f0.safetensors" > /dev/null &&
-    "$PYTHON" test/nontrivial.py "$OUT/f0.safetensors" "$OUT/f.safetensors" 3 ||
+    "$PYTHON" test/nontrivial.py "$OUT/f0.safetensors" "$OUT/f.safetensors" 3 &&
+    ./ivae init --config ivae-xs --block-norm groupnorm --attn-norm groupnorm --loss-norm mean --seed 3 \
+        "$OUT/g0.safetensors" > /dev/null &&
+    "$PYTHON" test/nontrivial.py "$OUT/g0.safetensors" "$OUT/g.safetensors" 5 &&
+    ./ivae batch "$OUT/g.safetensors" "$OUT/g.in.safetensors" --clip 9x16x16 --clip 1x16x16 > /dev/null &&
+    ./ivae init --config ivae-xs --block-norm groupnorm --attn-norm none --loss-norm sum --image-mode static \
+        --seed 4 "$OUT/n0.safetensors" > /dev/null &&
+    "$PYTHON" test/nontrivial.py "$OUT/n0.safetensors" "$OUT/n.safetensors" 6 &&
+    ./ivae batch "$OUT/n.safetensors" "$OUT/n.in.safetensors" --clip 9x16x16 --clip 1x16x16 --image-mode static > /dev/null ||
     { bad "making the test models"; exit 1; }
 CF="--w-image 0.7 --w-video 1.3 --beta 0.01 --w-opl 0.1 --ref-shape 5x16x16"
 # The CPU reference runs on one thread: its bits do not depend on the thread
@@ -73,9 +85,15 @@ CF="--w-image 0.7 --w-video 1.3 --beta 0.01 --w-opl 0.1 --ref-shape 5x16x16"
 # two threads many times slower than one.
 CPU1="env OMP_NUM_THREADS=1"
 
-# 1, 2: grad, strict and fast, for ivae-s and the causal config
-for m in s c; do
-    if [ $m = s ]; then fl=""; what="ivae-s, 3x9x32x32 + 3x1x32x32"; else fl=$CF; what="causal attention, w_opl 0.1, 3 shapes"; fi
+# 1, 2: grad, strict and fast, for ivae-s, the causal config and the variants
+# (their loss_norm and image_mode come from the models' metadata)
+for m in s c g n; do
+    case $m in
+    s) fl=""; what="ivae-s, 3x9x32x32 + 3x1x32x32" ;;
+    c) fl=$CF; what="causal attention, w_opl 0.1, 3 shapes" ;;
+    g) fl=""; what="ivae-xs, GroupNorm blocks and attention, loss mean, 3x9x16x16 + 3x1x16x16" ;;
+    n) fl=""; what="ivae-xs, GroupNorm blocks, no attention norm, loss sum, static images, 3x9x16x16 + 3x1x16x16" ;;
+    esac
     t0=$(now)
     $CPU1 ./ivae grad $fl "$OUT/$m.safetensors" "$OUT/$m.in.safetensors" "$OUT/$m.cpu.safetensors" > "$OUT/$m.cpu.log" 2>&1 || { cat "$OUT/$m.cpu.log"; bad "grad on the CPU ($what)"; }
     t_cpu=$(since "$t0")
@@ -99,7 +117,7 @@ for m in s c; do
     fi
 done
 
-# 3: compare, strict and fast
+# 3: compare, strict and fast (and strict on the first variant)
 for mode in strict fast; do
     if ./ivae compare $CF --cl-mode $mode "$OUT/c.safetensors" "$OUT/c.in.safetensors" > "$OUT/compare.$mode.log" 2>&1; then
         ok "compare --cl-mode $mode exits 0: $(tail -n 1 "$OUT/compare.$mode.log")"
@@ -108,6 +126,12 @@ for mode in strict fast; do
         grep -v "^ok" "$OUT/compare.$mode.log" | head -20
     fi
 done
+if ./ivae compare --cl-mode strict "$OUT/g.safetensors" "$OUT/g.in.safetensors" > "$OUT/compare.g.log" 2>&1; then
+    ok "compare --cl-mode strict exits 0 on the GroupNorm variant: $(tail -n 1 "$OUT/compare.g.log")"
+else
+    bad "compare --cl-mode strict on the GroupNorm variant:"
+    grep -v "^ok" "$OUT/compare.g.log" | head -20
+fi
 if grep -q "^DIFF\|^FAIL" "$OUT/compare.strict.log"; then bad "compare printed a divergence but exited 0"; fi
 
 # 4: inference on the device (frame attention: the CPU streams, the device runs the clip whole)
