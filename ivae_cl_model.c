@@ -851,6 +851,8 @@ int ivae_cl_batch_grad_split(IvaeClModel *cm, IvaeSample *samples, int B, const 
     cm->raw = sp->total;
     TRY(for_each_smc(cm, smc_raw_set));
     ivae_loss_fold(sp->per, B, out);
+    for (int i = 0; i < B; i++) /* the other ranks' samples: rec_i and kl_i from the exchange (for the log) */
+        if (i < sp->i0 || i >= sp->i1) samples[i].rec = sp->per[i].rec * B, samples[i].kl = sp->per[i].kl * B;
     TRY(for_each_smc(cm, smc_finish));
     if (!out->nonfinite[0]) TRY(find_nonfinite_gradient(cm, out->nonfinite));
     return ivae_cl_finish(cm->cl);
