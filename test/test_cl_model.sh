@@ -172,6 +172,12 @@ else
     diff "$OUT/tr.cpu/log.csv" "$OUT/tr.cl/log.csv" | head -6
 fi
 grep -q "^device: OpenCL (strict kernels)" "$OUT/tr.cl.log" || bad "train --device cl did not say which device it used"
+# a SPEC 9 variant trained on the device: the CPU run's bytes
+TV="--data data --eval-size 16 --log-every 1000 --steps 3 --warmup 1 --images 2 --crop 16 --clip-frames 5 --block-norm groupnorm --attn-norm none --image-mode static --loss-norm sum"
+$CPU1 ./ivae train $TV --out "$OUT/tv.cpu" > "$OUT/tv.cpu.log" 2>&1 &&
+    ./ivae train $TV --device cl --out "$OUT/tv.cl" > "$OUT/tv.cl.log" 2>&1 && same_run "$OUT/tv.cpu" "$OUT/tv.cl" &&
+    ok "train --device cl (strict) == CPU on a variant (GroupNorm blocks, no attention norm, static images, loss sum): 3 steps" ||
+    bad "train --device cl on a variant differs from the CPU run (or failed: $OUT/tv.cl.log)"
 IVAE_CL_NO_FP64=1 ./ivae train $TR --steps 8 --device cl --out "$OUT/tr.nofp64" > "$OUT/tr.nofp64.log" 2>&1 &&
     $CPU1 ./ivae train $TR --steps 8 --out "$OUT/tr.cpu8" > /dev/null 2>&1 && same_run "$OUT/tr.cpu8" "$OUT/tr.nofp64" &&
     ok "train --device cl without double on the device (IVAE_CL_NO_FP64=1) == CPU, 8 steps" ||
