@@ -255,9 +255,9 @@ static long long max_pixels(void) {
 static int pixels_ok(const char *path, long long w, long long h) {
     long long lim = max_pixels();
     if (lim < 0) return -1;
-    if (w > 0 && h > 0 && w * h > lim) {
-        ivae_set_error("%s: image is %lld x %lld = %lld pixels, more than the limit of %lld "
-                       "(set IVAE_MAX_PIXELS=%lld or more to load it)", path, w, h, w * h, lim, w * h);
+    if (w > 0 && h > 0 && w > lim / h) { /* w * h > lim, without the product overflowing */
+        ivae_set_error("%s: image is %lld x %lld = %.0f pixels, more than the limit of %lld "
+                       "(set IVAE_MAX_PIXELS to a larger number to load it)", path, w, h, (double)w * h, lim);
         return -1;
     }
     return 0;
