@@ -553,8 +553,19 @@ typedef struct {
     real *fac;
 } Trainer;
 
+/* the checkpoint a run can continue from (set by save_run and --resume), for
+   the message when the device fails */
+static char g_last_ckpt[1300];
+
 static void t_check(Trainer *t, int rc) {
-    if (rc != 0) die("train%s: %s", t->cm ? " --device cl" : "", ivae_error());
+    if (rc == 0) return;
+    if (!t->cm) die("train: %s", ivae_error());
+    /* the device failed mid-run: its state is lost, the checkpoint on disk
+       (written before, through a rename) is not */
+    if (g_last_ckpt[0])
+        die("train --device cl: %s; the last checkpoint %s is intact: continue with --resume it "
+            "(add --device cpu to train on the CPU)", ivae_error(), g_last_ckpt);
+    die("train --device cl: %s; no checkpoint was written yet", ivae_error());
 }
 
 static void t_grad(Trainer *t, IvaeSample *batch, int B, const IvaeLossOpts *opts, IvaeLoss *L) {
@@ -758,6 +769,7 @@ static void setup_model(Run *r) {
     TrainState *s = &r->s;
     if (o->resume) {
         load_checkpoint(o->resume, &r->m, s);
+        snprintf(g_last_ckpt, sizeof g_last_ckpt, "%s (step %ld)", o->resume, s->step);
         if (o->steps && o->steps != s->total_steps)
             fprintf(stderr, "ivae: note: --steps %ld replaces the checkpoint's schedule of %ld steps\n", o->steps, s->total_steps);
         if (o->steps) s->total_steps = o->steps;
@@ -1106,6 +1118,7 @@ static void save_run(Run *r) {
     char path[1200];
     snprintf(path, sizeof path, "%s/ckpt.safetensors", r->o.out);
     save_checkpoint(path, r->m, &r->s, &r->o);
+    snprintf(g_last_ckpt, sizeof g_last_ckpt, "%s (step %ld)", path, r->s.step);
 }
 
 /* --- teardown --- */
