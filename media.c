@@ -230,9 +230,12 @@ static int make_dirs(const char *path) {
    table with more than 256 codes writes past its arrays, 16-bit JPEG
    quantisation tables overflow int in the dequantisation, a JPEG component
    that no scan covers (or a progressive one whose first scan is not its DC
-   scan) is decoded from uninitialised memory, a PNG whose first IDAT chunk
-   is empty hands memcpy a null pointer, and a small file may declare a huge
-   image. So ivae decides itself which decoder stb will pick (by the same
+   scan, or a scan whose Huffman or quantisation table no segment defined)
+   is decoded from uninitialised memory, a PNG whose first IDAT chunk
+   is empty hands memcpy a null pointer, a PNG chunk's declared length is
+   allocated before it is read, a BMP's palette indices past the palette
+   read uninitialised colours, and a small file may declare a huge image.
+   So ivae decides itself which decoder stb will pick (by the same
    signatures: the three are told apart by their first byte) and walks that
    format's structure the way stb reads it, refusing these before stb sees
    the file; and the pixel count (IVAE_MAX_PIXELS) is checked before
@@ -240,7 +243,7 @@ static int make_dirs(const char *path) {
 
 /* the largest image (width x height) ivae decodes: IVAE_MAX_PIXELS, or
    DEFAULT_MAX_PIXELS; -1 (error set) if the variable is malformed */
-#define DEFAULT_MAX_PIXELS (64LL << 20) /* 8192 x 8192 */
+#define DEFAULT_MAX_PIXELS (32LL << 20) /* 33554432: an 8K UHD frame (7680 x 4320) fits */
 static long long max_pixels(void) {
     const char *v = getenv("IVAE_MAX_PIXELS");
     long long x;
@@ -274,7 +277,8 @@ static int screen_fail(const char *path, const char *what) {
 static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_t at) {
 #define BYTE(i) ((size_t)(i) < n ? b[i] : 0)              /* stb reads 0 past the end */
     size_t p = at + 1;
-    int have_sof = 0, progressive = 0, nc = 0, id[4] = {0}, covered[4] = {0};
+    int have_sof = 0, progressive = 0, nc = 0, id[4] = {0}, tq[4] = {0}, covered[4] = {0};
+    int dc_def[4] = {0}, ac_def[4] = {0}, q_def[4] = {0};  /* the tables defined so far */
     while (p < n) {
         if (b[p] != 0xFF) { p++; continue; }            /* stb skips stray bytes between segments */
         while (p < n && b[p] == 0xFF) p++;              /* fill bytes */
@@ -292,6 +296,7 @@ static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_
                 long count = 0;
                 for (int i = 0; i < 16; i++) count += BYTE(q + 1 + i);
                 if (count > 256) return screen_fail(path, "Corrupt JPEG: a Huffman table with more than 256 codes");
+                (tc ? ac_def : dc_def)[th] = 1;
                 q += 17 + (size_t)count;
                 left -= 17 + count;
             }
@@ -305,6 +310,7 @@ static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_
                    decodes 8-bit ones), and stb's dequantisation overflows
                    int with them */
                 if (BYTE(q) >> 4) return screen_fail(path, "Corrupt JPEG: a 16-bit quantisation table in an 8-bit JPEG");
+                q_def[BYTE(q) & 3] = 1;
                 q += 65;
                 left -= 65;
             }
@@ -315,7 +321,7 @@ static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_
             long long hgt = ((long long)BYTE(p + 3) << 8) | BYTE(p + 4), wid = ((long long)BYTE(p + 5) << 8) | BYTE(p + 6);
             nc = BYTE(p + 7);
             if (nc < 1 || nc > 4) return screen_fail(path, "Corrupt JPEG: bad component count");
-            for (int c = 0; c < nc; c++) id[c] = BYTE(p + 8 + 3 * c);
+            for (int c = 0; c < nc; c++) id[c] = BYTE(p + 8 + 3 * c), tq[c] = BYTE(p + 10 + 3 * c) & 3;
             if (pixels_ok(path, wid, hgt) != 0) return -1;
             p += L;
         } else if (m == 0xDA) {                         /* SOS: the components it covers */
@@ -325,6 +331,14 @@ static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_
             for (int k = 0; k < ns && k < 4; k++)
                 for (int c = 0; c < nc; c++)
                     if (id[c] == BYTE(p + 3 + 2 * k)) {
+                        /* stb decodes with whatever its tables hold: one that
+                           no DHT or DQT defined is uninitialised memory */
+                        int td = BYTE(p + 4 + 2 * k) >> 4 & 3, ta = BYTE(p + 4 + 2 * k) & 3;
+                        int uses_dc = !progressive || (ss == 0 && ah == 0), uses_ac = !progressive || ss > 0;
+                        if ((uses_dc && !dc_def[td]) || (uses_ac && !ac_def[ta]))
+                            return screen_fail(path, "Corrupt JPEG: a scan uses a Huffman table that was never defined");
+                        if (!q_def[tq[c]])
+                            return screen_fail(path, "Corrupt JPEG: a component uses a quantisation table that was never defined");
                         /* a progressive component's first scan must be its
                            DC scan: it is the one that clears the coefficients */
                         if (progressive && !covered[c] && !(ss == 0 && ah == 0))
@@ -357,7 +371,7 @@ static int png_screen(const char *path, const unsigned char *b, size_t n) {
     while (p + 8 <= n) {
         uint32_t len = be32(b + p);
         const unsigned char *type = b + p + 4;
-        if (len > 0x7FFFFFFFu) break;                   /* stb refuses it */
+        if (len > 0x7FFFFFFFu) return screen_fail(path, "Corrupt PNG: a chunk length above 2^31");
         if (!memcmp(type, "IHDR", 4) && p + 16 <= n && pixels_ok(path, be32(b + p + 8), be32(b + p + 12)) != 0) return -1;
         if (!memcmp(type, "IDAT", 4)) {
             /* stb copies an IDAT into a buffer it allocates on the first
@@ -366,7 +380,9 @@ static int png_screen(const char *path, const unsigned char *b, size_t n) {
             idat_bytes = 1;
         }
         if (!memcmp(type, "IEND", 4)) break;
-        if ((size_t)len > n - p - 8) break;             /* truncated: stb refuses it */
+        /* stb allocates an IDAT's declared length before it reads the bytes:
+           89 bytes could ask for 2 GB */
+        if ((size_t)len > n - p - 8) return screen_fail(path, "Corrupt PNG: a chunk longer than the rest of the file");
         p += 12 + (size_t)len;
     }
     return 0;
@@ -391,7 +407,32 @@ static int image_screen(const char *path, const unsigned char *b, size_t n) {
             w = (int32_t)(b[18] | b[19] << 8 | b[20] << 16 | (uint32_t)b[21] << 24);
             h = (int32_t)(b[22] | b[23] << 8 | b[24] << 16 | (uint32_t)b[25] << 24);
         }
-        return pixels_ok(path, w < 0 ? -w : w, h < 0 ? -h : h);
+        if (pixels_ok(path, w < 0 ? -w : w, h < 0 ? -h : h) != 0) return -1;
+        /* a palette image (1, 4 or 8 bits): stb takes the palette's size from
+           the pixel data's offset and fills only that many colours, so an
+           index past them would be an uninitialised colour: every index in
+           the rows stb reads (uncompressed, from that offset; 0 past the
+           end of the file) must be inside the palette */
+        int bpp = hsz == 12 ? (b[24] | b[25] << 8) : n >= 30 ? (b[28] | b[29] << 8) : 0;
+        if (bpp == 1 || bpp == 4 || bpp == 8) {
+            int32_t offset = (int32_t)(b[10] | b[11] << 8 | b[12] << 16 | (uint32_t)b[13] << 24);
+            long long psize = hsz == 12 ? ((long long)offset - 14 - 24) / 3 : ((long long)offset - 14 - (long long)hsz) / 4;
+            if (psize < 1) return screen_fail(path, "Corrupt BMP: a palette image without a palette");
+            if (bpp == 1 && psize < 2) return screen_fail(path, "Corrupt BMP: a 1-bit image with a 1-colour palette");
+            if (bpp > 1 && psize < (1LL << bpp)) {
+                long long wid = w < 0 ? -w : w, hgt = h < 0 ? -h : h;
+                long long row = bpp == 4 ? (wid + 1) / 2 : wid, pad = (-row) & 3;
+                for (long long y = 0; y < hgt; y++)
+                    for (long long x = 0; x < wid; x++) {
+                        long long at = (long long)offset + y * (row + pad) + (bpp == 4 ? x / 2 : x);
+                        int v = at >= 0 && at < (long long)n ? b[at] : 0;
+                        if (bpp == 4) v = x % 2 ? v & 15 : v >> 4;
+                        if (v >= psize)
+                            return screen_fail(path, "Corrupt BMP: a pixel indexes past the palette");
+                    }
+            }
+        }
+        return 0;
     }
     return 0;
 }

@@ -19,6 +19,9 @@ for t in "$@"; do
     mkdir -p "$out" "fuzz/out/corpus/$t"
     leaks=1
     case $t in checkpoint|options) leaks=0 ;; esac
+    # images of at most 2^20 pixels: the fuzzer explores structure, not
+    # allocations of hundreds of MB (the limit itself is bad_input.py's)
+    IVAE_MAX_PIXELS=${IVAE_MAX_PIXELS:-1048576} \
     ASAN_OPTIONS="detect_leaks=$leaks:allocator_may_return_null=1" UBSAN_OPTIONS=print_stacktrace=1 \
         "fuzz/bin/$t" -max_total_time="$secs" ${FUZZ_RUNS:+-runs=$FUZZ_RUNS} -print_final_stats=1 -rss_limit_mb=2560 -malloc_limit_mb=2048 \
         -timeout=20 -artifact_prefix="$out/" "fuzz/out/corpus/$t" "fuzz/corpus/${t%_msan}" > "$out/log.txt" 2>&1

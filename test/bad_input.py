@@ -587,6 +587,16 @@ def jpeg_bytes(w=8, h=8, dqt16=False, sof=0xC0, scans=None, ncomp=1):
     return b"\xff\xd8" + dqt + sofb + dht + body + b"\xff\xd9"
 
 
+def bmp8(w, h, idx, ncolors):
+    """an uncompressed 8-bit palette BMP (BITMAPINFOHEADER) of w x h indices"""
+    row = w + (-w % 4)
+    pixels = b"".join(bytes(idx[y * w:(y + 1) * w]) + b"\x00" * (row - w) for y in range(h))
+    pal = b"".join(bytes([40 * k, 80 * k % 256, 255 - 40 * k, 0]) for k in range(ncolors))
+    off = 14 + 40 + len(pal)
+    return (b"BM" + struct.pack("<IHHI", off + len(pixels), 0, 0, off)
+            + struct.pack("<IiiHHIIiiII", 40, w, h, 1, 8, 0, len(pixels), 2835, 2835, ncolors, 0) + pal + pixels)
+
+
 def hardening(R, model, tensors, meta):
     P = R.path
 
@@ -619,7 +629,20 @@ def hardening(R, model, tensors, meta):
     recon("hardening: PNG whose first IDAT chunk is empty",
           png_bytes(8, 8, idat=[b"", zlib.compress(b"\x00" * 25 * 8)]), "empty first IDAT", "idat.png")
 
+    recon("hardening: JPEG whose scan uses a Huffman table no DHT defined",
+          jpeg_bytes(16, 16).replace(b"\xff\xda\x00\x08\x01\x01\x00", b"\xff\xda\x00\x08\x01\x01\x11"),
+          "never defined", "huff.jpg")
+    recon("hardening: JPEG whose component uses a quantisation table no DQT defined",
+          jpeg_bytes(16, 16).replace(b"\x01\x11\x00\xff\xc4", b"\x01\x11\x02\xff\xc4"), "never defined", "dqt.jpg")
+    bmp = bmp8(4, 2, [0, 1, 1, 0, 1, 0, 0, 1], 2)
+    R.expect_ok("hardening: an 8-bit BMP with a 2-colour palette and indices 0 and 1",
+                ["recon", model, R.write(bmp, "p2.bmp"), P("r.png")])
+    recon("hardening: an 8-bit BMP whose pixel indexes past its 2-colour palette",
+          bmp8(4, 2, [0, 1, 1, 0, 1, 0, 2, 1], 2), "past the palette", "p3.bmp")
+
     # (6) small files that declare huge images: refused before allocating
+    recon("hardening: 89-byte PNG whose IDAT declares 1.5 GB", png_bytes(8, 8)[:33] + struct.pack(">I", 0x59000000)
+          + png_bytes(8, 8)[37:], "longer than the rest", "len.png")
     recon("hardening: 100-byte PNG declaring 16384 x 16384", png_bytes(8, 8, ihdr_wh=(16384, 16384)),
           "IVAE_MAX_PIXELS", "bomb.png")
     recon("hardening: JPEG declaring 11897 x 13421", jpeg_bytes(11897, 13421, scans=[]), "IVAE_MAX_PIXELS",
