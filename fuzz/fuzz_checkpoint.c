@@ -14,9 +14,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
     fuzz_write(path, data, n);
     char *args[] = {"--resume", (char *)path, "--steps", "3"};
     int argc = 4;
-    static IvaeModel *m;
-    m = NULL;
     if (setjmp(fuzz_jb) == 0) {
+        IvaeModel *m = NULL;
         char **argv = with_resume_recipe(&argc, args);
         Opts o;
         parse_opts(&o, argc, argv);
@@ -27,8 +26,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
         hist_push(&s, 1.0, 1.0, 1.0);
         (void)median(s.loss_hist, s.n_hist);
         (void)lr_at(&o, &s);
+        (void)m; /* freed by fuzz_cleanup, as on a path that died */
     }
-    if (m) ivae_model_free(m);
-    fuzz_free_recipe();
+    fuzz_cleanup();
     return 0;
 }

@@ -37,6 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
         Opts o;
         parse_opts(&o, argc, argv);
     }
+    fuzz_cleanup();
     free(buf);
     return 0;
 }
