@@ -59,6 +59,20 @@
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 #pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
 #pragma GCC diagnostic ignored "-Wtype-limits"
+/* stb's heap memory zeroed: a corrupt file whose decode leaves some of it
+   unwritten (a JPEG scan cut short at a restart interval, coefficients no
+   scan reached) then decodes to zeros, never to uninitialised memory.
+   calloc's fresh pages cost nothing; the screen (section 2) refuses the
+   files it can tell are broken. */
+static void *stb_zalloc(size_t n) { return calloc(1, n ? n : 1); }
+static void *stb_zrealloc(void *p, size_t old, size_t n) {
+    unsigned char *q = realloc(p, n ? n : 1);
+    if (q && n > old) memset(q + old, 0, n - old);
+    return q;
+}
+#define STBI_MALLOC(n) stb_zalloc(n)
+#define STBI_REALLOC_SIZED(p, old, n) stb_zrealloc(p, old, n)
+#define STBI_FREE(p) free(p)
 #define STBI_ONLY_PNG
 #define STBI_ONLY_JPEG
 #define STBI_ONLY_BMP

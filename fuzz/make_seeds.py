@@ -127,6 +127,18 @@ def main():
         print("no Pillow: PNG seeds only")
         jpg = png(8, 6, 3)
 
+    # a baseline JPEG with a restart interval of one block and no RST marker:
+    # stb ends the scan after the first block (the rest was uninitialised
+    # memory before media.c zeroed stb's allocations; MSan's regression seed)
+    def seg(m, body):
+        return b"\xff" + bytes([m]) + struct.pack(">H", len(body) + 2) + body
+    bits = "010" * 4 + "1111"
+    put("image", "restart_cut.jpg", b"\xff\xd8" + seg(0xDB, b"\x00" + bytes([16] * 64))
+        + seg(0xC0, bytes([8]) + struct.pack(">HH", 16, 16) + bytes([1, 1, 0x11, 0]))
+        + seg(0xC4, b"\x00" + bytes([1] + [0] * 15) + bytes([1])) + seg(0xC4, b"\x10" + bytes([1] + [0] * 15) + b"\x00")
+        + seg(0xDD, struct.pack(">H", 1)) + seg(0xDA, bytes([1, 1, 0x00, 0, 63, 0]))
+        + bytes(int(bits[i:i + 8], 2) for i in range(0, len(bits), 8)) + b"\xff\xd9")
+
     # --- frames: 2 and 3 frames of one size, one of another
     put("frames", "two", png(8, 6, 1) + SEP + png(8, 6, 2))
     put("frames", "three", png(4, 4, 1) + SEP + jpg + SEP + png(4, 4, 3))
