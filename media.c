@@ -436,6 +436,7 @@ static int image_screen(const char *path, const unsigned char *b, size_t n) {
             if (bpp > 1 && psize < (1LL << bpp)) {
                 long long wid = w < 0 ? -w : w, hgt = h < 0 ? -h : h;
                 long long row = bpp == 4 ? (wid + 1) / 2 : wid, pad = (-row) & 3;
+                if (wid == 0) hgt = 0; /* stb refuses an empty image; pixels_ok bounds wid * hgt otherwise */
                 for (long long y = 0; y < hgt; y++)
                     for (long long x = 0; x < wid; x++) {
                         long long at = (long long)offset + y * (row + pad) + (bpp == 4 ? x / 2 : x);

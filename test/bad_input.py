@@ -639,6 +639,10 @@ def hardening(R, model, tensors, meta):
                 ["recon", model, R.write(bmp, "p2.bmp"), P("r.png")])
     recon("hardening: an 8-bit BMP whose pixel indexes past its 2-colour palette",
           bmp8(4, 2, [0, 1, 1, 0, 1, 0, 2, 1], 2), "past the palette", "p3.bmp")
+    empty = bytearray(bmp8(4, 2, [0] * 8, 2))
+    empty[18:26] = struct.pack("<ii", 0, -1776156672)  # width 0, height -1.8e9 (the fuzzer's timeout)
+    recon("hardening: a palette BMP of 0 x 1776156672 (the screen must not walk 1.8e9 rows)", bytes(empty),
+          ["large", "corrupt", "image"], "wide0.bmp")
 
     # (6) small files that declare huge images: refused before allocating
     recon("hardening: 89-byte PNG whose IDAT declares 1.5 GB", png_bytes(8, 8)[:33] + struct.pack(">I", 0x59000000)
