@@ -28,7 +28,7 @@ for t in "$@"; do
     rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out/log.txt" | tail -n 1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$out/log.txt" | tail -n 1)
-    found=$(ls "$out" | grep -c -E '^(crash|leak|timeout|oom|slow-unit)-')
+    found=$(ls "$out" | grep -c -E '^(crash|leak|timeout|oom)-')
     [ "$rc" -ne 0 ] && [ "$found" -eq 0 ] && found="rc=$rc"
     printf '%-12s %12s %10s %8s\n' "$t" "${execs:-?}" "${rate:-?}" "$found"
     if [ "$found" != 0 ]; then
