@@ -202,3 +202,35 @@ endif
 clean: clean_cl
 clean_cl:
 	rm -f test/test_cl
+
+# --- fuzzing (fuzz/, README "Hardening and fuzzing") ---------------------------
+# libFuzzer harnesses of every parser, built with clang under ASan + UBSan:
+# `make fuzz` builds them and runs each for FUZZ_SECONDS (default 120) from
+# its seed corpus fuzz/corpus/TARGET (the corpus grown goes to fuzz/out/),
+# then prints executions and findings per target; FUZZ_TARGETS picks some.
+# `make fuzz_msan` builds the image harness under MemorySanitizer (stb is
+# header-only, so the whole image path is instrumented).
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 120
+FUZZ_TARGETS ?= safetensors checkpoint y4m image frames options wan
+FUZZ_COMMON  := -O1 -g -std=gnu11 -ffp-contract=off -Wno-unknown-pragmas -fno-omit-frame-pointer -fno-sanitize-recover=all
+FUZZ_SRC     := $(LIB) media.c ivae_cl_stub.c
+FUZZ_OBJ     := $(patsubst %.c,fuzz/bin/obj/%.o,$(FUZZ_SRC))
+.PHONY: fuzz fuzz_build fuzz_msan clean_fuzz
+fuzz/bin/obj/%.o: %.c $(HDR) ivae_cl_model.h
+	@mkdir -p fuzz/bin/obj
+	$(FUZZ_CC) $(FUZZ_COMMON) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
+fuzz/bin/%: fuzz/fuzz_%.c fuzz/fuzz.h fuzz/train_die.h train.c $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_COMMON) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_OBJ) -lm
+fuzz_build: $(addprefix fuzz/bin/,$(FUZZ_TARGETS))
+fuzz: fuzz_build
+	sh fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+# MemorySanitizer wants every byte instrumented: one compile of all of it
+fuzz/bin/image_msan: fuzz/fuzz_image.c fuzz/fuzz.h $(FUZZ_SRC) $(HDR)
+	@mkdir -p fuzz/bin
+	$(FUZZ_CC) $(FUZZ_COMMON) -fsanitize=fuzzer,memory -fsanitize-memory-track-origins -o $@ fuzz/fuzz_image.c $(FUZZ_SRC) -lm
+fuzz_msan: fuzz/bin/image_msan
+	sh fuzz/run.sh $(FUZZ_SECONDS) image_msan
+clean: clean_fuzz
+clean_fuzz:
+	rm -rf fuzz/bin fuzz/out

@@ -1416,23 +1416,10 @@ void ivae_unit_scale(real *x, const IvaeUnit *u, int n, const real *f) {
 /* 9. checkpoints (SPEC 5)                                                    */
 /* ========================================================================== */
 
-static int parse_int_list(const char *s, int *out, int max) {
-    int n = 0;
-    while (*s) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s || n == max || v < 0 || v > 1 << 20) return -1;
-        out[n++] = (int)v;
-        s = end;
-        if (*s == ',') s++;
-        else if (*s) return -1;
-    }
-    return n;
-}
 
 static int meta_int(const IvaeSt *st, const char *key, int *v) {
     const char *s = ivae_st_meta(st, key);
-    if (!s || parse_int_list(s, v, 1) != 1) {
+    if (!s || parse_int_list(s, 0, 1 << 20, v, 1) != 1) {
         ivae_set_error("%s: metadata '%s' is missing or not a number", st->path, key);
         return -1;
     }
@@ -1451,12 +1438,12 @@ static int config_from_meta(const IvaeSt *st, IvaeConfig *c) {
         return -1;
     const char *mult = ivae_st_meta(st, "ch_mult"), *temporal = ivae_st_meta(st, "temporal"),
                *attn = ivae_st_meta(st, "attn");
-    c->n_stages = mult ? parse_int_list(mult, c->ch_mult, IVAE_MAX_STAGES) : -1;
+    c->n_stages = mult ? parse_int_list(mult, 0, 1 << 20, c->ch_mult, IVAE_MAX_STAGES) : -1;
     if (c->n_stages < 1) {
         ivae_set_error("%s: metadata 'ch_mult' is missing or malformed", st->path);
         return -1;
     }
-    int nt = temporal ? parse_int_list(temporal, c->temporal, IVAE_MAX_STAGES) : -1;
+    int nt = temporal ? parse_int_list(temporal, 0, 1 << 20, c->temporal, IVAE_MAX_STAGES) : -1;
     if (nt != c->n_stages - 1 && !(nt == 0 && c->n_stages == 1)) {
         ivae_set_error("%s: metadata 'temporal' must list %d flags", st->path, c->n_stages - 1);
         return -1;

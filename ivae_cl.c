@@ -16,6 +16,7 @@
  * runs the whole model with these wrappers.
  */
 #include "ivae_cl.h"
+#include "util.h"
 #include "ivae.h"
 
 #include <limits.h>
@@ -641,8 +642,31 @@ static int profile_end(IvaeCl *cl, int k, double t0) {
     return 0;
 }
 
+/* Fault injection, to rehearse a device that fails mid-run (a lost GPU, an
+   out-of-resources launch): env IVAE_CL_FAIL_AFTER=N lets N kernel launches
+   through and fails every later one as the driver would, with
+   CL_OUT_OF_RESOURCES. Counted over the process; -1: off. */
+static long long g_fail_after = -2, g_launches;
+
+static int launch_fault(int k) {
+    if (g_fail_after == -2) {
+        const char *v = getenv("IVAE_CL_FAIL_AFTER");
+        g_fail_after = -1;
+        if (v && *v && parse_int(v, 0, LLONG_MAX, &g_fail_after) != 0) {
+            g_fail_after = -1;
+            ivae_set_error("IVAE_CL_FAIL_AFTER=%.40s is not a count of kernel launches (0, 1, ...)", v);
+            return -1;
+        }
+    }
+    if (g_fail_after < 0 || g_launches++ < g_fail_after) return 0;
+    ivae_set_error("OpenCL error CL_OUT_OF_RESOURCES (-5) from clEnqueueNDRangeKernel (kernel %s; injected by "
+                   "IVAE_CL_FAIL_AFTER=%lld after that many launches)", kernel_names[k], g_fail_after);
+    return -1;
+}
+
 static int run_kernel(IvaeCl *cl, int k, size_t n, const KArg *args, int nargs) {
     if (n == 0) return 0;
+    if (launch_fault(k)) return -1;
     for (int a = 0; a < nargs; a++)
         if (CL_CHECK(clSetKernelArg(cl->kernel[k], (cl_uint)a, args[a].size, args[a].value))) {
             fprintf(stderr, "ivae: (kernel %s, argument %d)\n", kernel_names[k], a);
@@ -665,6 +689,7 @@ static int run_kernel(IvaeCl *cl, int k, size_t n, const KArg *args, int nargs) 
 
 static int run_kernel_nd(IvaeCl *cl, int k, const size_t *global, const size_t *local, const KArg *args, int nargs) {
     if (global[0] == 0 || global[1] == 0 || global[2] == 0) return 0;
+    if (launch_fault(k)) return -1;
     for (int a = 0; a < nargs; a++)
         if (CL_CHECK(clSetKernelArg(cl->kernel[k], (cl_uint)a, args[a].size, args[a].value))) {
             fprintf(stderr, "ivae: (kernel %s, argument %d)\n", kernel_names[k], a);

@@ -116,12 +116,11 @@ static const char *LESSONS_HELP =
     "  --fresh           rerun every run (default: reuse a run whose results exist with\n"
     "                    the same recipe, so an interrupted run goes on)\n";
 
+/* the shared range-checked parsers of util.h */
 static long lparse_long(const char *flag, const char *v, long lo, long hi) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (end == v || *end || errno || x < lo || x > hi) die("%s: '%s' must be an integer in %ld..%ld", flag, v, lo, hi);
-    return x;
+    long long x;
+    if (parse_int(v, lo, hi, &x) != 0) die("%s: '%s' must be an integer in %ld..%ld", flag, v, lo, hi);
+    return (long)x;
 }
 
 static void lparse(LOpts *o, int argc, char **argv) {
@@ -143,9 +142,7 @@ static void lparse(LOpts *o, int argc, char **argv) {
         else if (!strcmp(a, "--config")) o->config = v;
         else if (!strcmp(a, "--only")) o->only = v;
         else if (!strcmp(a, "--minutes")) {
-            char *end;
-            o->minutes = strtod(v, &end);
-            if (end == v || *end || !(o->minutes > 0) || o->minutes > 1e6) die("--minutes: '%s' must be a positive number", v);
+            if (parse_real(v, 1e-3, 1e6, &o->minutes) != 0) die("--minutes: '%s' must be a number in 0.001..1e6", v);
         } else if (!strcmp(a, "--steps")) o->steps = lparse_long(a, v, 1, 100000000);
         else if (!strcmp(a, "--seeds")) o->seeds = (int)lparse_long(a, v, 1, 100);
         else if (!strcmp(a, "--crop")) o->crop = (int)lparse_long(a, v, 8, 4096);

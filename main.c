@@ -29,6 +29,7 @@
 #include "wan.h"
 #include "wan_cl.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,30 +44,23 @@ static const char *flag_value(int argc, char **argv, int *i) {
     return argv[++*i];
 }
 
+/* the range-checked parsers of util.h, dying with the flag's name; a real
+   value must fit a float (most become one) */
 static double parse_double(const char *flag, const char *s) {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || *end || !isfinite(v)) die("%s: '%s' is not a number", flag, s);
+    double v;
+    if (parse_real(s, -FLT_MAX, FLT_MAX, &v) != 0) die("%s: '%s' is not a number", flag, s);
     return v;
 }
 
 static long parse_long(const char *flag, const char *s, long lo, long hi) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || v < lo || v > hi) die("%s: '%s' is not an integer in [%ld, %ld]", flag, s, lo, hi);
-    return v;
+    long long v;
+    if (parse_int(s, lo, hi, &v) != 0) die("%s: '%s' is not an integer in [%ld, %ld]", flag, s, lo, hi);
+    return (long)v;
 }
 
 static int parse_list(const char *flag, const char *s, int *out, int max) {
-    int n = 0;
-    while (*s) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s || n == max || v < 0 || v > 4096) die("%s: '%s' is not a list like 1,2,4,4", flag, s);
-        out[n++] = (int)v;
-        s = end + (*end == ',');
-        if (*end && *end != ',') die("%s: '%s' is not a list like 1,2,4,4", flag, s);
-    }
+    int n = parse_int_list(s, 0, 4096, out, max);
+    if (n < 0) die("%s: '%s' is not a list like 1,2,4,4", flag, s);
     return n;
 }
 
@@ -240,8 +234,9 @@ static void parse_loss_flag(IvaeLossOpts *o, int argc, char **argv, int *i) {
     else if (strcmp(a, "--w-opl") == 0) o->w_opl = (real)parse_double(a, flag_value(argc, argv, i));
     else if (strcmp(a, "--ref-shape") == 0) {
         const char *v = flag_value(argc, argv, i);
-        if (sscanf(v, "%dx%dx%d", &o->ref_t, &o->ref_h, &o->ref_w) != 3 || o->ref_t < 1 || o->ref_h < 1 || o->ref_w < 1)
-            die("--ref-shape: '%s' is not like 17x64x64", v);
+        int rs[3];
+        if (parse_shape(v, 3, 1, 1 << 14, rs) != 0) die("--ref-shape: '%s' is not like 17x64x64", v);
+        o->ref_t = rs[0], o->ref_h = rs[1], o->ref_w = rs[2];
     } else
         die("unknown option %s (see --help)", a);
 }
@@ -529,7 +524,7 @@ static int cmd_batch(int argc, char **argv) {
         } else if (strcmp(a, "--clip") == 0) {
             const char *v = flag_value(argc, argv, &i);
             if (B == 64) die("batch: at most 64 samples");
-            if (sscanf(v, "%dx%dx%d", &shapes[B][0], &shapes[B][1], &shapes[B][2]) != 3) die("--clip: '%s' is not like 17x64x64", v);
+            if (parse_shape(v, 3, 1, 1 << 14, shapes[B]) != 0) die("--clip: '%s' is not like 17x64x64", v);
             B++;
         } else if (strcmp(a, "--seed") == 0) seed = (uint64_t)parse_long(a, flag_value(argc, argv, &i), 0, 0x7fffffffffffffffL);
         else if (a[0] == '-') die("batch: unknown option %s (see ivae batch --help)", a);

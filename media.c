@@ -23,9 +23,8 @@
  * Nothing here trusts a file: sizes are checked before anything is
  * allocated or indexed, and a truncated or malformed file is an error, never
  * a crash or a silent partial result. stb_image is the one decoder we do not
- * own; Debian 12's copy (2.27) has a known overflow on a malformed JPEG
- * Huffman table, which jpeg_tables_ok() screens for before stb sees the
- * file. (The PNG, BMP, JPEG and Y4M readers were fuzzed under ASan/UBSan
+ * own; Debian 12's copy (2.27) has known faults on crafted files, which
+ * image_screen() refuses before stb sees the file (section 2). (The PNG, BMP, JPEG and Y4M readers were fuzzed under ASan/UBSan
  * with some 30 000 mutated files while this was written.)
  *
  * Determinism: no threads, every sum in a fixed order, doubles for the
@@ -33,6 +32,7 @@
  */
 #include "media.h"
 #include "ivae.h"
+#include "util.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -59,6 +59,20 @@
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 #pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
 #pragma GCC diagnostic ignored "-Wtype-limits"
+/* stb's heap memory zeroed: a corrupt file whose decode leaves some of it
+   unwritten (a JPEG scan cut short at a restart interval, coefficients no
+   scan reached) then decodes to zeros, never to uninitialised memory.
+   calloc's fresh pages cost nothing; the screen (section 2) refuses the
+   files it can tell are broken. */
+static void *stb_zalloc(size_t n) { return calloc(1, n ? n : 1); }
+static void *stb_zrealloc(void *p, size_t old, size_t n) {
+    unsigned char *q = realloc(p, n ? n : 1);
+    if (q && n > old) memset(q + old, 0, n - old);
+    return q;
+}
+#define STBI_MALLOC(n) stb_zalloc(n)
+#define STBI_REALLOC_SIZED(p, old, n) stb_zrealloc(p, old, n)
+#define STBI_FREE(p) free(p)
 #define STBI_ONLY_PNG
 #define STBI_ONLY_JPEG
 #define STBI_ONLY_BMP
@@ -224,15 +238,61 @@ static int make_dirs(const char *path) {
 /* 2. single images                                                           */
 /* ========================================================================== */
 
-/* Debian 12's stb_image (2.27) has a known overflow: a JPEG Huffman table
-   (a DHT segment) whose 16 code-length counts add up to more than 256 makes
-   stbi__build_huffman write past its arrays. We walk the file's segments the
-   way stb reads them and refuse such a table before stb sees it. The walk
-   is conservative: wherever it might disagree with stb (a corrupt file),
-   it looks at more places, never fewer. Returns 0 if a table is bad. */
-static int jpeg_tables_ok(const unsigned char *b, size_t n) {
+/* --- the screen in front of stb_image ---------------------------------------
+   stb_image is not written for hostile files (its authors say so), and
+   Debian 12's copy (2.27) has known faults on crafted ones: a JPEG Huffman
+   table with more than 256 codes writes past its arrays, 16-bit JPEG
+   quantisation tables overflow int in the dequantisation, a JPEG component
+   that no scan covers (or a progressive one whose first scan is not its DC
+   scan, or a scan whose Huffman or quantisation table no segment defined)
+   is decoded from uninitialised memory, a PNG whose first IDAT chunk
+   is empty hands memcpy a null pointer, a PNG chunk's declared length is
+   allocated before it is read, a BMP's palette indices past the palette
+   read uninitialised colours, and a small file may declare a huge image.
+   So ivae decides itself which decoder stb will pick (by the same
+   signatures: the three are told apart by their first byte) and walks that
+   format's structure the way stb reads it, refusing these before stb sees
+   the file; and the pixel count (IVAE_MAX_PIXELS) is checked before
+   anything is allocated. */
+
+/* the largest image (width x height) ivae decodes: IVAE_MAX_PIXELS, or
+   DEFAULT_MAX_PIXELS; -1 (error set) if the variable is malformed */
+#define DEFAULT_MAX_PIXELS (32LL << 20) /* 33554432: an 8K UHD frame (7680 x 4320) fits */
+static long long max_pixels(void) {
+    const char *v = getenv("IVAE_MAX_PIXELS");
+    long long x;
+    if (!v || !*v) return DEFAULT_MAX_PIXELS;
+    if (parse_int(v, 1, (long long)MAX_DIM * MAX_DIM, &x) != 0) {
+        ivae_set_error("IVAE_MAX_PIXELS='%.40s' is not an integer in [1, %lld]", v, (long long)MAX_DIM * MAX_DIM);
+        return -1;
+    }
+    return x;
+}
+
+static int pixels_ok(const char *path, long long w, long long h) {
+    long long lim = max_pixels();
+    if (lim < 0) return -1;
+    if (w > 0 && h > 0 && w > lim / h) { /* w * h > lim, without the product overflowing */
+        ivae_set_error("%s: image is %lld x %lld = %.0f pixels, more than the limit of %lld "
+                       "(set IVAE_MAX_PIXELS to a larger number to load it)", path, w, h, (double)w * h, lim);
+        return -1;
+    }
+    return 0;
+}
+
+static int screen_fail(const char *path, const char *what) {
+    ivae_set_error("%s: cannot decode image (%s)", path, what);
+    return -1;
+}
+
+/* JPEG, walked segment by segment the way stb reads it. Where the walk might
+   disagree with stb (a corrupt file) it looks at more places, never fewer.
+   b[at] is the D8 of the start-of-image marker. */
+static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_t at) {
 #define BYTE(i) ((size_t)(i) < n ? b[i] : 0)              /* stb reads 0 past the end */
-    size_t p = 2;                                       /* after SOI, FF D8 */
+    size_t p = at + 1;
+    int have_sof = 0, progressive = 0, nc = 0, id[4] = {0}, tq[4] = {0}, covered[4] = {0};
+    int dc_def[4] = {0}, ac_def[4] = {0}, q_def[4] = {0};  /* the tables defined so far */
     while (p < n) {
         if (b[p] != 0xFF) { p++; continue; }            /* stb skips stray bytes between segments */
         while (p < n && b[p] == 0xFF) p++;              /* fill bytes */
@@ -246,27 +306,150 @@ static int jpeg_tables_ok(const unsigned char *b, size_t n) {
             size_t q = p + 2;
             while (left > 0) {
                 int tc = BYTE(q) >> 4, th = BYTE(q) & 15;
-                if (tc > 1 || th > 3) return 1;         /* stb refuses this one itself */
+                if (tc > 1 || th > 3) return screen_fail(path, "Corrupt JPEG: bad Huffman table class");
                 long count = 0;
                 for (int i = 0; i < 16; i++) count += BYTE(q + 1 + i);
-                if (count > 256) return 0;
+                if (count > 256) return screen_fail(path, "Corrupt JPEG: a Huffman table with more than 256 codes");
+                (tc ? ac_def : dc_def)[th] = 1;
                 q += 17 + (size_t)count;
                 left -= 17 + count;
             }
-            if (left < 0) return 1;                     /* stb refuses a DHT whose length lies */
+            if (left < 0) return screen_fail(path, "Corrupt JPEG: a Huffman table segment whose length lies");
             p = q;
-        } else if (m == 0xDA) {                         /* SOS: its header, then entropy-coded data */
+        } else if (m == 0xDB) {                         /* DQT: 8-bit tables only */
+            long left = (long)L - 2;
+            size_t q = p + 2;
+            while (left > 0) {
+                /* JPEG allows 16-bit tables only with 12-bit samples (stb
+                   decodes 8-bit ones), and stb's dequantisation overflows
+                   int with them */
+                if (BYTE(q) >> 4) return screen_fail(path, "Corrupt JPEG: a 16-bit quantisation table in an 8-bit JPEG");
+                q_def[BYTE(q) & 3] = 1;
+                q += 65;
+                left -= 65;
+            }
             p += L;
-            /* the data ends at the first FF xx that is not stuffing (FF 00),
-               a fill byte (FF FF) or a restart marker (FF D0..D7) */
+        } else if (m == 0xC0 || m == 0xC1 || m == 0xC2) { /* SOF: the frame stb decodes */
+            if (have_sof) return screen_fail(path, "Corrupt JPEG: two frame headers");
+            have_sof = 1, progressive = m == 0xC2;
+            long long hgt = ((long long)BYTE(p + 3) << 8) | BYTE(p + 4), wid = ((long long)BYTE(p + 5) << 8) | BYTE(p + 6);
+            nc = BYTE(p + 7);
+            if (nc < 1 || nc > 4) return screen_fail(path, "Corrupt JPEG: bad component count");
+            for (int c = 0; c < nc; c++) id[c] = BYTE(p + 8 + 3 * c), tq[c] = BYTE(p + 10 + 3 * c) & 3;
+            if (pixels_ok(path, wid, hgt) != 0) return -1;
+            p += L;
+        } else if (m == 0xDA) {                         /* SOS: the components it covers */
+            if (!have_sof) return screen_fail(path, "Corrupt JPEG: a scan before the frame header");
+            int ns = BYTE(p + 2);
+            int ss = BYTE(p + 3 + 2 * ns), ah = BYTE(p + 5 + 2 * ns) >> 4;
+            for (int k = 0; k < ns && k < 4; k++)
+                for (int c = 0; c < nc; c++)
+                    if (id[c] == BYTE(p + 3 + 2 * k)) {
+                        /* stb decodes with whatever its tables hold: one that
+                           no DHT or DQT defined is uninitialised memory */
+                        int td = BYTE(p + 4 + 2 * k) >> 4 & 3, ta = BYTE(p + 4 + 2 * k) & 3;
+                        int uses_dc = !progressive || (ss == 0 && ah == 0), uses_ac = !progressive || ss > 0;
+                        if ((uses_dc && !dc_def[td]) || (uses_ac && !ac_def[ta]))
+                            return screen_fail(path, "Corrupt JPEG: a scan uses a Huffman table that was never defined");
+                        if (!q_def[tq[c]])
+                            return screen_fail(path, "Corrupt JPEG: a component uses a quantisation table that was never defined");
+                        /* a progressive component's first scan must be its
+                           DC scan: it is the one that clears the coefficients */
+                        if (progressive && !covered[c] && !(ss == 0 && ah == 0))
+                            return screen_fail(path, "Corrupt JPEG: a progressive scan before the component's first DC scan");
+                        covered[c] = 1;
+                    }
+            p += L;
+            /* the entropy-coded data ends at the first FF xx that is not
+               stuffing (FF 00), a fill byte (FF FF) or a restart marker */
             while (p + 1 < n && !(b[p] == 0xFF && b[p + 1] != 0x00 && b[p + 1] != 0xFF && (b[p + 1] < 0xD0 || b[p + 1] > 0xD7)))
                 p++;
         } else {
             p += L;                                     /* any other segment: skip by its length */
         }
     }
-    return 1;
+    /* stb builds the image from every component's samples: one that no scan
+       wrote would be uninitialised memory */
+    for (int c = 0; c < nc; c++)
+        if (!covered[c]) return screen_fail(path, "Corrupt JPEG: a component that no scan covers");
+    return 0;
 #undef BYTE
+}
+
+static uint32_t be32(const unsigned char *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+/* PNG: the chunks as stb reads them (length, type, data, CRC) */
+static int png_screen(const char *path, const unsigned char *b, size_t n) {
+    size_t p = 8;
+    int idat_bytes = 0;
+    while (p + 8 <= n) {
+        uint32_t len = be32(b + p);
+        const unsigned char *type = b + p + 4;
+        if (len > 0x7FFFFFFFu) return screen_fail(path, "Corrupt PNG: a chunk length above 2^31");
+        if (!memcmp(type, "IHDR", 4) && p + 16 <= n && pixels_ok(path, be32(b + p + 8), be32(b + p + 12)) != 0) return -1;
+        if (!memcmp(type, "IDAT", 4)) {
+            /* stb copies an IDAT into a buffer it allocates on the first
+               non-empty one: an empty first one is memcpy to NULL */
+            if (len == 0 && !idat_bytes) return screen_fail(path, "Corrupt PNG: an empty first IDAT chunk");
+            idat_bytes = 1;
+        }
+        if (!memcmp(type, "IEND", 4)) break;
+        /* stb allocates an IDAT's declared length before it reads the bytes:
+           89 bytes could ask for 2 GB */
+        if ((size_t)len > n - p - 8) return screen_fail(path, "Corrupt PNG: a chunk longer than the rest of the file");
+        p += 12 + (size_t)len;
+    }
+    return 0;
+}
+
+/* the screen: 0 if stb may decode the file, else -1 with the error set */
+static int image_screen(const char *path, const unsigned char *b, size_t n) {
+    static const unsigned char png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    if (n >= 8 && !memcmp(b, png_sig, 8)) return png_screen(path, b, n);
+    if (n >= 2 && b[0] == 0xFF) {
+        /* stb's JPEG test: FF, then any number of fill bytes FF, then D8 */
+        size_t p = 1;
+        while (p < n && b[p] == 0xFF) p++;
+        if (p < n && b[p] == 0xD8) return jpeg_screen(path, b, n, p);
+        return 0;                                       /* no decoder takes it: stb says so */
+    }
+    if (n >= 26 && b[0] == 'B' && b[1] == 'M') {       /* BMP: the size in its info header */
+        uint32_t hsz = b[14] | b[15] << 8 | b[16] << 16 | (uint32_t)b[17] << 24;
+        long long w, h;
+        if (hsz == 12) w = b[18] | b[19] << 8, h = b[20] | b[21] << 8;
+        else {
+            w = (int32_t)(b[18] | b[19] << 8 | b[20] << 16 | (uint32_t)b[21] << 24);
+            h = (int32_t)(b[22] | b[23] << 8 | b[24] << 16 | (uint32_t)b[25] << 24);
+        }
+        if (pixels_ok(path, w < 0 ? -w : w, h < 0 ? -h : h) != 0) return -1;
+        /* a palette image (1, 4 or 8 bits): stb takes the palette's size from
+           the pixel data's offset and fills only that many colours, so an
+           index past them would be an uninitialised colour: every index in
+           the rows stb reads (uncompressed, from that offset; 0 past the
+           end of the file) must be inside the palette */
+        int bpp = hsz == 12 ? (b[24] | b[25] << 8) : n >= 30 ? (b[28] | b[29] << 8) : 0;
+        if (bpp == 1 || bpp == 4 || bpp == 8) {
+            int32_t offset = (int32_t)(b[10] | b[11] << 8 | b[12] << 16 | (uint32_t)b[13] << 24);
+            long long psize = hsz == 12 ? ((long long)offset - 14 - 24) / 3 : ((long long)offset - 14 - (long long)hsz) / 4;
+            if (psize < 1) return screen_fail(path, "Corrupt BMP: a palette image without a palette");
+            if (bpp == 1 && psize < 2) return screen_fail(path, "Corrupt BMP: a 1-bit image with a 1-colour palette");
+            if (bpp > 1 && psize < (1LL << bpp)) {
+                long long wid = w < 0 ? -w : w, hgt = h < 0 ? -h : h;
+                long long row = bpp == 4 ? (wid + 1) / 2 : wid, pad = (-row) & 3;
+                if (wid == 0) hgt = 0; /* stb refuses an empty image; pixels_ok bounds wid * hgt otherwise */
+                for (long long y = 0; y < hgt; y++)
+                    for (long long x = 0; x < wid; x++) {
+                        long long at = (long long)offset + y * (row + pad) + (bpp == 4 ? x / 2 : x);
+                        int v = at >= 0 && at < (long long)n ? b[at] : 0;
+                        if (bpp == 4) v = x % 2 ? v & 15 : v >> 4;
+                        if (v >= psize)
+                            return screen_fail(path, "Corrupt BMP: a pixel indexes past the palette");
+                    }
+            }
+        }
+        return 0;
+    }
+    return 0;
 }
 
 /* decodes an image file to 8-bit RGB (stb converts gray and drops alpha) */
@@ -284,8 +467,7 @@ static unsigned char *read_rgb8(const char *path, int *w, int *h) {
     size_t got = fread(bytes, 1, n, f);
     fclose(f);
     if (got != n) { ivae_set_error("%s: read error (%zu of %zu bytes)", path, got, n); free(bytes); return NULL; }
-    if (n >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8 && !jpeg_tables_ok(bytes, n)) {
-        ivae_set_error("%s: cannot decode image (Corrupt JPEG: a Huffman table with more than 256 codes)", path);
+    if (image_screen(path, bytes, n) != 0) {
         free(bytes);
         return NULL;
     }

@@ -13,7 +13,10 @@
 #include "ivae.h"
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +25,22 @@
 #include <unistd.h>
 
 #define ST_MAX_HEADER (100u << 20)
+
+/* CRC-32 (IEEE 802.3, reflected, as zlib's crc32 and Python's zlib.crc32)
+   of the data section, kept in the metadata as IVAE_ST_CRC_KEY (SPEC 5):
+   crc = st_crc32(0, p, n) and st_crc32(crc, more, m) continue it */
+static uint32_t st_crc32(uint32_t crc, const unsigned char *p, size_t n) {
+    static uint32_t table[256];
+    if (!table[1])
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            table[i] = c;
+        }
+    crc = ~crc;
+    for (size_t i = 0; i < n; i++) crc = table[(crc ^ p[i]) & 255] ^ (crc >> 8);
+    return ~crc;
+}
 
 static size_t dtype_size(IvaeDtype d) { return d == IVAE_F64 ? 8 : d == IVAE_F32 ? 4 : 2; }
 
@@ -247,6 +266,63 @@ static int st_check_tensor(const IvaeSt *st, IvaeStTensor *t) {
     return 0;
 }
 
+/* The tensors must tile the data section (the safetensors rule): taken in
+   the order of their offsets, each begins where the one before ends, the
+   first at 0 and the last at the end of the file, so that no byte is
+   shared (a small file cannot declare a huge model) and none is unused. */
+static int cmp_begin(const void *a, const void *b) {
+    const IvaeStTensor *x = *(const IvaeStTensor *const *)a, *y = *(const IvaeStTensor *const *)b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    return x->end < y->end ? -1 : x->end > y->end;
+}
+
+static int st_check_tiling(const IvaeSt *st) {
+    const IvaeStTensor **by = xcalloc(st->n, sizeof *by);
+    for (int k = 0; k < st->n; k++) by[k] = &st->t[k];
+    qsort(by, st->n, sizeof *by, cmp_begin);
+    size_t at = 0;
+    for (int k = 0; k < st->n; k++) {
+        if (by[k]->begin != at) {
+            if (by[k]->begin < at)
+                ivae_set_error("%s: tensor '%s' (data_offsets [%zu, %zu]) overlaps tensor '%s' (tensors may not share bytes)",
+                               st->path, by[k]->name, by[k]->begin, by[k]->end, by[k - 1]->name);
+            else
+                ivae_set_error("%s: %zu unused data bytes before tensor '%s' (data_offsets must tile the data without gaps)",
+                               st->path, by[k]->begin - at, by[k]->name);
+            free(by);
+            return -1;
+        }
+        at = by[k]->end;
+    }
+    free(by);
+    if (at != st->data_len) {
+        ivae_set_error("%s: %zu data bytes after the last tensor (data_offsets must tile the data; truncated header or corrupt file)",
+                       st->path, st->data_len - at);
+        return -1;
+    }
+    return 0;
+}
+
+/* the checksum of the data, where the metadata holds one (ivae writes it;
+   files from elsewhere, without it, load as before) */
+static int st_check_crc(const IvaeSt *st) {
+    const char *v = ivae_st_meta(st, IVAE_ST_CRC_KEY);
+    if (!v) return 0;
+    unsigned long long want;
+    char *end;
+    if (strlen(v) != 8 || strspn(v, "0123456789abcdef") != 8 || (want = strtoull(v, &end, 16), *end)) {
+        ivae_set_error("%s: metadata '%s' = '%s' is not 8 lowercase hex digits", st->path, IVAE_ST_CRC_KEY, v);
+        return -1;
+    }
+    uint32_t got = st_crc32(0, st->data, st->data_len);
+    if (got != (uint32_t)want) {
+        ivae_set_error("%s: checksum mismatch: the data's CRC-32 is %08x, the metadata says %s (the file is corrupt)",
+                       st->path, got, v);
+        return -1;
+    }
+    return 0;
+}
+
 void ivae_st_close(IvaeSt *st) {
     if (!st) return;
     free(st->data);
@@ -340,6 +416,7 @@ IvaeSt *ivae_st_open(const char *path) {
         js_fail(&j, "trailing bytes after the header object");
         goto fail;
     }
+    if (st_check_tiling(st) != 0 || st_check_crc(st) != 0) goto fail;
     free(hdr);
     return st;
 fail:
@@ -422,25 +499,80 @@ static size_t json_escape(char *out, size_t cap, const char *s) {
     return n;
 }
 
+/* entry k's values as the F32 bytes the file holds, 4096 at a time:
+   fn(ctx, bytes, count) for each piece, in order; stops when fn returns 0 */
+static int st_each_piece(const IvaeStEntry *e, int n, int (*fn)(void *, const float *, size_t), void *ctx) {
+    float buf[4096];
+    for (int k = 0; k < n; k++) {
+        size_t numel = 1;
+        for (int d = 0; d < e[k].ndim; d++) numel *= (size_t)e[k].shape[d];
+        for (size_t s = 0; s < numel; s += 4096) {
+            size_t c = numel - s < 4096 ? numel - s : 4096;
+            for (size_t q = 0; q < c; q++) buf[q] = (float)e[k].data[s + q];
+            if (!fn(ctx, buf, c)) return 0;
+        }
+    }
+    return 1;
+}
+
+static int piece_crc(void *ctx, const float *p, size_t c) {
+    *(uint32_t *)ctx = st_crc32(*(uint32_t *)ctx, (const unsigned char *)p, 4 * c);
+    return 1;
+}
+
+static int piece_write(void *ctx, const float *p, size_t c) { return fwrite(p, 4, c, (FILE *)ctx) == c; }
+
+/* The temporaries of earlier writes of path that were killed before their
+   rename (kill -9, power loss): path.tmp.PID where no process PID is alive
+   any more. A live PID's file is left alone: that write may be under way. */
+static void st_remove_stale(const char *path) {
+    char dir[1024], prefix[512];
+    const char *slash = strrchr(path, '/');
+    if (slash) snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    else snprintf(dir, sizeof dir, ".");
+    if (slash && slash == path) snprintf(dir, sizeof dir, "/");
+    snprintf(prefix, sizeof prefix, "%s.tmp.", slash ? slash + 1 : path);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    size_t np = strlen(prefix);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *pid_s = e->d_name + np;
+        long long pid;
+        if (strncmp(e->d_name, prefix, np) != 0 || parse_int(pid_s, 1, INT_MAX, &pid) != 0) continue;
+        if (pid == (long long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        char full[2048];
+        snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+        struct stat sb;
+        if (lstat(full, &sb) == 0 && S_ISREG(sb.st_mode)) remove(full);
+    }
+    closedir(d);
+}
+
 int ivae_st_write(const char *path, const IvaeStEntry *e, int n, const char *const *meta_kv, int n_meta) {
     char k1[1200], v1[1200];
+    /* the data's checksum goes in the metadata (SPEC 5): a first pass over
+       the values, the same conversion the write does */
+    uint32_t crc = 0;
+    char crc_hex[16];
+    st_each_piece(e, n, piece_crc, &crc);
+    snprintf(crc_hex, sizeof crc_hex, "%08x", crc);
     /* the header: metadata first, then the tensors in the given order */
     size_t cap = 4096 + (size_t)n * 256 + (size_t)n_meta * 600, len = 0, off = 0;
     char *h = xmalloc(cap);
 #define EMIT(...) len += (size_t)snprintf(h + len, cap - len, __VA_ARGS__)
     EMIT("{");
-    if (n_meta > 0) {
-        EMIT("\"__metadata__\":{");
-        for (int k = 0; k < n_meta; k++) {
-            json_escape(k1, sizeof k1, meta_kv[2 * k]), json_escape(v1, sizeof v1, meta_kv[2 * k + 1]);
-            EMIT("%s\"%s\":\"%s\"", k ? "," : "", k1, v1);
-        }
-        EMIT("}");
+    EMIT("\"__metadata__\":{");
+    for (int k = 0; k < n_meta; k++) {
+        if (!strcmp(meta_kv[2 * k], IVAE_ST_CRC_KEY)) continue; /* ours is the one that counts */
+        json_escape(k1, sizeof k1, meta_kv[2 * k]), json_escape(v1, sizeof v1, meta_kv[2 * k + 1]);
+        EMIT("\"%s\":\"%s\",", k1, v1);
     }
+    EMIT("\"%s\":\"%s\"}", IVAE_ST_CRC_KEY, crc_hex);
     for (int k = 0; k < n; k++) {
         size_t numel = 1;
         json_escape(k1, sizeof k1, e[k].name);
-        EMIT("%s\"%s\":{\"dtype\":\"F32\",\"shape\":[", (k || n_meta) ? "," : "", k1);
+        EMIT(",\"%s\":{\"dtype\":\"F32\",\"shape\":[", k1);
         for (int d = 0; d < e[k].ndim; d++) {
             EMIT("%s%lld", d ? "," : "", (long long)e[k].shape[d]);
             numel *= (size_t)e[k].shape[d];
@@ -457,6 +589,7 @@ int ivae_st_write(const char *path, const IvaeStEntry *e, int n, const char *con
     }
     while (len % 8) h[len++] = ' '; /* pad so the data starts 8-byte aligned */
 
+    st_remove_stale(path);
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "wb");
@@ -469,16 +602,7 @@ int ivae_st_write(const char *path, const IvaeStEntry *e, int n, const char *con
     for (int b = 0; b < 8; b++) len8[b] = (unsigned char)((uint64_t)len >> (8 * b));
     int ok = fwrite(len8, 1, 8, f) == 8 && fwrite(h, 1, len, f) == len;
     free(h);
-    float buf[4096];
-    for (int k = 0; k < n && ok; k++) {
-        size_t numel = 1;
-        for (int d = 0; d < e[k].ndim; d++) numel *= (size_t)e[k].shape[d];
-        for (size_t s = 0; s < numel && ok; s += 4096) {
-            size_t c = numel - s < 4096 ? numel - s : 4096;
-            for (size_t q = 0; q < c; q++) buf[q] = (float)e[k].data[s + q];
-            ok = fwrite(buf, 4, c, f) == c;
-        }
-    }
+    ok = ok && st_each_piece(e, n, piece_write, f);
     ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok = (fclose(f) == 0) && ok;
     if (!ok || rename(tmp, path) != 0) {

@@ -29,7 +29,13 @@ typedef struct {
     char (*meta_val)[256];
 } IvaeSt;
 
-/* reads and validates a whole safetensors file (header, offsets, sizes) */
+/* the metadata key of the data's checksum: the CRC-32 (zlib's) of every
+   byte after the header, 8 lowercase hex digits. ivae_st_write adds it;
+   ivae_st_open verifies it where present (SPEC 5). */
+#define IVAE_ST_CRC_KEY "data_crc32"
+
+/* reads and validates a whole safetensors file (header, offsets that tile
+   the data, sizes, the checksum where there is one) */
 IvaeSt *ivae_st_open(const char *path);
 void ivae_st_close(IvaeSt *st);
 const IvaeStTensor *ivae_st_find(const IvaeSt *st, const char *name);
@@ -44,8 +50,9 @@ typedef struct {
     const real *data;       /* written as F32 */
 } IvaeStEntry;
 
-/* writes entries as F32 with the metadata pairs, to a temporary file that
-   is then renamed over path: a crash never leaves a half-written file */
+/* writes entries as F32 with the metadata pairs and the data's checksum,
+   to a temporary file that is then renamed over path: a crash never leaves
+   a half-written file */
 int ivae_st_write(const char *path, const IvaeStEntry *e, int n, const char *const *meta_kv, int n_meta);
 
 #endif

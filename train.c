@@ -36,14 +36,19 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define HIST 64 /* steps of history the guards look at */
+#define MAX_SIDE 16384 /* the largest crop side or frame count an option may ask for */
+#define MAX_BATCH 4096 /* the most clips or images per batch */
 
 /* ------------------------------------------------------------------------ */
 /* options */
@@ -117,6 +122,19 @@ static const char *TRAIN_HELP =
     "  --cl-mode strict|fast  strict (default): the CPU run's bits, step for step;\n"
     "                      fast: tiled kernels within SPEC 8's tolerances\n";
 
+/* --resume puts the checkpoint's recipe in front of the command line
+   (with_resume_recipe): its first g_recipe_n arguments came from g_recipe,
+   and an error in one of them says so */
+static const char *g_recipe;
+static int g_recipe_n;
+static char **g_recipe_argv;
+static const char *from_recipe(int i) {
+    static char buf[600];
+    if (!g_recipe || i >= g_recipe_n) return "";
+    snprintf(buf, sizeof buf, "%s: checkpoint metadata for ", g_recipe);
+    return buf;
+}
+
 static void parse_opts(Opts *o, int argc, char **argv) {
     memset(o, 0, sizeof *o);
     o->data = "data", o->out = "runs/latest", o->config = "ivae-xs";
@@ -130,11 +148,15 @@ static void parse_opts(Opts *o, int argc, char **argv) {
         const char *a = argv[i];
 #define NEXT() (i + 1 < argc ? argv[++i] : (die("%s needs a value (see ivae train --help)", a), ""))
 /* every real-valued option is a finite number >= 0 */
-#define NUM(v) (v = strtod(NEXT(), &end), (*end || end == argv[i] || !(v >= 0) || isinf(v)) ? \
-                die("%s: '%s' is not a finite number >= 0", a, argv[i]) : (void)0)
-#define INT(v, lo) (v = strtol(NEXT(), &end, 10), (*end || end == argv[i] || v < lo) ? die("%s: '%s' must be an integer >= %d", a, argv[i], lo) : (void)0)
-        char *end;
-        double d;
+#define NUM(v) (parse_real(NEXT(), 0, FLT_MAX, &dv) != 0 ? \
+                die("%s%s: '%s' is not a finite number >= 0", from_recipe(i), a, argv[i]) : (void)(v = dv))
+/* every integer option is range-checked (util.h parse_int), so that no
+   value wraps when it is narrowed to the int it is stored in */
+#define INT_IN(v, lo, hi) (parse_int(NEXT(), lo, hi, &lv) != 0 ? \
+                die("%s%s: '%s' must be an integer in [%lld, %lld]", from_recipe(i), a, argv[i], (long long)(lo), (long long)(hi)) : (void)(v = lv))
+#define INT(v, lo) INT_IN(v, lo, INT_MAX)
+        double d, dv;
+        long long lv;
         long l;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(TRAIN_HELP, stdout);
@@ -149,11 +171,11 @@ static void parse_opts(Opts *o, int argc, char **argv) {
         }
         else if (!strcmp(a, "--steps")) INT(o->steps, 1);
         else if (!strcmp(a, "--stop-after")) INT(o->stop_after, 1);
-        else if (!strcmp(a, "--seed")) { INT(l, 0); o->seed = (uint64_t)l; }
-        else if (!strcmp(a, "--crop")) { INT(l, 8); o->crop = (int)l; }
-        else if (!strcmp(a, "--clips")) { INT(l, 0); o->n_clips = (int)l; }
-        else if (!strcmp(a, "--clip-frames")) { INT(l, 1); o->clip_frames = (int)l; }
-        else if (!strcmp(a, "--images")) { INT(l, 0); o->n_images = (int)l; }
+        else if (!strcmp(a, "--seed")) { INT_IN(l, 0, LONG_MAX); o->seed = (uint64_t)l; }
+        else if (!strcmp(a, "--crop")) { INT_IN(l, 8, MAX_SIDE); o->crop = (int)l; }
+        else if (!strcmp(a, "--clips")) { INT_IN(l, 0, MAX_BATCH); o->n_clips = (int)l; }
+        else if (!strcmp(a, "--clip-frames")) { INT_IN(l, 1, MAX_SIDE); o->clip_frames = (int)l; }
+        else if (!strcmp(a, "--images")) { INT_IN(l, 0, MAX_BATCH); o->n_images = (int)l; }
         else if (!strcmp(a, "--lr")) {
             NUM(o->lr);
             if (o->lr == 0) die("--lr: 0 would not train (expected a rate like 5e-4)");
@@ -194,13 +216,13 @@ static void parse_opts(Opts *o, int argc, char **argv) {
         }
         else if (!strcmp(a, "--ref-shape")) {
             const char *v = NEXT();
-            if (sscanf(v, "%dx%dx%d", &o->loss.ref_t, &o->loss.ref_h, &o->loss.ref_w) != 3 || o->loss.ref_t < 1 ||
-                o->loss.ref_h < 1 || o->loss.ref_w < 1)
-                die("--ref-shape: '%s' is not like 17x64x64", v);
+            int rs[3];
+            if (parse_shape(v, 3, 1, MAX_SIDE, rs) != 0) die("--ref-shape: '%s' is not like 17x64x64", v);
+            o->loss.ref_t = rs[0], o->loss.ref_h = rs[1], o->loss.ref_w = rs[2];
         } else if (!strcmp(a, "--log-every")) { INT(l, 1); o->log_every = (int)l; }
         else if (!strcmp(a, "--log-norms")) { INT(l, 0); o->log_norms = (int)l; }
         else if (!strcmp(a, "--eval-every")) { INT(l, 0); o->eval_every = (int)l; }
-        else if (!strcmp(a, "--eval-size")) { INT(l, 8); o->eval_size = (int)l; }
+        else if (!strcmp(a, "--eval-size")) { INT_IN(l, 8, MAX_SIDE); o->eval_size = (int)l; }
         else if (!strcmp(a, "--ckpt-every")) { INT(l, 1); o->ckpt_every = (int)l; }
         else if (!strcmp(a, "--device")) {
             const char *v = NEXT();
@@ -215,6 +237,7 @@ static void parse_opts(Opts *o, int argc, char **argv) {
 #undef NEXT
 #undef NUM
 #undef INT
+#undef INT_IN
     }
     if (o->n_clips + o->n_images < 1) die("train: the batch is empty (--clips 0 --images 0)");
     if (o->ckpt_every % o->guard_every != 0) die("train: --ckpt-every must be a multiple of --guard-every");
@@ -274,6 +297,9 @@ static char **with_resume_recipe(int *argc, char **argv) {
         out[n++] = strcpy(xmalloc(strlen(v) + 1), v);
     }
     ivae_st_close(st);
+    /* the recipe lives as long as the run (an option may keep a pointer to
+       its strings); run_free frees it */
+    g_recipe = ckpt, g_recipe_n = n, g_recipe_argv = out;
     for (int i = 0; i < *argc; i++) out[n++] = argv[i];
     *argc = n;
     return out;
@@ -490,12 +516,12 @@ static void save_checkpoint(const char *path, IvaeModel *m, const TrainState *s,
     free(e), free(names);
 }
 
-static long meta_long(const IvaeSt *st, const char *key) {
+/* a count in the checkpoint's metadata, in [0, hi] (util.h parse_int) */
+static long meta_long(const IvaeSt *st, const char *key, long hi) {
     const char *v = ivae_st_meta(st, key);
-    char *end;
+    long long x;
     if (!v) die("%s: not a training checkpoint (no '%s' in its metadata)", st->path, key);
-    long long x = strtoll(v, &end, 10);
-    if (*end || x < 0) die("%s: metadata '%s' = '%s' is not a count", st->path, key, v);
+    if (parse_int(v, 0, hi, &x) != 0) die("%s: metadata '%s' = '%s' is not a count in [0, %ld]", st->path, key, v, hi);
     return (long)x;
 }
 
@@ -504,13 +530,21 @@ static void load_checkpoint(const char *path, IvaeModel **pm, TrainState *s) {
     if (!m) die("%s", ivae_error());
     IvaeSt *st = ivae_st_open(path);
     if (!st) die("%s", ivae_error());
-    s->step = meta_long(st, "step");
-    s->total_steps = meta_long(st, "total_steps");
-    s->n_hist = (int)meta_long(st, "n_hist");
+    /* every number range-checked: a step or history count that does not fit
+       the schedule, or a rate scale that is not a number in (0, 1], is a
+       corrupt checkpoint, not something to train on */
+    s->step = meta_long(st, "step", INT_MAX / 2);
+    s->total_steps = meta_long(st, "total_steps", INT_MAX / 2);
+    s->n_hist = (int)meta_long(st, "n_hist", INT_MAX / 2);
+    if (s->total_steps && s->step > s->total_steps)
+        die("%s: metadata 'step' = %ld is past 'total_steps' = %ld (corrupt checkpoint)", path, s->step, s->total_steps);
     const char *rng = ivae_st_meta(st, "rng"), *scale = ivae_st_meta(st, "lr_scale");
     if (!rng || !scale) die("%s: not a training checkpoint (no rng or lr_scale)", path);
-    s->rng.s = strtoull(rng, NULL, 10);
-    s->lr_scale = strtod(scale, NULL);
+    unsigned long long r64;
+    if (parse_u64(rng, &r64) != 0) die("%s: metadata 'rng' = '%s' is not a 64-bit RNG state", path, rng);
+    s->rng.s = r64;
+    if (parse_real(scale, DBL_MIN, 1, &s->lr_scale) != 0)
+        die("%s: metadata 'lr_scale' = '%s' is not a learning-rate scale in (0, 1]", path, scale);
     m->adam_m = xcalloc(m->n_params, sizeof(real));
     m->adam_v = xcalloc(m->n_params, sizeof(real));
     m->step = s->step;
@@ -555,8 +589,19 @@ typedef struct {
     IvaeSplit split;  /* with N > 1 ranks: this rank's samples and the exchange (dist.h) */
 } Trainer;
 
+/* the checkpoint a run can continue from (set by save_run and --resume), for
+   the message when the device fails */
+static char g_last_ckpt[1300];
+
 static void t_check(Trainer *t, int rc) {
-    if (rc != 0) die("train%s: %s", t->cm ? " --device cl" : "", ivae_error());
+    if (rc == 0) return;
+    if (!t->cm) die("train: %s", ivae_error());
+    /* the device failed mid-run: its state is lost, the checkpoint on disk
+       (written before, through a rename) is not */
+    if (g_last_ckpt[0])
+        die("train --device cl: %s; the last checkpoint %s is intact: continue with --resume it "
+            "(add --device cpu to train on the CPU)", ivae_error(), g_last_ckpt);
+    die("train --device cl: %s; no checkpoint was written yet", ivae_error());
 }
 
 /* With N > 1 ranks each computes its block of the batch and the exchange
@@ -933,6 +978,7 @@ static void setup_model(Run *r) {
     TrainState *s = &r->s;
     if (o->resume) {
         load_checkpoint(o->resume, &r->m, s);
+        snprintf(g_last_ckpt, sizeof g_last_ckpt, "%s (step %ld)", o->resume, s->step);
         if (o->steps && o->steps != s->total_steps)
             fprintf(stderr, "ivae: note: --steps %ld replaces the checkpoint's schedule of %ld steps\n", o->steps, s->total_steps);
         if (o->steps) s->total_steps = o->steps;
@@ -1093,15 +1139,49 @@ static void setup_trainer(Run *r) {
     backup_take(&r->backup, m, &r->s);
 }
 
-/* OUT/name, opened to write (to append on --resume) with its header line if
-   new; /dev/null on ranks other than 0 */
-static FILE *open_csv(const Opts *o, const char *name, const char *header) {
+/* On --resume, a log may run ahead of the checkpoint: the run that wrote it
+   was killed (or its disk filled) after steps it logged but did not
+   checkpoint, and the resumed run takes those steps again. The log is cut
+   back to its header and the rows of steps <= step (a partial last line
+   goes too), through a temporary file and a rename, so that no step is
+   logged twice. */
+static void csv_cut(const char *path, long step) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return; /* a new log */
+    char tmp[1300], line[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *g = fopen(tmp, "wb");
+    if (!g) die("%s: cannot write: %s", tmp, strerror(errno));
+    long dropped = 0;
+    for (int first = 1; fgets(line, sizeof line, f); first = 0) {
+        size_t len = strlen(line);
+        char num[32];
+        size_t nd = strcspn(line, ",\n");
+        long long v = -1;
+        if (nd < sizeof num) memcpy(num, line, nd), num[nd] = 0, parse_int(num, 0, LLONG_MAX, &v);
+        int whole = len > 0 && line[len - 1] == '\n';
+        if (whole && ((first && v < 0) || (v >= 0 && v <= step))) fputs(line, g);
+        else dropped++;
+    }
+    fclose(f);
+    if (fclose(g) != 0 || rename(tmp, path) != 0) {
+        remove(tmp);
+        die("%s: cannot rewrite: %s", path, strerror(errno));
+    }
+    if (dropped) printf("%s: dropped %ld row%s past the checkpoint's step %ld\n", path, dropped, dropped == 1 ? "" : "s", step);
+}
+
+/* OUT/name, opened to write (to append on --resume, cut back to the
+   checkpoint's step) with its header line if new; /dev/null on ranks other
+   than 0 */
+static FILE *open_csv(const Opts *o, const char *name, const char *header, long step) {
     char path[1200];
     if (dist_rank() > 0) return fopen("/dev/null", "w");
     snprintf(path, sizeof path, "%s/%s", o->out, name);
+    if (o->resume) csv_cut(path, step);
     FILE *f = fopen(path, o->resume ? "a" : "w");
     if (!f) die("%s: cannot write: %s", path, strerror(errno));
-    if (!o->resume) fputs(header, f);
+    if (!o->resume || ftell(f) == 0) fputs(header, f);
     return f;
 }
 
@@ -1124,9 +1204,9 @@ static void run_setup(Run *r, int argc, char **argv) {
            o->crop, o->crop, o->lr, o->warmup, o->agc, o->clip_factor, o->spike_factor);
     setup_trainer(r);
     r->csv = open_csv(o, "log.csv", "step,seconds,loss,rec,kl,opl,grad_norm,lr,agc_clipped,global_clipped,max_act_norm,event,"
-                                    "rec_image,rec_video,splotch\n");
+                                    "rec_image,rec_video,splotch\n", r->s.step);
     r->ecsv = open_csv(o, "eval.csv", "step,psnr_image,ssim_image,psnr_video,ssim_video,psnr_image_vs_jpeg,psnr_video_vs_jpeg,"
-                                      "z_std_mean,z_hf_share,z_outlier_share,splotch\n");
+                                      "z_std_mean,z_hf_share,z_outlier_share,splotch\n", r->s.step);
     r->t_start = now_s(), r->budget = o->minutes * 60, r->t_loop = now_s();
     r->step0 = r->s.step;
     r->stepped = 1;
@@ -1372,6 +1452,7 @@ static void save_run(Run *r) {
     char path[1200];
     snprintf(path, sizeof path, "%s/ckpt.safetensors", r->o.out);
     save_checkpoint(path, r->m, &r->s, &r->o);
+    snprintf(g_last_ckpt, sizeof g_last_ckpt, "%s (step %ld)", path, r->s.step);
 }
 
 /* --- teardown --- */
@@ -1420,6 +1501,11 @@ static void run_free(Run *r) {
     free(r->t.split.g), free(r->t.split.total), free(r->t.split.per);
     free_split(&r->tr), free_split(&r->ev);
     ivae_model_free(r->m);
+    if (g_recipe_argv) { /* the --resume recipe (with_resume_recipe) */
+        for (int k = 0; k < g_recipe_n; k++) free(g_recipe_argv[k]);
+        free(g_recipe_argv);
+        g_recipe = NULL, g_recipe_argv = NULL, g_recipe_n = 0;
+    }
 }
 
 int train_main(int argc, char **argv) {
@@ -1475,20 +1561,21 @@ int eval_main(int argc, char **argv) {
     o.out = "runs/eval";
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        char *end;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(EVAL_HELP, stdout);
             return 0;
         } else if (!strcmp(a, "--data") && i + 1 < argc) o.data = argv[++i];
         else if (!strcmp(a, "--out") && i + 1 < argc) o.out = argv[++i];
         else if ((!strcmp(a, "--size") || !strcmp(a, "--frames")) && i + 1 < argc) {
-            long v = strtol(argv[++i], &end, 10);
-            if (*end || v < 1) die("%s: '%s' is not a positive integer", a, argv[i]);
+            long long v;
+            i++;
+            if (parse_int(argv[i], 1, MAX_SIDE, &v) != 0) die("%s: '%s' is not an integer in [1, %d]", a, argv[i], MAX_SIDE);
             if (a[2] == 's') o.eval_size = (int)v;
             else o.eval_frames = (int)v;
         } else if (!strcmp(a, "--jpeg-quality") && i + 1 < argc) {
-            long v = strtol(argv[++i], &end, 10);
-            if (*end || v < 1 || v > 100) die("%s: '%s' is not a quality 1..100", a, argv[i]);
+            long long v;
+            i++;
+            if (parse_int(argv[i], 1, 100, &v) != 0) die("%s: '%s' is not a quality 1..100", a, argv[i]);
             o.eval_jpeg = (int)v;
         } else if (a[0] == '-') die("eval: unknown option or missing value: %s (see ivae eval --help)", a);
         else if (!model) model = a;

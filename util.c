@@ -5,6 +5,7 @@
 #include "ivae.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -66,6 +67,81 @@ void mkdir_p(const char *path) {
             *p = '/';
         }
     if (mkdir(buf, 0755) != 0 && errno != EEXIST) die("%s: cannot create: %s", path, strerror(errno));
+}
+
+/* digits only, no sign or blank first: strtoll/strtoull would take " 12",
+   "+12" and (strtoull) "-1" as 2^64 - 1 */
+static int plain_digits(const char *s) {
+    if (*s == '-') s++;
+    return *s >= '0' && *s <= '9';
+}
+
+int parse_int(const char *s, long long lo, long long hi, long long *v) {
+    if (!s || !plain_digits(s)) return -1;
+    char *end;
+    errno = 0;
+    long long x = strtoll(s, &end, 10);
+    if (errno || *end || x < lo || x > hi) return -1;
+    *v = x;
+    return 0;
+}
+
+int parse_u64(const char *s, unsigned long long *v) {
+    if (!s || *s < '0' || *s > '9') return -1;
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(s, &end, 10);
+    if (errno || *end) return -1;
+    *v = x;
+    return 0;
+}
+
+int parse_real(const char *s, double lo, double hi, double *v) {
+    /* a decimal number: sign, digits, '.', exponent; this refuses "nan",
+       "inf", "0x1p3" and blanks before strtod sees them */
+    if (!s || !*s || strspn(s, "+-0123456789.eE") != strlen(s)) return -1;
+    char *end;
+    errno = 0;
+    double x = strtod(s, &end);
+    if (end == s || *end || errno == ERANGE || !isfinite(x) || !(x >= lo && x <= hi)) return -1;
+    *v = x;
+    return 0;
+}
+
+int parse_int_list(const char *s, int lo, int hi, int *out, int max) {
+    int n = 0;
+    while (*s) {
+        char item[32];
+        size_t len = strcspn(s, ",");
+        long long v;
+        if (n == max || len >= sizeof item) return -1;
+        memcpy(item, s, len), item[len] = 0;
+        if (parse_int(item, lo, hi, &v) != 0) return -1;
+        out[n++] = (int)v;
+        s += len;
+        if (*s == ',' && !*++s) return -1; /* a trailing comma */
+    }
+    return n;
+}
+
+int parse_shape(const char *s, int n, int lo, int hi, int *out) {
+    char buf[64];
+    if (!s || strlen(s) >= sizeof buf) return -1;
+    snprintf(buf, sizeof buf, "%s", s);
+    char *p = buf;
+    int v[8];
+    if (n < 1 || n > 8) return -1;
+    for (int k = 0; k < n; k++) {
+        char *x = k + 1 < n ? strchr(p, 'x') : NULL;
+        if (k + 1 < n && !x) return -1;
+        if (x) *x = 0;
+        long long t;
+        if (parse_int(p, lo, hi, &t) != 0) return -1;
+        v[k] = (int)t;
+        if (x) p = x + 1;
+    }
+    memcpy(out, v, n * sizeof *out);
+    return 0;
 }
 
 /* the library's errors (ivae.h): the last failure, as one line */

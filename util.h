@@ -39,4 +39,23 @@ void *xrealloc(void *p, size_t count, size_t size);
    created (an existing path is fine) */
 void mkdir_p(const char *path);
 
+/* Range-checked number parsing, shared by the command-line options and the
+   metadata of checkpoints (nothing else in ivae calls strtol/strtod on
+   text from outside). The whole string must be the number: an optional '-'
+   then decimal digits (parse_int), or a decimal or exponent number
+   (parse_real); no leading or trailing blanks, no hex, no "nan"/"inf".
+   Returns 0 and sets *v when s is such a number within [lo, hi]; returns -1
+   (and leaves *v alone) when it is empty, malformed, overflows, or lies
+   outside the range. */
+int parse_int(const char *s, long long lo, long long hi, long long *v);
+/* an unsigned 64-bit integer (the RNG state of a checkpoint): digits only */
+int parse_u64(const char *s, unsigned long long *v);
+/* a finite number in [lo, hi] (NaN is never in range) */
+int parse_real(const char *s, double lo, double hi, double *v);
+/* a comma-separated list ("1,2,4,4") of at most max integers in [lo, hi]
+   into out: returns how many (0 for ""), or -1 */
+int parse_int_list(const char *s, int lo, int hi, int *out, int max);
+/* n integers in [lo, hi] joined by 'x' ("17x64x64" for n = 3) into out */
+int parse_shape(const char *s, int n, int lo, int hi, int *out);
+
 #endif

@@ -21,6 +21,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 
 TIMEOUT = 60  # seconds per command; each should take well under one
 
@@ -47,6 +48,9 @@ def st_tensors(path):
     """-> (metadata dict, [(name, dtype, shape, bytes)] in file order)"""
     header, data = st_load(path)
     meta = header.pop("__metadata__", {})
+    # the checksum of the data (SPEC 5): the cases below change the data, so
+    # they start from the metadata without it (and test it on their own)
+    meta.pop("data_crc32", None)
     out = []
     for name, t in header.items():
         b, e = t["data_offsets"]
@@ -142,6 +146,7 @@ class Runner:
         self.tmp = tmp
         self.results = []  # (name, ok, why)
         self.n_files = 0
+        self.env = {}  # extra environment for the next commands
 
     def path(self, name):
         return os.path.join(self.tmp, name)
@@ -157,6 +162,7 @@ class Runner:
         env = dict(os.environ)
         # the model is tiny: one thread avoids OpenMP spin-waits on a busy machine
         env["OMP_NUM_THREADS"] = "1"
+        env.update(self.env)
         try:
             r = subprocess.run([self.exe] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                timeout=TIMEOUT, env=env, cwd=self.tmp)
@@ -534,7 +540,260 @@ def run_all(R):
         R.record("no OUT file written by any failing grad", "%s exists" % out)
     else:
         R.record("no OUT file written by any failing grad", None)
+    hardening(R, model, tensors, meta)
     return summary(R)
+
+
+# --------------------------------------------------------------------------
+# hardening (issue 14): each class of defect a fuzzing campaign found, one
+# or more cases each; every case failed before its fix
+
+
+def png_bytes(w, h, seed=1, idat=None, ihdr_wh=None):
+    """an RGB PNG; idat replaces the IDAT chunks' data list, ihdr_wh the declared size"""
+    raw = b"".join(b"\x00" + bytes((x * 7 + y * 13 + seed * 31 + c * 50) % 256 for x in range(w) for c in range(3))
+                   for y in range(h))
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    W, H = ihdr_wh or (w, h)
+    chunks = [chunk(b"IDAT", d) for d in (idat if idat is not None else [zlib.compress(raw)])]
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", W, H, 8, 2, 0, 0, 0)) + b"".join(chunks)
+            + chunk(b"IEND", b""))
+
+
+def jpeg_bytes(w=8, h=8, dqt16=False, sof=0xC0, scans=None, ncomp=1):
+    """a hand-made JPEG of ncomp components: one DC table whose single code
+    (bit 0) is difference category 15, one AC table whose single code is
+    EOB; each block is then 0, fifteen 1 bits, 0: the largest DC difference
+    (32767) and an end of block. scans: [(component ids, Ss, Se, Ah)]."""
+    def seg(m, body):
+        return b"\xff" + bytes([m]) + struct.pack(">H", len(body) + 2) + body
+    if dqt16:
+        dqt = seg(0xDB, b"\x10" + struct.pack(">64H", *([65535] * 64)))
+    else:
+        dqt = seg(0xDB, b"\x00" + bytes([255] * 64))
+    sofb = seg(sof, bytes([8]) + struct.pack(">HH", h, w) + bytes([ncomp])
+               + b"".join(bytes([c + 1, 0x11, 0]) for c in range(ncomp)))
+    dht = seg(0xC4, b"\x00" + bytes([1] + [0] * 15) + bytes([15])) + seg(0xC4, b"\x10" + bytes([1] + [0] * 15) + b"\x00")
+    body = b""
+    for ids, ss, se, ah in (scans if scans is not None else [(list(range(1, ncomp + 1)), 0, 63, 0)]):
+        body += seg(0xDA, bytes([len(ids)]) + b"".join(bytes([i, 0x00]) for i in ids) + bytes([ss, se, ah << 4]))
+        nblocks = ((w + 7) // 8) * ((h + 7) // 8) * len(ids)
+        bits = "".join("0" + "1" * 15 + "0" for _ in range(nblocks))
+        bits += "1" * (-len(bits) % 8)
+        data = bytes(int(bits[i:i + 8], 2) for i in range(0, len(bits), 8))
+        body += data.replace(b"\xff", b"\xff\x00")
+    return b"\xff\xd8" + dqt + sofb + dht + body + b"\xff\xd9"
+
+
+def bmp8(w, h, idx, ncolors):
+    """an uncompressed 8-bit palette BMP (BITMAPINFOHEADER) of w x h indices"""
+    row = w + (-w % 4)
+    pixels = b"".join(bytes(idx[y * w:(y + 1) * w]) + b"\x00" * (row - w) for y in range(h))
+    pal = b"".join(bytes([40 * k, 80 * k % 256, 255 - 40 * k, 0]) for k in range(ncolors))
+    off = 14 + 40 + len(pal)
+    return (b"BM" + struct.pack("<IHHI", off + len(pixels), 0, 0, off)
+            + struct.pack("<IiiHHIIiiII", 40, w, h, 1, 8, 0, len(pixels), 2835, 2835, ncolors, 0) + pal + pixels)
+
+
+def hardening(R, model, tensors, meta):
+    P = R.path
+
+    def recon(name, data, keywords, fname="img.png"):
+        R.expect_error(name, ["recon", model, R.write(data, fname), P("r.png")], keywords)
+
+    # (1) the JPEG screen ran only on files that start FF D8; stb also takes
+    # fill bytes before the D8, and then wrote past a Huffman table
+    huff = b"\xff\xc4\x00\x13\x00" + b"\xff" * 16
+    recon("hardening: JPEG with fill bytes before SOI and a 4080-code Huffman table",
+          b"\xff\xff\xd8" + huff + b"\x00" * 8, "more than 256 codes", "fill.jpg")
+    recon("hardening: JPEG with many fill bytes before SOI", b"\xff" * 40 + b"\xd8" + huff, "more than 256 codes",
+          "fill2.jpg")
+
+    # (5) stb's undefined behaviour: 16-bit quantisation (DC overflow), a
+    # component no scan covers, a progressive AC scan before the DC scan,
+    # an empty first IDAT (memcpy to NULL)
+    R.expect_ok("hardening: the hand-made JPEG decodes (8-bit tables)",
+                ["recon", model, R.write(jpeg_bytes(16, 16), "ok.jpg"), P("r.png")])
+    recon("hardening: JPEG with 16-bit quantisation tables (dequantisation overflows int)",
+          jpeg_bytes(16, 16, dqt16=True), "16-bit quantisation", "q16.jpg")
+    recon("hardening: JPEG whose second component is in no scan",
+          jpeg_bytes(16, 16, ncomp=3, scans=[([1], 0, 63, 0)]), "no scan covers", "cover.jpg")
+    recon("hardening: JPEG with a frame header and no scan at all", jpeg_bytes(16, 16, scans=[]),
+          "no scan covers", "noscan.jpg")
+    recon("hardening: progressive JPEG whose first scan is an AC scan",
+          jpeg_bytes(16, 16, sof=0xC2, scans=[([1], 1, 5, 0), ([1], 0, 0, 0)]), "first DC scan", "prog.jpg")
+    recon("hardening: progressive JPEG that starts with a DC refinement scan",
+          jpeg_bytes(16, 16, sof=0xC2, scans=[([1], 0, 0, 1)]), "first DC scan", "prog2.jpg")
+    recon("hardening: PNG whose first IDAT chunk is empty",
+          png_bytes(8, 8, idat=[b"", zlib.compress(b"\x00" * 25 * 8)]), "empty first IDAT", "idat.png")
+
+    recon("hardening: JPEG whose scan uses a Huffman table no DHT defined",
+          jpeg_bytes(16, 16).replace(b"\xff\xda\x00\x08\x01\x01\x00", b"\xff\xda\x00\x08\x01\x01\x11"),
+          "never defined", "huff.jpg")
+    recon("hardening: JPEG whose component uses a quantisation table no DQT defined",
+          jpeg_bytes(16, 16).replace(b"\x01\x11\x00\xff\xc4", b"\x01\x11\x02\xff\xc4"), "never defined", "dqt.jpg")
+    bmp = bmp8(4, 2, [0, 1, 1, 0, 1, 0, 0, 1], 2)
+    R.expect_ok("hardening: an 8-bit BMP with a 2-colour palette and indices 0 and 1",
+                ["recon", model, R.write(bmp, "p2.bmp"), P("r.png")])
+    recon("hardening: an 8-bit BMP whose pixel indexes past its 2-colour palette",
+          bmp8(4, 2, [0, 1, 1, 0, 1, 0, 2, 1], 2), "past the palette", "p3.bmp")
+    empty = bytearray(bmp8(4, 2, [0] * 8, 2))
+    empty[18:26] = struct.pack("<ii", 0, -1776156672)  # width 0, height -1.8e9 (the fuzzer's timeout)
+    recon("hardening: a palette BMP of 0 x 1776156672 (the screen must not walk 1.8e9 rows)", bytes(empty),
+          ["large", "corrupt", "image"], "wide0.bmp")
+
+    # (6) small files that declare huge images: refused before allocating
+    recon("hardening: 89-byte PNG whose IDAT declares 1.5 GB", png_bytes(8, 8)[:33] + struct.pack(">I", 0x59000000)
+          + png_bytes(8, 8)[37:], "longer than the rest", "len.png")
+    recon("hardening: 100-byte PNG declaring 16384 x 16384", png_bytes(8, 8, ihdr_wh=(16384, 16384)),
+          "IVAE_MAX_PIXELS", "bomb.png")
+    recon("hardening: JPEG declaring 11897 x 13421", jpeg_bytes(11897, 13421, scans=[]), "IVAE_MAX_PIXELS",
+          "bomb.jpg")
+    good_png = R.write(png_bytes(16, 16), "good.png")
+    R.expect_ok("hardening: a 16x16 PNG under the default pixel limit", ["recon", model, good_png, P("r.png")])
+    R.env = {"IVAE_MAX_PIXELS": "255"}
+    R.expect_error("hardening: IVAE_MAX_PIXELS=255 refuses a 16x16 PNG", ["recon", model, good_png, P("r.png")],
+                   "IVAE_MAX_PIXELS")
+    R.env = {"IVAE_MAX_PIXELS": "256"}
+    R.expect_ok("hardening: IVAE_MAX_PIXELS=256 takes a 16x16 PNG", ["recon", model, good_png, P("r.png")])
+    R.env = {"IVAE_MAX_PIXELS": "lots"}
+    R.expect_error("hardening: IVAE_MAX_PIXELS=lots", ["recon", model, good_png, P("r.png")], "IVAE_MAX_PIXELS")
+    R.env = {}
+
+    # (3) tensors must tile the data: no shared bytes, no gaps, nothing after
+    def grad_raw(name, header, data, keywords):
+        h = json.dumps(header).encode()
+        h += b" " * (-len(h) % 8)
+        R.expect_error(name, ["info", R.write(st_raw(h, data))], keywords)
+    t4 = {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}
+    grad_raw("hardening: two tensors that share their bytes", {"a": t4, "b": dict(t4)}, f32([1.0]), "overlaps")
+    grad_raw("hardening: a gap before a tensor", {"a": dict(t4, data_offsets=[4, 8])}, f32([1.0, 2.0]), "unused")
+    grad_raw("hardening: bytes after the last tensor", {"a": t4}, f32([1.0, 2.0]), "after the last tensor")
+    n0 = tensors[0]
+    big = [(n0[0], n0[1], n0[2], n0[3])] + [("copy%d" % k, n0[1], n0[2], b"") for k in range(3)]
+
+    def share_first(entries):
+        for n, ent in entries[1:]:
+            ent["data_offsets"] = list(entries[0][1]["data_offsets"])
+    R.expect_error("hardening: a model whose tensors all point at one tensor's bytes",
+                   ["info", R.write(st_build(big, meta, share_first))], "overlaps")
+
+    # (7) the checksum ivae writes, verified on load
+    raw = bytearray(open(model, "rb").read())
+    (hl,) = struct.unpack("<Q", raw[:8])
+    hdr = json.loads(raw[8:8 + hl])
+    if "data_crc32" not in hdr.get("__metadata__", {}):
+        R.record("hardening: ivae init writes data_crc32 in the metadata", "no data_crc32 in %s" % model)
+    else:
+        want = "%08x" % zlib.crc32(bytes(raw[8 + hl:]))
+        R.record("hardening: ivae init writes data_crc32 (zlib's CRC-32 of the data)",
+                 None if hdr["__metadata__"]["data_crc32"] == want else
+                 "data_crc32 %s, zlib.crc32 %s" % (hdr["__metadata__"]["data_crc32"], want))
+    flip = bytearray(raw)
+    flip[8 + hl + 5] ^= 0x10  # one bit of a weight: still a finite float
+    R.expect_error("hardening: one flipped bit in the weight data", ["info", R.write(bytes(flip))], "checksum mismatch")
+    R.expect_error("hardening: data_crc32 that is not hex",
+                   ["info", R.write(st_build(tensors, dict(meta, data_crc32="banana!!")))], "data_crc32")
+    R.expect_ok("hardening: the same tensors without data_crc32 load (any safetensors file)",
+                ["info", R.write(st_build(tensors, meta))])
+
+    # (4) option values that wrapped when narrowed to int
+    for flag in ("--guard-every", "--log-every", "--ckpt-every"):
+        R.expect_error("hardening: train %s 4294967296 (was SIGFPE)" % flag,
+                       ["train", flag, "4294967296", "--steps", "1", "--data", P("nodata")], flag + ": '4294967296' must be an integer in")
+    R.expect_error("hardening: train --crop 4294967304 (was silently 8)",
+                   ["train", "--crop", "4294967304", "--data", P("nodata")], "--crop: '4294967304' must be an integer in")
+    R.expect_error("hardening: train --clips 2147483647", ["train", "--clips", "2147483647", "--data", P("nodata")],
+                   "--clips: '2147483647' must be an integer in")
+    R.expect_error("hardening: train --steps 99999999999999999999", ["train", "--steps", "99999999999999999999"],
+                   "must be an integer in")
+    R.expect_error("hardening: train --lr 1e999", ["train", "--lr", "1e999"], ["--lr", "number"])
+    R.expect_error("hardening: train --ref-shape 4294967313x64x64", ["train", "--ref-shape", "4294967313x64x64"],
+                   "ref-shape")
+    R.expect_error("hardening: eval --size 4294967296", ["eval", "--size", "4294967296", model], "--size: '4294967296' is not an integer in")
+    R.expect_error("hardening: batch --clip 4294967313x64x64",
+                   ["batch", "--clip", "4294967313x64x64", model, P("b.safetensors")], "--clip")
+    R.expect_error("hardening: init --base-ch ' 8' (blank first)", ["init", "--base-ch", " 8", P("y.safetensors")],
+                   "--base-ch")
+
+    # (2) and (7): the training checkpoint, resumed
+    data = P("data")
+    for split, seed in (("train", 1), ("eval", 2)):
+        os.makedirs(os.path.join(data, split, "images"))
+        with open(os.path.join(data, split, "images", "a.png"), "wb") as f:
+            f.write(png_bytes(16, 16, seed))
+    run_dir = P("run")
+    os.mkdir(run_dir)
+    ck = ckpt_from_model(R, tensors, meta, os.path.join(run_dir, "ckpt.safetensors"))
+    resume = ["train", "--data", data, "--out", run_dir, "--steps", "5", "--eval-size", "16"]
+    R.env = {"ASAN_OPTIONS": "detect_leaks=1"}  # a successful run must free what it took
+    R.expect_ok("hardening: train --resume on a valid checkpoint exits 0 (sanitizer build: no leak)",
+                ["train", "--resume", ck, "--data", data, "--out", P("run0"), "--steps", "4", "--eval-size", "16"])
+    R.env = {}
+
+    def bad_ckpt(name, keywords, **kv):
+        m = dict(CKPT_META)
+        m.update(kv)
+        p = ckpt_from_model(R, tensors, meta, P("bad_ckpt.safetensors"), m)
+        R.expect_error(name, ["train", "--resume", p, "--data", data, "--out", P("run_bad"), "--steps", "5"], keywords)
+    bad_ckpt("hardening: checkpoint n_hist 4294967295", "n_hist", n_hist="4294967295")
+    bad_ckpt("hardening: checkpoint n_hist -1", "n_hist", n_hist="-1")
+    bad_ckpt("hardening: checkpoint lr_scale banana (trained at rate 0)", "lr_scale", lr_scale="banana")
+    bad_ckpt("hardening: checkpoint lr_scale nan", "lr_scale", lr_scale="nan")
+    bad_ckpt("hardening: checkpoint lr_scale 0", "lr_scale", lr_scale="0")
+    bad_ckpt("hardening: checkpoint step LONG_MAX", "step", step="9223372036854775807")
+    bad_ckpt("hardening: checkpoint step past total_steps", "total_steps", step="9", total_steps="5")
+    bad_ckpt("hardening: checkpoint rng -1", "rng", rng="-1")
+    bad_ckpt("hardening: checkpoint opt.lr nan names the checkpoint", ["checkpoint metadata"], **{"opt.lr": "nan"})
+    bad_ckpt("hardening: checkpoint opt.guard-every 4294967296", ["checkpoint metadata"],
+             **{"opt.guard-every": "4294967296"})
+
+    # (7) a run killed after logging steps it did not checkpoint, and its
+    # temporary files: the resumed run logs each step once and cleans up
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = os.path.join(run_dir, "ckpt.safetensors.tmp.%d" % dead.pid)
+    live = os.path.join(run_dir, "ckpt.safetensors.tmp.%d" % os.getpid())
+    for f in (stale, live):
+        with open(f, "wb") as g:
+            g.write(b"half a checkpoint")
+    with open(os.path.join(run_dir, "log.csv"), "w") as f:
+        f.write("step,seconds,loss\n1,0.1,0.5\n2,0.2,0.5\n3,0.3,0.5\n4,0.4,0.5\n5,0.5,0.")
+
+    def resumed_ok():
+        steps = [l.split(",")[0] for l in open(os.path.join(run_dir, "log.csv")).read().splitlines()[1:]]
+        if steps != ["1", "2", "3", "4", "5"]:
+            return "log.csv steps %s (expected 1..5, each once)" % steps
+        if os.path.exists(stale):
+            return "the stale temporary %s is still there" % os.path.basename(stale)
+        if not os.path.exists(live):
+            return "the temporary of a live process was removed"
+        return None
+    R.expect_ok("hardening: resume after a kill: log.csv cut to the checkpoint, stale .tmp.PID removed",
+                resume + ["--resume", ck], resumed_ok)
+    os.remove(live)
+
+
+CKPT_META = {"step": "3", "total_steps": "5", "rng": "12345", "lr_scale": "1", "n_hist": "3",
+             "opt.lr": "0.0005", "opt.warmup": "2", "opt.guard-every": "1", "opt.crop": "8", "opt.clips": "0",
+             "opt.images": "1", "opt.seed": "1"}
+
+
+def ckpt_from_model(R, tensors, meta, path, extra=None):
+    """a training checkpoint (SPEC 5) made from the tiny model: zero moments,
+    a short guard history, the metadata of a run at step 3 of 5"""
+    m = dict(meta)
+    m.update(CKPT_META if extra is None else extra)
+    ts = list(tensors)
+    for pre in ("optim.m.", "optim.v."):
+        ts += [(pre + n, "F32", s, bytes(len(b))) for n, d, s, b in tensors]
+    for n in ("optim.hist.loss", "optim.hist.gnorm", "optim.hist.act"):
+        ts.append((n, "F32", [64], f32([0.5, 0.25, 0.125] + [0.0] * 61)))
+    with open(path, "wb") as f:
+        f.write(st_build(ts, m))
+    return path
 
 
 def summary(R):

@@ -16,6 +16,8 @@
 #   7. OpenCL         every kernel and the model on the device bit-identical to
 #                     the CPU (strict), fast kernels within SPEC 8 (pocl)
 #   8. bad input      malformed files and arguments: one-line errors, no crash
+#   9. fuzzing        each libFuzzer harness (fuzz/) for FUZZ_CI_SECONDS under
+#                     ASan/UBSan, the image path under MSan (needs clang)
 set -u
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -149,6 +151,33 @@ for bin in ./ivae ./ivae_asan; do
         tail -n 1 "$OUT/bad_input$(basename $bin).log" | sed "s|^|$bin: |"
     fi
 done
+
+step "9. fuzzing, short: every libFuzzer harness of fuzz/ under ASan/UBSan, the image path under MSan"
+# FUZZ_CI_SECONDS per target (default 30: 7 targets + MSan keep this step
+# near 5 minutes on 2 cores; make fuzz runs them longer). Needs clang with
+# libFuzzer (Debian: clang libclang-rt-14-dev); skipped without it.
+FUZZ_CC=${FUZZ_CC:-clang}
+FUZZ_CI_SECONDS=${FUZZ_CI_SECONDS:-30}
+if echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }' |
+        "$FUZZ_CC" -fsanitize=fuzzer,address,undefined -x c - -o "$OUT/fuzz_probe" 2>/dev/null; then
+    if make -s FUZZ_CC="$FUZZ_CC" fuzz_build > "$OUT/fuzz_build.log" 2>&1; then
+        sh fuzz/run.sh "$FUZZ_CI_SECONDS" safetensors checkpoint y4m image frames options wan || fail "fuzzing (findings in fuzz/out/)"
+    else
+        cat "$OUT/fuzz_build.log"; fail "building the fuzz harnesses"
+    fi
+    if echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }' |
+            "$FUZZ_CC" -fsanitize=fuzzer,memory -x c - -o "$OUT/fuzz_probe" 2>/dev/null; then
+        if make -s FUZZ_CC="$FUZZ_CC" fuzz/bin/image_msan > "$OUT/fuzz_msan_build.log" 2>&1; then
+            sh fuzz/run.sh "$FUZZ_CI_SECONDS" image_msan || fail "fuzzing the image path under MSan (findings in fuzz/out/image_msan/)"
+        else
+            cat "$OUT/fuzz_msan_build.log"; fail "building the MSan image harness"
+        fi
+    else
+        echo "SKIP the MSan pass: $FUZZ_CC has no MemorySanitizer here"
+    fi
+else
+    echo "SKIP: $FUZZ_CC with libFuzzer not found (apt-get install clang libclang-rt-14-dev)"
+fi
 
 echo
 if [ -n "$failed" ]; then

@@ -13,8 +13,9 @@
 #      variant)
 #   4. encode / decode / recon --device cl: the same files as on the CPU
 #   5. train --device cl: strict == the CPU run, bit for bit (guards acting,
-#      with and without double on the device, and resumed from a CPU run);
-#      fast within tolerance
+#      with and without double on the device, and resumed from a CPU run; a
+#      device failure mid-run, IVAE_CL_FAIL_AFTER: one line, the checkpoint
+#      intact, --device cpu --resume continues bit for bit); fast within tolerance
 #   6. errors: no OpenCL platform (OCL_ICD_VENDORS = an empty directory): one
 #      clear line and exit 1, and the CPU path still works; IVAE_CL_DEVICE out
 #      of range, or a kernels.cl (IVAE_KERNELS) without kernels_fast.cl
@@ -187,6 +188,21 @@ $CPU1 ./ivae train $TR --stop-after 12 --out "$OUT/tr.half" > /dev/null 2>&1 &&
     same_run "$OUT/tr.cpu" "$OUT/tr.half" &&
     ok "12 steps on the CPU + --resume on the device for 12 == 24 on the CPU, bit for bit" ||
     bad "a run resumed on the device differs from the CPU run"
+# a device that fails mid-run (IVAE_CL_FAIL_AFTER: every launch after the
+# first 5000 fails, as a lost or exhausted device would): exit 1 with one
+# line that names the last checkpoint, which is intact; --device cpu
+# --resume from it then gives the uninterrupted CPU run's bytes
+IVAE_CL_FAIL_AFTER=5000 ./ivae train $TR --device cl --out "$OUT/tr.fail" > /dev/null 2> "$OUT/tr.fail.log"
+rc=$?
+if [ $rc -eq 1 ] && [ "$(wc -l < "$OUT/tr.fail.log")" -eq 1 ] && grep -q "IVAE_CL_FAIL_AFTER.*last checkpoint .*ckpt.safetensors (step [0-9]*) is intact" "$OUT/tr.fail.log"; then
+    ok "a device failure mid-run: exit 1, \"$(sed 's/.*; the last/the last/' "$OUT/tr.fail.log" | cut -c1-90)...\""
+else
+    bad "a device failure mid-run (exit $rc):"; cat "$OUT/tr.fail.log"
+fi
+$CPU1 ./ivae train --data data --eval-size 16 --device cpu --resume "$OUT/tr.fail/ckpt.safetensors" --out "$OUT/tr.fail" > "$OUT/tr.fail.resume.log" 2>&1 &&
+    same_run "$OUT/tr.cpu" "$OUT/tr.fail" &&
+    ok "after the device failure, --device cpu --resume == the 24 CPU steps, bit for bit (log rows past the checkpoint dropped)" ||
+    { bad "the run resumed on the CPU after a device failure differs from the CPU run"; tail -3 "$OUT/tr.fail.resume.log"; }
 ./ivae train $TR --steps 4 --device cl --cl-mode fast --out "$OUT/tr.fast" > "$OUT/tr.fast.log" 2>&1 &&
     awk -F, 'FNR == 2 {v[NR > FNR] = $3} END {e = v[0] - v[1]; e = e < 0 ? -e : e; printf "step 1 loss: CPU %.9g, fast %.9g\n", v[0], v[1]; exit !(e <= 1e-4 * v[0])}' \
         "$OUT/tr.cpu/log.csv" "$OUT/tr.fast/log.csv" > "$OUT/tr.fast.cmp" &&

@@ -102,8 +102,19 @@ raw = open(f"{out}/d16.safetensors", "rb").read()
 n = struct.unpack("<Q", raw[:8])[0]
 head = json.loads(raw[8:8 + n]); data = raw[8 + n:]
 def write(name, h, d):
-    b = json.dumps(h).encode()
-    open(f"{out}/{name}.safetensors", "wb").write(struct.pack("<Q", len(b)) + b + d)
+    # each tensor's bytes laid out again in header order: readers hold files
+    # to the safetensors rule that the tensors tile the data (SPEC 5), so a
+    # dropped or added tensor must not leave a gap or share bytes
+    d2, h2 = bytearray(), {}
+    for k, t in h.items():
+        if k == "__metadata__":
+            h2[k] = t
+            continue
+        b0, e0 = t["data_offsets"]
+        h2[k] = dict(t, data_offsets=[len(d2), len(d2) + e0 - b0])
+        d2 += d[b0:e0]
+    b = json.dumps(h2).encode()
+    open(f"{out}/{name}.safetensors", "wb").write(struct.pack("<Q", len(b)) + b + bytes(d2))
 h = dict(head); del h["decoder.up_blocks.1.resnets.0.conv_shortcut.weight"]
 write("bad_missing", h, data)
 h = json.loads(json.dumps(head)); t = h["encoder.mid_block.attentions.0.proj.weight"]

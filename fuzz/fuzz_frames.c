@@ -1,0 +1,30 @@
+/*
+ * fuzz/fuzz_frames.c: a folder of numbered frames (media_load of a directory:
+ * scanning, number order, one size for all, each frame through the image
+ * loader). The input is split at each "\n--FRAME--\n" into up to 4 files,
+ * 0001.png, 0002.jpg, 0003.bmp, 0004.png. Seeds: fuzz/corpus/frames/.
+ */
+#include "fuzz.h"
+#include "../media.h"
+
+static const char SEP[] = "\n--FRAME--\n";
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
+    static const char *names[4] = {"0001.png", "0002.jpg", "0003.bmp", "0004.png"};
+    const char *dir = fuzz_path("frames");
+    char path[600];
+    mkdir(dir, 0700);
+    for (int k = 0; k < 4; k++) snprintf(path, sizeof path, "%s/%s", dir, names[k]), unlink(path);
+    size_t at = 0, sl = sizeof SEP - 1;
+    for (int k = 0; k < 4 && at <= n; k++) {
+        size_t end = at;
+        while (end + sl <= n && memcmp(data + end, SEP, sl)) end++;
+        if (end + sl > n) end = n;
+        snprintf(path, sizeof path, "%s/%s", dir, names[k]);
+        fuzz_write(path, data + at, end - at);
+        at = end + sl;
+    }
+    Clip c;
+    if (media_load(dir, 0, &c) == 0) clip_free(&c);
+    return 0;
+}
