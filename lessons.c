@@ -85,6 +85,7 @@ typedef struct {
     long steps;
     int seeds, crop, clips, images, eval_size, eval_frames, eval_jpeg, fresh;
     long warmup;
+    int seed0; /* the first seed */
 } LOpts;
 
 static const char *LESSONS_HELP =
@@ -106,6 +107,8 @@ static const char *LESSONS_HELP =
     "                    lesson in about an hour on two cores)\n"
     "  --steps N         train for exactly N steps instead (for tests)\n"
     "  --seeds N         seeds per arm (default 2): tables give the mean and the spread\n"
+    "  --seed-from K     seeds K .. K+N-1 (default 1): two processes may share OUT, each\n"
+    "                    with its own seeds; a last call with all seeds writes the report\n"
     "  --only LIST       only these lessons, e.g. loss,blocks\n"
     "  --config NAME     ivae-xs (default) or ivae-s\n"
     "  --crop N, --clips N, --images N   the batch (default 32, 1, 8: ivae train's)\n"
@@ -124,7 +127,7 @@ static long lparse_long(const char *flag, const char *v, long lo, long hi) {
 }
 
 static void lparse(LOpts *o, int argc, char **argv) {
-    *o = (LOpts){"data", "runs/lessons", "ivae-xs", NULL, 2.5, 0, 2, 32, 1, 8, 64, 17, 30, 0, 20};
+    *o = (LOpts){"data", "runs/lessons", "ivae-xs", NULL, 2.5, 0, 2, 32, 1, 8, 64, 17, 30, 0, 20, 1};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -145,6 +148,7 @@ static void lparse(LOpts *o, int argc, char **argv) {
             if (parse_real(v, 1e-3, 1e6, &o->minutes) != 0) die("--minutes: '%s' must be a number in 0.001..1e6", v);
         } else if (!strcmp(a, "--steps")) o->steps = lparse_long(a, v, 1, 100000000);
         else if (!strcmp(a, "--seeds")) o->seeds = (int)lparse_long(a, v, 1, 100);
+        else if (!strcmp(a, "--seed-from")) o->seed0 = (int)lparse_long(a, v, 1, 1000000);
         else if (!strcmp(a, "--crop")) o->crop = (int)lparse_long(a, v, 8, 4096);
         else if (!strcmp(a, "--clips")) o->clips = (int)lparse_long(a, v, 0, 1024);
         else if (!strcmp(a, "--images")) o->images = (int)lparse_long(a, v, 0, 1024);
@@ -378,12 +382,12 @@ static void lesson_grid(const LOpts *o, const Lesson *L, const Run1 *runs, const
     }
     for (int q = 0; q < 4; q++) {
         char path[1400];
-        snprintf(path, sizeof path, "%s/runs/%s/seed1/heldout_%s.orig.png", o->out, runs[arm_run[0]].dir, names[q]);
+        snprintf(path, sizeof path, "%s/runs/%s/seed%d/heldout_%s.orig.png", o->out, runs[arm_run[0]].dir, o->seed0, names[q]);
         if (!exists(path)) continue;
         Clip *row = clips[rows];
         if (media_load(path, 0, &row[0]) != 0) die("%s", ivae_error());
         for (int a = 0; a < L->n_arms; a++) {
-            snprintf(path, sizeof path, "%s/runs/%s/seed1/heldout_%s.recon.png", o->out, runs[arm_run[a]].dir, names[q]);
+            snprintf(path, sizeof path, "%s/runs/%s/seed%d/heldout_%s.recon.png", o->out, runs[arm_run[a]].dir, o->seed0, names[q]);
             if (media_load(path, 0, &row[1 + a]) != 0) die("%s", ivae_error());
             if (clip_error_map(&row[0], &row[1 + a], 4, &row[1 + L->n_arms + a]) != 0) die("%s", ivae_error());
         }
@@ -420,7 +424,7 @@ int lessons_main(int argc, char **argv) {
     Result (*res)[100] = xcalloc(MAX_RUNS, sizeof *res);
     double t0 = now_s();
     int done = 0, failed = 0;
-    for (int seed = 1; seed <= o.seeds; seed++)
+    for (int seed = o.seed0; seed < o.seed0 + o.seeds; seed++)
         for (int j = 0; j < n_runs; j++) {
             char dir[1200], *av[64], store[40][64], recipe[2048], rpath[1300], mpath[1300], spath[1300];
             snprintf(dir, sizeof dir, "%s/runs/%s/seed%d", o.out, runs[j].dir, seed);
@@ -430,7 +434,7 @@ int lessons_main(int argc, char **argv) {
             snprintf(mpath, sizeof mpath, "%s/metrics.csv", dir);
             snprintf(spath, sizeof spath, "%s/summary.csv", dir);
             done++;
-            Result *r = &res[j][seed - 1];
+            Result *r = &res[j][seed - o.seed0];
             if (!o.fresh && file_equals(rpath, recipe) && exists(mpath) && exists(spath)) {
                 printf("[%2d/%d] %-22s seed %d: reused (%s)\n", done, total, runs[j].dir, seed, dir);
             } else {
@@ -475,7 +479,7 @@ int lessons_main(int argc, char **argv) {
                 for (int s = 0; s < o.seeds; s++) {
                     const Result *r = &res[arm_run[k][a]][s];
                     if (!r->ok) continue;
-                    fprintf(csv, "%s,%s,%s,%d", LESSONS[k].name, LESSONS[k].arms[a].label, LESSONS[k].arms[a].flags, s + 1);
+                    fprintf(csv, "%s,%s,%s,%d", LESSONS[k].name, LESSONS[k].arms[a].label, LESSONS[k].arms[a].flags, s + o.seed0);
                     for (int c = 0; c < N_COLS; c++) fprintf(csv, ",%.6g", r->v[c]);
                     fprintf(csv, ",%s\n", r->splotch_block);
                 }
