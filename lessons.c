@@ -436,7 +436,7 @@ int lessons_main(int argc, char **argv) {
             done++;
             Result *r = &res[j][seed - o.seed0];
             if (!o.fresh && file_equals(rpath, recipe) && exists(mpath) && exists(spath)) {
-                printf("[%2d/%d] %-22s seed %d: reused (%s)\n", done, total, runs[j].dir, seed, dir);
+                printf("[%2d/%d] %-22s seed %d: reused", done, total, runs[j].dir, seed);
             } else {
                 mkdir_p(dir);
                 remove(mpath), remove(spath);
