@@ -45,7 +45,11 @@
 #include <string.h>
 
 #define MR 12 /* output channels per forward tile */
-#define NR 32  /* output columns per forward tile (two 16-float vectors) */
+#ifdef IVAE_DOUBLE
+#define NR 16 /* output columns per forward tile (test/gradcheck.c's doubles: still 24 registers) */
+#else
+#define NR 32 /* output columns per forward tile (two 16-float vectors) */
+#endif
 #define CB IVAE_CONV_CHAIN /* input channels per fma chain (the summation rule) */
 #define SEG 256 /* output columns per forward task (a multiple of NR) */
 #define NO 32 /* output channels per weight-gradient tile */
