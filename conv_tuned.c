@@ -51,7 +51,7 @@
 #define NR 32 /* output columns per forward tile (two 16-float vectors) */
 #endif
 #define CB IVAE_CONV_CHAIN /* input channels per fma chain (the summation rule) */
-#define SEG 256 /* output columns per forward task (a multiple of NR) */
+#define SEG 128 /* output columns per forward task (a multiple of NR): one row's inputs stay in L2 */
 #define NO 32 /* output channels per weight-gradient tile */
 #define NC 9  /* kernel taps per weight-gradient tile (3 rows of 3) */
 
