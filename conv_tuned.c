@@ -20,7 +20,8 @@
  *    tile with fused multiply-adds, then adds part into the output, which
  *    holds the sum of the blocks so far. Only part lives in registers:
  *    MR x NR = 12 x 32 floats is 24 of the 32 AVX-512 registers, and per tap
- *    the 24 fmas need 2 vector loads of x and 12 broadcasts of w. The
+ *    the 24 fmas need 2 vector loads of x and 12 broadcasts of w (rows of
+ *    16 or 48 columns take tiles of 12 x 16, which waste no lanes there). The
  *    compiler vectorises the plain C loops. A task is MR channels x a
  *    segment of up to SEG columns of one row, blocks outside, tiles inside,
  *    so that a block's weights (CB x 27 x MR floats, 10 KB) stay in L1.
@@ -111,16 +112,16 @@ static real *pad_input(int slot, Padded *g, const real *x, int C, int T, int H, 
    0; wpk: the tile's packed weights (Cin, K, MR). */
 static inline __attribute__((always_inline)) void conv_chain(real part[MR][NR], const real *restrict x, size_t cs,
                                                              const int *restrict toff, const real *restrict wpk,
-                                                             int i0, int i1, int K) {
+                                                             int i0, int i1, int K, int nr) {
     for (int m = 0; m < MR; m++)
-        for (int n = 0; n < NR; n++) part[m][n] = 0;
+        for (int n = 0; n < nr; n++) part[m][n] = 0;
     for (int i = i0; i < i1; i++) {
         const real *xi = x + (size_t)i * cs, *wi = wpk + (size_t)i * K * MR;
         for (int k = 0; k < K; k++) {
             const real *xr = xi + toff[k], *wk = wi + (size_t)k * MR;
             for (int m = 0; m < MR; m++)
 #pragma omp simd
-                for (int n = 0; n < NR; n++) part[m][n] = FMA(wk[m], xr[n], part[m][n]);
+                for (int n = 0; n < nr; n++) part[m][n] = FMA(wk[m], xr[n], part[m][n]);
         }
     }
 }
@@ -132,25 +133,27 @@ static inline __attribute__((always_inline)) void conv_chain(real part[MR][NR], 
    also adds the bias: y = (sum of the blocks' chains) + bias. The block's
    weights (CB x K x MR floats) stay in L1 while the segment's tiles use
    them. */
-static void conv_segment(real *restrict y, size_t ystride, int n_o, int n_w, const real *restrict x, size_t cs,
-                         const int *restrict toff, const real *restrict wpk, int Cin, int K, const real *bias) {
+static inline __attribute__((always_inline)) void conv_segment(real *restrict y, size_t ystride, int n_o, int n_w,
+                                                               const real *restrict x, size_t cs,
+                                                               const int *restrict toff, const real *restrict wpk,
+                                                               int Cin, int K, const real *bias, int nr) {
     for (int i0 = 0; i0 < Cin; i0 += CB) {
         int i1 = i0 + CB < Cin ? i0 + CB : Cin, first = i0 == 0, last = i1 == Cin;
-        for (int w0 = 0; w0 < n_w; w0 += NR) {
+        for (int w0 = 0; w0 < n_w; w0 += nr) {
             real part[MR][NR];
-            conv_chain(part, x + w0, cs, toff, wpk, i0, i1, K);
+            conv_chain(part, x + w0, cs, toff, wpk, i0, i1, K, nr);
             real *yt = y + w0;
-            if (n_o == MR && n_w - w0 >= NR) {
+            if (n_o == MR && n_w - w0 >= nr) {
                 for (int m = 0; m < MR; m++) {
                     real *ym = yt + m * ystride, b = last && bias ? bias[m] : 0;
 #pragma omp simd
-                    for (int n = 0; n < NR; n++) {
+                    for (int n = 0; n < nr; n++) {
                         real v = (first ? 0 : ym[n]) + part[m][n];
                         ym[n] = last && bias ? v + b : v;
                     }
                 }
             } else {
-                int nw = n_w - w0 < NR ? n_w - w0 : NR;
+                int nw = n_w - w0 < nr ? n_w - w0 : nr;
                 for (int m = 0; m < n_o; m++)
                     for (int n = 0; n < nw; n++) {
                         real v = (first ? 0 : yt[m * ystride + n]) + part[m][n];
@@ -159,6 +162,17 @@ static void conv_segment(real *restrict y, size_t ystride, int n_o, int n_w, con
             }
         }
     }
+}
+
+/* the segment with tiles of NR columns, and of NR/2 for narrow rows (a row
+   of 16 columns would leave half of a wide tile's lanes unused) */
+static void conv_segment_wide(real *restrict y, size_t ystride, int n_o, int n_w, const real *restrict x, size_t cs,
+                              const int *restrict toff, const real *restrict wpk, int Cin, int K, const real *bias) {
+    conv_segment(y, ystride, n_o, n_w, x, cs, toff, wpk, Cin, K, bias, NR);
+}
+static void conv_segment_narrow(real *restrict y, size_t ystride, int n_o, int n_w, const real *restrict x, size_t cs,
+                                const int *restrict toff, const real *restrict wpk, int Cin, int K, const real *bias) {
+    conv_segment(y, ystride, n_o, n_w, x, cs, toff, wpk, Cin, K, bias, NR / 2);
 }
 
 /* out (Cout, To, Ho, Wo) from a padded input whose frame t0 + t*st is output
@@ -172,6 +186,8 @@ static void conv_padded(real *out, const real *xp, const Padded *g, const real *
         for (int c = 0; c < kh; c++)
             for (int d = 0; d < kw; d++) toff[(a * kh + c) * kw + d] = (a * g->Hp + c) * g->Wrow + col_index(g, d);
     int nob = (Cout + MR - 1) / MR, nseg = (Wo + SEG - 1) / SEG;
+    /* narrow tiles where they waste fewer lanes (16 or 48 columns; a row of 32 or 64 is the same either way) */
+    int narrow = (Wo + NR / 2 - 1) / (NR / 2) * (NR / 2) < (Wo + NR - 1) / NR * NR;
     size_t plane = (size_t)To * Ho * Wo;
 #pragma omp parallel for schedule(static)
     for (int task = 0; task < nob * To * Ho * nseg; task++) {
@@ -179,9 +195,9 @@ static void conv_padded(real *out, const real *xp, const Padded *g, const real *
         int ob = task % nob, s = task / nob % nseg, h = task / nob / nseg % Ho, t = task / nob / nseg / Ho;
         int o0 = ob * MR, n_o = Cout - o0 < MR ? Cout - o0 : MR, w0 = s * SEG;
         const real *xrow = xp + ((size_t)(t0 + t * st) * g->Hp + (size_t)h * sh) * g->Wrow;
-        conv_segment(out + (size_t)o0 * plane + ((size_t)t * Ho + h) * Wo + w0, plane, n_o,
-                     Wo - w0 < SEG ? Wo - w0 : SEG, xrow + w0, g->cs, toff, wpk + (size_t)ob * Cin * K * MR, Cin, K,
-                     bias ? bias + o0 : NULL);
+        (narrow ? conv_segment_narrow : conv_segment_wide)(
+            out + (size_t)o0 * plane + ((size_t)t * Ho + h) * Wo + w0, plane, n_o, Wo - w0 < SEG ? Wo - w0 : SEG,
+            xrow + w0, g->cs, toff, wpk + (size_t)ob * Cin * K * MR, Cin, K, bias ? bias + o0 : NULL);
     }
 }
 

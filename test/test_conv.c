@@ -157,6 +157,7 @@ int main(void) {
         {2, 6, 11, 13, 3, 3, 1, 1, 2, 1, 1},
         /* rows wider than a task's segment of columns, ragged channel blocks of the chains */
         {10, 2, 3, 300, 13, 3, 3, 3, 1, 1, 1}, {10, 3, 6, 70, 20, 3, 3, 3, 2, 2, 2}, {17, 3, 5, 70, 9, 1, 1, 1, 1, 1, 1},
+        {6, 2, 3, 48, 14, 3, 3, 3, 1, 1, 1}, /* narrow tiles: 48 columns are 3 of 16 */
     };
     for (size_t j = 0; j < sizeof odd / sizeof odd[0]; j++) {
         int *c = odd[j];
