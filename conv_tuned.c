@@ -15,10 +15,16 @@
  *    columns first, then its odd ones, so that the inputs of neighbouring
  *    outputs are neighbours in memory again.
  * 2. Tiles in registers. A forward tile is MR output channels x NR output
- *    columns of one row; per input channel it sums the kernel taps into a
- *    fresh "part" tile with fused multiply-adds, then adds part into "acc".
- *    Both tiles stay in vector registers (MR x NR = 8 x 16 floats is 8 + 8
- *    AVX-512 registers); the compiler vectorises the plain C loops.
+ *    columns of one row; per block of CB = 8 input channels (the rule's
+ *    chains) it sums the block's channels' kernel taps into a fresh "part"
+ *    tile with fused multiply-adds, then adds part into the output, which
+ *    holds the sum of the blocks so far. Only part lives in registers:
+ *    MR x NR = 12 x 32 floats is 24 of the 32 AVX-512 registers, and per tap
+ *    the 24 fmas need 2 vector loads of x and 12 broadcasts of w (rows of
+ *    16 or 48 columns take tiles of 12 x 16, which waste no lanes there). The
+ *    compiler vectorises the plain C loops. A task is MR channels x a
+ *    segment of up to SEG columns of one row, blocks outside, tiles inside,
+ *    so that a block's weights (CB x 27 x MR floats, 10 KB) stay in L1.
  * 3. One kernel, two uses. The input gradient of a stride-1 conv is itself a
  *    convolution: of dy, padded at the END in time (an input frame t reaches
  *    outputs t..t+kt-1), with the kernel flipped and its in/out channels
@@ -39,8 +45,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MR 8  /* output channels per forward tile */
-#define NR 16 /* output columns per forward tile */
+#define MR 12 /* output channels per forward tile */
+#ifdef IVAE_DOUBLE
+#define NR 16 /* output columns per forward tile (test/gradcheck.c's doubles: still 24 registers) */
+#else
+#define NR 32 /* output columns per forward tile (two 16-float vectors) */
+#endif
+#define CB IVAE_CONV_CHAIN /* input channels per fma chain (the summation rule) */
+#define SEG 128 /* output columns per forward task (a multiple of NR): one row's inputs stay in L2 */
 #define NO 32 /* output channels per weight-gradient tile */
 #define NC 9  /* kernel taps per weight-gradient tile (3 rows of 3) */
 
@@ -94,63 +106,98 @@ static real *pad_input(int slot, Padded *g, const real *x, int C, int T, int H, 
     return xp;
 }
 
-/* One forward tile: y[m][n] for MR output channels and NR columns.
-   acc = sum over input channels of part, part = the channel's taps, fma'd. */
-static inline void conv_tile(real *restrict y, size_t ystride, int n_o, int n_w, const real *restrict x,
-                             size_t cs, const int *restrict toff, const real *restrict wpk, int Cin, int K,
-                             const real *bias) {
-    real acc[MR][NR];
+/* One block's chain for a forward tile: part[m][n] = the fma chain over input
+   channels i0 .. i1-1 (in increasing order) and, for each, its K taps, for
+   MR output channels and NR columns. x: the tile's first column in channel
+   0; wpk: the tile's packed weights (Cin, K, MR). */
+static inline __attribute__((always_inline)) void conv_chain(real part[MR][NR], const real *restrict x, size_t cs,
+                                                             const int *restrict toff, const real *restrict wpk,
+                                                             int i0, int i1, int K, int nr) {
     for (int m = 0; m < MR; m++)
-        for (int n = 0; n < NR; n++) acc[m][n] = 0;
-    if (K == 1) { /* a 1x1x1 conv: part = fma(w, x, 0) = w * x rounded, so acc += w * x, same bits */
-        for (int i = 0; i < Cin; i++) {
-            const real *xr = x + (size_t)i * cs + toff[0], *wk = wpk + (size_t)i * MR;
-            for (int m = 0; m < MR; m++)
-#pragma omp simd
-                for (int n = 0; n < NR; n++) acc[m][n] += wk[m] * xr[n];
-        }
-        Cin = 0; /* done: skip the general loop */
-    }
-    for (int i = 0; i < Cin; i++) {
-        real part[MR][NR];
-        for (int m = 0; m < MR; m++)
-            for (int n = 0; n < NR; n++) part[m][n] = 0;
-        const real *xi = x + (size_t)i * cs;
+        for (int n = 0; n < nr; n++) part[m][n] = 0;
+    for (int i = i0; i < i1; i++) {
+        const real *xi = x + (size_t)i * cs, *wi = wpk + (size_t)i * K * MR;
         for (int k = 0; k < K; k++) {
-            const real *xr = xi + toff[k];
-            const real *wk = wpk + ((size_t)i * K + k) * MR;
+            const real *xr = xi + toff[k], *wk = wi + (size_t)k * MR;
             for (int m = 0; m < MR; m++)
 #pragma omp simd
-                for (int n = 0; n < NR; n++) part[m][n] = FMA(wk[m], xr[n], part[m][n]);
+                for (int n = 0; n < nr; n++) part[m][n] = FMA(wk[m], xr[n], part[m][n]);
         }
-        for (int m = 0; m < MR; m++)
-#pragma omp simd
-            for (int n = 0; n < NR; n++) acc[m][n] += part[m][n];
     }
-    for (int m = 0; m < n_o; m++)
-        for (int n = 0; n < n_w; n++) y[m * ystride + n] = bias ? acc[m][n] + bias[m] : acc[m][n];
+}
+
+/* A forward row segment: y[m][w] for n_o <= MR output channels and n_w
+   columns. Per block of CB input channels, each tile of NR columns runs the
+   block's chain in registers and adds it into y, which holds the sum of the
+   blocks so far (the first block: 0 + part, so never -0); the last block
+   also adds the bias: y = (sum of the blocks' chains) + bias. The block's
+   weights (CB x K x MR floats) stay in L1 while the segment's tiles use
+   them. */
+static inline __attribute__((always_inline)) void conv_segment(real *restrict y, size_t ystride, int n_o, int n_w,
+                                                               const real *restrict x, size_t cs,
+                                                               const int *restrict toff, const real *restrict wpk,
+                                                               int Cin, int K, const real *bias, int nr) {
+    for (int i0 = 0; i0 < Cin; i0 += CB) {
+        int i1 = i0 + CB < Cin ? i0 + CB : Cin, first = i0 == 0, last = i1 == Cin;
+        for (int w0 = 0; w0 < n_w; w0 += nr) {
+            real part[MR][NR];
+            conv_chain(part, x + w0, cs, toff, wpk, i0, i1, K, nr);
+            real *yt = y + w0;
+            if (n_o == MR && n_w - w0 >= nr) {
+                for (int m = 0; m < MR; m++) {
+                    real *ym = yt + m * ystride, b = last && bias ? bias[m] : 0;
+#pragma omp simd
+                    for (int n = 0; n < nr; n++) {
+                        real v = (first ? 0 : ym[n]) + part[m][n];
+                        ym[n] = last && bias ? v + b : v;
+                    }
+                }
+            } else {
+                int nw = n_w - w0 < nr ? n_w - w0 : nr;
+                for (int m = 0; m < n_o; m++)
+                    for (int n = 0; n < nw; n++) {
+                        real v = (first ? 0 : yt[m * ystride + n]) + part[m][n];
+                        yt[m * ystride + n] = last && bias ? v + bias[m] : v;
+                    }
+            }
+        }
+    }
+}
+
+/* the segment with tiles of NR columns, and of NR/2 for narrow rows (a row
+   of 16 columns would leave half of a wide tile's lanes unused) */
+static void conv_segment_wide(real *restrict y, size_t ystride, int n_o, int n_w, const real *restrict x, size_t cs,
+                              const int *restrict toff, const real *restrict wpk, int Cin, int K, const real *bias) {
+    conv_segment(y, ystride, n_o, n_w, x, cs, toff, wpk, Cin, K, bias, NR);
+}
+static void conv_segment_narrow(real *restrict y, size_t ystride, int n_o, int n_w, const real *restrict x, size_t cs,
+                                const int *restrict toff, const real *restrict wpk, int Cin, int K, const real *bias) {
+    conv_segment(y, ystride, n_o, n_w, x, cs, toff, wpk, Cin, K, bias, NR / 2);
 }
 
 /* out (Cout, To, Ho, Wo) from a padded input whose frame t0 + t*st is output
    frame t's first tap; wpk holds the weights packed as (Cout/MR blocks, Cin,
-   K, MR), zero rows past Cout */
+   K, MR), zero rows past Cout. A task is MR channels x one segment of up to
+   SEG columns of one output row. */
 static void conv_padded(real *out, const real *xp, const Padded *g, const real *wpk, const real *bias, int Cin,
                         int Cout, int t0, int To, int Ho, int Wo, int kt, int kh, int kw, int st, int sh) {
     int K = kt * kh * kw, toff[K];
     for (int a = 0; a < kt; a++)
         for (int c = 0; c < kh; c++)
             for (int d = 0; d < kw; d++) toff[(a * kh + c) * kw + d] = (a * g->Hp + c) * g->Wrow + col_index(g, d);
-    int nob = (Cout + MR - 1) / MR;
+    int nob = (Cout + MR - 1) / MR, nseg = (Wo + SEG - 1) / SEG;
+    /* narrow tiles where they waste fewer lanes (16 or 48 columns; a row of 32 or 64 is the same either way) */
+    int narrow = (Wo + NR / 2 - 1) / (NR / 2) * (NR / 2) < (Wo + NR - 1) / NR * NR;
     size_t plane = (size_t)To * Ho * Wo;
 #pragma omp parallel for schedule(static)
-    for (int task = 0; task < nob * To * Ho; task++) {
-        int ob = task % nob, t = task / nob / Ho, h = task / nob % Ho; /* ob fastest: neighbouring tasks read the same input rows */
-        int o0 = ob * MR, n_o = Cout - o0 < MR ? Cout - o0 : MR;
+    for (int task = 0; task < nob * To * Ho * nseg; task++) {
+        /* ob fastest: neighbouring tasks read the same input rows */
+        int ob = task % nob, s = task / nob % nseg, h = task / nob / nseg % Ho, t = task / nob / nseg / Ho;
+        int o0 = ob * MR, n_o = Cout - o0 < MR ? Cout - o0 : MR, w0 = s * SEG;
         const real *xrow = xp + ((size_t)(t0 + t * st) * g->Hp + (size_t)h * sh) * g->Wrow;
-        for (int w0 = 0; w0 < Wo; w0 += NR)
-            conv_tile(out + (size_t)o0 * plane + ((size_t)t * Ho + h) * Wo + w0, plane, n_o,
-                      Wo - w0 < NR ? Wo - w0 : NR, xrow + w0, g->cs, toff, wpk + (size_t)ob * Cin * K * MR, Cin, K,
-                      bias ? bias + o0 : NULL);
+        (narrow ? conv_segment_narrow : conv_segment_wide)(
+            out + (size_t)o0 * plane + ((size_t)t * Ho + h) * Wo + w0, plane, n_o, Wo - w0 < SEG ? Wo - w0 : SEG,
+            xrow + w0, g->cs, toff, wpk + (size_t)ob * Cin * K * MR, Cin, K, bias ? bias + o0 : NULL);
     }
 }
 

@@ -67,19 +67,21 @@
  *   order. Each kernel quotes the C lines it mirrors.
  * - fma() where layers.c writes FMA() (fmaf and OpenCL's fma are both
  *   correctly rounded), and a * b + c everywhere else, kept as two roundings
- *   by FP_CONTRACT OFF below (the C code is built with -ffp-contract=off). One
- *   exception: for a 1x1x1 conv conv_tuned.c writes acc += w * x, the same bits as
- *   part = fma(w, x, 0); acc += part, which the kernels run.
+ *   by FP_CONTRACT OFF below (the C code is built with -ffp-contract=off).
  * - the order of every sum is the reference's rule, quoted from layers.c:
  *
  *   Summation order, the rule an optimized kernel must follow to give the
  *   reference's bits. (1) Every accumulator starts at +0 and adds its terms
  *   one at a time in the order below (never starting from the first term),
- *   so it is never -0. (2) conv3d forward: y = (sum over input channels i,
- *   in increasing i, of P_i) + bias, P_i = fma chain P = fma(w, x, P) over
- *   channel i's taps (a, c, d) in row-major order. (3) input gradient:
- *   dx = sum over output channels o of Q_o, Q_o = fma chain over the
- *   outputs (t', h', w') that read the input, in increasing order. (4)
+ *   so it is never -0. (2) conv3d forward: the input channels in blocks of
+ *   B = 8 (IVAE_CONV_CHAIN: 0-7, 8-15, ...; the last block holds the rest);
+ *   y = (sum over blocks b, in increasing b, of P_b) + bias, P_b = one fma
+ *   chain P = fma(w, x, P) over the block's channels i in increasing i and,
+ *   within each channel, its taps (a, c, d) in row-major order. (3) input
+ *   gradient: the output channels in blocks of B = 8 likewise; dx = sum over
+ *   blocks b, in increasing b, of Q_b, Q_b = one fma chain over the block's
+ *   channels o in increasing o and, within each channel, the outputs
+ *   (t', h', w') that read the input, in increasing order. (4)
  *   weight gradient: dW += sum over t' of (sum over h' of (fma chain over w'
  *   of x * dy)). (5) bias gradients and loss sums: nested plain sums: each
  *   row of W straight through, rows summed per frame, frames per channel,
@@ -216,16 +218,20 @@ static float4 gather4(global const float *row, int x0, int step, int n) {
    input loads (a row's inputs are loaded once per tap row and reused by its
    kw taps). */
 #define FM 8 /* output channels per work-item of the forward kernels */
+#define CONV_CHAIN 8 /* channels per fma chain: layers.h's IVAE_CONV_CHAIN (the summation rule) */
 #define FN 8 /* outputs of a row per work-item (the float8 lanes) */
 
 /* Outputs y[o + m, t, h, w + l], m < FM, l < FN, of conv3d_forward_padded
    (conv3d_forward_chunk is it with SPEC 2.1's padding, ph = kh/2 rows on top
    and pw = kw/2 columns left; conv3d_forward the chunk with s0 = 0 and prev
    = NULL). Channels past Cout repeat channel Cout-1 and columns past Wo are
-   computed from zeros; the caller stores neither. The C code's conv_tile,
-   per output:
+   computed from zeros; the caller stores neither. The C code's conv_segment
+   and conv_chain, per output:
        acc = 0;
-       for i { part = 0; for k (taps a, c, d row-major) part = FMA(w[o,i,k], xp[tap], part); acc += part; }
+       for each block of CONV_CHAIN input channels {
+           part = 0;
+           for i in the block, for k (taps a, c, d row-major) part = FMA(w[o,i,k], xp[tap], part);
+           acc += part; }
        y = bias ? acc + bias[o] : acc;
    where xp is the zero-padded input: padded frame j is clip frame
    s0 - (kt-1) + j, from prev (the kt-1 frames before the chunk; zeros when
@@ -243,11 +249,11 @@ static void conv_forward_tile(float8 y[FM], global const float *inp, global cons
     size_t HW = (size_t)H * W;
     float8 acc[FM];
     for (int m = 0; m < FM; m++) acc[m] = (float8)(0.0f);
+    float8 part[FM];
     for (int i = 0; i < Cin; i++) {
-        float8 part[FM];
         global const float *wm[FM]; /* (kt, kh, kw) of channel o + m, input channel i */
         for (int m = 0; m < FM; m++) {
-            part[m] = (float8)(0.0f);
+            if (i % CONV_CHAIN == 0) part[m] = (float8)(0.0f); /* a block's chain starts */
             wm[m] = weight + ((size_t)min(o + m, Cout - 1) * Cin + i) * K;
         }
         for (int a = 0; a < kt; a++) {
@@ -291,7 +297,8 @@ static void conv_forward_tile(float8 y[FM], global const float *inp, global cons
                 }
             }
         }
-        for (int m = 0; m < FM; m++) acc[m] += part[m];
+        if (i % CONV_CHAIN == CONV_CHAIN - 1 || i == Cin - 1) /* the block's chain ends */
+            for (int m = 0; m < FM; m++) acc[m] += part[m];
     }
     for (int m = 0; m < FM; m++) y[m] = bias ? acc[m] + (float8)(bias[min(o + m, Cout - 1)]) : acc[m];
 }
@@ -392,7 +399,10 @@ kernel void cache_push(global float *cache, int keep, int had, global const floa
    columns around, with the flipped kernel (taps reversed, in and out
    channels swapped) and no bias:
        acc = 0;
-       for o { part = 0; for k (a, c, d row-major) part = FMA(W[o,i,K-1-k], dypad[o, t+a, h+c, w+d], part); acc += part; }
+       for each block of CONV_CHAIN output channels {
+           part = 0;
+           for o in the block, for k (a, c, d row-major) part = FMA(W[o,i,K-1-k], dypad[o, t+a, h+c, w+d], part);
+           acc += part; }
        dx[i,t,h,w] = acc;
    with dypad[o, t, y, x] = grid[o, t, y-qh, x-qw], zero outside. */
 
@@ -403,8 +413,9 @@ static float4 conv_dinp_point4(global const float *dout, global const float *wei
     int Ho = conv_out_s(H, kh, 1), Wo = conv_out_s(W, kw, 1), K = kt * kh * kw;
     int qh = kh - 1 - kh / 2, qw = kw - 1 - kw / 2;
     float4 acc = (float4)(0.0f);
+    float4 part = (float4)(0.0f);
     for (int o = 0; o < Cout; o++) {
-        float4 part = (float4)(0.0f);
+        if (o % CONV_CHAIN == 0) part = (float4)(0.0f); /* a block's chain starts */
         global const float *wo = weight + ((size_t)o * Cin + i) * K;
         global const float *dyo = dout + (size_t)o * T * Ho * Wo;
         for (int a = 0; a < kt; a++)
@@ -416,7 +427,7 @@ static float4 conv_dinp_point4(global const float *dout, global const float *wei
                     part = fma((float4)(wo[K - 1 - k]), gather4(row, w + d - qw, 1, Wo), part);
                 }
             }
-        acc += part;
+        if (o % CONV_CHAIN == CONV_CHAIN - 1 || o == Cout - 1) acc += part; /* the block's chain ends */
     }
     return acc;
 }
@@ -432,8 +443,9 @@ static float4 conv_dinp_strided_point4(global const float *dout, global const fl
     int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw), K = kt * kh * kw;
     int qh = kh - 1 - kh / 2, qw = kw - 1 - kw / 2;
     float4 acc = (float4)(0.0f);
+    float4 part = (float4)(0.0f);
     for (int o = 0; o < Cout; o++) {
-        float4 part = (float4)(0.0f);
+        if (o % CONV_CHAIN == 0) part = (float4)(0.0f); /* a block's chain starts */
         global const float *wo = weight + ((size_t)o * Cin + i) * K;
         global const float *dyo = dout + (size_t)o * To * Ho * Wo;
         for (int a = 0; a < kt; a++) {
@@ -450,7 +462,7 @@ static float4 conv_dinp_strided_point4(global const float *dout, global const fl
                 }
             }
         }
-        acc += part;
+        if (o % CONV_CHAIN == CONV_CHAIN - 1 || o == Cout - 1) acc += part; /* the block's chain ends */
     }
     return acc;
 }

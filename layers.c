@@ -12,12 +12,15 @@
  * reference's bits (kernels.cl and SPEC 8 quote it):
  *  1. Every accumulator starts at +0 and adds its terms one at a time in the
  *     order below (never starting from the first term), so it is never -0.
- *  2. conv3d forward: y = (sum over input channels i, in increasing i, of
- *     P_i) + bias, P_i = fma chain P = fma(w, x, P) over channel i's taps
- *     (a, c, d) in row-major order.
- *  3. input gradient: dx = sum over output channels o of Q_o, Q_o = fma
- *     chain over the outputs (t', h', w') that read the input, in increasing
- *     order.
+ *  2. conv3d forward: the input channels in blocks of B = 8 (IVAE_CONV_CHAIN:
+ *     0-7, 8-15, ...; the last block holds the rest); y = (sum over blocks b,
+ *     in increasing b, of P_b) + bias, P_b = one fma chain P = fma(w, x, P)
+ *     over the block's channels i in increasing i and, within each channel,
+ *     its taps (a, c, d) in row-major order.
+ *  3. input gradient: the output channels in blocks of B = 8 likewise;
+ *     dx = sum over blocks b, in increasing b, of Q_b, Q_b = one fma chain
+ *     over the block's channels o in increasing o and, within each channel,
+ *     the outputs (t', h', w') that read the input, in increasing order.
  *  4. weight gradient: dW += sum over t' of (sum over h' of (fma chain over
  *     w' of x * dy)).
  *  5. bias gradients and loss sums: nested plain sums: each row of W
@@ -136,16 +139,18 @@ int ivae_conv3d_forward_padded_naive(real *out, const real *inp, const real *pre
         for (int h = 0; h < Ho; h++)
             for (int w = 0; w < Wo; w++) {
                 real acc = 0;
-                for (int i = 0; i < Cin; i++) {
-                    const real *wi = weight + ((size_t)o * Cin + i) * K; // (kt, kh, kw)
+                for (int i0 = 0; i0 < Cin; i0 += IVAE_CONV_CHAIN) { /* a block of input channels: one chain */
                     real part = 0;
-                    for (int a = 0; a < kt; a++)
-                        for (int c = 0; c < kh; c++)
-                            for (int d = 0; d < kw; d++) {
-                                real x = conv_input(inp, prev, i, t0 + a, h * sh + c - pad.top, w * sw + d - pad.left,
-                                                    T, H, W, kt);
-                                part = FMA(wi[(a * kh + c) * kw + d], x, part);
-                            }
+                    for (int i = i0; i < i0 + IVAE_CONV_CHAIN && i < Cin; i++) {
+                        const real *wi = weight + ((size_t)o * Cin + i) * K; // (kt, kh, kw)
+                        for (int a = 0; a < kt; a++)
+                            for (int c = 0; c < kh; c++)
+                                for (int d = 0; d < kw; d++) {
+                                    real x = conv_input(inp, prev, i, t0 + a, h * sh + c - pad.top,
+                                                        w * sw + d - pad.left, T, H, W, kt);
+                                    part = FMA(wi[(a * kh + c) * kw + d], x, part);
+                                }
+                    }
                     acc += part;
                 }
                 y[h * Wo + w] = bias ? acc + bias[o] : acc;
@@ -171,19 +176,21 @@ void ivae_conv3d_backward_naive(real *dinp, real *dweight, real *dbias, const re
             for (int h = 0; h < H; h++)
                 for (int w = 0; w < W; w++) {
                     real acc = 0;
-                    for (int o = 0; o < Cout; o++) {
-                        const real *wo = weight + ((size_t)o * Cin + i) * K; // (kt, kh, kw)
+                    for (int o0 = 0; o0 < Cout; o0 += IVAE_CONV_CHAIN) { /* a block of output channels: one chain */
                         real part = 0;
-                        for (int a = kt - 1; a >= 0; a--)
-                            for (int c = kh - 1; c >= 0; c--)
-                                for (int d = kw - 1; d >= 0; d--) {
-                                    int t1 = t + (kt - 1) - a, h1 = h + ph - c, w1 = w + pw - d; /* stride-1 grid */
-                                    real g = 0;
-                                    if (t1 % st == 0 && h1 >= 0 && h1 % sh == 0 && w1 >= 0 && w1 % sw == 0 &&
-                                        t1 / st < To && h1 / sh < Ho && w1 / sw < Wo)
-                                        g = dout[(((size_t)o * To + t1 / st) * Ho + h1 / sh) * Wo + w1 / sw];
-                                    part = FMA(wo[(a * kh + c) * kw + d], g, part);
-                                }
+                        for (int o = o0; o < o0 + IVAE_CONV_CHAIN && o < Cout; o++) {
+                            const real *wo = weight + ((size_t)o * Cin + i) * K; // (kt, kh, kw)
+                            for (int a = kt - 1; a >= 0; a--)
+                                for (int c = kh - 1; c >= 0; c--)
+                                    for (int d = kw - 1; d >= 0; d--) {
+                                        int t1 = t + (kt - 1) - a, h1 = h + ph - c, w1 = w + pw - d; /* stride-1 grid */
+                                        real g = 0;
+                                        if (t1 % st == 0 && h1 >= 0 && h1 % sh == 0 && w1 >= 0 && w1 % sw == 0 &&
+                                            t1 / st < To && h1 / sh < Ho && w1 / sw < Wo)
+                                            g = dout[(((size_t)o * To + t1 / st) * Ho + h1 / sh) * Wo + w1 / sw];
+                                        part = FMA(wo[(a * kh + c) * kw + d], g, part);
+                                    }
+                        }
                         acc += part;
                     }
                     dinp[(((size_t)i * T + t) * H + h) * W + w] = acc;

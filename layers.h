@@ -78,6 +78,10 @@ real *ivae_scratch(int slot, size_t n);
 real ivae_sum_nested(const real *v, Shape s); /* rows, then frames, then channels */
 real ivae_sum_rows(const real *v, int n, int W); /* rows of W, then the row sums */
 
+/* input channels per fma chain of the conv's forward pass (output channels
+   of its input gradient): the summation rule at the top of layers.c */
+#define IVAE_CONV_CHAIN 8
+
 /* --- 2.1 causal conv3d ------------------------------------------------------
    out (Cout, To, Ho, Wo), inp (Cin, T, H, W), weight (Cout, Cin, kt, kh, kw),
    bias (Cout) or NULL. The _chunk form runs on frames s0 .. s0+T-1 of a

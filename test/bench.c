@@ -54,6 +54,7 @@
  * judge.
  */
 #include "../ivae.h"
+#include "../layers.h"
 
 #include <errno.h>
 #include <math.h>
