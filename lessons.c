@@ -247,14 +247,29 @@ static void recipe_line(char *const *av, int n, char *out, size_t cap) {
     for (int j = 0; j < n; j++) snprintf(out + strlen(out), cap - strlen(out), "%s%s", j ? " " : "", av[j]);
 }
 
-static int file_equals(const char *path, const char *text) {
+/* a recipe without its "--out DIR": the same run, wherever its folder is
+   (runs copied into another output folder are still reused) */
+static void recipe_key(const char *recipe, char *out, size_t cap) {
+    char buf[2048];
+    snprintf(buf, sizeof buf, "%s", recipe);
+    out[0] = 0;
+    int skip = 0;
+    for (char *tok = strtok(buf, " \n"); tok; tok = strtok(NULL, " \n")) {
+        if (skip) { skip = 0; continue; }
+        if (!strcmp(tok, "--out")) { skip = 1; continue; }
+        snprintf(out + strlen(out), cap - strlen(out), "%s%s", out[0] ? " " : "", tok);
+    }
+}
+
+static int file_equals(const char *path, const char *recipe) {
     FILE *f = fopen(path, "r");
     if (!f) return 0;
-    char buf[2048];
+    char buf[2048], a[2048], b[2048];
     size_t got = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[got] = 0;
-    return strcmp(buf, text) == 0;
+    recipe_key(buf, a, sizeof a), recipe_key(recipe, b, sizeof b);
+    return strcmp(a, b) == 0;
 }
 
 static int exists(const char *path) {
