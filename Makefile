@@ -214,10 +214,10 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 120
 FUZZ_TARGETS ?= safetensors checkpoint y4m image frames options wan
 FUZZ_COMMON  := -O1 -g -std=gnu11 -ffp-contract=off -Wno-unknown-pragmas -fno-omit-frame-pointer -fno-sanitize-recover=all
-FUZZ_SRC     := $(LIB) media.c ivae_cl_stub.c
+FUZZ_SRC     := $(LIB) media.c ivae_cl_stub.c dist_stub.c
 FUZZ_OBJ     := $(patsubst %.c,fuzz/bin/obj/%.o,$(FUZZ_SRC))
 .PHONY: fuzz fuzz_build fuzz_msan clean_fuzz
-fuzz/bin/obj/%.o: %.c $(HDR) ivae_cl_model.h
+fuzz/bin/obj/%.o: %.c $(HDR) ivae_cl_model.h dist.h
 	@mkdir -p fuzz/bin/obj
 	$(FUZZ_CC) $(FUZZ_COMMON) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
 fuzz/bin/%: fuzz/fuzz_%.c fuzz/fuzz.h fuzz/train_die.h train.c $(FUZZ_OBJ)
