@@ -1034,6 +1034,21 @@ static void sample_grad(IvaeModel *m, IvaeSample *sp, int i, int B, const IvaeLo
     if (sp->dx) memcpy(sp->dx, dx, nx * sizeof(real));
 }
 
+/* once per batch, on the summed gradient: each SMC's backward (SPEC 2.2),
+   then the first non-finite gradient tensor, if any, named in out */
+static void batch_finish(IvaeModel *m, IvaeLoss *out) {
+    FOR_EACH_BLOCK(m->impl, b)
+        if (b->kind == BLK_RES && m->cfg.block_norm == IVAE_BLOCK_SMC) smc_finish(m, &b->c1), smc_finish(m, &b->c2);
+    if (!out->nonfinite[0])
+        for (int t = 0; t < m->n_tensors; t++) {
+            const IvaeParamInfo *p = &m->info[t];
+            if (!all_finite(m->grads + p->offset, p->numel)) {
+                snprintf(out->nonfinite, sizeof out->nonfinite, "gradient %s", p->name);
+                break;
+            }
+        }
+}
+
 /* The batch's gradient is the left fold of the samples' gradients in sample
    order (SPEC 8.2): each conv backward adds its one per-sample sum to the
    gradient buffer, sample after sample, so the buffer holds
@@ -1045,16 +1060,7 @@ int ivae_batch_grad(IvaeModel *m, IvaeSample *samples, int B, const IvaeLossOpts
     memset(out, 0, sizeof *out);
     weights_prepare(m, 1);
     for (int i = 0; i < B; i++) sample_grad(m, &samples[i], i, B, opts, out);
-    FOR_EACH_BLOCK(m->impl, b)
-        if (b->kind == BLK_RES && m->cfg.block_norm == IVAE_BLOCK_SMC) smc_finish(m, &b->c1), smc_finish(m, &b->c2);
-    if (!out->nonfinite[0])
-        for (int t = 0; t < m->n_tensors; t++) {
-            const IvaeParamInfo *p = &m->info[t];
-            if (!all_finite(m->grads + p->offset, p->numel)) {
-                snprintf(out->nonfinite, sizeof out->nonfinite, "gradient %s", p->name);
-                break;
-            }
-        }
+    batch_finish(m, out);
     return 0;
 }
 
@@ -1136,16 +1142,7 @@ int ivae_batch_grad_split(IvaeModel *m, IvaeSample *samples, int B, const IvaeLo
     ivae_loss_fold(sp->per, B, out);
     for (int i = 0; i < B; i++) /* the other ranks' samples: rec_i and kl_i from the exchange (for the log) */
         if (i < sp->i0 || i >= sp->i1) samples[i].rec = sp->per[i].rec * B, samples[i].kl = sp->per[i].kl * B;
-    FOR_EACH_BLOCK(m->impl, b)
-        if (b->kind == BLK_RES && m->cfg.block_norm == IVAE_BLOCK_SMC) smc_finish(m, &b->c1), smc_finish(m, &b->c2);
-    if (!out->nonfinite[0])
-        for (int t = 0; t < m->n_tensors; t++) {
-            const IvaeParamInfo *p = &m->info[t];
-            if (!all_finite(m->grads + p->offset, p->numel)) {
-                snprintf(out->nonfinite, sizeof out->nonfinite, "gradient %s", p->name);
-                break;
-            }
-        }
+    batch_finish(m, out);
     return 0;
 }
 
