@@ -245,7 +245,9 @@ static int make_dirs(const char *path) {
    quantisation tables overflow int in the dequantisation, a JPEG component
    that no scan covers (or a progressive one whose first scan is not its DC
    scan, or a scan whose Huffman or quantisation table no segment defined)
-   is decoded from uninitialised memory, a PNG whose first IDAT chunk
+   is decoded from uninitialised memory, a DC coefficient's running sum
+   overflows int (see the entropy pre-pass below), a 256th Huffman code of
+   9 bits or fewer trips an assert, a PNG whose first IDAT chunk
    is empty hands memcpy a null pointer, a PNG chunk's declared length is
    allocated before it is read, a BMP's palette indices past the palette
    read uninitialised colours, and a small file may declare a huge image.
@@ -285,6 +287,265 @@ static int screen_fail(const char *path, const char *what) {
     return -1;
 }
 
+/* --- the JPEG entropy pre-pass ----------------------------------------------
+   stb keeps each component's DC coefficient as a running sum of the
+   differences the file codes (an int, reset only at a restart marker) and
+   multiplies it by the quantiser, or by 2^Al in a progressive DC scan. A
+   small file whose differences keep one sign for many blocks overflows that
+   int: undefined behaviour, on a picture that means nothing. No real JPEG
+   has a dequantised DC coefficient outside 16 bits (an 8-bit block's is at
+   most 1024 + q in magnitude), and stb stores it in a short anyway.
+
+   So the screen decodes the DC coefficient of every block as stb will, and
+   refuses the first one beyond 16 bits: the same bit reader (bytes with
+   FF 00 unstuffed; zero bits once a marker is met; FF xx seen as a marker
+   only when the reader reaches it), the same Huffman decoding (a 9-bit table
+   for short codes, maxcode for the rest, the same errors), AC coefficients
+   decoded only for the bits they take (with stb's combined table for short
+   run/size codes, which skips one of its checks), the same block and MCU
+   order and the same restart rule. An AC or refinement scan of a
+   progressive file changes no DC sum and is not decoded. Where stb would
+   stop with an error the pre-pass stops too and lets stb say it. */
+
+#define JFAST 9                 /* stb's FAST_BITS */
+#define JNONE 0xFF              /* no marker seen (stb's STBI__MARKER_none) */
+
+typedef struct {                /* one Huffman table, as stb builds it */
+    unsigned char fast[1 << JFAST];   /* index of the code in the top 9 bits, 255: longer */
+    unsigned char values[256], size[257];
+    uint32_t maxcode[18];       /* past the last code of each length, shifted to 16 bits */
+    int delta[17];              /* index minus code, per length */
+    unsigned char fast_ac[1 << JFAST]; /* AC: run * 16 + bits of code and magnitude, 0: none */
+} JHuff;
+
+typedef struct { int id, h, v, tq, x, y; } JComp;
+
+typedef struct {                /* what stb knows when a scan begins */
+    int frame_ok, progressive, nc, mcux, mcuy;
+    JComp comp[4];
+    JHuff dc[4], ac[4];
+    int q0[4];                  /* each quantisation table's DC entry */
+    int restart;                /* DRI's interval, 0 for none */
+} JState;
+
+typedef struct {                /* stb's entropy bit reader */
+    const unsigned char *b;
+    size_t n, pos;
+    uint32_t buf;
+    int bits, nomore, marker;
+} JBits;
+
+/* counts: the 16 code counts per length; -1 if stb refuses the lengths */
+static int jhuff_build(JHuff *h, const int *counts) {
+    uint16_t code16[256];
+    int k = 0, j;
+    for (int i = 0; i < 16; i++)
+        for (j = 0; j < counts[i]; j++) h->size[k++] = (unsigned char)(i + 1);
+    h->size[k] = 0;
+    uint32_t code = 0;
+    k = 0;
+    for (j = 1; j <= 16; j++) {
+        h->delta[j] = k - (int)code;
+        if (h->size[k] == j) {
+            while (h->size[k] == j) code16[k++] = (uint16_t)code++;
+            if (code - 1 >= (1u << j)) return -1;
+        }
+        h->maxcode[j] = code << (16 - j);
+        code <<= 1;
+    }
+    h->maxcode[j] = 0xffffffffu;
+    memset(h->fast, 255, sizeof h->fast);
+    for (int i = 0; i < k; i++)
+        if (h->size[i] <= JFAST) {
+            int c = code16[i] << (JFAST - h->size[i]), m = 1 << (JFAST - h->size[i]);
+            for (j = 0; j < m; j++) h->fast[c + j] = (unsigned char)i;
+        }
+    /* stb's table keeps an index in a byte and takes 255 for "longer than
+       9 bits": a 256th code of 9 bits or fewer is then read through the
+       long-code path as another symbol, and stb's assert aborts */
+    if (k == 256 && h->size[255] <= JFAST) return -2;
+    return 0;
+}
+
+/* stb's table of short AC codes whose magnitude bits also fit in 9 bits */
+static void jhuff_fast_ac(JHuff *h) {
+    for (int i = 0; i < (1 << JFAST); i++) {
+        int f = h->fast[i];
+        h->fast_ac[i] = 0;
+        if (f == 255) continue;
+        int rs = h->values[f], run = rs >> 4 & 15, mag = rs & 15, len = h->size[f];
+        if (!mag || len + mag > JFAST) continue;
+        int v = ((i << len) & ((1 << JFAST) - 1)) >> (JFAST - mag);
+        if (v < 1 << (mag - 1)) v -= (1 << mag) - 1;
+        if (v >= -128 && v <= 127) h->fast_ac[i] = (unsigned char)(run * 16 + len + mag);
+    }
+}
+
+static unsigned jbyte(JBits *r) { return r->pos < r->n ? r->b[r->pos++] : 0; } /* 0 past the end, as stb */
+
+static void jfill(JBits *r) {
+    do {
+        unsigned c = r->nomore ? 0 : jbyte(r);
+        if (c == 0xFF) {
+            unsigned d = jbyte(r);
+            while (d == 0xFF) d = jbyte(r);         /* fill bytes */
+            if (d != 0) { r->marker = (int)d; r->nomore = 1; return; }
+        }
+        if (c) r->buf |= c << (24 - r->bits);       /* c != 0 only before a marker, where bits >= 0 */
+        r->bits += 8;
+    } while (r->bits <= 24);
+}
+
+static void jreset(JBits *r) { r->buf = 0, r->bits = 0, r->nomore = 0, r->marker = JNONE; }
+
+/* a Huffman symbol, or -1 where stb reports a bad code */
+static int jdecode(JBits *r, const JHuff *h) {
+    if (r->bits < 16) jfill(r);
+    int k = h->fast[r->buf >> (32 - JFAST)];
+    if (k < 255) {
+        int s = h->size[k];
+        if (s > r->bits) return -1;
+        r->buf <<= s, r->bits -= s;
+        return h->values[k];
+    }
+    uint32_t top = r->buf >> 16;
+    for (k = JFAST + 1; top >= h->maxcode[k]; k++) {}
+    if (k == 17) { r->bits -= 16; return -1; }
+    if (k > r->bits) return -1;
+    long idx = (long)((r->buf >> (32 - k)) & ((1u << k) - 1)) + h->delta[k];
+    if (idx < 0 || idx > 255) return -1;            /* not reached: jhuff_build refuses the tables that could */
+    r->buf <<= k, r->bits -= k;
+    return h->values[idx];
+}
+
+/* n bits (1..15) as a signed JPEG magnitude ("receive" and "extend") */
+static int jextend(JBits *r, int n) {
+    if (r->bits < n) jfill(r);
+    int positive = (int)(r->buf >> 31);
+    int v = (int)(r->buf >> (32 - n));
+    r->buf <<= n, r->bits -= n;
+    return positive ? v : v - ((1 << n) - 1);
+}
+
+/* one block: 1, 0 where stb stops with an error, -1 (error set) if its DC
+   coefficient leaves 16 bits */
+static int jblock(const char *path, JBits *r, const JState *js, int c, int hd, int ha, int al, int *pred) {
+    if (r->bits < 16) jfill(r);
+    int t = jdecode(r, &js->dc[hd]);
+    if (t < 0 || t > 15) return 0;
+    int diff = t ? jextend(r, t) : 0;
+    long long dc = (long long)*pred + diff, scale = js->progressive ? 1LL << al : js->q0[js->comp[c].tq];
+    if (dc < -32767 || dc > 32767 || dc * scale < -32767 || dc * scale > 32767) {
+        ivae_set_error("%s: cannot decode image (Corrupt JPEG: a DC coefficient of %lld x %lld, beyond 16 bits: "
+                       "its running sum would overflow in the decoder)", path, dc, scale);
+        return -1;
+    }
+    *pred = (int)dc;
+    if (js->progressive) return 1;                  /* a DC scan holds nothing else */
+    const JHuff *h = &js->ac[ha];
+    int k = 1;
+    do {
+        if (r->bits < 16) jfill(r);
+        int f = h->fast_ac[r->buf >> (32 - JFAST)];
+        if (f) {                                    /* stb's combined path: no check of the bits left */
+            k += f >> 4;
+            r->buf <<= f & 15, r->bits -= f & 15;
+            k++;
+        } else {
+            int rs = jdecode(r, h);
+            if (rs < 0) return 0;
+            int s = rs & 15;
+            if (s == 0) {
+                if (rs != 0xF0) break;              /* end of block */
+                k += 16;
+            } else {
+                k += rs >> 4;
+                k++;
+                jextend(r, s);
+            }
+        }
+    } while (k < 64);
+    return 1;
+}
+
+/* the DC of every block of one scan whose entropy data starts at b[at];
+   0, or -1 (error set) */
+static int jpeg_scan_dc(const char *path, const unsigned char *b, size_t n, size_t at, const JState *js,
+                        int ns, const int *order, const int *hd, const int *ha, int ss, int se, int ah, int al) {
+    if (!js->frame_ok) return 0;                    /* stb refused the frame header */
+    if (js->progressive && (ss != 0 || ah != 0)) return 0;   /* AC or refinement: no DC sums */
+    if (js->progressive && se != 0) return 0;       /* stb: "can't merge dc and ac" */
+    JBits r = {b, n, at, 0, 0, 0, JNONE};
+    int pred[4] = {0}, todo = js->restart ? js->restart : 0x7fffffff;
+    long long units;                                /* MCUs of the scan */
+    if (ns == 1) units = (long long)((js->comp[order[0]].x + 7) >> 3) * ((js->comp[order[0]].y + 7) >> 3);
+    else units = (long long)js->mcux * js->mcuy;
+    for (long long u = 0; u < units; u++) {
+        for (int k = 0; k < ns; k++) {
+            int c = order[k], blocks = ns == 1 ? 1 : js->comp[c].h * js->comp[c].v;
+            for (int i = 0; i < blocks; i++) {
+                int rc = jblock(path, &r, js, c, hd[k], ha[k], al, &pred[c]);
+                if (rc <= 0) return rc < 0 ? -1 : 0;
+            }
+        }
+        if (--todo <= 0) {                          /* the end of a restart interval */
+            if (r.bits < 24) jfill(&r);
+            if (r.marker < 0xD0 || r.marker > 0xD7) return 0;   /* stb ends the scan here */
+            jreset(&r);
+            pred[0] = pred[1] = pred[2] = pred[3] = 0;
+            todo = js->restart ? js->restart : 0x7fffffff;
+        }
+    }
+    return 0;
+}
+
+
+/* the frame header at b[p] (its length field), with every check stb makes:
+   js->frame_ok stays 0 if stb refuses it (then no scan is decoded) */
+static void jpeg_frame(JState *js, const unsigned char *b, size_t n, size_t p, size_t L, int progressive) {
+#define BYTE(i) ((size_t)(i) < n ? b[i] : 0)
+    int hgt = BYTE(p + 3) << 8 | BYTE(p + 4), wid = BYTE(p + 5) << 8 | BYTE(p + 6), nc = BYTE(p + 7);
+    int hmax = 1, vmax = 1;
+    js->frame_ok = 0;
+    if (L < 11 || BYTE(p + 2) != 8 || hgt == 0 || wid == 0 || hgt > MAX_DIM || wid > MAX_DIM) return;
+    if ((nc != 1 && nc != 3 && nc != 4) || L != 8 + 3 * (size_t)nc) return;
+    for (int c = 0; c < nc; c++) {
+        JComp *k = &js->comp[c];
+        k->id = BYTE(p + 8 + 3 * c), k->h = BYTE(p + 9 + 3 * c) >> 4, k->v = BYTE(p + 9 + 3 * c) & 15;
+        k->tq = BYTE(p + 10 + 3 * c);
+        if (k->h < 1 || k->h > 4 || k->v < 1 || k->v > 4 || k->tq > 3) return;
+        if (k->h > hmax) hmax = k->h;
+        if (k->v > vmax) vmax = k->v;
+    }
+    for (int c = 0; c < nc; c++) {
+        JComp *k = &js->comp[c];
+        if (hmax % k->h || vmax % k->v) return;
+        k->x = (wid * k->h + hmax - 1) / hmax, k->y = (hgt * k->v + vmax - 1) / vmax;
+    }
+    js->nc = nc, js->progressive = progressive;
+    js->mcux = (wid + 8 * hmax - 1) / (8 * hmax), js->mcuy = (hgt + 8 * vmax - 1) / (8 * vmax);
+    js->frame_ok = 1;
+#undef BYTE
+}
+
+/* the scan header at b[p] (its length field), with stb's checks, then the
+   pre-pass over its entropy data; 0, or -1 (error set) */
+static int jpeg_scan(const char *path, const unsigned char *b, size_t n, size_t p, size_t L, const JState *js) {
+#define BYTE(i) ((size_t)(i) < n ? b[i] : 0)
+    int ns = BYTE(p + 2), order[4], hd[4], ha[4];
+    if (!js->frame_ok || ns < 1 || ns > 4 || ns > js->nc || L != 6 + 2 * (size_t)ns) return 0;  /* stb refuses */
+    for (int k = 0; k < ns; k++) {
+        int c = 0;
+        while (c < js->nc && js->comp[c].id != BYTE(p + 3 + 2 * k)) c++;
+        hd[k] = BYTE(p + 4 + 2 * k) >> 4, ha[k] = BYTE(p + 4 + 2 * k) & 15, order[k] = c;
+        if (c == js->nc || hd[k] > 3 || ha[k] > 3) return 0;
+    }
+    int ss = BYTE(p + 3 + 2 * ns), se = BYTE(p + 4 + 2 * ns), ah = BYTE(p + 5 + 2 * ns) >> 4, al = BYTE(p + 5 + 2 * ns) & 15;
+    if (js->progressive ? ss > 63 || se > 63 || ss > se || ah > 13 || al > 13 : ss != 0 || ah != 0 || al != 0) return 0;
+    return jpeg_scan_dc(path, b, n, p + L, js, ns, order, hd, ha, ss, se, ah, al);
+#undef BYTE
+}
+
 /* JPEG, walked segment by segment the way stb reads it. Where the walk might
    disagree with stb (a corrupt file) it looks at more places, never fewer.
    b[at] is the D8 of the start-of-image marker. */
@@ -293,6 +554,8 @@ static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_
     size_t p = at + 1;
     int have_sof = 0, progressive = 0, nc = 0, id[4] = {0}, tq[4] = {0}, covered[4] = {0};
     int dc_def[4] = {0}, ac_def[4] = {0}, q_def[4] = {0};  /* the tables defined so far */
+    JState js;                                      /* ... and their contents, for the entropy pre-pass */
+    memset(&js, 0, sizeof js);
     while (p < n) {
         if (b[p] != 0xFF) { p++; continue; }            /* stb skips stray bytes between segments */
         while (p < n && b[p] == 0xFF) p++;              /* fill bytes */
@@ -308,8 +571,17 @@ static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_
                 int tc = BYTE(q) >> 4, th = BYTE(q) & 15;
                 if (tc > 1 || th > 3) return screen_fail(path, "Corrupt JPEG: bad Huffman table class");
                 long count = 0;
-                for (int i = 0; i < 16; i++) count += BYTE(q + 1 + i);
+                int counts[16];
+                for (int i = 0; i < 16; i++) count += counts[i] = BYTE(q + 1 + i);
                 if (count > 256) return screen_fail(path, "Corrupt JPEG: a Huffman table with more than 256 codes");
+                JHuff *h = tc ? &js.ac[th] : &js.dc[th];
+                int built = jhuff_build(h, counts);
+                if (built == -1) return screen_fail(path, "Corrupt JPEG: bad Huffman code lengths");
+                if (built == -2)
+                    return screen_fail(path, "Corrupt JPEG: a Huffman table of 256 codes whose last is 9 bits or "
+                                             "shorter (stb's decoder misreads it)");
+                for (long i = 0; i < count; i++) h->values[i] = BYTE(q + 17 + i);
+                if (tc) jhuff_fast_ac(h);
                 (tc ? ac_def : dc_def)[th] = 1;
                 q += 17 + (size_t)count;
                 left -= 17 + count;
@@ -325,6 +597,7 @@ static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_
                    int with them */
                 if (BYTE(q) >> 4) return screen_fail(path, "Corrupt JPEG: a 16-bit quantisation table in an 8-bit JPEG");
                 q_def[BYTE(q) & 3] = 1;
+                js.q0[BYTE(q) & 3] = BYTE(q + 1);         /* the DC entry comes first */
                 q += 65;
                 left -= 65;
             }
@@ -337,6 +610,7 @@ static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_
             if (nc < 1 || nc > 4) return screen_fail(path, "Corrupt JPEG: bad component count");
             for (int c = 0; c < nc; c++) id[c] = BYTE(p + 8 + 3 * c), tq[c] = BYTE(p + 10 + 3 * c) & 3;
             if (pixels_ok(path, wid, hgt) != 0) return -1;
+            jpeg_frame(&js, b, n, p, L, progressive);
             p += L;
         } else if (m == 0xDA) {                         /* SOS: the components it covers */
             if (!have_sof) return screen_fail(path, "Corrupt JPEG: a scan before the frame header");
@@ -359,12 +633,14 @@ static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_
                             return screen_fail(path, "Corrupt JPEG: a progressive scan before the component's first DC scan");
                         covered[c] = 1;
                     }
+            if (jpeg_scan(path, b, n, p, L, &js) != 0) return -1;
             p += L;
             /* the entropy-coded data ends at the first FF xx that is not
                stuffing (FF 00), a fill byte (FF FF) or a restart marker */
             while (p + 1 < n && !(b[p] == 0xFF && b[p + 1] != 0x00 && b[p + 1] != 0xFF && (b[p + 1] < 0xD0 || b[p + 1] > 0xD7)))
                 p++;
         } else {
+            if (m == 0xDD) js.restart = (int)(BYTE(p + 2) << 8 | BYTE(p + 3));   /* DRI */
             p += L;                                     /* any other segment: skip by its length */
         }
     }

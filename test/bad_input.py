@@ -562,28 +562,46 @@ def png_bytes(w, h, seed=1, idat=None, ihdr_wh=None):
             + chunk(b"IEND", b""))
 
 
-def jpeg_bytes(w=8, h=8, dqt16=False, sof=0xC0, scans=None, ncomp=1):
+def jpeg_bytes(w=8, h=8, dqt16=False, sof=0xC0, scans=None, ncomp=1, cat=4, q=255, dri=0, data=None,
+               dht=None):
     """a hand-made JPEG of ncomp components: one DC table whose single code
-    (bit 0) is difference category 15, one AC table whose single code is
-    EOB; each block is then 0, fifteen 1 bits, 0: the largest DC difference
-    (32767) and an end of block. scans: [(component ids, Ss, Se, Ah)]."""
+    (bit 0) is difference category cat, one AC table whose single code is
+    EOB; each block is then 0, cat 1 bits, 0: the largest positive DC
+    difference of the category (2^cat - 1) and an end of block (a
+    progressive DC scan's block has no end of block). q: every quantiser;
+    dri: a restart interval, with a marker after every dri MCUs; data: the
+    entropy data of every scan instead; dht: the Huffman segments instead.
+    scans: [(component ids, Ss, Se, Ah[, Al])]."""
     def seg(m, body):
         return b"\xff" + bytes([m]) + struct.pack(">H", len(body) + 2) + body
     if dqt16:
         dqt = seg(0xDB, b"\x10" + struct.pack(">64H", *([65535] * 64)))
     else:
-        dqt = seg(0xDB, b"\x00" + bytes([255] * 64))
+        dqt = seg(0xDB, b"\x00" + bytes([q] * 64))
     sofb = seg(sof, bytes([8]) + struct.pack(">HH", h, w) + bytes([ncomp])
                + b"".join(bytes([c + 1, 0x11, 0]) for c in range(ncomp)))
-    dht = seg(0xC4, b"\x00" + bytes([1] + [0] * 15) + bytes([15])) + seg(0xC4, b"\x10" + bytes([1] + [0] * 15) + b"\x00")
+    if dht is None:
+        dht = (seg(0xC4, b"\x00" + bytes([1] + [0] * 15) + bytes([cat]))
+               + seg(0xC4, b"\x10" + bytes([1] + [0] * 15) + b"\x00"))
+    if dri:
+        dht += seg(0xDD, struct.pack(">H", dri))
     body = b""
-    for ids, ss, se, ah in (scans if scans is not None else [(list(range(1, ncomp + 1)), 0, 63, 0)]):
-        body += seg(0xDA, bytes([len(ids)]) + b"".join(bytes([i, 0x00]) for i in ids) + bytes([ss, se, ah << 4]))
-        nblocks = ((w + 7) // 8) * ((h + 7) // 8) * len(ids)
-        bits = "".join("0" + "1" * 15 + "0" for _ in range(nblocks))
-        bits += "1" * (-len(bits) % 8)
-        data = bytes(int(bits[i:i + 8], 2) for i in range(0, len(bits), 8))
-        body += data.replace(b"\xff", b"\xff\x00")
+    for scan in (scans if scans is not None else [(list(range(1, ncomp + 1)), 0, 63, 0)]):
+        ids, ss, se, ah = scan[:4]
+        al = scan[4] if len(scan) > 4 else 0
+        body += seg(0xDA, bytes([len(ids)]) + b"".join(bytes([i, 0x00]) for i in ids) + bytes([ss, se, ah << 4 | al]))
+        if data is not None:
+            body += data
+            continue
+        block = "0" + "1" * cat + ("" if sof == 0xC2 else "0")
+        mcus = ((w + 7) // 8) * ((h + 7) // 8)
+        runs = [mcus] if not dri else [min(dri, mcus - i) for i in range(0, mcus, dri)]
+        for r, n in enumerate(runs):
+            bits = block * (n * len(ids))
+            bits += "1" * (-len(bits) % 8)
+            body += bytes(int(bits[i:i + 8], 2) for i in range(0, len(bits), 8)).replace(b"\xff", b"\xff\x00")
+            if r + 1 < len(runs):
+                body += bytes([0xFF, 0xD0 + r % 8])
     return b"\xff\xd8" + dqt + sofb + dht + body + b"\xff\xd9"
 
 
@@ -634,6 +652,29 @@ def hardening(R, model, tensors, meta):
           "never defined", "huff.jpg")
     recon("hardening: JPEG whose component uses a quantisation table no DQT defined",
           jpeg_bytes(16, 16).replace(b"\x01\x11\x00\xff\xc4", b"\x01\x11\x02\xff\xc4"), "never defined", "dqt.jpg")
+    # stb keeps each DC coefficient as an int running sum of the coded
+    # differences: the screen decodes the DC of every block as stb will and
+    # refuses one beyond 16 bits (none of these files is a real picture)
+    recon("hardening: JPEG whose DC sum climbs by 32767 a block, q 255 (int overflow after 258 blocks)",
+          jpeg_bytes(256, 256, cat=15), "DC coefficient", "dcsum.jpg")
+    recon("hardening: 140-byte JPEG whose empty scan decodes as zero bits: DC -32767 a block",
+          jpeg_bytes(256, 256, cat=15, data=b""), "DC coefficient", "dczero.jpg")
+    R.expect_ok("hardening: JPEG with DC +32767 a block, q 1, a restart marker after every block (sums reset)",
+                ["recon", model, R.write(jpeg_bytes(64, 64, cat=15, q=1, dri=1), "rst1.jpg"), P("r.png")])
+    recon("hardening: the same with a restart marker after every second block (2 x 32767)",
+          jpeg_bytes(64, 64, cat=15, q=1, dri=2), "DC coefficient", "rst2.jpg")
+    recon("hardening: progressive JPEG whose DC scan shifts +15 left by 13 bits",
+          jpeg_bytes(16, 16, sof=0xC2, scans=[([1], 0, 0, 0, 13)]), "DC coefficient", "progdc.jpg")
+    R.expect_ok("hardening: progressive JPEG whose DC scan shifts +15 left by 1 bit",
+                ["recon", model, R.write(jpeg_bytes(16, 16, sof=0xC2, scans=[([1], 0, 0, 0, 1)]), "progdc1.jpg"),
+                 P("r.png")])
+    # a 256th Huffman code of 9 bits: stb's 9-bit lookup keeps indices in a
+    # byte with 255 meaning "longer", reads the code through the long path
+    # as another symbol and its assert aborts
+    h256 = (b"\xff\xc4" + struct.pack(">H", 2 + 17 + 256) + b"\x00" + bytes([0] * 7 + [255, 1] + [0] * 7)
+            + bytes(256) + b"\xff\xc4\x00\x14\x10" + bytes([1] + [0] * 15) + b"\x00")
+    recon("hardening: JPEG whose DC table's 256th code is 9 bits long (stb's assert aborts)",
+          jpeg_bytes(16, 16, dht=h256, data=b"\xff\x00\x00"), "256 codes", "h256.jpg")
     bmp = bmp8(4, 2, [0, 1, 1, 0, 1, 0, 0, 1], 2)
     R.expect_ok("hardening: an 8-bit BMP with a 2-colour palette and indices 0 and 1",
                 ["recon", model, R.write(bmp, "p2.bmp"), P("r.png")])
