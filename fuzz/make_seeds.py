@@ -139,6 +139,13 @@ def main():
         + seg(0xDD, struct.pack(">H", 1)) + seg(0xDA, bytes([1, 1, 0x00, 0, 63, 0]))
         + bytes(int(bits[i:i + 8], 2) for i in range(0, len(bits), 8)) + b"\xff\xd9")
 
+    # restart markers that do reset the DC sums, and a progressive DC scan
+    # with a point transform: the paths of media.c's entropy pre-pass
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test"))
+    from bad_input import jpeg_bytes
+    put("image", "restart_rst.jpg", jpeg_bytes(32, 16, cat=6, q=4, dri=2, ncomp=3))
+    put("image", "prog_dc.jpg", jpeg_bytes(16, 16, sof=0xC2, scans=[([1], 0, 0, 0, 2)]))
+
     # --- frames: 2 and 3 frames of one size, one of another
     put("frames", "two", png(8, 6, 1) + SEP + png(8, 6, 2))
     put("frames", "three", png(4, 4, 1) + SEP + jpg + SEP + png(4, 4, 3))
