@@ -32,7 +32,14 @@ static inline float ivae_pow2i(int n) { return as_float((n + 127) << 23); }
 #include <stdint.h>
 #include <string.h>
 #define IVAE_MATH_FN static inline
-#define ivae_floorf(x) floorf(x)
+/* floor(v) for |v| < 2^22 without a call: v rounded to the nearest integer
+   by adding and subtracting 1.5 * 2^23 (exact in float), less one where that
+   rounded up. The same value as floorf in that range (ivae_expf's), and a
+   loop of it vectorises, where floorf's does not under -ftrapping-math. */
+static inline float ivae_floorf(float v) {
+    float rn = (v + 12582912.0f) - 12582912.0f;
+    return rn - (rn > v ? 1.0f : 0.0f);
+}
 /* 2^n for -126 <= n <= 127, from its exponent bits */
 static inline float ivae_pow2i(int n) {
     int32_t bits = (int32_t)(n + 127) << 23;
@@ -43,11 +50,16 @@ static inline float ivae_pow2i(int n) {
 #endif
 
 IVAE_MATH_FN float ivae_expf(float x) {
-    if (!(x == x)) return x;                /* NaN in, NaN out */
-    if (x > 88.72283935546875f) return ivae_pow2i(64) * ivae_pow2i(64); /* +inf */
-    if (x < -103.97208404541015625f) return 0.0f;
-    float fn = ivae_floorf(x * 1.44269504088896341f + 0.5f);
-    float r = x - fn * 0.693359375f;        /* C1: exact product */
+    /* Every input takes the same steps and the special cases are chosen at
+       the end, so that a loop of ivae_expf vectorises; the polynomial's
+       argument is x clamped to the finite range (NaN: 0), which is x itself
+       for every input whose result is computed. */
+    const float hi = 88.72283935546875f, lo = -103.97208404541015625f;
+    float xc = x > hi ? hi : x;
+    xc = xc < lo ? lo : xc;
+    xc = xc == xc ? xc : 0.0f;
+    float fn = ivae_floorf(xc * 1.44269504088896341f + 0.5f);   /* in [-150, 128] */
+    float r = xc - fn * 0.693359375f;       /* C1: exact product */
     r = r + fn * 2.12194440e-4f;            /* C2 = C1 - ln2 */
     float z = r * r;
     float p = 1.9875691500e-4f;
@@ -57,9 +69,12 @@ IVAE_MATH_FN float ivae_expf(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     float y = p * z + r + 1.0f;             /* exp(r) */
-    int n = (int)fn;                        /* -150 <= n <= 128 */
+    int n = (int)fn;
     int n1 = n / 2, n2 = n - n1;            /* each half stays a normal power */
-    return y * ivae_pow2i(n1) * ivae_pow2i(n2);
+    float e = y * ivae_pow2i(n1) * ivae_pow2i(n2);
+    e = x > hi ? ivae_pow2i(64) * ivae_pow2i(64) : e;     /* +inf */
+    e = x < lo ? 0.0f : e;
+    return x == x ? e : x;                  /* NaN in, NaN out */
 }
 
 #endif
