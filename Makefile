@@ -109,9 +109,10 @@ clean:
 test/bench: test/bench.c $(LIB) $(HDR)
 	$(CC) $(CFLAGS) $(BENCH_FLAGS) -DBENCH_CFLAGS='"$(strip $(CFLAGS) $(BENCH_FLAGS))"' -o $@ test/bench.c $(LIB) $(LDLIBS)
 
-bench: test/bench test/bench_wan
+bench: test/bench test/bench_wan ivae
 	./test/bench --python $(PYTHON) $(BENCH_ARGS)
 	PYTHON=$(PYTHON) sh test/bench_wan.sh $(BENCH_WAN_ARGS)
+	sh test/bench_busy.sh
 
 # --- media: image/video I/O, metrics and pictures (media.c; stb, header-only) --
 # test/test_media SCRATCH_DIR checks it; test/test_media_asan is the same
