@@ -92,11 +92,11 @@ golden:
 	$(PYTHON) test/ref.py golden --config tiny --outdir test/golden
 	$(PYTHON) test/ref.py golden --config ivae-s --outdir test/golden
 
-test: ivae ivae_asan test/gradcheck test/test_conv test/test_wan test/bench_wan test/test_model test/test_media test/test_media_asan test/test_cl
+test: ivae ivae_asan test/gradcheck test/test_conv test/test_wan test/bench_wan test/bench test/bench_conv test/test_model test/test_media test/test_media_asan test/test_cl
 	PYTHON=$(PYTHON) sh test/run.sh
 
 clean:
-	rm -f ivae ivae_asan test/gradcheck test/test_conv test/test_wan test/bench_wan test/bench_conv test/test_model
+	rm -f ivae ivae_asan test/gradcheck test/test_conv test/test_wan test/bench_wan test/bench_conv test/bench test/test_model
 	rm -rf test/out
 
 # the benchmark (test/bench.c, test/bench_torch.py): ivae.c built with the same

@@ -131,7 +131,7 @@ static int section_on(const char *name) {
     return 0;
 }
 
-static void die(const char *fmt, ...) {
+static void __attribute__((format(printf, 1, 2), noreturn)) bench_die(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "bench: error: ");
@@ -143,7 +143,7 @@ static void die(const char *fmt, ...) {
 
 static void *xalloc(size_t n) {
     void *p = NULL;
-    if (posix_memalign(&p, 64, n ? n : 1) != 0) die("out of memory (asked for %zu bytes)", n);
+    if (posix_memalign(&p, 64, n ? n : 1) != 0) bench_die("out of memory (asked for %zu bytes)", n);
     return p;
 }
 
@@ -236,11 +236,11 @@ static Plan plan_for(double budget) {
 static int in_child(int (*body)(void *, Samples *), void *arg, Samples *s, double *maxrss_mb) {
     int fd[2];
     memset(s, 0, sizeof *s);
-    if (pipe(fd) != 0) die("pipe: %s", strerror(errno));
+    if (pipe(fd) != 0) bench_die("pipe: %s", strerror(errno));
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
-    if (pid < 0) die("fork: %s", strerror(errno));
+    if (pid < 0) bench_die("fork: %s", strerror(errno));
     if (pid == 0) {
         close(fd[0]);
         Samples r;
@@ -263,7 +263,7 @@ static int in_child(int (*body)(void *, Samples *), void *arg, Samples *s, doubl
     int status;
     struct rusage ru;
     while (wait4(pid, &status, 0, &ru) < 0)
-        if (errno != EINTR) die("wait4: %s", strerror(errno));
+        if (errno != EINTR) bench_die("wait4: %s", strerror(errno));
     *maxrss_mb = ru.ru_maxrss / 1024.0; /* Linux: kilobytes */
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || got != sizeof *s) {
         if (WIFSIGNALED(status))
@@ -485,7 +485,7 @@ static void add_conv(ShapeList *L, const char *name, int cin, int cout, int k, i
             return;
         }
     }
-    if (L->n == MAX_SHAPES) die("more than %d distinct conv shapes", MAX_SHAPES);
+    if (L->n == MAX_SHAPES) bench_die("more than %d distinct conv shapes", MAX_SHAPES);
     L->s[L->n++] = c;
 }
 
@@ -610,7 +610,7 @@ static int conv_body(void *arg, Samples *s) {
     j->dinp = xalloc(nin * sizeof(float));
     j->dweight = calloc(nw, sizeof(float));
     j->dbias = calloc(c->cout, sizeof(float));
-    if (!j->dweight || !j->dbias) die("out of memory");
+    if (!j->dweight || !j->dbias) bench_die("out of memory");
     return time_calls(conv_call, j, j->plan, s);
 }
 
@@ -681,7 +681,7 @@ static int model_body(void *arg, Samples *s) {
     ivae_adamw_defaults(&j->ad);
     if (j->kind == JOB_TRAIN) {
         j->samples = calloc(j->B, sizeof *j->samples);
-        if (!j->samples) die("out of memory");
+        if (!j->samples) bench_die("out of memory");
         for (int b = 0; b < j->B; b++) {
             IvaeSample *sp = &j->samples[b];
             sp->x = random_buf(nx, &rng);
@@ -745,11 +745,11 @@ static void torch_stop(void) {
 /* starts bench_torch.py --serve; prints what it says about itself */
 static void torch_start(void) {
     int in[2], out[2];
-    if (pipe(in) != 0 || pipe(out) != 0) die("pipe: %s", strerror(errno));
+    if (pipe(in) != 0 || pipe(out) != 0) bench_die("pipe: %s", strerror(errno));
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
-    if (pid < 0) die("fork: %s", strerror(errno));
+    if (pid < 0) bench_die("fork: %s", strerror(errno));
     if (pid == 0) {
         dup2(in[0], 0);
         dup2(out[1], 1);
@@ -773,7 +773,7 @@ static void torch_start(void) {
     g_server_pid = pid;
     py.to = fdopen(in[1], "w");
     py.from = fdopen(out[0], "r");
-    if (!py.to || !py.from) die("fdopen: %s", strerror(errno));
+    if (!py.to || !py.from) bench_die("fdopen: %s", strerror(errno));
     char *line = NULL;
     size_t cap = 0;
     for (;;) {
@@ -970,8 +970,34 @@ static const char *fmt_rate(char *b, size_t n, double v, const char *unit) {
     return b;
 }
 
+/* each section's ratios, for its summary line: the geometric mean says at a
+   glance whether a change helped, the lowest ratio where to look next */
+static struct {
+    double log_sum, min;
+    int n;
+    char min_row[96];
+} g_ratios;
+
+static void note_ratio(const Row *r, double ratio) {
+    if (!(isfinite(ratio) && ratio > 0)) return;
+    g_ratios.log_sum += log(ratio);
+    if (g_ratios.n++ == 0 || ratio < g_ratios.min) {
+        g_ratios.min = ratio;
+        snprintf(g_ratios.min_row, sizeof g_ratios.min_row, "%s %s", r->name, r->shape);
+    }
+}
+
+static void section_summary(const char *section) {
+    if (g_ratios.n)
+        printf("summary %s: geometric mean of the ratios PyTorch time / ivae time %.2fx over %d rows "
+               "(lowest %.2fx: %s)\n", section, exp(g_ratios.log_sum / g_ratios.n), g_ratios.n, g_ratios.min,
+               g_ratios.min_row);
+    memset(&g_ratios, 0, sizeof g_ratios);
+}
+
 static void print_row(const Row *r) {
     Rates q = rates(r);
+    note_ratio(r, q.ratio);
     char a[32], b[32], c[32], d[32], g[32], h[32], o[32], ni[8], nt[8], uses[8], ri[48], rt[48];
     snprintf(ni, sizeof ni, "%d%s", r->iv.n, r->iv.warm_kept ? "*" : "");
     snprintf(nt, sizeof nt, "%d%s", r->th.n, r->th.warm_kept ? "*" : "");
@@ -1062,7 +1088,7 @@ static void shape_str(char *b, size_t n, const ConvShape *c) {
 
 static void run_conv(const IvaeConfig *cfg) {
     ShapeList *L = calloc(1, sizeof *L);
-    if (!L) die("out of memory");
+    if (!L) bench_die("out of memory");
     walk_model(L, cfg, 17, 64, 64, 1, 1);
     printf("\nconv3d: %d distinct shapes of the %d convs in a training step on 3x17x64x64 "
            "(%.1f GFLOP forward, x3 with both gradients); shape = Cin>Cout kernel stride input TxHxW\n",
@@ -1094,10 +1120,10 @@ static double model_row(const IvaeConfig *cfg, const char *section, const char *
     Row r = {.section = section};
     ModelJob j = {.kind = kind, .B = B, .T = T, .H = H, .W = W, .plan = plan};
     ShapeList *L = calloc(1, sizeof *L);
-    if (!L) die("out of memory");
+    if (!L) bench_die("out of memory");
     snprintf(r.name, sizeof r.name, "%s", name);
     int Tz, Hz, Wz;
-    if (ivae_latent_shape(cfg, T, H, W, &Tz, &Hz, &Wz) != 0) die("%s", ivae_error());
+    if (ivae_latent_shape(cfg, T, H, W, &Tz, &Hz, &Wz) != 0) bench_die("%s", ivae_error());
     if (kind == JOB_TRAIN) {
         walk_model(L, cfg, T, H, W, 1, 1);
         r.flop = 3 * L->flop * B;
@@ -1217,15 +1243,15 @@ static void cpu_name(char *b, size_t n) {
 }
 
 static double arg_num(int argc, char **argv, int *i) {
-    if (*i + 1 >= argc) die("%s needs a value", argv[*i]);
+    if (*i + 1 >= argc) bench_die("%s needs a value", argv[*i]);
     char *end;
     double v = strtod(argv[++*i], &end);
-    if (*end || !(v >= 0)) die("%s %s: not a number >= 0", argv[*i - 1], argv[*i]);
+    if (*end || !(v >= 0)) bench_die("%s %s: not a number >= 0", argv[*i - 1], argv[*i]);
     return v;
 }
 
 static const char *arg_str(int argc, char **argv, int *i) {
-    if (*i + 1 >= argc) die("%s needs a value", argv[*i]);
+    if (*i + 1 >= argc) bench_die("%s needs a value", argv[*i]);
     return argv[++*i];
 }
 
@@ -1241,7 +1267,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--no-torch")) opt.torch = 0;
         else if (!strcmp(a, "--runs")) {
             opt.runs = (int)arg_num(argc, argv, &i);
-            if (opt.runs < 1 || opt.runs > MAX_RUNS) die("--runs must be 1..%d", MAX_RUNS);
+            if (opt.runs < 1 || opt.runs > MAX_RUNS) bench_die("--runs must be 1..%d", MAX_RUNS);
         } else if (!strcmp(a, "--budget")) opt.budget = arg_num(argc, argv, &i);
         else if (!strcmp(a, "--long")) opt.long_s = arg_num(argc, argv, &i);
         else if (!strcmp(a, "--min")) opt.min_s = arg_num(argc, argv, &i);
@@ -1264,14 +1290,14 @@ int main(int argc, char **argv) {
         for (char *t = strtok_r(tmp, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
             int ok = 0;
             for (int k = 0; k < 5; k++) ok |= !strcmp(t, sections[k]);
-            if (!ok) die("--only: unknown section %s (have peak,conv,train,infer,mem)", t);
+            if (!ok) bench_die("--only: unknown section %s (have peak,conv,train,infer,mem)", t);
         }
     }
     IvaeConfig cfg;
-    if (ivae_config_preset(opt.config, &cfg) != 0) die("--config %s: %s", opt.config, ivae_error());
+    if (ivae_config_preset(opt.config, &cfg) != 0) bench_die("--config %s: %s", opt.config, ivae_error());
     signal(SIGPIPE, SIG_IGN); /* a dead server is an error from write, not a kill */
     g_csv = fopen(opt.csv, "w");
-    if (!g_csv) die("cannot write %s: %s", opt.csv, strerror(errno));
+    if (!g_csv) bench_die("cannot write %s: %s", opt.csv, strerror(errno));
     csv_header();
 
     double t_start = now();
@@ -1317,14 +1343,14 @@ int main(int argc, char **argv) {
         printf("PyTorch: off (--no-torch)\n");
     }
 
-    if (section_on("peak")) run_peak();
-    if (section_on("conv")) run_conv(&cfg);
-    if (section_on("train")) run_train(&cfg);
-    if (section_on("infer")) run_infer(&cfg);
-    if (section_on("mem")) run_mem(&cfg);
+    if (section_on("peak")) run_peak(), section_summary("peak");
+    if (section_on("conv")) run_conv(&cfg), section_summary("conv");
+    if (section_on("train")) run_train(&cfg), section_summary("train");
+    if (section_on("infer")) run_infer(&cfg), section_summary("infer");
+    if (section_on("mem")) run_mem(&cfg), section_summary("mem");
 
     torch_stop();
-    if (fclose(g_csv) != 0) die("writing %s: %s", opt.csv, strerror(errno));
+    if (fclose(g_csv) != 0) bench_die("writing %s: %s", opt.csv, strerror(errno));
     printf("\nwrote %s; %.0f s in all; other processes kept %.2f CPUs busy on average meanwhile\n", opt.csv,
            now() - t_start, others_since(whole));
     return 0;

@@ -41,6 +41,10 @@ for op in encode decode; do
             --size "$size" --threads "$threads")
         ft=$(field "$t" fps); mt=$(field "$t" peak_rss_mb)
         ratio=$(awk -v a="$fi" -v b="$ft" 'BEGIN { printf "%.2fx", a / b }')
+        ratios="${ratios:-} $(awk -v a="$fi" -v b="$ft" 'BEGIN { print a / b }')"
     fi
     printf '%-8s %12s %12s %10s %12s %12s %8s\n' $op "$fi" "$ft" "$ratio" "$mi" "$mt" "$si"
 done
+[ -n "${ratios:-}" ] && echo "$ratios" | awk '{ s = 0; for (i = 1; i <= NF; i++) s += log($i)
+    printf "summary wan: geometric mean of the ratios ivae fps / PyTorch fps %.2fx over %d rows\n", exp(s / NF), NF }'
+exit 0
