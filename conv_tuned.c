@@ -94,12 +94,24 @@ static real *pad_input(int slot, Padded *g, const real *x, int C, int T, int H, 
     for (int ct = 0; ct < C * G.Tp; ct++) {
         int c = ct / G.Tp, tp = ct % G.Tp, t = tp - tfront;
         real *f = xp + (size_t)ct * G.Hp * G.Wrow;
-        memset(f, 0, (size_t)G.Hp * G.Wrow * sizeof(real));
-        if (t >= T || (t < 0 && !prev)) continue;
+        if (t >= T || (t < 0 && !prev)) { /* a padding frame */
+            memset(f, 0, (size_t)G.Hp * G.Wrow * sizeof(real));
+            continue;
+        }
+        /* each float written once: the padding rows, then per row its padding and its values */
+        memset(f, 0, (size_t)p.top * G.Wrow * sizeof(real));
+        memset(f + (size_t)(p.top + H) * G.Wrow, 0, (size_t)(G.Hp - p.top - H) * G.Wrow * sizeof(real));
         for (int h = 0; h < H; h++) {
             const real *src = t >= 0 ? x + (((size_t)c * T + t) * H + h) * W : prev + (((size_t)c * tfront + tp) * H + h) * W;
             real *dst = f + (size_t)(h + p.top) * G.Wrow;
-            for (int w = 0; w < W; w++) dst[col_index(&G, w + p.left)] = src[w];
+            if (G.sw == 1) {
+                memset(dst, 0, (size_t)p.left * sizeof(real));
+                memcpy(dst + p.left, src, (size_t)W * sizeof(real));
+                memset(dst + p.left + W, 0, (size_t)(G.Wrow - p.left - W) * sizeof(real));
+            } else {
+                memset(dst, 0, (size_t)G.Wrow * sizeof(real));
+                for (int w = 0; w < W; w++) dst[col_index(&G, w + p.left)] = src[w];
+            }
         }
     }
     memset(xp + (size_t)C * g->cs, 0, pad_slack(g) * sizeof(real));
