@@ -316,9 +316,13 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
             dyt[bp * NO + o] = oc < (size_t)Cout ? dout[oc * P + p] : 0;
         }
     }
-    /* taps in groups: 3x3x3 kernels in groups of 3 (a, c) rows of 3 d (9 taps),
-       any other kernel one tap at a time */
-    int per = kw == 3 && K % 9 == 0 ? NC : 1, ngroup = K / per, ntask = nob * Cin * ngroup;
+    /* A task is NO output channels x NC slots, each slot one (input channel,
+       tap) pair with its own chain. 3x3x3 kernels: one channel, its taps in
+       groups of 3 (a, c) rows of 3 d; other kernels (1x1x1, 3x1x1): one tap
+       of NC channels, so that these too keep NC independent chains in the
+       tile (one chain per tile was bound by the fma latency). */
+    int by_taps = kw == 3 && K % NC == 0;
+    int ngroup = by_taps ? K / NC : K, nchg = by_taps ? Cin : (Cin + NC - 1) / NC, ntask = nob * nchg * ngroup;
     /* the clip sums of every task, filled frame by frame: one frame of dy
        (Ho x Wo x NO floats per block) stays in cache while every task uses it */
     real *clip = ivae_scratch(SCR_WGRAD, (size_t)ntask * NC * NO);
@@ -326,33 +330,38 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
     for (int t = 0; t < To; t++) {
 #pragma omp parallel for schedule(static)
         for (int task = 0; task < ntask; task++) {
-            int ob = task / (Cin * ngroup), i = task / ngroup % Cin, grp = task % ngroup;
+            int ob = task / (nchg * ngroup), cg = task / ngroup % nchg, grp = task % ngroup;
+            int nslot = by_taps ? NC : Cin - cg * NC < NC ? Cin - cg * NC : NC;
             real frame[NC][NO] = {{0}};
             for (int h = 0; h < Ho; h++) {
                 const real *x[NC];
-                for (int k = 0; k < per; k++) {
-                    int tap = grp * per + k, a = tap / (kh * kw), c = tap / kw % kh, d = tap % kw;
+                for (int k = 0; k < nslot; k++) {
+                    int i = by_taps ? cg : cg * NC + k, tap = by_taps ? grp * NC + k : grp;
+                    int a = tap / (kh * kw), c = tap / kw % kh, d = tap % kw;
                     x[k] = xp + (size_t)i * g->cs + ((size_t)(t * st + a) * g->Hp + h * sh + c) * g->Wrow + col_index(g, d);
                 }
                 real row[NC][NO];
                 const real *dyrow = dyt + ((size_t)ob * P + ((size_t)t * Ho + h) * Wo) * NO;
-                if (per == NC) wgrad_row(row, x, dyrow, NO, Wo, NC); /* constant nc: fully unrolled */
-                else wgrad_row(row, x, dyrow, NO, Wo, 1);
-                for (int k = 0; k < per; k++)
+                if (nslot == NC) wgrad_row(row, x, dyrow, NO, Wo, NC); /* constant nc: fully unrolled */
+                else wgrad_row(row, x, dyrow, NO, Wo, nslot);
+                for (int k = 0; k < nslot; k++)
                     for (int o = 0; o < NO; o++) frame[k][o] += row[k][o];
             }
             real *c = clip + (size_t)task * NC * NO;
-            for (int k = 0; k < per; k++)
+            for (int k = 0; k < nslot; k++)
                 for (int o = 0; o < NO; o++) c[k * NO + o] += frame[k][o];
         }
     }
 #pragma omp parallel for schedule(static)
     for (int task = 0; task < ntask; task++) {
-        int ob = task / (Cin * ngroup), i = task / ngroup % Cin, grp = task % ngroup;
+        int ob = task / (nchg * ngroup), cg = task / ngroup % nchg, grp = task % ngroup;
+        int nslot = by_taps ? NC : Cin - cg * NC < NC ? Cin - cg * NC : NC;
         const real *c = clip + (size_t)task * NC * NO;
-        for (int k = 0; k < per; k++)
+        for (int k = 0; k < nslot; k++) {
+            int i = by_taps ? cg : cg * NC + k, tap = by_taps ? grp * NC + k : grp;
             for (int o = 0; o < NO && ob * NO + o < Cout; o++)
-                dweight[((size_t)(ob * NO + o) * Cin + i) * K + grp * per + k] += c[k * NO + o];
+                dweight[((size_t)(ob * NO + o) * Cin + i) * K + tap] += c[k * NO + o];
+        }
     }
 }
 
