@@ -207,8 +207,9 @@ static void conv_segment_narrow(real *restrict y, size_t ystride, int n_o, int n
    frame t's first tap; wpk holds the weights packed as (Cout/MR blocks, Cin,
    K, MR), zero rows past Cout. A task is MR channels x one segment of up to
    SEG columns of one output row. */
-static void conv_padded(real *out, const real *xp, const Padded *g, const real *wpk, const real *bias, int Cin,
-                        int Cout, int t0, int To, int Ho, int Wo, int kt, int kh, int kw, int st, int sh) {
+static void conv_padded_to(real *out, size_t plane, const real *xp, const Padded *g, const real *wpk,
+                           const real *bias, int Cin, int Cout, int t0, int To, int Ho, int Wo, int kt, int kh,
+                           int kw, int st, int sh) {
     int K = kt * kh * kw, toff[K];
     for (int a = 0; a < kt; a++)
         for (int c = 0; c < kh; c++)
@@ -217,7 +218,6 @@ static void conv_padded(real *out, const real *xp, const Padded *g, const real *
     /* narrow tiles where they waste fewer lanes (16 or 48 columns; a row of 32 or 64 is the same either way) */
     int narrow = (Wo + NR / 2 - 1) / (NR / 2) * (NR / 2) < (Wo + NR - 1) / NR * NR;
     SegmentFn *segment = narrow ? conv_segment_narrow : nseg > 1 ? conv_segment_long : conv_segment_wide;
-    size_t plane = (size_t)To * Ho * Wo;
 #pragma omp parallel for schedule(static)
     for (int task = 0; task < nob * To * Ho * nseg; task++) {
         /* ob fastest: neighbouring tasks read the same input rows */
@@ -227,6 +227,33 @@ static void conv_padded(real *out, const real *xp, const Padded *g, const real *
         segment(
             out + (size_t)o0 * plane + ((size_t)t * Ho + h) * Wo + w0, plane, n_o, Wo - w0 < SEG ? Wo - w0 : SEG,
             xrow + w0, g->cs, toff, wpk + (size_t)ob * Cin * K * MR, Cin, K, bias ? bias + o0 : NULL);
+    }
+}
+
+/* out's channels are To x Ho x Wo apart (the common case) */
+static void conv_padded(real *out, const real *xp, const Padded *g, const real *wpk, const real *bias, int Cin,
+                        int Cout, int t0, int To, int Ho, int Wo, int kt, int kh, int kw, int st, int sh) {
+    conv_padded_to(out, (size_t)To * Ho * Wo, xp, g, wpk, bias, Cin, Cout, t0, To, Ho, Wo, kt, kh, kw, st, sh);
+}
+
+/* A 1x1x1 conv of x (Cin, N) into out (Cout, N): the N positions are one
+   long row, which fills every lane of a tile. No copy of x: the tiles that
+   fit whole read it where it is (a 1x1x1 conv has no padding); only the last
+   N mod NR positions, whose tile would read past the end, are copied into a
+   small zero-padded buffer. */
+static void conv_flat(real *out, const real *x, const real *wpk, const real *bias, int Cin, int Cout, size_t N) {
+    size_t n0 = N / NR * NR;
+    if (n0 > 0) {
+        Padded g = {.Tp = 1, .Hp = 1, .Wp = (int)n0, .sw = 1, .half = (int)n0, .Wrow = (int)n0, .cs = N};
+        conv_padded_to(out, N, x, &g, wpk, bias, Cin, Cout, 0, 1, 1, (int)n0, 1, 1, 1, 1, 1);
+    }
+    if (n0 < N) {
+        int tail = (int)(N - n0);
+        Padded g = {.Tp = 1, .Hp = 1, .Wp = tail, .sw = 1, .half = tail, .Wrow = tail, .cs = (size_t)tail};
+        real *tb = ivae_scratch(SCR_PAD, (size_t)Cin * tail + pad_slack(&g));
+        for (int c = 0; c < Cin; c++) memcpy(tb + (size_t)c * tail, x + (size_t)c * N + n0, (size_t)tail * sizeof(real));
+        memset(tb + (size_t)Cin * tail, 0, pad_slack(&g) * sizeof(real));
+        conv_padded_to(out + n0, N, tb, &g, wpk, bias, Cin, Cout, 0, 1, 1, tail, 1, 1, 1, 1, 1);
     }
 }
 
@@ -272,10 +299,7 @@ int ivae_conv3d_forward_padded_tuned(real *out, const real *inp, const real *pre
     if (!wpk) wpk = pack_weights(weight, Cout, Cin, kt * kh * kw, 0);
     Padded g;
     if (kt * kh * kw == 1 && st * sh * sw == 1 && !pad.top && !pad.bottom && !pad.left && !pad.right) {
-        /* 1x1x1: the chunk as one long row of N = T*H*W positions fills every lane of a tile */
-        int N = T * H * W;
-        const real *xp = pad_input(SCR_PAD, &g, inp, Cin, 1, 1, N, NULL, 0, 0, IVAE_PAD_NONE, 1);
-        conv_padded(out, xp, &g, wpk, bias, Cin, Cout, 0, 1, 1, N, 1, 1, 1, 1, 1);
+        conv_flat(out, inp, wpk, bias, Cin, Cout, (size_t)T * H * W);
         return To;
     }
     const real *xp = pad_input(SCR_PAD, &g, inp, Cin, T, H, W, prev, kt - 1, 0, pad, sw);
@@ -393,20 +417,23 @@ void ivae_conv3d_backward_tuned(real *dinp, real *dweight, real *dbias, const re
             }
             dy = dil;
         }
-        int flat = K == 1; /* 1x1x1: one long row, as in the forward pass */
-        Padded g;
-        int qh = kh - 1 - kh / 2, qw = kw - 1 - kw / 2;
-        const real *dyp = flat ? pad_input(SCR_DYPAD, &g, dy, Cout, 1, 1, T1 * H1 * W1, NULL, 0, 0, IVAE_PAD_NONE, 1)
-                               : pad_input(SCR_DYPAD, &g, dy, Cout, T1, H1, W1, NULL, 0, kt - 1, (IvaePad){qh, qh, qw, qw}, 1);
         if (!wpkf) wpkf = pack_weights(weight, Cout, Cin, K, 1);
-        if (flat) conv_padded(dinp, dyp, &g, wpkf, NULL, Cout, Cin, 0, 1, 1, T * H * W, 1, 1, 1, 1, 1);
-        else conv_padded(dinp, dyp, &g, wpkf, NULL, Cout, Cin, 0, T, H, W, kt, kh, kw, 1, 1);
+        if (K == 1) conv_flat(dinp, dy, wpkf, NULL, Cout, Cin, (size_t)T * H * W); /* as the forward (dy spread if strided) */
+        else {
+            Padded g;
+            int qh = kh - 1 - kh / 2, qw = kw - 1 - kw / 2;
+            const real *dyp = pad_input(SCR_DYPAD, &g, dy, Cout, T1, H1, W1, NULL, 0, kt - 1, (IvaePad){qh, qh, qw, qw}, 1);
+            conv_padded(dinp, dyp, &g, wpkf, NULL, Cout, Cin, 0, T, H, W, kt, kh, kw, 1, 1);
+        }
     }
 
     // dW[o,i,a,c,d] += sum_{t',h',w'} dy[o,t',h',w'] * xpad[i, t'st+a, h'sh+c, w'sw+d]
     if (dweight) {
         Padded g;
-        const real *xp = pad_input(SCR_PAD, &g, inp, Cin, T, H, W, NULL, kt - 1, 0, ivae_pad_same(kh, kw), sw);
+        const real *xp;
+        if (K == 1 && sw == 1) /* nothing to pad: the input as it is */
+            xp = inp, g = (Padded){.Tp = T, .Hp = H, .Wp = W, .sw = 1, .half = W, .Wrow = W, .cs = (size_t)T * H * W};
+        else xp = pad_input(SCR_PAD, &g, inp, Cin, T, H, W, NULL, kt - 1, 0, ivae_pad_same(kh, kw), sw);
         conv_wgrad(dweight, dout, xp, &g, Cin, Cout, To, Ho, Wo, kt, kh, kw, st, sh, sw);
     }
 
