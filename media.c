@@ -333,6 +333,7 @@ typedef struct {                /* stb's entropy bit reader */
     size_t n, pos;
     uint32_t buf;
     int bits, nomore, marker;
+    int overrun;                /* stb would shift by 32 or more (see jfill) */
 } JBits;
 
 /* counts: the 16 code counts per length; -1 if stb refuses the lengths */
@@ -383,7 +384,13 @@ static void jhuff_fast_ac(JHuff *h) {
 
 static unsigned jbyte(JBits *r) { return r->pos < r->n ? r->b[r->pos++] : 0; } /* 0 past the end, as stb */
 
+/* stb's refill. Past a marker it adds zero bits; a code that was longer
+   than the bits left there (stb's combined AC path and its magnitude reads
+   do not check) leaves the count negative, and at -8 or below stb's next
+   refill shifts by 32 or more: undefined behaviour, which the pre-pass
+   refuses (valid data never runs into its marker inside a code). */
 static void jfill(JBits *r) {
+    if (r->bits <= -8) { r->overrun = 1; r->bits = 0; }
     do {
         unsigned c = r->nomore ? 0 : jbyte(r);
         if (c == 0xFF) {
@@ -468,6 +475,12 @@ static int jblock(const char *path, JBits *r, const JState *js, int c, int hd, i
     return 1;
 }
 
+static int jpeg_overrun(const char *path) {
+    ivae_set_error("%s: cannot decode image (Corrupt JPEG: a code runs past the end of the scan's data, "
+                   "where the decoder's bit reader would shift by 32 bits or more)", path);
+    return -1;
+}
+
 /* the DC of every block of one scan whose entropy data starts at b[at];
    0, or -1 (error set) */
 static int jpeg_scan_dc(const char *path, const unsigned char *b, size_t n, size_t at, const JState *js,
@@ -475,7 +488,7 @@ static int jpeg_scan_dc(const char *path, const unsigned char *b, size_t n, size
     if (!js->frame_ok) return 0;                    /* stb refused the frame header */
     if (js->progressive && (ss != 0 || ah != 0)) return 0;   /* AC or refinement: no DC sums */
     if (js->progressive && se != 0) return 0;       /* stb: "can't merge dc and ac" */
-    JBits r = {b, n, at, 0, 0, 0, JNONE};
+    JBits r = {b, n, at, 0, 0, 0, JNONE, 0};
     int pred[4] = {0}, todo = js->restart ? js->restart : 0x7fffffff;
     long long units;                                /* MCUs of the scan */
     if (ns == 1) units = (long long)((js->comp[order[0]].x + 7) >> 3) * ((js->comp[order[0]].y + 7) >> 3);
@@ -485,11 +498,13 @@ static int jpeg_scan_dc(const char *path, const unsigned char *b, size_t n, size
             int c = order[k], blocks = ns == 1 ? 1 : js->comp[c].h * js->comp[c].v;
             for (int i = 0; i < blocks; i++) {
                 int rc = jblock(path, &r, js, c, hd[k], ha[k], al, &pred[c]);
+                if (r.overrun) return jpeg_overrun(path);
                 if (rc <= 0) return rc < 0 ? -1 : 0;
             }
         }
         if (--todo <= 0) {                          /* the end of a restart interval */
             if (r.bits < 24) jfill(&r);
+            if (r.overrun) return jpeg_overrun(path);
             if (r.marker < 0xD0 || r.marker > 0xD7) return 0;   /* stb ends the scan here */
             jreset(&r);
             pred[0] = pred[1] = pred[2] = pred[3] = 0;

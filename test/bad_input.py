@@ -668,6 +668,13 @@ def hardening(R, model, tensors, meta):
     R.expect_ok("hardening: progressive JPEG whose DC scan shifts +15 left by 1 bit",
                 ["recon", model, R.write(jpeg_bytes(16, 16, sof=0xC2, scans=[([1], 0, 0, 0, 1)]), "progdc1.jpg"),
                  P("r.png")])
+    # a code that runs past the scan's data: 4 bytes, five blocks of 2 bits,
+    # then a 16-bit DC code and its 15 magnitude bits with 6 bits left, so
+    # stb's bit count falls to -9 and its next refill shifts by 33 bits
+    dht_long = (b"\xff\xc4\x00\x15\x00" + bytes([1] + [0] * 14 + [1]) + bytes([0, 15])
+                + b"\xff\xc4\x00\x14\x10" + bytes([1] + [0] * 15) + b"\x00")
+    recon("hardening: JPEG whose DC magnitude bits run past the end of its scan (a shift by 33 in stb)",
+          jpeg_bytes(64, 8, dht=dht_long, data=b"\x00\x20\x00\x00", q=1), "runs past the end", "overrun.jpg")
     # a 256th Huffman code of 9 bits: stb's 9-bit lookup keeps indices in a
     # byte with 255 meaning "longer", reads the code through the long path
     # as another symbol and its assert aborts
