@@ -315,10 +315,14 @@ typedef struct {                /* one Huffman table, as stb builds it */
     unsigned char values[256], size[257];
     uint32_t maxcode[18];       /* past the last code of each length, shifted to 16 bits */
     int delta[17];              /* index minus code, per length */
-    unsigned char fast_ac[1 << JFAST]; /* AC: run * 16 + bits of code and magnitude, 0: none */
+    int16_t fast_ac[1 << JFAST]; /* AC: value * 256 + run * 16 + bits of code and magnitude, 0: none */
 } JHuff;
 
-typedef struct { int id, h, v, tq, x, y; } JComp;
+typedef struct {
+    int id, h, v, tq, x, y;
+    int coeff_w;                /* a progressive frame's blocks per row of the component (stb's coeff_w) */
+    uint64_t *nonzero;          /* progressive: per block, which coefficients (zigzag order) are non-zero */
+} JComp;
 
 typedef struct {                /* what stb knows when a scan begins */
     int frame_ok, progressive, nc, mcux, mcuy;
@@ -334,6 +338,7 @@ typedef struct {                /* stb's entropy bit reader */
     uint32_t buf;
     int bits, nomore, marker;
     int overrun;                /* stb would shift by 32 or more (see jfill) */
+    int eob_run;                /* a progressive AC scan's blocks still to skip */
 } JBits;
 
 /* counts: the 16 code counts per length; -1 if stb refuses the lengths */
@@ -378,7 +383,7 @@ static void jhuff_fast_ac(JHuff *h) {
         if (!mag || len + mag > JFAST) continue;
         int v = ((i << len) & ((1 << JFAST) - 1)) >> (JFAST - mag);
         if (v < 1 << (mag - 1)) v -= (1 << mag) - 1;
-        if (v >= -128 && v <= 127) h->fast_ac[i] = (unsigned char)(run * 16 + len + mag);
+        if (v >= -128 && v <= 127) h->fast_ac[i] = (int16_t)(v * 256 + run * 16 + len + mag);
     }
 }
 
@@ -403,7 +408,7 @@ static void jfill(JBits *r) {
     } while (r->bits <= 24);
 }
 
-static void jreset(JBits *r) { r->buf = 0, r->bits = 0, r->nomore = 0, r->marker = JNONE; }
+static void jreset(JBits *r) { r->buf = 0, r->bits = 0, r->nomore = 0, r->marker = JNONE, r->eob_run = 0; }
 
 /* a Huffman symbol, or -1 where stb reports a bad code */
 static int jdecode(JBits *r, const JHuff *h) {
@@ -434,9 +439,107 @@ static int jextend(JBits *r, int n) {
     return positive ? v : v - ((1 << n) - 1);
 }
 
+/* n unsigned bits (1..15), and one bit: stb's get_bits and get_bit */
+static int jbits(JBits *r, int n) {
+    if (r->bits < n) jfill(r);
+    int v = (int)(r->buf >> (32 - n));
+    r->buf <<= n, r->bits -= n;
+    return v;
+}
+static int jbit(JBits *r) {
+    if (r->bits < 1) jfill(r);
+    int v = (int)(r->buf >> 31);
+    r->buf <<= 1, r->bits -= 1;
+    return v;
+}
+
+/* a coefficient stored as stb stores it, v * 2^shift in a short: is it non-zero? */
+static int jnonzero(int v, int shift) { return ((unsigned)v << shift & 0xFFFFu) != 0; }
+
+static void jset(uint64_t *nz, int k, int on) {   /* stb reads index k > 63 as 63 */
+    uint64_t m = 1ull << (k > 63 ? 63 : k);
+    *nz = on ? *nz | m : *nz & ~m;
+}
+
+/* One block of a progressive AC scan (band ss..se): its first pass, or a
+   refinement of bit al. Only the bits it takes and which coefficients are
+   non-zero matter here (a refinement reads a correction bit for each
+   non-zero one); stb's refinements never make a non-zero coefficient zero.
+   1, or 0 where stb stops with an error. */
+static int jblock_ac(JBits *r, const JHuff *h, uint64_t *nz, int ss, int se, int ah, int al) {
+    if (ah == 0) {                                  /* first pass */
+        if (r->eob_run) { r->eob_run--; return 1; }
+        int k = ss;
+        do {
+            if (r->bits < 16) jfill(r);
+            int f = h->fast_ac[r->buf >> (32 - JFAST)];
+            if (f) {                                /* combined path, as in jblock */
+                k += f >> 4 & 15;
+                r->buf <<= f & 15, r->bits -= f & 15;
+                jset(nz, k, jnonzero(f >> 8, al));
+                k++;
+            } else {
+                int rs = jdecode(r, h);
+                if (rs < 0) return 0;
+                int s = rs & 15, run = rs >> 4;
+                if (s == 0) {
+                    if (run < 15) {                 /* end of band, for this and the next 2^run - 1 + bits blocks */
+                        r->eob_run = 1 << run;
+                        if (run) r->eob_run += jbits(r, run);
+                        r->eob_run--;
+                        break;
+                    }
+                    k += 16;
+                } else {
+                    k += run;
+                    jset(nz, k, jnonzero(jextend(r, s), al));
+                    k++;
+                }
+            }
+        } while (k <= se);
+        return 1;
+    }
+    if (r->eob_run) {                               /* refinement inside an end-of-band run */
+        r->eob_run--;
+        for (int k = ss; k <= se; k++)
+            if (*nz >> k & 1) jbit(r);
+        return 1;
+    }
+    int k = ss;
+    do {
+        int rs = jdecode(r, h);
+        if (rs < 0) return 0;
+        int s = rs & 15, run = rs >> 4;
+        if (s == 0) {
+            if (run < 15) {
+                r->eob_run = (1 << run) - 1;
+                if (run) r->eob_run += jbits(r, run);
+                run = 64;                           /* to the end of the band */
+            }
+        } else {
+            if (s != 1) return 0;
+            jbit(r);                                /* the sign */
+        }
+        while (k <= se) {
+            int at = k++;
+            if (*nz >> at & 1) jbit(r);             /* a correction bit */
+            else {
+                if (run == 0) {
+                    if (s) jset(nz, at, 1);         /* a new coefficient of +-2^al */
+                    break;
+                }
+                run--;
+            }
+        }
+    } while (k <= se);
+    return 1;
+}
+
 /* one block: 1, 0 where stb stops with an error, -1 (error set) if its DC
    coefficient leaves 16 bits */
-static int jblock(const char *path, JBits *r, const JState *js, int c, int hd, int ha, int al, int *pred) {
+static int jblock(const char *path, JBits *r, const JState *js, int c, int hd, int ha, int al, int *pred,
+                  uint64_t *nz) {
+    if (nz) *nz = 0;                                /* a progressive DC scan clears the block first */
     if (r->bits < 16) jfill(r);
     int t = jdecode(r, &js->dc[hd]);
     if (t < 0 || t > 15) return 0;
@@ -455,7 +558,7 @@ static int jblock(const char *path, JBits *r, const JState *js, int c, int hd, i
         if (r->bits < 16) jfill(r);
         int f = h->fast_ac[r->buf >> (32 - JFAST)];
         if (f) {                                    /* stb's combined path: no check of the bits left */
-            k += f >> 4;
+            k += f >> 4 & 15;
             r->buf <<= f & 15, r->bits -= f & 15;
             k++;
         } else {
@@ -481,23 +584,35 @@ static int jpeg_overrun(const char *path) {
     return -1;
 }
 
-/* the DC of every block of one scan whose entropy data starts at b[at];
-   0, or -1 (error set) */
-static int jpeg_scan_dc(const char *path, const unsigned char *b, size_t n, size_t at, const JState *js,
-                        int ns, const int *order, const int *hd, const int *ha, int ss, int se, int ah, int al) {
+/* every block of one scan whose entropy data starts at b[at], as stb
+   decodes it; 0, or -1 (error set) */
+static int jpeg_scan_entropy(const char *path, const unsigned char *b, size_t n, size_t at, const JState *js,
+                             int ns, const int *order, const int *hd, const int *ha, int ss, int se, int ah, int al) {
     if (!js->frame_ok) return 0;                    /* stb refused the frame header */
-    if (js->progressive && (ss != 0 || ah != 0)) return 0;   /* AC or refinement: no DC sums */
-    if (js->progressive && se != 0) return 0;       /* stb: "can't merge dc and ac" */
-    JBits r = {b, n, at, 0, 0, 0, JNONE, 0};
+    if (js->progressive) {
+        if (ss == 0 && ah != 0) return 0;           /* DC refinement: one bit a block, nothing to check */
+        if (ss == 0 && se != 0) return 0;           /* stb: "can't merge dc and ac" */
+        if (ss > 0 && ns != 1) return 0;            /* stb: the same error for an interleaved AC scan */
+    }
+    JBits r = {b, n, at, 0, 0, 0, JNONE, 0, 0};
     int pred[4] = {0}, todo = js->restart ? js->restart : 0x7fffffff;
+    int c0 = order[0], w0 = (js->comp[c0].x + 7) >> 3;
     long long units;                                /* MCUs of the scan */
-    if (ns == 1) units = (long long)((js->comp[order[0]].x + 7) >> 3) * ((js->comp[order[0]].y + 7) >> 3);
+    if (ns == 1) units = (long long)w0 * ((js->comp[c0].y + 7) >> 3);
     else units = (long long)js->mcux * js->mcuy;
     for (long long u = 0; u < units; u++) {
         for (int k = 0; k < ns; k++) {
-            int c = order[k], blocks = ns == 1 ? 1 : js->comp[c].h * js->comp[c].v;
+            const JComp *c = &js->comp[order[k]];
+            int blocks = ns == 1 ? 1 : c->h * c->v;
             for (int i = 0; i < blocks; i++) {
-                int rc = jblock(path, &r, js, c, hd[k], ha[k], al, &pred[c]);
+                uint64_t *nz = NULL;                /* the block's coefficients, in stb's coeff order */
+                if (js->progressive) {
+                    long long bx = ns == 1 ? u % w0 : u % js->mcux * c->h + i % c->h;
+                    long long by = ns == 1 ? u / w0 : u / js->mcux * c->v + i / c->h;
+                    nz = c->nonzero + bx + by * c->coeff_w;
+                }
+                int rc = ss > 0 ? jblock_ac(&r, &js->ac[ha[k]], nz, ss, se, ah, al)
+                                : jblock(path, &r, js, order[k], hd[k], ha[k], al, &pred[order[k]], nz);
                 if (r.overrun) return jpeg_overrun(path);
                 if (rc <= 0) return rc < 0 ? -1 : 0;
             }
@@ -514,32 +629,42 @@ static int jpeg_scan_dc(const char *path, const unsigned char *b, size_t n, size
     return 0;
 }
 
-
 /* the frame header at b[p] (its length field), with every check stb makes:
-   js->frame_ok stays 0 if stb refuses it (then no scan is decoded) */
-static void jpeg_frame(JState *js, const unsigned char *b, size_t n, size_t p, size_t L, int progressive) {
+   js->frame_ok stays 0 if stb refuses it (then no scan is decoded); a
+   progressive frame gets its coefficient masks. 0, or -1 (error set) */
+static int jpeg_frame(const char *path, JState *js, const unsigned char *b, size_t n, size_t p, size_t L,
+                      int progressive) {
 #define BYTE(i) ((size_t)(i) < n ? b[i] : 0)
     int hgt = BYTE(p + 3) << 8 | BYTE(p + 4), wid = BYTE(p + 5) << 8 | BYTE(p + 6), nc = BYTE(p + 7);
     int hmax = 1, vmax = 1;
     js->frame_ok = 0;
-    if (L < 11 || BYTE(p + 2) != 8 || hgt == 0 || wid == 0 || hgt > MAX_DIM || wid > MAX_DIM) return;
-    if ((nc != 1 && nc != 3 && nc != 4) || L != 8 + 3 * (size_t)nc) return;
+    if (L < 11 || BYTE(p + 2) != 8 || hgt == 0 || wid == 0 || hgt > MAX_DIM || wid > MAX_DIM) return 0;
+    if ((nc != 1 && nc != 3 && nc != 4) || L != 8 + 3 * (size_t)nc) return 0;
     for (int c = 0; c < nc; c++) {
         JComp *k = &js->comp[c];
         k->id = BYTE(p + 8 + 3 * c), k->h = BYTE(p + 9 + 3 * c) >> 4, k->v = BYTE(p + 9 + 3 * c) & 15;
         k->tq = BYTE(p + 10 + 3 * c);
-        if (k->h < 1 || k->h > 4 || k->v < 1 || k->v > 4 || k->tq > 3) return;
+        if (k->h < 1 || k->h > 4 || k->v < 1 || k->v > 4 || k->tq > 3) return 0;
         if (k->h > hmax) hmax = k->h;
         if (k->v > vmax) vmax = k->v;
     }
     for (int c = 0; c < nc; c++) {
         JComp *k = &js->comp[c];
-        if (hmax % k->h || vmax % k->v) return;
+        if (hmax % k->h || vmax % k->v) return 0;
         k->x = (wid * k->h + hmax - 1) / hmax, k->y = (hgt * k->v + vmax - 1) / vmax;
     }
     js->nc = nc, js->progressive = progressive;
     js->mcux = (wid + 8 * hmax - 1) / (8 * hmax), js->mcuy = (hgt + 8 * vmax - 1) / (8 * vmax);
+    if (progressive)
+        for (int c = 0; c < nc; c++) {
+            JComp *k = &js->comp[c];
+            k->coeff_w = js->mcux * k->h;
+            free(k->nonzero);
+            k->nonzero = calloc((size_t)k->coeff_w * js->mcuy * k->v, sizeof *k->nonzero);
+            if (!k->nonzero) { ivae_set_error("%s: out of memory", path); return -1; }
+        }
     js->frame_ok = 1;
+    return 0;
 #undef BYTE
 }
 
@@ -557,20 +682,18 @@ static int jpeg_scan(const char *path, const unsigned char *b, size_t n, size_t 
     }
     int ss = BYTE(p + 3 + 2 * ns), se = BYTE(p + 4 + 2 * ns), ah = BYTE(p + 5 + 2 * ns) >> 4, al = BYTE(p + 5 + 2 * ns) & 15;
     if (js->progressive ? ss > 63 || se > 63 || ss > se || ah > 13 || al > 13 : ss != 0 || ah != 0 || al != 0) return 0;
-    return jpeg_scan_dc(path, b, n, p + L, js, ns, order, hd, ha, ss, se, ah, al);
+    return jpeg_scan_entropy(path, b, n, p + L, js, ns, order, hd, ha, ss, se, ah, al);
 #undef BYTE
 }
 
 /* JPEG, walked segment by segment the way stb reads it. Where the walk might
    disagree with stb (a corrupt file) it looks at more places, never fewer.
    b[at] is the D8 of the start-of-image marker. */
-static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_t at) {
+static int jpeg_walk(const char *path, const unsigned char *b, size_t n, size_t at, JState *js) {
 #define BYTE(i) ((size_t)(i) < n ? b[i] : 0)              /* stb reads 0 past the end */
     size_t p = at + 1;
     int have_sof = 0, progressive = 0, nc = 0, id[4] = {0}, tq[4] = {0}, covered[4] = {0};
     int dc_def[4] = {0}, ac_def[4] = {0}, q_def[4] = {0};  /* the tables defined so far */
-    JState js;                                      /* ... and their contents, for the entropy pre-pass */
-    memset(&js, 0, sizeof js);
     while (p < n) {
         if (b[p] != 0xFF) { p++; continue; }            /* stb skips stray bytes between segments */
         while (p < n && b[p] == 0xFF) p++;              /* fill bytes */
@@ -589,7 +712,7 @@ static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_
                 int counts[16];
                 for (int i = 0; i < 16; i++) count += counts[i] = BYTE(q + 1 + i);
                 if (count > 256) return screen_fail(path, "Corrupt JPEG: a Huffman table with more than 256 codes");
-                JHuff *h = tc ? &js.ac[th] : &js.dc[th];
+                JHuff *h = tc ? &js->ac[th] : &js->dc[th];
                 int built = jhuff_build(h, counts);
                 if (built == -1) return screen_fail(path, "Corrupt JPEG: bad Huffman code lengths");
                 if (built == -2)
@@ -612,7 +735,7 @@ static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_
                    int with them */
                 if (BYTE(q) >> 4) return screen_fail(path, "Corrupt JPEG: a 16-bit quantisation table in an 8-bit JPEG");
                 q_def[BYTE(q) & 3] = 1;
-                js.q0[BYTE(q) & 3] = BYTE(q + 1);         /* the DC entry comes first */
+                js->q0[BYTE(q) & 3] = BYTE(q + 1);         /* the DC entry comes first */
                 q += 65;
                 left -= 65;
             }
@@ -625,7 +748,7 @@ static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_
             if (nc < 1 || nc > 4) return screen_fail(path, "Corrupt JPEG: bad component count");
             for (int c = 0; c < nc; c++) id[c] = BYTE(p + 8 + 3 * c), tq[c] = BYTE(p + 10 + 3 * c) & 3;
             if (pixels_ok(path, wid, hgt) != 0) return -1;
-            jpeg_frame(&js, b, n, p, L, progressive);
+            if (jpeg_frame(path, js, b, n, p, L, progressive) != 0) return -1;
             p += L;
         } else if (m == 0xDA) {                         /* SOS: the components it covers */
             if (!have_sof) return screen_fail(path, "Corrupt JPEG: a scan before the frame header");
@@ -648,14 +771,14 @@ static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_
                             return screen_fail(path, "Corrupt JPEG: a progressive scan before the component's first DC scan");
                         covered[c] = 1;
                     }
-            if (jpeg_scan(path, b, n, p, L, &js) != 0) return -1;
+            if (jpeg_scan(path, b, n, p, L, js) != 0) return -1;
             p += L;
             /* the entropy-coded data ends at the first FF xx that is not
                stuffing (FF 00), a fill byte (FF FF) or a restart marker */
             while (p + 1 < n && !(b[p] == 0xFF && b[p + 1] != 0x00 && b[p + 1] != 0xFF && (b[p + 1] < 0xD0 || b[p + 1] > 0xD7)))
                 p++;
         } else {
-            if (m == 0xDD) js.restart = (int)(BYTE(p + 2) << 8 | BYTE(p + 3));   /* DRI */
+            if (m == 0xDD) js->restart = (int)(BYTE(p + 2) << 8 | BYTE(p + 3));   /* DRI */
             p += L;                                     /* any other segment: skip by its length */
         }
     }
@@ -665,6 +788,17 @@ static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_
         if (!covered[c]) return screen_fail(path, "Corrupt JPEG: a component that no scan covers");
     return 0;
 #undef BYTE
+}
+
+/* the walk, with the tables and the coefficient masks it fills for the
+   entropy pre-pass (js), freed on every way out */
+static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_t at) {
+    JState *js = calloc(1, sizeof *js);
+    if (!js) { ivae_set_error("%s: out of memory", path); return -1; }
+    int rc = jpeg_walk(path, b, n, at, js);
+    for (int c = 0; c < 4; c++) free(js->comp[c].nonzero);
+    free(js);
+    return rc;
 }
 
 static uint32_t be32(const unsigned char *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }

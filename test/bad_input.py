@@ -675,6 +675,14 @@ def hardening(R, model, tensors, meta):
                 + b"\xff\xc4\x00\x14\x10" + bytes([1] + [0] * 15) + b"\x00")
     recon("hardening: JPEG whose DC magnitude bits run past the end of its scan (a shift by 33 in stb)",
           jpeg_bytes(64, 8, dht=dht_long, data=b"\x00\x20\x00\x00", q=1), "runs past the end", "overrun.jpg")
+    # the same in a progressive AC scan: sixteen 1-bit end-of-band codes,
+    # then a 16-bit code for an end-of-band run with 8 more bits, none left;
+    # the run skips 255 blocks, and the 273rd block's refill shifts by 32
+    dht_prog = (b"\xff\xc4\x00\x15\x00" + bytes([2] + [0] * 15) + bytes([0, 0])
+                + b"\xff\xc4\x00\x15\x10" + bytes([1] + [0] * 14 + [1]) + bytes([0x00, 0x80]))
+    recon("hardening: progressive JPEG whose end-of-band run bits run past its AC scan (a shift by 32 in stb)",
+          jpeg_bytes(128, 144, sof=0xC2, scans=[([1], 0, 0, 0), ([1], 1, 63, 0)], dht=dht_prog,
+                     data=b"\x00\x00\x80\x00"), "runs past the end", "overrun_ac.jpg")
     # a 256th Huffman code of 9 bits: stb's 9-bit lookup keeps indices in a
     # byte with 255 meaning "longer", reads the code through the long path
     # as another symbol and its assert aborts
