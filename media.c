@@ -548,8 +548,9 @@ static int jpeg_scan(const char *path, const unsigned char *b, size_t n, size_t 
 
 /* JPEG, walked segment by segment the way stb reads it. Where the walk might
    disagree with stb (a corrupt file) it looks at more places, never fewer.
-   b[at] is the D8 of the start-of-image marker. */
-static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_t at) {
+   b[at] is the D8 of the start-of-image marker. header_only: stop after the
+   frame header (SOF), all that stb's header reader reads (media_probe). */
+static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_t at, int header_only) {
 #define BYTE(i) ((size_t)(i) < n ? b[i] : 0)              /* stb reads 0 past the end */
     size_t p = at + 1;
     int have_sof = 0, progressive = 0, nc = 0, id[4] = {0}, tq[4] = {0}, covered[4] = {0};
@@ -611,6 +612,7 @@ static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_
             for (int c = 0; c < nc; c++) id[c] = BYTE(p + 8 + 3 * c), tq[c] = BYTE(p + 10 + 3 * c) & 3;
             if (pixels_ok(path, wid, hgt) != 0) return -1;
             jpeg_frame(&js, b, n, p, L, progressive);
+            if (header_only) return 0;
             p += L;
         } else if (m == 0xDA) {                         /* SOS: the components it covers */
             if (!have_sof) return screen_fail(path, "Corrupt JPEG: a scan before the frame header");
@@ -686,7 +688,7 @@ static int image_screen(const char *path, const unsigned char *b, size_t n) {
         /* stb's JPEG test: FF, then any number of fill bytes FF, then D8 */
         size_t p = 1;
         while (p < n && b[p] == 0xFF) p++;
-        if (p < n && b[p] == 0xD8) return jpeg_screen(path, b, n, p);
+        if (p < n && b[p] == 0xD8) return jpeg_screen(path, b, n, p, 0);
         return 0;                                       /* no decoder takes it: stb says so */
     }
     if (n >= 26 && b[0] == 'B' && b[1] == 'M') {       /* BMP: the size in its info header */
@@ -729,11 +731,9 @@ static int image_screen(const char *path, const unsigned char *b, size_t n) {
 }
 
 /* decodes an image file to 8-bit RGB (stb converts gray and drops alpha) */
-static unsigned char *read_rgb8(const char *path, int *w, int *h) {
-    /* the whole file into memory: stb decodes from there, and a JPEG's
-       tables can be checked first */
-    FILE *f = fopen(path, "rb");
-    if (!f) { ivae_set_error("%s: cannot open (%s)", path, strerror(errno)); return NULL; }
+/* the whole of an image file (f open, at its start; closed here): NULL
+   (error set) if it cannot be read or is above stb's 2 GB */
+static unsigned char *read_whole(const char *path, FILE *f, size_t *n_out) {
     struct stat st;
     if (fstat(fileno(f), &st) != 0) { ivae_set_error("%s: cannot stat (%s)", path, strerror(errno)); fclose(f); return NULL; }
     if (st.st_size > INT_MAX) { ivae_set_error("%s: image file too large (%lld bytes)", path, (long long)st.st_size); fclose(f); return NULL; }
@@ -743,6 +743,18 @@ static unsigned char *read_rgb8(const char *path, int *w, int *h) {
     size_t got = fread(bytes, 1, n, f);
     fclose(f);
     if (got != n) { ivae_set_error("%s: read error (%zu of %zu bytes)", path, got, n); free(bytes); return NULL; }
+    *n_out = n;
+    return bytes;
+}
+
+static unsigned char *read_rgb8(const char *path, int *w, int *h) {
+    /* the whole file into memory: stb decodes from there, and a JPEG's
+       tables can be checked first */
+    FILE *f = fopen(path, "rb");
+    if (!f) { ivae_set_error("%s: cannot open (%s)", path, strerror(errno)); return NULL; }
+    size_t n;
+    unsigned char *bytes = read_whole(path, f, &n);
+    if (!bytes) return NULL;
     if (image_screen(path, bytes, n) != 0) {
         free(bytes);
         return NULL;
@@ -778,13 +790,25 @@ static int probe_image(const char *path, int *w, int *h) {
     struct stat st;
     if (fstat(fileno(f), &st) != 0) { ivae_set_error("%s: cannot stat (%s)", path, strerror(errno)); fclose(f); return -1; }
     if (st.st_size > INT_MAX) { ivae_set_error("%s: image file too large (%lld bytes)", path, (long long)st.st_size); fclose(f); return -1; }
-    unsigned char b[30] = {0};
+    unsigned char b[30] = {0}, *bytes = NULL;
     size_t n = fread(b, 1, sizeof b, f);
     static const unsigned char png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
     int rc = 0;
-    if (n >= 16 && !memcmp(b, png_sig, 8)) {          /* png_screen's first chunk */
-        if (be32(b + 8) > 0x7FFFFFFFu) rc = screen_fail(path, "Corrupt PNG: a chunk length above 2^31");
-        else if (!memcmp(b + 12, "IHDR", 4) && n >= 24) rc = pixels_ok(path, be32(b + 16), be32(b + 20));
+    if (n >= 8 && !memcmp(b, png_sig, 8)) {           /* png_screen's first chunk */
+        if (n >= 16 && be32(b + 8) > 0x7FFFFFFFu) rc = screen_fail(path, "Corrupt PNG: a chunk length above 2^31");
+        else if (n >= 24 && !memcmp(b + 12, "IHDR", 4)) rc = pixels_ok(path, be32(b + 16), be32(b + 20));
+    } else if (n >= 2 && b[0] == 0xFF) {
+        /* a JPEG: the screen's walk up to the frame header (stb's header
+           reader parses the tables before it: a bad one must not reach it) */
+        size_t len;
+        rewind(f);
+        bytes = read_whole(path, f, &len);
+        f = NULL;
+        if (!bytes) return -1;
+        size_t p = 1;
+        while (p < len && bytes[p] == 0xFF) p++;
+        if (p < len && bytes[p] == 0xD8) rc = jpeg_screen(path, bytes, len, p, 1);
+        n = len;
     } else if (n >= 26 && b[0] == 'B' && b[1] == 'M') { /* image_screen's BMP size */
         uint32_t hsz = b[14] | b[15] << 8 | b[16] << 16 | (uint32_t)b[17] << 24;
         long long bw, bh;
@@ -795,16 +819,24 @@ static int probe_image(const char *path, int *w, int *h) {
         }
         rc = pixels_ok(path, bw < 0 ? -bw : bw, bh < 0 ? -bh : bh);
     }
-    if (rc != 0) { fclose(f); return -1; }
-    rewind(f);
+    if (rc != 0) {
+        if (f) fclose(f);
+        free(bytes);
+        return -1;
+    }
     stbi__context s;
-    stbi__start_file(&s, f);
+    if (bytes) stbi__start_mem(&s, bytes, (int)n);
+    else {
+        rewind(f);
+        stbi__start_file(&s, f);
+    }
     int comp, ok, bmp = 0;
     if (stbi__jpeg_test(&s)) ok = stbi__jpeg_info(&s, w, h, &comp);
     else if (stbi__png_test(&s)) ok = stbi__png_info(&s, w, h, &comp);
     else if (stbi__bmp_test(&s)) ok = stbi__bmp_info(&s, w, h, &comp), bmp = 1;
     else ok = stbi__err("unknown image type", "Image not of any known type, or corrupt");
-    fclose(f);
+    if (f) fclose(f);
+    free(bytes);
     if (!ok) {
         const char *why = stbi_failure_reason();
         ivae_set_error("%s: cannot decode image (%s)", path, why ? why : "unknown error");
