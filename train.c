@@ -1631,7 +1631,7 @@ static void run_free(Run *r) {
 /* how many training files each rank decoded (every rank calls it; rank 0
    prints): under mpirun each decodes only those its samples came from */
 static void report_decoded(Run *r) {
-    int n = r->tr.n_clips + r->tr.n_images, mine[2], got[2];
+    int n = r->tr.n_clips + r->tr.n_images, mine[2], got[2], again = 0;
     train_decoded(&r->tr, &mine[0], &mine[1]);
     printf("data:");
     for (int k = 0; k < dist_size(); k++) {
@@ -1639,8 +1639,9 @@ static void report_decoded(Run *r) {
         dist_bcast(got, sizeof got, k);
         if (dist_size() == 1) printf(" decoded %d of %d training files", got[0], n);
         else printf("%s rank %d decoded %d of %d training files", k ? "," : "", k, got[0], n);
-        if (got[1] > got[0]) printf(" (%d decodes: the cache of --data-cache-mb dropped some)", got[1]);
+        if (got[1] > got[0]) printf(" (%d decodes)", got[1]), again = 1;
     }
+    if (again) printf("; the cache (--data-cache-mb %ld) dropped files that were drawn again", r->o.cache_mb);
     printf("\n");
 }
 

@@ -17,7 +17,9 @@
 #   5. each rank decodes only the files its samples come from (train.c reads
 #      the training split on demand): 2 steps of 1 clip + 1 image touch at
 #      most 2 of the 62 files per rank, and rank 1 never reads the held-out
-#      split (its copy of it is broken); the checkpoint still == one process
+#      split (its copy of it is broken); the checkpoint still == one process;
+#      a cache of 1 MB (--data-cache-mb: files dropped and decoded again)
+#      changes no bit
 # SKIPs (exit 0) when mpirun is missing or ./ivae was built without MPI.
 set -u
 cd "$(dirname "$0")/.."
@@ -204,6 +206,16 @@ if [ $# -eq 2 ] && [ "$1" -ge 1 ] && [ "$1" -le 2 ] && [ "$2" -ge 1 ] && [ "$2" 
 else
     grep '^data' "$OUT/lazy2.log"
     bad "-np 2 decoded more than its samples need ('$counts' of $total), or differs from one process"
+fi
+#    the cache bounded to 1 MB: a 17-frame clip alone is 3.3 MB, so files
+#    are dropped and decoded again; decoding is deterministic: the same bits
+$MPIRUN -np 2 ./ivae train $Q --steps 8 --data-cache-mb 1 --out "$OUT/cache1" > "$OUT/cache1.log" 2>&1 || { cat "$OUT/cache1.log"; bad "-np 2 --data-cache-mb 1"; }
+if grep -q "^data: rank 0 .*decodes.*; the cache (--data-cache-mb 1) dropped files" "$OUT/cache1.log" &&
+   cmp -s "$OUT/single/ckpt.safetensors" "$OUT/cache1/ckpt.safetensors"; then
+    ok "-np 2 with --data-cache-mb 1 ($(sed -n 's/^data: //p' "$OUT/cache1.log")) == one process, byte for byte"
+else
+    grep '^data' "$OUT/cache1.log"
+    bad "--data-cache-mb 1 dropped nothing, or changed the bits"
 fi
 
 [ $fails -eq 0 ] || { echo "$fails MPI check(s) failed"; exit 1; }
