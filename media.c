@@ -779,11 +779,15 @@ static int load_image(const char *path, Clip *out) {
     return 0;
 }
 
-/* The size read_rgb8 would decode, from the header alone: the checks the
-   screen makes on the header (the first PNG chunk, the BMP info header, the
-   pixel limit), then stb's own header reader for the format stb will pick
-   (its test for each, in its order), which refuses what stb's decoder
-   refuses before the pixel data and gives the size the decoder gives. */
+/* The size read_rgb8 would decode, from the header alone, nothing decoded:
+   first the screen's checks of the header (a PNG's first chunk and a BMP's
+   info header, read from the file's first 30 bytes, against the pixel
+   limit; a JPEG, read whole, walked by jpeg_screen up to its frame header,
+   so that stb's header reader, which parses the tables before it, never
+   sees one the screen refuses), then stb's own header reader for the format
+   stb's decoder picks (its tests, in its order): it refuses what the
+   decoder refuses before the pixel data, with the same reason, and gives
+   the size the decoder gives. */
 static int probe_image(const char *path, int *w, int *h) {
     FILE *f = fopen(path, "rb");
     if (!f) { ivae_set_error("%s: cannot open (%s)", path, strerror(errno)); return -1; }

@@ -22,6 +22,12 @@
  * learning-rate scale, guard history) is in the checkpoint, so a resumed run
  * continues bit for bit as if it had never stopped.
  *
+ * The training split is read on demand: setup probes each file's shape
+ * (media_probe: headers only), and a file is decoded when this process first
+ * crops from it, kept in a cache bounded by --data-cache-mb. Under mpirun
+ * each rank decodes only the files of its own samples (SPEC 8.2); rank 0
+ * alone decodes the held-out split.
+ *
  * train_main, at the end, is the whole run: run_setup (options, data, model,
  * resume), then train_step until it says STEP_STOPPED, with log_step, the
  * held-out numbers and a checkpoint after each step taken, then run_finish
