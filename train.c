@@ -491,10 +491,12 @@ static const Clip *entry_pixels(TrainSet *ts, Entry *e) {
     } else
         why[0] = 0;
     if (why[0]) {
+        char who[32] = "";
+        if (dist_size() > 1) snprintf(who, sizeof who, " (rank %d)", dist_rank());
         if (g_last_ckpt[0])
-            die("train: %s (rank %d); the last checkpoint %s is intact: fix or remove the file and continue with --resume it",
-                why, dist_rank(), g_last_ckpt);
-        die("train: %s (rank %d); no checkpoint was written yet", why, dist_rank());
+            die("train: %s%s; the last checkpoint %s is intact: fix or remove the file and continue with --resume it",
+                why, who, g_last_ckpt);
+        die("train: %s%s; no checkpoint was written yet", why, who);
     }
     e->c = c;
     e->decodes++;
