@@ -725,7 +725,6 @@ typedef struct {
     IvaeSplit split;  /* with N > 1 ranks: this rank's samples and the exchange (dist.h) */
 } Trainer;
 
-
 static void t_check(Trainer *t, int rc) {
     if (rc == 0) return;
     if (!t->cm) die("train: %s", ivae_error());
