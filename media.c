@@ -688,8 +688,9 @@ static int jpeg_scan(const char *path, const unsigned char *b, size_t n, size_t 
 
 /* JPEG, walked segment by segment the way stb reads it. Where the walk might
    disagree with stb (a corrupt file) it looks at more places, never fewer.
-   b[at] is the D8 of the start-of-image marker. */
-static int jpeg_walk(const char *path, const unsigned char *b, size_t n, size_t at, JState *js) {
+   b[at] is the D8 of the start-of-image marker. header_only: stop after the
+   frame header (SOF), all that stb's header reader reads (media_probe). */
+static int jpeg_walk(const char *path, const unsigned char *b, size_t n, size_t at, int header_only, JState *js) {
 #define BYTE(i) ((size_t)(i) < n ? b[i] : 0)              /* stb reads 0 past the end */
     size_t p = at + 1;
     int have_sof = 0, progressive = 0, nc = 0, id[4] = {0}, tq[4] = {0}, covered[4] = {0};
@@ -748,6 +749,7 @@ static int jpeg_walk(const char *path, const unsigned char *b, size_t n, size_t 
             if (nc < 1 || nc > 4) return screen_fail(path, "Corrupt JPEG: bad component count");
             for (int c = 0; c < nc; c++) id[c] = BYTE(p + 8 + 3 * c), tq[c] = BYTE(p + 10 + 3 * c) & 3;
             if (pixels_ok(path, wid, hgt) != 0) return -1;
+            if (header_only) return 0;
             if (jpeg_frame(path, js, b, n, p, L, progressive) != 0) return -1;
             p += L;
         } else if (m == 0xDA) {                         /* SOS: the components it covers */
@@ -792,10 +794,10 @@ static int jpeg_walk(const char *path, const unsigned char *b, size_t n, size_t 
 
 /* the walk, with the tables and the coefficient masks it fills for the
    entropy pre-pass (js), freed on every way out */
-static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_t at) {
+static int jpeg_screen(const char *path, const unsigned char *b, size_t n, size_t at, int header_only) {
     JState *js = calloc(1, sizeof *js);
     if (!js) { ivae_set_error("%s: out of memory", path); return -1; }
-    int rc = jpeg_walk(path, b, n, at, js);
+    int rc = jpeg_walk(path, b, n, at, header_only, js);
     for (int c = 0; c < 4; c++) free(js->comp[c].nonzero);
     free(js);
     return rc;
@@ -835,7 +837,7 @@ static int image_screen(const char *path, const unsigned char *b, size_t n) {
         /* stb's JPEG test: FF, then any number of fill bytes FF, then D8 */
         size_t p = 1;
         while (p < n && b[p] == 0xFF) p++;
-        if (p < n && b[p] == 0xD8) return jpeg_screen(path, b, n, p);
+        if (p < n && b[p] == 0xD8) return jpeg_screen(path, b, n, p, 0);
         return 0;                                       /* no decoder takes it: stb says so */
     }
     if (n >= 26 && b[0] == 'B' && b[1] == 'M') {       /* BMP: the size in its info header */
@@ -878,11 +880,9 @@ static int image_screen(const char *path, const unsigned char *b, size_t n) {
 }
 
 /* decodes an image file to 8-bit RGB (stb converts gray and drops alpha) */
-static unsigned char *read_rgb8(const char *path, int *w, int *h) {
-    /* the whole file into memory: stb decodes from there, and a JPEG's
-       tables can be checked first */
-    FILE *f = fopen(path, "rb");
-    if (!f) { ivae_set_error("%s: cannot open (%s)", path, strerror(errno)); return NULL; }
+/* the whole of an image file (f open, at its start; closed here): NULL
+   (error set) if it cannot be read or is above stb's 2 GB */
+static unsigned char *read_whole(const char *path, FILE *f, size_t *n_out) {
     struct stat st;
     if (fstat(fileno(f), &st) != 0) { ivae_set_error("%s: cannot stat (%s)", path, strerror(errno)); fclose(f); return NULL; }
     if (st.st_size > INT_MAX) { ivae_set_error("%s: image file too large (%lld bytes)", path, (long long)st.st_size); fclose(f); return NULL; }
@@ -892,6 +892,18 @@ static unsigned char *read_rgb8(const char *path, int *w, int *h) {
     size_t got = fread(bytes, 1, n, f);
     fclose(f);
     if (got != n) { ivae_set_error("%s: read error (%zu of %zu bytes)", path, got, n); free(bytes); return NULL; }
+    *n_out = n;
+    return bytes;
+}
+
+static unsigned char *read_rgb8(const char *path, int *w, int *h) {
+    /* the whole file into memory: stb decodes from there, and a JPEG's
+       tables can be checked first */
+    FILE *f = fopen(path, "rb");
+    if (!f) { ivae_set_error("%s: cannot open (%s)", path, strerror(errno)); return NULL; }
+    size_t n;
+    unsigned char *bytes = read_whole(path, f, &n);
+    if (!bytes) return NULL;
     if (image_screen(path, bytes, n) != 0) {
         free(bytes);
         return NULL;
@@ -914,6 +926,77 @@ static int load_image(const char *path, Clip *out) {
     rgb8_to_frame(out, 0, rgb);
     stbi_image_free(rgb);
     return 0;
+}
+
+/* The size read_rgb8 would decode, from the header alone, nothing decoded:
+   first the screen's checks of the header (a PNG's first chunk and a BMP's
+   info header, read from the file's first 30 bytes, against the pixel
+   limit; a JPEG, read whole, walked by jpeg_screen up to its frame header,
+   so that stb's header reader, which parses the tables before it, never
+   sees one the screen refuses), then stb's own header reader for the format
+   stb's decoder picks (its tests, in its order): it refuses what the
+   decoder refuses before the pixel data, with the same reason, and gives
+   the size the decoder gives. */
+static int probe_image(const char *path, int *w, int *h) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { ivae_set_error("%s: cannot open (%s)", path, strerror(errno)); return -1; }
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0) { ivae_set_error("%s: cannot stat (%s)", path, strerror(errno)); fclose(f); return -1; }
+    if (st.st_size > INT_MAX) { ivae_set_error("%s: image file too large (%lld bytes)", path, (long long)st.st_size); fclose(f); return -1; }
+    unsigned char b[30] = {0}, *bytes = NULL;
+    size_t n = fread(b, 1, sizeof b, f);
+    static const unsigned char png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    int rc = 0;
+    if (n >= 8 && !memcmp(b, png_sig, 8)) {           /* png_screen's first chunk */
+        if (n >= 16 && be32(b + 8) > 0x7FFFFFFFu) rc = screen_fail(path, "Corrupt PNG: a chunk length above 2^31");
+        else if (n >= 24 && !memcmp(b + 12, "IHDR", 4)) rc = pixels_ok(path, be32(b + 16), be32(b + 20));
+    } else if (n >= 2 && b[0] == 0xFF) {
+        /* a JPEG: the screen's walk up to the frame header (stb's header
+           reader parses the tables before it: a bad one must not reach it) */
+        size_t len;
+        rewind(f);
+        bytes = read_whole(path, f, &len);
+        f = NULL;
+        if (!bytes) return -1;
+        size_t p = 1;
+        while (p < len && bytes[p] == 0xFF) p++;
+        if (p < len && bytes[p] == 0xD8) rc = jpeg_screen(path, bytes, len, p, 1);
+        n = len;
+    } else if (n >= 26 && b[0] == 'B' && b[1] == 'M') { /* image_screen's BMP size */
+        uint32_t hsz = b[14] | b[15] << 8 | b[16] << 16 | (uint32_t)b[17] << 24;
+        long long bw, bh;
+        if (hsz == 12) bw = b[18] | b[19] << 8, bh = b[20] | b[21] << 8;
+        else {
+            bw = (int32_t)(b[18] | b[19] << 8 | b[20] << 16 | (uint32_t)b[21] << 24);
+            bh = (int32_t)(b[22] | b[23] << 8 | b[24] << 16 | (uint32_t)b[25] << 24);
+        }
+        rc = pixels_ok(path, bw < 0 ? -bw : bw, bh < 0 ? -bh : bh);
+    }
+    if (rc != 0) {
+        if (f) fclose(f);
+        free(bytes);
+        return -1;
+    }
+    stbi__context s;
+    if (bytes) stbi__start_mem(&s, bytes, (int)n);
+    else {
+        rewind(f);
+        stbi__start_file(&s, f);
+    }
+    int comp, ok, bmp = 0;
+    if (stbi__jpeg_test(&s)) ok = stbi__jpeg_info(&s, w, h, &comp);
+    else if (stbi__png_test(&s)) ok = stbi__png_info(&s, w, h, &comp);
+    else if (stbi__bmp_test(&s)) ok = stbi__bmp_info(&s, w, h, &comp), bmp = 1;
+    else ok = stbi__err("unknown image type", "Image not of any known type, or corrupt");
+    if (f) fclose(f);
+    free(bytes);
+    if (!ok) {
+        const char *why = stbi_failure_reason();
+        ivae_set_error("%s: cannot decode image (%s)", path, why ? why : "unknown error");
+        return -1;
+    }
+    if (bmp && *h < 0) *h = -*h;                        /* a top-down BMP: stb's header reader keeps the sign */
+    return pixels_ok(path, *w, *h);
 }
 
 /* stb_image_write hands us the PNG bytes through this callback, so that a
@@ -1084,6 +1167,39 @@ fail:
     frames_free(files, n);
     clip_free(out);
     return -1;
+}
+
+/* the shape load_folder gives: the frames' count, every frame's header */
+static int probe_folder(const char *dir, int max_frames, int *T, int *H, int *W) {
+    FrameFile *files;
+    int n;
+    if (scan_folder(dir, 1, &files, &n) != 0) return -1;
+    if (n == 0) {
+        ivae_set_error("%s: folder holds no image frames (.png .jpg .jpeg .bmp)", dir);
+        free(files);
+        return -1;
+    }
+    int nt = (max_frames > 0 && max_frames < n) ? max_frames : n, w0 = 0, h0 = 0, rc = 0;
+    for (int t = 0; t < nt && rc == 0; t++) {
+        char *path = path_join(dir, files[t].name);
+        int w, h;
+        if (!path || probe_image(path, &w, &h) != 0) rc = -1;
+        else if (t == 0) {
+            w0 = w, h0 = h;
+            if (clip_numel(nt, h, w) == 0) {
+                ivae_set_error("%s: cannot make a clip of 3 x %d x %d x %d (sizes must be positive and fit in memory)", dir, nt, h, w);
+                rc = -1;
+            }
+        } else if (w != w0 || h != h0) {
+            ivae_set_error("%s: frame is %dx%d, but the first frame %s is %dx%d (all frames must have one size)",
+                           path, w, h, files[0].name, w0, h0);
+            rc = -1;
+        }
+        free(path);
+    }
+    frames_free(files, n);
+    if (rc == 0) *T = nt, *H = h0, *W = w0;
+    return rc;
 }
 
 static int save_folder(const char *dir, const Clip *c) {
@@ -1288,15 +1404,14 @@ static int y4m_parse_header(const char *path, char *line, Y4mInfo *info) {
     return 0;
 }
 
-static int load_y4m(const char *path, int max_frames, Clip *out) {
+/* Opens a .y4m file and reads its header, leaving the file at the first
+   FRAME line: *frame_bytes is one frame's planes, *n_max the most frames the
+   file can hold (each takes "FRAME\n" and the planes at least; >= 1), *size
+   the file's size. NULL (error set) where media_load refuses the header.
+   line: Y4M_LINE bytes of scratch. */
+static FILE *y4m_open(const char *path, char *line, Y4mInfo *info, size_t *frame_bytes, long long *n_max, long long *size) {
     FILE *f = fopen(path, "rb");
-    if (!f) { ivae_set_error("%s: cannot open (%s)", path, strerror(errno)); return -1; }
-    char *line = malloc(Y4M_LINE);
-    unsigned char *buf = NULL;
-    Tap *up = NULL;
-    if (!line) { ivae_set_error("out of memory"); goto fail; }
-
-    /* the header */
+    if (!f) { ivae_set_error("%s: cannot open (%s)", path, strerror(errno)); return NULL; }
     int len = read_line(f, line, Y4M_LINE);
     if (len == -1) { ivae_set_error("%s: empty file, not a YUV4MPEG2 video", path); goto fail; }
     if (strncmp(line, "YUV4MPEG2", 9) != 0 || (line[9] != ' ' && line[9] != '\0')) {
@@ -1307,27 +1422,102 @@ static int load_y4m(const char *path, int max_frames, Clip *out) {
         ivae_set_error("%s: %s", path, len == -3 ? "Y4M header line is too long" : "truncated Y4M header (no end of line)");
         goto fail;
     }
-    Y4mInfo info;
-    if (y4m_parse_header(path, line, &info) != 0) goto fail;
-    const int W = info.W, H = info.H;
-    const int cw = info.c444 ? W : (W + 1) / 2, chh = info.c444 ? H : (H + 1) / 2;   /* chroma plane size */
-    const size_t luma = (size_t)W * H, chroma = (size_t)cw * chh;
-    const size_t frame_bytes = luma + 2 * chroma;
+    if (y4m_parse_header(path, line, info) != 0) goto fail;
+    const int W = info->W, H = info->H;
+    const int cw = info->c444 ? W : (W + 1) / 2, chh = info->c444 ? H : (H + 1) / 2;   /* chroma plane size */
+    *frame_bytes = (size_t)W * H + 2 * (size_t)cw * chh;
 
-    /* how many frames can the file hold at most? Each takes at least
-       "FRAME\n" and frame_bytes. This bounds the allocation by the file's
-       real size, whatever the header claims. */
+    /* how many frames can the file hold at most? This bounds the
+       allocation by the file's real size, whatever the header claims. */
     struct stat st;
     long pos = ftell(f);
     if (fstat(fileno(f), &st) != 0 || pos < 0) { ivae_set_error("%s: cannot stat (%s)", path, strerror(errno)); goto fail; }
     long long remaining = (long long)st.st_size - pos;
     if (remaining <= 0) { ivae_set_error("%s: the Y4M file holds no frames", path); goto fail; }
-    long long n_max = remaining / (long long)(frame_bytes + 6);
-    if (n_max == 0) {
+    *n_max = remaining / (long long)(*frame_bytes + 6);
+    *size = (long long)st.st_size;
+    if (*n_max == 0) {
         ivae_set_error("%s: frame 1 is truncated (%lld bytes after the header, a %dx%d %s frame needs %zu)",
-                       path, remaining, W, H, info.c444 ? "4:4:4" : "4:2:0", frame_bytes + 6);
+                       path, remaining, W, H, info->c444 ? "4:4:4" : "4:2:0", *frame_bytes + 6);
         goto fail;
     }
+    return f;
+fail:
+    fclose(f);
+    return NULL;
+}
+
+/* reads frame n's (0-based) FRAME line: 1 if a frame follows, 0 at a clean
+   end of file, -1 (error set) if the line is not a FRAME line */
+static int y4m_frame_line(FILE *f, const char *path, char *line, int n) {
+    int len = read_line(f, line, Y4M_LINE);
+    if (len == -1) return 0;
+    if (len == -2 || len == -3 || strncmp(line, "FRAME", 5) != 0 || (line[5] != '\0' && line[5] != ' ')) {
+        if (len == -2 && strncmp(line, "FRAME", strlen(line)) == 0)
+            ivae_set_error("%s: frame %d is truncated (the file ends inside its FRAME line)", path, n + 1);
+        else {
+            char shown[17];
+            text_printable(line, shown, sizeof shown);
+            ivae_set_error("%s: frame %d does not start with a FRAME line (found '%s')", path, n + 1, shown);
+        }
+        return -1;
+    }
+    return 1;
+}
+
+/* the shape load_y4m gives, from the header and the FRAME lines (the
+   planes are skipped, never read) */
+static int probe_y4m(const char *path, int max_frames, int *T, int *H, int *W) {
+    char *line = malloc(Y4M_LINE);
+    if (!line) { ivae_set_error("out of memory"); return -1; }
+    Y4mInfo info;
+    size_t frame_bytes;
+    long long n_max, size;
+    FILE *f = y4m_open(path, line, &info, &frame_bytes, &n_max, &size);
+    if (!f) { free(line); return -1; }
+    int n = 0, rc = 0;
+    for (;;) {
+        if (max_frames > 0 && n == max_frames) break;
+        int got = y4m_frame_line(f, path, line, n);
+        if (got == 0) break;
+        if (got < 0) { rc = -1; break; }
+        long pos = ftell(f);
+        long long left = pos < 0 ? 0 : size - pos;
+        if (left < (long long)frame_bytes) {
+            ivae_set_error("%s: frame %d is truncated (%zu of %zu bytes)", path, n + 1, (size_t)(left > 0 ? left : 0), frame_bytes);
+            rc = -1;
+            break;
+        }
+        if (fseek(f, (long)frame_bytes, SEEK_CUR) != 0) { ivae_set_error("%s: cannot seek (%s)", path, strerror(errno)); rc = -1; break; }
+        n++;
+    }
+    if (rc == 0 && n == 0) { ivae_set_error("%s: the Y4M file holds no frames", path); rc = -1; }
+    if (rc == 0 && clip_numel(n, info.H, info.W) == 0) {
+        ivae_set_error("%s: cannot make a clip of 3 x %d x %d x %d (sizes must be positive and fit in memory)", path, n, info.H, info.W);
+        rc = -1;
+    }
+    fclose(f);
+    free(line);
+    if (rc == 0) *T = n, *H = info.H, *W = info.W;
+    return rc;
+}
+
+static int load_y4m(const char *path, int max_frames, Clip *out) {
+    char *line = malloc(Y4M_LINE);
+    unsigned char *buf = NULL;
+    Tap *up = NULL;
+    FILE *f = NULL;
+    if (!line) { ivae_set_error("out of memory"); goto fail; }
+
+    /* the header */
+    Y4mInfo info;
+    size_t frame_bytes;
+    long long n_max, size;
+    f = y4m_open(path, line, &info, &frame_bytes, &n_max, &size);
+    if (!f) goto fail;
+    const int W = info.W, H = info.H;
+    const int cw = info.c444 ? W : (W + 1) / 2, chh = info.c444 ? H : (H + 1) / 2;   /* chroma plane size */
+    const size_t luma = (size_t)W * H, chroma = (size_t)cw * chh;
     if (max_frames > 0 && n_max > max_frames) n_max = max_frames;
     if (n_max > INT32_MAX) n_max = INT32_MAX;
     int T_cap = (int)n_max;
@@ -1346,19 +1536,9 @@ static int load_y4m(const char *path, int max_frames, Clip *out) {
     int n = 0;
     for (;;) {
         if (max_frames > 0 && n == max_frames) break;
-        len = read_line(f, line, Y4M_LINE);
-        if (len == -1) break;                           /* clean end of file */
-        if (len == -2 || len == -3 || strncmp(line, "FRAME", 5) != 0 || (line[5] != '\0' && line[5] != ' ')) {
-            if (len == -2 && strncmp(line, "FRAME", strlen(line)) == 0)
-                ivae_set_error("%s: frame %d is truncated (the file ends inside its FRAME line)", path, n + 1);
-            else
-            {
-                char shown[17];
-                text_printable(line, shown, sizeof shown);
-                ivae_set_error("%s: frame %d does not start with a FRAME line (found '%s')", path, n + 1, shown);
-            }
-            goto fail;
-        }
+        int more = y4m_frame_line(f, path, line, n);
+        if (more == 0) break;                           /* clean end of file */
+        if (more < 0) goto fail;
         size_t got = fread(buf, 1, frame_bytes, f);
         if (got < frame_bytes) {
             ivae_set_error("%s: frame %d is truncated (%zu of %zu bytes)", path, n + 1, got, frame_bytes);
@@ -1406,7 +1586,7 @@ fail:
     free(buf);
     free(up);
     free(line);
-    fclose(f);
+    if (f) fclose(f);
     clip_free(out);
     return -1;
 }
@@ -1496,6 +1676,20 @@ int media_load(const char *path, int max_frames, Clip *out) {
     if (!S_ISREG(st.st_mode)) { ivae_set_error("%s: not a regular file or a folder", path); return -1; }
     if (has_ext(path, ".y4m") || starts_like_y4m(path)) return load_y4m(path, max_frames, out);
     return load_image(path, out);
+}
+
+int media_probe(const char *path, int max_frames, int *T, int *H, int *W) {
+    if (!T || !H || !W) { ivae_set_error("media_probe: no output"); return -1; }
+    *T = *H = *W = 0;
+    if (!path || !*path) { ivae_set_error("media_probe: empty path"); return -1; }
+    struct stat st;
+    if (stat(path, &st) != 0) { ivae_set_error("%s: %s", path, strerror(errno)); return -1; }
+    if (S_ISDIR(st.st_mode)) return probe_folder(path, max_frames, T, H, W);
+    if (!S_ISREG(st.st_mode)) { ivae_set_error("%s: not a regular file or a folder", path); return -1; }
+    if (has_ext(path, ".y4m") || starts_like_y4m(path)) return probe_y4m(path, max_frames, T, H, W);
+    if (probe_image(path, W, H) != 0) return -1;
+    *T = 1;
+    return 0;
 }
 
 int media_save(const char *path, const Clip *c) {

@@ -5,6 +5,7 @@
  *
  *   Clip c;                                   // pixels in [-1, 1], (3, T, H, W)
  *   media_load("clip.y4m", 0, &c);            // or a PNG, or a folder of frames
+ *   media_probe("clip.y4m", 0, &T, &H, &W);   // its shape alone, nothing decoded
  *   Clip v;  clip_crop_resize(&c, 64, 64, &v);
  *   ... run the model on v.px, get r ...
  *   clip_psnr(&v, &r);  clip_ssim(&v, &r);
@@ -62,6 +63,15 @@ unsigned char px_to_u8(float x);            /* round(clamp((x+1)*127.5, 0, 255))
      gray is replicated to RGB, alpha is dropped, 16-bit is reduced to 8.
    max_frames > 0 keeps only the first max_frames frames; <= 0 keeps all. */
 int media_load(const char *path, int max_frames, Clip *out);
+/* The shape media_load(path, max_frames, ...) gives, T frames of H x W,
+   from the headers alone, without decoding a pixel: an image's header (PNG
+   IHDR, JPEG SOF, BMP info header, read as stb reads them), a .y4m's header
+   and its FRAME lines (the planes are skipped), a folder's frame count and
+   every frame's header (all must agree). Refuses, with media_load's one
+   line naming the file, what media_load refuses at the header level (the
+   pixel limit, a folder of mixed sizes, a truncated y4m frame, ...); a
+   file that passes may still fail to decode later (a corrupt body). */
+int media_probe(const char *path, int max_frames, int *T, int *H, int *W);
 
 /* Saves by the path's extension:
    - .png: one PNG (the clip must have T == 1);

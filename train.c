@@ -22,6 +22,12 @@
  * learning-rate scale, guard history) is in the checkpoint, so a resumed run
  * continues bit for bit as if it had never stopped.
  *
+ * The training split is read on demand: setup probes each file's shape
+ * (media_probe: headers only), and a file is decoded when this process first
+ * crops from it, kept in a cache bounded by --data-cache-mb. Under mpirun
+ * each rank decodes only the files of its own samples (SPEC 8.2); rank 0
+ * alone decodes the held-out split.
+ *
  * train_main, at the end, is the whole run: run_setup (options, data, model,
  * resume), then train_step until it says STEP_STOPPED, with log_step, the
  * held-out numbers and a checkpoint after each step taken, then run_finish
@@ -67,6 +73,7 @@ typedef struct {
     int variant[4];  /* SPEC 9: block_norm, attn_norm, image_mode, loss_norm; -1: the config's */
     int jpeg_quality; /* > 0: the training data re-encoded as JPEG of this quality */
     int eval_jpeg;    /* > 0: held-out PSNR also against JPEG versions of this quality (default jpeg_quality) */
+    long cache_mb;    /* the decoded training files kept in memory, at most (0: no limit) */
 } Opts;
 
 static const char *const VARIANT_FLAG[4] = {"--block-norm", "--attn-norm", "--image-mode", "--loss-norm"};
@@ -110,6 +117,9 @@ static const char *TRAIN_HELP =
     "                      (1..100) before training (default 0: the data as it is)\n"
     "  --eval-jpeg Q       held-out PSNR also against JPEG versions of quality Q (default:\n"
     "                      --jpeg-quality's); --eval-frames N: held-out clips' frames (17)\n"
+    "  --data-cache-mb N   decoded training files kept in memory, at most N MB (default\n"
+    "                      4096; 0: no limit); beyond it the least recently used is\n"
+    "                      dropped and decoded again when next drawn (the same bits)\n"
     "  --log-every N       a status line every N steps (default 10)\n"
     "  --log-norms N       every N steps, each layer's activation RMS and largest per-pixel norm\n"
     "  --eval-every N      held-out PSNR/SSIM every N steps (default 500; 0 = only at the end)\n"
@@ -139,7 +149,7 @@ static void parse_opts(Opts *o, int argc, char **argv) {
     memset(o, 0, sizeof *o);
     o->data = "data", o->out = "runs/latest", o->config = "ivae-xs";
     o->minutes = 5, o->crop = 32, o->clip_frames = 17, o->n_clips = 1, o->n_images = 8;
-    o->eval_size = 64, o->eval_frames = 17;
+    o->eval_size = 64, o->eval_frames = 17, o->cache_mb = 4096;
     o->lr = 5e-4, o->warmup = 200, o->min_lr_frac = 0.1, o->agc = 0.05, o->clip_factor = 2, o->spike_factor = 3;
     o->log_every = 10, o->eval_every = 500, o->ckpt_every = 500, o->guard_every = 50, o->seed = 1;
     for (int k = 0; k < 4; k++) o->variant[k] = -1;
@@ -162,6 +172,7 @@ static void parse_opts(Opts *o, int argc, char **argv) {
             fputs(TRAIN_HELP, stdout);
             exit(0);
         } else if (!strcmp(a, "--data")) o->data = NEXT();
+        else if (!strcmp(a, "--data-cache-mb")) INT_IN(o->cache_mb, 0, 1LL << 40);
         else if (!strcmp(a, "--out")) o->out = NEXT();
         else if (!strcmp(a, "--resume")) o->resume = NEXT();
         else if (!strcmp(a, "--config")) o->config = NEXT();
@@ -335,6 +346,7 @@ static char **list_dir(const char *dir, int *n) {
     return names;
 }
 
+/* a split decoded whole: the held-out data (rank 0 alone evaluates) */
 static void load_split(Dataset *ds, const char *root, const char *split, int min_frames) {
     char dir[1024];
     int n;
@@ -370,14 +382,138 @@ static void free_split(Dataset *ds) {
     free(ds->clips), free(ds->images);
 }
 
+/* The training split, read on demand. At setup every file is only probed
+   (media_probe: its shape from the headers, which is all the batch draws
+   need: SPEC 8.2's sample order comes from the RNG and the shapes); a
+   file's pixels are decoded the first time this rank crops from it, so
+   under mpirun each rank decodes only the files its own samples come from.
+   Decoded files stay in a cache of at most --data-cache-mb, the least
+   recently used dropped first; decoding is deterministic, so a file decoded
+   again gives the same pixels and the same bits. */
+typedef struct {
+    char *path;
+    int max_frames;     /* media_load's: 0 for a clip, 1 for an image */
+    int T, H, W;        /* the shape media_load gives (probed) */
+    Clip c;             /* the pixels (3, T, H, W); c.px NULL until decoded, or once evicted */
+    long last_use;      /* TrainSet.uses at the last crop, for the eviction */
+    int decodes;        /* times this rank decoded it */
+} Entry;
+
+typedef struct {
+    Entry *clips, *images;
+    int n_clips, n_images;
+    int jpeg_quality;   /* > 0: each file re-encoded as JPEG of this quality once decoded (--jpeg-quality) */
+    double bytes, limit; /* the cache: bytes held; at most (0: no limit) */
+    long uses;
+} TrainSet;
+
+static void probe_entries(Entry **out, int *n_out, const char *dir, int max_frames, int min_frames) {
+    int n;
+    char **names = list_dir(dir, &n);
+    Entry *e = xcalloc(n, sizeof(Entry));
+    *n_out = 0;
+    for (int j = 0; j < n; j++) {
+        Entry *x = &e[*n_out];
+        if (media_probe(names[j], max_frames, &x->T, &x->H, &x->W) != 0) die("%s", ivae_error());
+        if (x->T < min_frames) {
+            fprintf(stderr, "ivae: note: skipping %s: %d frames, fewer than %d\n", names[j], x->T, min_frames);
+            free(names[j]);
+            continue;
+        }
+        x->path = names[j], x->max_frames = max_frames;
+        ++*n_out;
+    }
+    free(names);
+    *out = e;
+}
+
+static void probe_train(TrainSet *ts, const char *root, int min_frames) {
+    char dir[1024];
+    memset(ts, 0, sizeof *ts);
+    snprintf(dir, sizeof dir, "%s/train/clips", root);
+    probe_entries(&ts->clips, &ts->n_clips, dir, 0, min_frames);
+    snprintf(dir, sizeof dir, "%s/train/images", root);
+    probe_entries(&ts->images, &ts->n_images, dir, 1, 0);
+}
+
+static void free_train(TrainSet *ts) {
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < (k ? ts->n_images : ts->n_clips); j++) {
+            Entry *e = k ? &ts->images[j] : &ts->clips[j];
+            clip_free(&e->c), free(e->path);
+        }
+    free(ts->clips), free(ts->images);
+}
+
+/* (files decoded at least once, decodes in all) by this rank */
+static void train_decoded(const TrainSet *ts, int *files, int *decodes) {
+    *files = *decodes = 0;
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < (k ? ts->n_images : ts->n_clips); j++) {
+            const Entry *e = k ? &ts->images[j] : &ts->clips[j];
+            *files += e->decodes > 0, *decodes += e->decodes;
+        }
+}
+
+static char g_last_ckpt[1300]; /* the checkpoint a run can continue from (set by save_run and --resume) */
+
+/* e's pixels, decoded now if this rank has not got them. A file that fails
+   to decode (a corrupt body behind a good header) stops the run: this rank
+   exits, and under mpirun that ends the job (dist.h), never a hang. */
+static const Clip *entry_pixels(TrainSet *ts, Entry *e) {
+    e->last_use = ++ts->uses;
+    if (e->c.px) return &e->c;
+    double need = 12.0 * e->T * e->H * e->W; /* 3 channels of 4-byte floats */
+    while (ts->limit > 0 && ts->bytes + need > ts->limit) { /* room: drop the least recently used */
+        Entry *lru = NULL;
+        for (int k = 0; k < 2; k++)
+            for (int j = 0; j < (k ? ts->n_images : ts->n_clips); j++) {
+                Entry *x = k ? &ts->images[j] : &ts->clips[j];
+                if (x->c.px && (!lru || x->last_use < lru->last_use)) lru = x;
+            }
+        if (!lru) break; /* nothing left to drop: e alone is above the limit, and is kept while it is used */
+        ts->bytes -= 12.0 * lru->T * lru->H * lru->W;
+        clip_free(&lru->c);
+    }
+    char why[1200];
+    Clip c;
+    if (media_load(e->path, e->max_frames, &c) != 0) snprintf(why, sizeof why, "%s", ivae_error());
+    else if (c.T != e->T || c.H != e->H || c.W != e->W) {
+        snprintf(why, sizeof why, "%s: decodes to %dx%dx%d, but its header said %dx%dx%d at the start (was it changed "
+                 "while training?)", e->path, c.T, c.H, c.W, e->T, e->H, e->W);
+        clip_free(&c);
+    } else if (ts->jpeg_quality) { /* the JPEG lesson: the model only ever sees the degraded data */
+        Clip q;
+        if (clip_jpeg(&c, ts->jpeg_quality, &q) != 0) die("--jpeg-quality: %s", ivae_error());
+        clip_free(&c);
+        c = q;
+        why[0] = 0;
+    } else
+        why[0] = 0;
+    if (why[0]) {
+        char who[32] = "";
+        if (dist_size() > 1) snprintf(who, sizeof who, " (rank %d)", dist_rank());
+        if (g_last_ckpt[0])
+            die("train: %s%s; the last checkpoint %s is intact: fix or remove the file and continue with --resume it",
+                why, who, g_last_ckpt);
+        die("train: %s%s; no checkpoint was written yet", why, who);
+    }
+    e->c = c;
+    e->decodes++;
+    ts->bytes += need;
+    return &e->c;
+}
+
 static int rand_int(IvaeRng *r, int n) { return (int)(ivae_rng_uniform(r) * n); }
 
-/* a random T x crop x crop window of src, mirrored left-right half the time
-   (dst NULL: only the draws, for a sample another rank crops) */
-static void random_crop(real *dst, const Clip *src, int T, int crop, IvaeRng *r) {
-    int t0 = rand_int(r, src->T - T + 1), y0 = rand_int(r, src->H - crop + 1), x0 = rand_int(r, src->W - crop + 1);
+/* a random T x crop x crop window of e, mirrored left-right half the time
+   (dst NULL: only the draws, which need e's shape alone, for a sample
+   another rank crops; nothing is decoded) */
+static void random_crop(real *dst, TrainSet *ts, Entry *e, int T, int crop, IvaeRng *r) {
+    int t0 = rand_int(r, e->T - T + 1), y0 = rand_int(r, e->H - crop + 1), x0 = rand_int(r, e->W - crop + 1);
     int flip = rand_int(r, 2);
     if (!dst) return;
+    const Clip *src = entry_pixels(ts, e);
     for (int c = 0; c < 3; c++)
         for (int t = 0; t < T; t++)
             for (int y = 0; y < crop; y++) {
@@ -588,10 +724,6 @@ typedef struct {
     real *fac;
     IvaeSplit split;  /* with N > 1 ranks: this rank's samples and the exchange (dist.h) */
 } Trainer;
-
-/* the checkpoint a run can continue from (set by save_run and --resume), for
-   the message when the device fails */
-static char g_last_ckpt[1300];
 
 static void t_check(Trainer *t, int rc) {
     if (rc == 0) return;
@@ -943,7 +1075,8 @@ typedef struct {
     Trainer t;          /* the step, on the CPU or on the device */
     IvaeAdamW adam;
     Backup backup;      /* the good state the guards roll back to */
-    Dataset tr, ev;     /* the training and the held-out split */
+    TrainSet tr;        /* the training split: shapes, pixels decoded on demand */
+    Dataset ev;         /* the held-out split, decoded (rank 0's alone) */
     IvaeSample *batch;  /* B samples: o.n_clips clips, then o.n_images images */
     int B;
     FILE *csv, *ecsv;   /* log.csv, eval.csv */
@@ -1014,29 +1147,22 @@ static void setup_model(Run *r) {
 /* the training and held-out splits, checked against the batch's shapes */
 static void setup_data(Run *r) {
     const Opts *o = &r->o;
-    Dataset *tr = &r->tr;
+    TrainSet *tr = &r->tr;
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/train", o->data);
     struct stat sb;
     if (stat(dir, &sb) != 0) die("%s: no training data (expected %s/train/clips and %s/train/images)", o->data, o->data, o->data);
-    load_split(tr, o->data, "train", o->clip_frames);
-    load_split(&r->ev, o->data, "eval", 1);
+    probe_train(tr, o->data, o->clip_frames);
+    tr->limit = o->cache_mb * 1048576.0, tr->jpeg_quality = o->jpeg_quality;
+    if (dist_rank() == 0) load_split(&r->ev, o->data, "eval", 1); /* rank 0 alone evaluates */
+    else memset(&r->ev, 0, sizeof r->ev);
     if (o->n_clips && !tr->n_clips) die("%s: no training clip has %d frames (use --clips 0 or fewer --clip-frames)", dir, o->clip_frames);
     if (o->n_images && !tr->n_images) die("%s/images: no training images (use --images 0)", dir);
     for (int j = 0; j < tr->n_clips; j++)
         if (tr->clips[j].H < o->crop || tr->clips[j].W < o->crop) die("training clip %d is smaller than --crop %d", j, o->crop);
     for (int j = 0; j < tr->n_images; j++)
         if (tr->images[j].H < o->crop || tr->images[j].W < o->crop) die("training image %d is smaller than --crop %d", j, o->crop);
-    if (o->jpeg_quality) { /* the JPEG lesson: the model only ever sees the degraded data */
-        for (int k = 0; k < 2; k++)
-            for (int j = 0; j < (k ? tr->n_images : tr->n_clips); j++) {
-                Clip *c = k ? &tr->images[j] : &tr->clips[j], q;
-                if (clip_jpeg(c, o->jpeg_quality, &q) != 0) die("--jpeg-quality: %s", ivae_error());
-                clip_free(c);
-                *c = q;
-            }
-        printf("training data re-encoded as JPEG, quality %d\n", o->jpeg_quality);
-    }
+    if (o->jpeg_quality) printf("training data re-encoded as JPEG, quality %d\n", o->jpeg_quality); /* as each file is decoded */
 }
 
 /* FNV-1a over n bytes, continuing from h */
@@ -1063,7 +1189,7 @@ static void check_ranks_agree(Run *r) {
     }
     for (int kind = 0; kind < 2; kind++) {
         int n = kind ? r->tr.n_images : r->tr.n_clips;
-        const Clip *c = kind ? r->tr.images : r->tr.clips;
+        const Entry *c = kind ? r->tr.images : r->tr.clips;
         h[1] = fnv(h[1], &n, sizeof n);
         for (int j = 0; j < n; j++) h[1] = fnv(fnv(fnv(h[1], &c[j].T, sizeof(int)), &c[j].H, sizeof(int)), &c[j].W, sizeof(int));
     }
@@ -1263,10 +1389,11 @@ static void draw_batch(Run *r) {
     for (int i = 0; i < r->B; i++) {
         IvaeSample *b = &r->batch[i];
         real *x = i >= i0 && i < i1 ? (real *)b->x : NULL;
-        if (i < o->n_clips) random_crop(x, &r->tr.clips[rand_int(rng, r->tr.n_clips)], o->clip_frames, o->crop, rng);
-        else if (!r->static_images) random_crop(x, &r->tr.images[rand_int(rng, r->tr.n_images)], 1, o->crop, rng);
+        TrainSet *ts = &r->tr;
+        if (i < o->n_clips) random_crop(x, ts, &ts->clips[rand_int(rng, ts->n_clips)], o->clip_frames, o->crop, rng);
+        else if (!r->static_images) random_crop(x, ts, &ts->images[rand_int(rng, ts->n_images)], 1, o->crop, rng);
         else { /* SPEC 9: the image fed as a clip of 5 copies */
-            random_crop(x ? r->img : NULL, &r->tr.images[rand_int(rng, r->tr.n_images)], 1, o->crop, rng);
+            random_crop(x ? r->img : NULL, ts, &ts->images[rand_int(rng, ts->n_images)], 1, o->crop, rng);
             if (x) ivae_static_expand(x, r->img, o->crop, o->crop);
         }
         int Tz, Hz, Wz;
@@ -1499,13 +1626,30 @@ static void run_free(Run *r) {
     if (r->t.split.g)
         for (int k = 0; k < (r->t.split.i0 == 0 ? 1 : r->t.split.i1 - r->t.split.i0); k++) free(r->t.split.g[k]);
     free(r->t.split.g), free(r->t.split.total), free(r->t.split.per);
-    free_split(&r->tr), free_split(&r->ev);
+    free_train(&r->tr), free_split(&r->ev);
     ivae_model_free(r->m);
     if (g_recipe_argv) { /* the --resume recipe (with_resume_recipe) */
         for (int k = 0; k < g_recipe_n; k++) free(g_recipe_argv[k]);
         free(g_recipe_argv);
         g_recipe = NULL, g_recipe_argv = NULL, g_recipe_n = 0;
     }
+}
+
+/* how many training files each rank decoded (every rank calls it; rank 0
+   prints): under mpirun each decodes only those its samples came from */
+static void report_decoded(Run *r) {
+    int n = r->tr.n_clips + r->tr.n_images, mine[2], got[2], again = 0;
+    train_decoded(&r->tr, &mine[0], &mine[1]);
+    printf("data:");
+    for (int k = 0; k < dist_size(); k++) {
+        memcpy(got, mine, sizeof got);
+        dist_bcast(got, sizeof got, k);
+        if (dist_size() == 1) printf(" decoded %d of %d training files", got[0], n);
+        else printf("%s rank %d decoded %d of %d training files", k ? "," : "", k, got[0], n);
+        if (got[1] > got[0]) printf(" (%d decodes)", got[1]), again = 1;
+    }
+    if (again) printf("; the cache (--data-cache-mb %ld) dropped files that were drawn again", r->o.cache_mb);
+    printf("\n");
 }
 
 int train_main(int argc, char **argv) {
@@ -1523,6 +1667,7 @@ int train_main(int argc, char **argv) {
         if (r.s.step % r.o.ckpt_every == 0) save_run(&r);
     }
     dist_report(stdout, now_s() - r.t_loop);
+    report_decoded(&r);
     if (r.why[0]) { /* the run cannot recover: stop with the reason */
         fflush(r.csv), fflush(stdout);
         die("%s", r.why);

@@ -1,11 +1,19 @@
 /*
  * fuzz/fuzz_frames.c: a folder of numbered frames (media_load of a directory:
  * scanning, number order, one size for all, each frame through the image
- * loader). The input is split at each "\n--FRAME--\n" into up to 4 files,
+ * loader), and media_probe against it (a loaded folder has the probed shape).
+ * The input is split at each "\n--FRAME--\n" into up to 4 files,
  * 0001.png, 0002.jpg, 0003.bmp, 0004.png. Seeds: fuzz/corpus/frames/.
  */
 #include "fuzz.h"
 #include "../media.h"
+
+/* media_probe's promise, checked on every input: where media_load gives a
+   clip, the probe gave its shape (so a probe that refuses means a load that
+   refuses); a mismatch aborts, a finding */
+static void probe_agrees(int probe_rc, int T, int H, int W, const Clip *c) {
+    if (probe_rc != 0 || T != c->T || H != c->H || W != c->W) abort();
+}
 
 static const char SEP[] = "\n--FRAME--\n";
 
@@ -25,6 +33,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
         at = end + sl;
     }
     Clip c;
-    if (media_load(dir, 0, &c) == 0) clip_free(&c);
+    int T, H, W, prc = media_probe(dir, 0, &T, &H, &W);
+    if (media_load(dir, 0, &c) == 0) {
+        probe_agrees(prc, T, H, W, &c);
+        clip_free(&c);
+    }
     return 0;
 }

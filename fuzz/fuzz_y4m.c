@@ -1,14 +1,26 @@
 /*
  * fuzz/fuzz_y4m.c: the Y4M reader (media_load of a .y4m file: header tags,
- * 4:2:0 and 4:4:4, frame markers, truncation). Seeds: fuzz/corpus/y4m/.
+ * 4:2:0 and 4:4:4, frame markers, truncation), and media_probe against it (a
+ * loaded file has the probed shape). Seeds: fuzz/corpus/y4m/.
  */
 #include "fuzz.h"
 #include "../media.h"
+
+/* media_probe's promise, checked on every input: where media_load gives a
+   clip, the probe gave its shape (so a probe that refuses means a load that
+   refuses); a mismatch aborts, a finding */
+static void probe_agrees(int probe_rc, int T, int H, int W, const Clip *c) {
+    if (probe_rc != 0 || T != c->T || H != c->H || W != c->W) abort();
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
     const char *path = fuzz_path("v.y4m");
     fuzz_write(path, data, n);
     Clip c;
-    if (media_load(path, 0, &c) == 0) clip_free(&c);
+    int T, H, W, prc = media_probe(path, 0, &T, &H, &W);
+    if (media_load(path, 0, &c) == 0) {
+        probe_agrees(prc, T, H, W, &c);
+        clip_free(&c);
+    }
     return 0;
 }

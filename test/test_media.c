@@ -17,6 +17,10 @@
  * 7. pictures: side_by_side and plot_curves write PNGs of the expected size
  * 8. bad input: every case gives -1 (or NAN) and a message naming the
  *    problem, never a crash (run the ASan/UBSan build to be sure)
+ * 9. media_probe: the shape media_load gives, from the headers alone, on
+ *    every kind of input written above (and fuzz/corpus/image, data/ when
+ *    the test runs from the repository); refusing what media_load refuses
+ *    at the header level; passing a file whose body alone is corrupt
  */
 #include "../ivae.h"
 #include "../media.h"
@@ -26,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -773,6 +778,136 @@ static void test_bad_input(void) {
     clip_free(&a); clip_free(&small); clip_free(&three); clip_free(&one);
 }
 
+
+/* ------------------------------------------------------------------------ */
+/* 9. media_probe against media_load */
+
+static int probe_n = 0, probe_bad = 0;
+
+/* path probed and loaded with max_frames: the same shape, or both refuse */
+static void probe_vs_load(const char *path, int max_frames) {
+    int T = -1, H = -1, W = -1;
+    Clip c = {0};
+    int rp = media_probe(path, max_frames, &T, &H, &W);
+    char perr[1024];
+    snprintf(perr, sizeof perr, "%s", ivae_error());
+    int rl = media_load(path, max_frames, &c);
+    int ok = rl == 0 ? rp == 0 && T == c.T && H == c.H && W == c.W : 1; /* a load failure: checked by the callers */
+    if (rl != 0 && rp != 0) ok = strstr(perr, path) != NULL;             /* both refuse: the probe names the file */
+    probe_n++;
+    if (!ok) {
+        probe_bad++;
+        report(0, "media_probe == media_load", "%s max %d: probe %d %dx%dx%d (%s), load %d %dx%dx%d", path, max_frames, rp, T,
+               H, W, rp ? perr : "", rl, c.T, c.H, c.W);
+    }
+    clip_free(&c);
+}
+
+static void probe_folder_entries(const char *folder) {
+    DIR *d = opendir(folder);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[1200];
+        snprintf(path, sizeof path, "%s/%s", folder, e->d_name);
+        probe_vs_load(path, 0);
+        probe_vs_load(path, 1);
+    }
+    closedir(d);
+}
+
+/* the probe must refuse it, naming the file and the problem (as media_load) */
+static void probe_refuses(const char *name, const char *needle) {
+    int T, H, W;
+    Clip c = {0};
+    int rp = media_probe(P(name), 0, &T, &H, &W);
+    char perr[1024];
+    snprintf(perr, sizeof perr, "%s", ivae_error());
+    int rl = media_load(P(name), 0, &c);
+    clip_free(&c);
+    char what[128];
+    snprintf(what, sizeof what, "media_probe refuses %s, as media_load does", name);
+    report(rp == -1 && rl == -1 && strstr(perr, name) && strstr(perr, needle) && !strchr(perr, '\n'), what, "\"%s\"", perr);
+}
+
+static void put_le32(unsigned char *p, uint32_t v) { p[0] = v & 255, p[1] = v >> 8 & 255, p[2] = v >> 16 & 255, p[3] = v >> 24; }
+
+static void test_probe(void) {
+    /* more kinds than the sections above wrote: odd sizes, a top-down BMP,
+       ffmpeg's 16-bit, gray and palette PNGs and 4:2:0 y4m of odd size */
+    Clip o = sharp_clip(1, 17, 33);
+    media_save(P("odd.png"), &o);
+    clip_free(&o);
+    size_t n;
+    unsigned char *bmp = read_bytes(P("img.bmp"), &n);
+    int32_t h = (int32_t)(bmp[22] | bmp[23] << 8 | bmp[24] << 16 | (uint32_t)bmp[25] << 24);
+    put_le32(bmp + 22, (uint32_t)-h);                   /* top-down: the rows stored first to last */
+    write_bytes(P("topdown.bmp"), bmp, n);
+    free(bmp);
+    if (system("ffmpeg -version > /dev/null 2>&1") == 0) {
+        const char *fmts[4] = { "rgb48be", "gray", "pal8", "ya8" };
+        for (int k = 0; k < 4; k++) {
+            char cmd[1500], out[64];
+            snprintf(out, sizeof out, "ff_%s.png", fmts[k]);
+            snprintf(cmd, sizeof cmd, "ffmpeg -nostdin -v error -y -i '%s' -pix_fmt %s '%s'", P("odd.png"), fmts[k], P(out));
+            if (run(cmd) == 0) probe_vs_load(P(out), 0);
+            else report(0, "ffmpeg writes a PNG for the probe", "%s", cmd);
+        }
+        char cmd[1500];
+        snprintf(cmd, sizeof cmd, "ffmpeg -nostdin -v error -y -i '%s/%%04d.png' -vf scale=47:29 -pix_fmt yuv420p '%s'",
+                 P("ff_png"), P("ff_odd420.y4m"));
+        if (run(cmd) == 0) probe_vs_load(P("ff_odd420.y4m"), 0), probe_vs_load(P("ff_odd420.y4m"), 4);
+        else report(0, "ffmpeg writes an odd-size y4m for the probe", "%s", cmd);
+    }
+    /* every file the other sections wrote (good ones: the same shape; bad
+       ones: both refuse, the probe naming the file) */
+    probe_folder_entries(dir);
+    probe_vs_load(P("frames"), 3);
+    probe_vs_load(P("s420.y4m"), 2);
+    probe_vs_load(P("trunc2.y4m"), 2);                  /* the third frame, truncated, is never reached */
+    probe_folder_entries("fuzz/corpus/image");           /* baseline, progressive, 4:2:0, gray JPEGs; BMP; PNG */
+    probe_folder_entries("data/train/clips");
+    probe_folder_entries("data/train/images");
+    probe_folder_entries("data/eval/clips");
+    probe_folder_entries("data/eval/images");
+    report(probe_bad == 0, "media_probe gives media_load's shape on every input", "%d of %d (file, max_frames) pairs agree",
+           probe_n - probe_bad, probe_n);
+    int T, H, W;
+    int rc = media_probe(P("topdown.bmp"), 0, &T, &H, &W);
+    report(rc == 0 && T == 1 && H == 24 && W == 32, "media_probe of a top-down BMP", "%dx%dx%d (stb's header reader keeps "
+           "the height's sign)", T, H, W);
+    rc = media_probe(P("c420.y4m"), 0, &T, &H, &W);
+    report(rc == 0 && T == 5 && H == 32 && W == 48, "media_probe of a y4m counts its frames", "%dx%dx%d", T, H, W);
+
+    /* header-level refusals: the same as media_load's */
+    probe_refuses("notes.txt", "cannot decode");
+    probe_refuses("empty.png", "cannot decode");
+    probe_refuses("bad_huffman.jpg", "Huffman");        /* stb's header reader must never see this table */
+    probe_refuses("trunc2.y4m", "frame 3 is truncated");
+    probe_refuses("badframe.y4m", "does not start with a FRAME");
+    probe_refuses("c422.y4m", "unsupported Y4M colorspace");
+    probe_refuses("mixed_dir", "16x16");
+    probe_refuses("dup_dir", "same frame number");
+    probe_refuses("empty_dir", "no image frames");
+    setenv("IVAE_MAX_PIXELS", "500", 1);                /* the pixel limit, from each format's header */
+    probe_refuses("img.png", "more than the limit");
+    probe_refuses("img.bmp", "more than the limit");
+    if (system("ffmpeg -version > /dev/null 2>&1") == 0) probe_refuses("img.jpg", "more than the limit");
+    unsetenv("IVAE_MAX_PIXELS");
+    /* a corrupt body behind a good header: the probe passes it (that is
+       the point: nothing is decoded), media_load refuses it */
+    Clip c = {0};
+    rc = media_probe(P("truncated.png"), 0, &T, &H, &W);
+    int rl = media_load(P("truncated.png"), 0, &c);
+    report(rc == 0 && T == 1 && H == 32 && W == 32 && rl == -1, "truncated PNG: the probe reads its header (32x32), the "
+           "load refuses its body", "probe %d, load %d", rc, rl);
+    clip_free(&c);
+    rc = media_probe(P("badframe_dir"), 0, &T, &H, &W);
+    report(rc == -1 && strstr(ivae_error(), "badframe_dir/0002.png"), "a folder with a junk frame: refused by its header",
+           "\"%s\"", ivae_error());
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s SCRATCH_DIR\n", argv[0]);
@@ -790,6 +925,7 @@ int main(int argc, char **argv) {
     test_geometry();
     test_pictures();
     test_bad_input();
+    test_probe();
     printf("%s: %d failure%s (%.1f s CPU)\n", n_fail ? "FAIL" : "ALL MEDIA TESTS PASSED", n_fail, n_fail == 1 ? "" : "s",
            (double)(clock() - t0) / CLOCKS_PER_SEC);
     return n_fail ? 1 : 0;

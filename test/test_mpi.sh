@@ -12,7 +12,14 @@
 #   4. a rank that fails ends the whole job, with its one-line message and a
 #      non-zero exit, within a time limit (no hang): bad data on rank 1 at
 #      setup; a checkpoint rank 0 cannot write, mid-run, while rank 1 goes on;
-#      ranks that start from different states (another --seed)
+#      ranks that start from different states (another --seed); a file whose
+#      header is good and body corrupt, decoded on demand mid-run
+#   5. each rank decodes only the files its samples come from (train.c reads
+#      the training split on demand): 2 steps of 1 clip + 1 image touch at
+#      most 2 of the 62 files per rank, and rank 1 never reads the held-out
+#      split (its copy of it is broken); the checkpoint still == one process;
+#      a cache of 1 MB (--data-cache-mb: files dropped and decoded again)
+#      changes no bit
 # SKIPs (exit 0) when mpirun is missing or ./ivae was built without MPI.
 set -u
 cd "$(dirname "$0")/.."
@@ -152,6 +159,63 @@ elif grep -q "^ivae: error: train: 6 ranks but 5 samples per batch" "$OUT/fail3.
 else
     cat "$OUT/fail3.log"
     bad "-np 6 with a batch of 5: no clear message"
+fi
+
+#    e. a training image whose header is good and whose body is cut (half of
+#       a PNG: the IDAT runs past the end): setup only probes headers, so the
+#       job starts; the image is decoded when rank 1 first crops from it,
+#       mid-run, which ends the job naming the file; the last checkpoint
+#       (written at step 2 from good data) is intact
+C="--eval-size 16 --eval-every 0 --log-every 1000 --warmup 2 --guard-every 1 --ckpt-every 1 --clips 1 --clip-frames 5 --images 1 --crop 16"
+mkdir -p "$OUT/cut/train/images"
+ln -s "$PWD/data/train/clips" "$OUT/cut/train/clips"
+for f in data/train/images/*; do
+    head -c $(($(wc -c < "$f") / 2)) "$f" > "$OUT/cut/train/images/$(basename "$f")"
+done
+$MPIRUN -np 2 ./ivae train --data data $C --steps 4 --stop-after 2 --out "$OUT/cut_run" > "$OUT/cut_a.log" 2>&1 ||
+    { cat "$OUT/cut_a.log"; bad "2 steps on good data (setup of the corrupt-body test)"; }
+cp "$OUT/cut_run/ckpt.safetensors" "$OUT/cut_ckpt_step2"
+start=$(date +%s)
+$MPIRUN -np 2 ./ivae train --data "$OUT/cut" --eval-size 16 --resume "$OUT/cut_run/ckpt.safetensors" --out "$OUT/cut_run" \
+    > "$OUT/cut_b.log" 2>&1
+rc=$?
+line=$(grep '^ivae: error' "$OUT/cut_b.log" | head -n 1)
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ "$(grep -c '^ivae: error' "$OUT/cut_b.log")" -eq 1 ] &&
+   echo "$line" | grep -q "cut/train/images/.*\.png: cannot decode image .*(rank 1); the last checkpoint .*cut_run/ckpt.safetensors (step 2) is intact" &&
+   cmp -s "$OUT/cut_ckpt_step2" "$OUT/cut_run/ckpt.safetensors"; then
+    ok "a corrupt body, decoded on demand mid-run: the job ends (exit $rc, $(($(date +%s) - start)) s) with '$line'; the checkpoint is unchanged"
+else
+    cat "$OUT/cut_b.log"
+    bad "a corrupt body decoded mid-run did not end the job cleanly (exit $rc; 124 = hung until the timeout)"
+fi
+
+# 5. each rank decodes only what its own samples need; rank 0 alone reads
+#    the held-out split (rank 1's copy of it is broken and never opened)
+mkdir -p "$OUT/noeval/eval/images"
+ln -s "$PWD/data/train" "$OUT/noeval/train"
+printf 'not a png' > "$OUT/noeval/eval/images/broken.png"
+./ivae train --data data $C --steps 2 --out "$OUT/lazy1" > "$OUT/lazy1.log" 2>&1 || { cat "$OUT/lazy1.log"; bad "the one-process run of 2 steps"; }
+$MPIRUN -np 2 sh -c 'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then d=$0; else d=data; fi; exec ./ivae train "$@" --data "$d"' \
+    "$OUT/noeval" $C --steps 2 --out "$OUT/lazy2" > "$OUT/lazy2.log" 2>&1 || { cat "$OUT/lazy2.log"; bad "-np 2, rank 1 without the held-out split"; }
+total=$(($(ls data/train/clips | wc -l) + $(ls data/train/images | wc -l)))
+counts=$(sed -n "s/^data: rank 0 decoded \([0-9]*\) of $total training files, rank 1 decoded \([0-9]*\) of $total training files$/\1 \2/p" "$OUT/lazy2.log")
+set -- $counts
+if [ $# -eq 2 ] && [ "$1" -ge 1 ] && [ "$1" -le 2 ] && [ "$2" -ge 1 ] && [ "$2" -le 2 ] &&
+   cmp -s "$OUT/lazy1/ckpt.safetensors" "$OUT/lazy2/ckpt.safetensors"; then
+    ok "2 steps of 1 clip + 1 image with -np 2: rank 0 decoded $1 and rank 1 $2 of the $total training files, rank 1 never read the held-out split; checkpoint == one process"
+else
+    grep '^data' "$OUT/lazy2.log"
+    bad "-np 2 decoded more than its samples need ('$counts' of $total), or differs from one process"
+fi
+#    the cache bounded to 1 MB: a 17-frame clip alone is 3.3 MB, so files
+#    are dropped and decoded again; decoding is deterministic: the same bits
+$MPIRUN -np 2 ./ivae train $Q --steps 8 --data-cache-mb 1 --out "$OUT/cache1" > "$OUT/cache1.log" 2>&1 || { cat "$OUT/cache1.log"; bad "-np 2 --data-cache-mb 1"; }
+if grep -q "^data: rank 0 .*decodes.*; the cache (--data-cache-mb 1) dropped files" "$OUT/cache1.log" &&
+   cmp -s "$OUT/single/ckpt.safetensors" "$OUT/cache1/ckpt.safetensors"; then
+    ok "-np 2 with --data-cache-mb 1 ($(sed -n 's/^data: //p' "$OUT/cache1.log")) == one process, byte for byte"
+else
+    grep '^data' "$OUT/cache1.log"
+    bad "--data-cache-mb 1 dropped nothing, or changed the bits"
 fi
 
 [ $fails -eq 0 ] || { echo "$fails MPI check(s) failed"; exit 1; }

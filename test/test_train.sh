@@ -5,7 +5,8 @@
 #      a run stopped by SIGTERM saves its state and resumes to the same bits
 #   3. a process killed while checkpointing leaves a loadable checkpoint
 #   4. recon / encode / decode on a frame folder, an image and a .y4m
-#   5. bad input to train: one-line errors, exit status 1
+#   5. bad input to train: one-line errors, exit status 1 (also a training
+#      image whose body alone is cut: decoded on demand, it stops the run)
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-test/out/train}
@@ -97,6 +98,15 @@ mkdir -p "$OUT/empty"
 printf 'not a png' > "$OUT/bad.png"
 expect_error "train without data" ./ivae train --data "$OUT/nodata" --steps 1 --out "$OUT/x"
 expect_error "train --clip-frames 8" ./ivae train --data data --clip-frames 8 --steps 1 --out "$OUT/x"
+# a training image with a good header and a cut body: the start probes
+# headers only, so the run starts; the image fails when first decoded
+mkdir -p "$OUT/cut/train/images"
+ln -s "$PWD/data/train/clips" "$OUT/cut/train/clips"
+f=$(ls data/train/images/*.png | head -n 1)
+head -c $(($(wc -c < "$f") / 2)) "$f" > "$OUT/cut/train/images/cut.png"
+expect_error "train on an image whose body is cut (decoded on demand)" ./ivae train --data "$OUT/cut" --images 1 --clips 0 \
+    --crop 16 --eval-size 16 --steps 1 --out "$OUT/x"
+grep -q "cut.png: cannot decode image.*no checkpoint was written yet" "$OUT/err.txt" || bad "the cut image's message names the file and the checkpoint"
 expect_error "train --resume of a corrupt file" ./ivae train --data data --resume "$OUT/bad.png" --out "$OUT/x"
 expect_error "train --resume of a weights-only file" ./ivae train --data data --resume "$M" --out "$OUT/x"
 expect_error "train --lr abc" ./ivae train --lr abc
