@@ -90,7 +90,7 @@ static real *pad_input(int slot, Padded *g, const real *x, int C, int T, int H, 
     size_t n = (size_t)C * g->cs + pad_slack(g);
     real *xp = ivae_scratch(slot, n);
     const Padded G = *g;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)C * G.Tp * G.Hp * G.Wrow)
     for (int ct = 0; ct < C * G.Tp; ct++) {
         int c = ct / G.Tp, tp = ct % G.Tp, t = tp - tfront;
         real *f = xp + (size_t)ct * G.Hp * G.Wrow;
@@ -218,7 +218,7 @@ static void conv_padded_to(real *out, size_t plane, const real *xp, const Padded
     /* narrow tiles where they waste fewer lanes (16 or 48 columns; a row of 32 or 64 is the same either way) */
     int narrow = (Wo + NR / 2 - 1) / (NR / 2) * (NR / 2) < (Wo + NR - 1) / NR * NR;
     SegmentFn *segment = narrow ? conv_segment_narrow : nseg > 1 ? conv_segment_long : conv_segment_wide;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)Cout * To * Ho * Wo * Cin * K)
     for (int task = 0; task < nob * To * Ho * nseg; task++) {
         /* ob fastest: neighbouring tasks read the same input rows */
         int ob = task % nob, s = task / nob % nseg, h = task / nob / nseg % Ho, t = task / nob / nseg / Ho;
@@ -264,7 +264,7 @@ size_t ivae_conv3d_packed_size(int Cout, int Cin, int K) { return (size_t)((Cout
    kernel: in and out channels swapped and the taps reversed */
 void ivae_conv3d_pack(real *wpk, const real *weight, int Cout, int Cin, int K, int flip) {
     int rows = flip ? Cin : Cout, cols = flip ? Cout : Cin, nb = (rows + MR - 1) / MR;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)rows * cols * K)
     for (int b = 0; b < nb; b++)
         for (int i = 0; i < cols; i++)
             for (int k = 0; k < K; k++)
@@ -332,7 +332,7 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
     size_t P = (size_t)To * Ho * Wo;
     /* dy transposed to (channel block, position, NO channels), channels padded to NO */
     real *dyt = ivae_scratch(SCR_DYT, P * Coutp);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)nob * P * NO)
     for (size_t bp = 0; bp < (size_t)nob * P; bp++) {
         size_t ob = bp / P, p = bp % P;
         for (int o = 0; o < NO; o++) {
@@ -352,7 +352,7 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
     real *clip = ivae_scratch(SCR_WGRAD, (size_t)ntask * NC * NO);
     memset(clip, 0, (size_t)ntask * NC * NO * sizeof(real));
     for (int t = 0; t < To; t++) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)ntask * NC * NO * Ho * Wo)
         for (int task = 0; task < ntask; task++) {
             int ob = task / (nchg * ngroup), cg = task / ngroup % nchg, grp = task % ngroup;
             int nslot = by_taps ? NC : Cin - cg * NC < NC ? Cin - cg * NC : NC;
@@ -376,7 +376,7 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
                 for (int o = 0; o < NO; o++) c[k * NO + o] += frame[k][o];
         }
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)ntask * NC * NO)
     for (int task = 0; task < ntask; task++) {
         int ob = task / (nchg * ngroup), cg = task / ngroup % nchg, grp = task % ngroup;
         int nslot = by_taps ? NC : Cin - cg * NC < NC ? Cin - cg * NC : NC;
@@ -408,7 +408,7 @@ void ivae_conv3d_backward_tuned(real *dinp, real *dweight, real *dbias, const re
         if (st * sh * sw != 1) {
             real *dil = ivae_scratch(SCR_DIL, (size_t)Cout * T1 * H1 * W1);
             memset(dil, 0, (size_t)Cout * T1 * H1 * W1 * sizeof(real));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)Cout * To * Ho * Wo)
             for (int ot = 0; ot < Cout * To; ot++) {
                 int o = ot / To, t = ot % To;
                 for (int h = 0; h < Ho; h++)

@@ -131,7 +131,7 @@ int ivae_conv3d_forward_padded_naive(real *out, const real *inp, const real *pre
     int Ho = ivae_conv_out_padded(H, kh, sh, pad.top, pad.bottom), Wo = ivae_conv_out_padded(W, kw, sw, pad.left, pad.right);
     int K = kt * kh * kw;
     if (To <= 0) return 0;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)Cout * To * Ho * Wo * Cin * K)
     for (int oj = 0; oj < Cout * To; oj++) {
         int o = oj / To, j = oj % To;
         int t0 = (first + j) * st - (kt - 1) - s0; /* the chunk frame of tap a = 0 */
@@ -170,7 +170,7 @@ void ivae_conv3d_backward_naive(real *dinp, real *dweight, real *dbias, const re
     //   t'st = t+(kt-1)-a, h'sh = h+ph-c, w'sw = w+pw-d; taps in decreasing (a, c, d) visit
     //   those outputs in increasing order (rule 3). A tap that meets no output reads 0 (rule 6).
     if (dinp) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)Cin * T * H * W * Cout * K)
         for (int it = 0; it < Cin * T; it++) {
             int i = it / T, t = it % T;
             for (int h = 0; h < H; h++)
@@ -200,7 +200,7 @@ void ivae_conv3d_backward_naive(real *dinp, real *dweight, real *dbias, const re
 
     // dW[o,i,a,c,d] += sum_{t'} ( sum_{h'} ( fma chain over w' of xpad[i, t'st+a, h'sh+c, w'sw+d] * dy[o,t',h',w'] ) )
     if (dweight) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)Cout * Cin * K * T * H * W)
         for (int oi = 0; oi < Cout * Cin; oi++) {
             int o = oi / Cin, i = oi % Cin;
             const real *dy = dout + (size_t)o * To * Ho * Wo; // (To, Ho, Wo)
@@ -304,7 +304,7 @@ void ivae_conv3d_backward(real *dinp, real *dweight, real *dbias, const real *do
 void ivae_smc_weight_forward(real *what, real *norm, const real *weight, const real *scale,
                         const real *gain, int Cout, int Cin, int K) {
     // what (Cout, Cin, K), norm (Cout), weight (Cout, Cin, K), scale (Cin), gain (1)
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)Cout * Cin * K)
     for (int o = 0; o < Cout; o++) {
         const real *w = weight + (size_t)o * Cin * K;
         real sum = 0;
@@ -331,7 +331,7 @@ void ivae_smc_weight_backward(real *dweight, real *dscale, real *dgain, const re
     //   du = (g / n) * (dwhat - u * dot / n^2),  dW = s[i] * du,  ds[i] = sum_{o,k} W * du,
     //   dg = sum dwhat * u / n = sum_o dot[o] / n[o]
     real *dot = ivae_scratch(SCR_SMALL, Cout);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)Cout * Cin * K)
     for (int o = 0; o < Cout; o++) {
         const real *w = weight + (size_t)o * Cin * K, *dwh = dwhat + (size_t)o * Cin * K;
         real sum = 0;
@@ -346,11 +346,11 @@ void ivae_smc_weight_backward(real *dweight, real *dscale, real *dgain, const re
     ((gain[0] / norm[o]) * (dwhat[((size_t)(o) * Cin + (i)) * K + (k)] -                          \
                             (scale[i] * weight[((size_t)(o) * Cin + (i)) * K + (k)]) * dot[o] /   \
                                 (norm[o] * norm[o])))
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)Cout * Cin * K)
     for (int o = 0; o < Cout; o++)
         for (int i = 0; i < Cin; i++)
             for (int k = 0; k < K; k++) dweight[((size_t)o * Cin + i) * K + k] += scale[i] * SMC_DU(o, i, k);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)Cout * Cin * K)
     for (int i = 0; i < Cin; i++) {
         real sum = 0;
         for (int o = 0; o < Cout; o++) {
@@ -369,13 +369,13 @@ void ivae_smc_weight_backward(real *dweight, real *dscale, real *dgain, const re
 /* --- 2.3 SiLU ------------------------------------------------------------- */
 
 void ivae_silu_forward(real *out, const real *inp, size_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR(16.0 * n)
     for (size_t j = 0; j < n; j++) out[j] = inp[j] / (1 + EXP(-inp[j]));
 }
 
 void ivae_silu_backward(real *dinp, const real *dout, const real *inp, size_t n) {
     // in the forward pass: y = x * sig(x), so dy/dx = sig * (1 + x * (1 - sig))
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR(16.0 * n)
     for (size_t j = 0; j < n; j++) {
         real x = inp[j];
         real sig = 1 / (1 + EXP(-x));
@@ -388,7 +388,7 @@ void ivae_silu_backward(real *dinp, const real *dout, const real *inp, size_t n)
 /* y[c,p] = x[c,p] / n[p],  n[p] = sqrt( (1/C) sum_c x[c,p]^2 + 1e-8 ) */
 void ivae_pixelnorm_forward(real *out, real *norm, const real *inp, int C, size_t N) {
     // out (C, N), norm (N), inp (C, N)
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)N * C)
     for (size_t p = 0; p < N; p++) {
         real ss = 0;
         for (int c = 0; c < C; c++) ss += inp[c * N + p] * inp[c * N + p];
@@ -401,7 +401,7 @@ void ivae_pixelnorm_forward(real *out, real *norm, const real *inp, int C, size_
 void ivae_pixelnorm_backward(real *dinp, const real *dout, const real *norm, const real *inp, int C, size_t N) {
     // in the forward pass: y_c = x_c / n, n = sqrt(mean_c x^2 + eps), dn/dx_c = x_c / (C n)
     // so dx_c = dy_c / n - x_c * (sum_j dy_j x_j) / (C n^3) = (dy_c - x_c * dot / (C n^2)) / n
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)N * C)
     for (size_t p = 0; p < N; p++) {
         real dot = 0;
         for (int c = 0; c < C; c++) dot += dout[c * N + p] * inp[c * N + p];
@@ -448,7 +448,7 @@ void ivae_groupnorm_forward(real *out, real *stats, const real *inp, const real 
     int Cg = C / G, HW = H * W;
     real n = (real)Cg * HW;
     real *mean = stats, *sd = stats + (size_t)G * T;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)C * T * H * W)
     for (int gt = 0; gt < G * T; gt++) {
         int g = gt / T, t = gt % T;
         real m = gn_group_sum(inp, g * Cg, Cg, t, T, HW, W, 0, 0) / n;
@@ -473,7 +473,7 @@ void ivae_groupnorm_backward(real *dinp, real *dweight, real *dbias, const real 
     real n = (real)Cg * HW;
     const real *mean = stats, *sd = stats + (size_t)G * T;
     if (dinp) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)C * T * H * W)
         for (int gt = 0; gt < G * T; gt++) {
             int g = gt / T, t = gt % T;
             real m = mean[gt], d = sd[gt], A = 0, B = 0;
@@ -500,7 +500,7 @@ void ivae_groupnorm_backward(real *dinp, real *dweight, real *dbias, const real 
         }
     }
     if (dweight || dbias) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)C * T * H * W)
         for (int c = 0; c < C; c++) {
             int g = c / Cg;
             real cw = 0, cb = 0;
@@ -533,7 +533,7 @@ void ivae_rmsnorm_forward(real *out, const real *inp, const real *gamma, int C, 
        each position's sum still adds its channels one by one in increasing c */
     enum { PB = 512 };
     size_t nb = (N + PB - 1) / PB;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)N * C)
     for (size_t blk = 0; blk < nb; blk++) {
         size_t p0 = blk * PB, np = N - p0 < PB ? N - p0 : PB;
         real n[PB];
@@ -576,7 +576,7 @@ void ivae_attention_forward(real *out, real *att, const real *qkv, int C, int T,
     const real *q = qkv, *k = qkv + (size_t)C * N, *v = qkv + (size_t)2 * C * N;
     real scale = 1 / SQRT((real)C);
     real *tmps = ivae_scratch(SCR_THREAD, (size_t)L * max_threads());
-#pragma omp parallel
+#pragma omp parallel IVAE_PAR(2.0 * N * L * C)
     {
         real *tmp = THREAD_SCRATCH(tmps, L);
 #pragma omp for schedule(static)
@@ -619,7 +619,7 @@ void ivae_attention_backward(real *dqkv, const real *dout, const real *att, cons
     real *dq = dqkv, *dk = dqkv + (size_t)C * N, *dv = dqkv + (size_t)2 * C * N;
     real scale = 1 / SQRT((real)C);
     real *ds = ivae_scratch(SCR_ATT, (size_t)N * L), *tmps = ivae_scratch(SCR_THREAD, (size_t)N * max_threads());
-#pragma omp parallel
+#pragma omp parallel IVAE_PAR(4.0 * N * L * C)
     {
         real *tmp = THREAD_SCRATCH(tmps, N);
         /* ds, and dq, one token p per iteration */
@@ -684,7 +684,7 @@ void ivae_upsample_forward(real *out, const real *inp, int C, int T, int H, int 
 void ivae_upsample_chunk(real *out, const real *inp, int C, int T, int H, int W, int temporal, int first) {
     // out (C, To, 2H, 2W), inp (C, T, H, W)
     int To = ivae_upsample_frames(T, temporal, first), Ho = 2 * H, Wo = 2 * W;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)C * To * Ho * Wo)
     for (int cj = 0; cj < C * To; cj++) {
         int c = cj / To, j = cj % To;
         const real *xf = inp + ((size_t)c * T + up_src_frame(j, temporal, first)) * H * W;
@@ -698,7 +698,7 @@ void ivae_upsample_backward(real *dinp, const real *dout, int C, int T, int H, i
     // each input pixel was copied to a 2x2 block of 1 or 2 output frames: sum them,
     // frames in increasing order, then the block in row-major order
     int To = temporal ? 2 * T - 1 : T, Ho = 2 * H, Wo = 2 * W;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)C * To * Ho * Wo)
     for (int ct = 0; ct < C * T; ct++) {
         int c = ct / T, t = ct % T;
         real *dx = dinp + (size_t)ct * H * W;

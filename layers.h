@@ -26,6 +26,15 @@
 #include <omp.h>
 #endif
 
+/* Parallel regions only where the work pays for one. A region costs a few
+   microseconds on an idle machine, and up to a scheduler tick when other
+   programs hold the cores and the sleeping thread must be woken; so a loop
+   with less than IVAE_PAR_MIN units of work (about a multiply-add each)
+   runs on one thread: `#pragma omp parallel for IVAE_PAR(work)`. The tasks
+   and every sum are the same either way, so the bits do not change. */
+#define IVAE_PAR_MIN 1e5
+#define IVAE_PAR(work) if ((work) >= IVAE_PAR_MIN)
+
 #ifdef IVAE_DOUBLE
 #define EXP(x) exp(x)
 #define SQRT(x) sqrt(x)

@@ -1370,32 +1370,8 @@ static const char *HELP =
     "\n"
     "Run 'ivae COMMAND --help' for the options of each.\n";
 
-/* The OpenMP wait policy. At the end of every parallel region (a grad on
-   ivae-xs runs about a thousand) a thread that is done waits for the
-   others, and by default it spins for a while first (libgomp: some 300 000
-   rounds). On a machine where another program holds a core, the thread it
-   waits for is descheduled and the spinning keeps the core from it: a grad
-   that takes 0.6 s on one thread took 3 to 8 s on two (README, "Busy
-   machines"). So ivae waits passively (it sleeps and is woken) unless the
-   user chose a policy. The runtime reads the variable once, before main,
-   so ivae sets it and starts itself again; IVAE_WAIT_POLICY_SET marks the
-   second start (and a system without /proc/self/exe keeps the default). */
-static void choose_wait_policy(char **argv) {
-#ifdef _OPENMP
-    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT") || getenv("KMP_BLOCKTIME") ||
-        getenv("IVAE_WAIT_POLICY_SET"))
-        return;
-    setenv("OMP_WAIT_POLICY", "passive", 1);
-    setenv("IVAE_WAIT_POLICY_SET", "1", 1);
-    execv("/proc/self/exe", argv);
-    unsetenv("OMP_WAIT_POLICY"); /* exec failed: on with the runtime's default */
-#else
-    (void)argv;
-#endif
-}
-
 int main(int argc, char **argv) {
-    choose_wait_policy(argv);
+    ivae_wait_passively(argv); /* util.h: before anything else, it may start ivae again */
     if (argc < 2 || is_help(argv[1]) || strcmp(argv[1], "help") == 0) {
         fputs(HELP, stdout);
         return argc < 2 ? 1 : 0;

@@ -58,4 +58,10 @@ int parse_int_list(const char *s, int lo, int hi, int *out, int max);
 /* n integers in [lo, hi] joined by 'x' ("17x64x64" for n = 3) into out */
 int parse_shape(const char *s, int n, int lo, int hi, int *out);
 
+/* OpenMP on a busy machine: when other programs are running as this one
+   starts, only the cores they leave free, and threads that wait sleep
+   instead of spinning, unless the user chose (util.c says why); may start
+   the program again with argv */
+void ivae_wait_passively(char **argv);
+
 #endif

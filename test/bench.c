@@ -1256,6 +1256,7 @@ static const char *arg_str(int argc, char **argv, int *i) {
 }
 
 int main(int argc, char **argv) {
+    ivae_wait_passively(argv);
     const char *slash = strrchr(argv[0], '/');
     snprintf(opt.script, sizeof opt.script, "%.*sbench_torch.py", slash ? (int)(slash - argv[0] + 1) : 0, argv[0]);
     for (int i = 1; i < argc; i++) {

@@ -33,6 +33,7 @@ static double cpu_now(void) {
 }
 
 int main(int argc, char **argv) {
+    ivae_wait_passively(argv);
     if (argc != 7 && argc != 8) {
         fprintf(stderr, "usage: bench_conv CIN COUT T H KT K [PASSES: any of f x w]\n");
         return 2;

@@ -29,6 +29,7 @@ static double peak_rss_mb(void) {
 }
 
 int main(int argc, char **argv) {
+    ivae_wait_passively(argv);
     int dim = 96, z = 16, T = 17, H = 256, W = 256;
     if (argc < 2 || (strcmp(argv[1], "encode") && strcmp(argv[1], "decode"))) {
         fprintf(stderr, "usage: bench_wan encode|decode [--dim D] [--z Z] [--frames T] [--size HxW]\n");

@@ -374,7 +374,9 @@ static void test_model(int attn, int block_norm, int attn_norm, int loss_norm) {
     ivae_model_free(md.m);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    ivae_wait_passively(argv);
     printf("finite-difference check of every backward pass (double precision, h = %g, tol %g)\n", H_FD, TOL);
     test_conv(2, 3, 5, 4, 3, 3, 3, 3, 1, 1, 1);  /* the model's conv */
     test_conv(2, 4, 5, 7, 3, 3, 3, 3, 1, 2, 2);  /* spatial downsample, odd sizes */

@@ -851,6 +851,7 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 static void remove_cache(void) { nftw(g_cache, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 int main(int argc, char **argv) {
+    ivae_wait_passively(argv);
     int bench = argc > 1 && strcmp(argv[1], "--bench") == 0;
     if (argc > 1 && !bench) {
         fprintf(stderr, "usage: test/test_cl [--bench]\n");

@@ -145,7 +145,9 @@ static void check_model_convs(const char *preset) {
     ivae_model_free(m);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    ivae_wait_passively(argv);
     check_model_convs("ivae-xs");
     check_model_convs("ivae-s");
     int odd[][11] = {

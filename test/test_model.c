@@ -159,6 +159,7 @@ static void test_streaming(const char *preset, int T, int H, int W) {
 }
 
 int main(int argc, char **argv) {
+    ivae_wait_passively(argv);
     test_exp();
     test_causality();
     test_checkpoint(argc > 1 ? argv[1] : ".");

@@ -78,6 +78,7 @@ static void on_block(void *ctx, const char *name, int chunk, const real *x, int 
 }
 
 int main(int argc, char **argv) {
+    ivae_wait_passively(argv);
     if (argc != 4 && argc != 5) {
         fprintf(stderr, "usage: test_wan MODEL IN EXPECTED [TRACE]\n");
         return 2;
