@@ -854,7 +854,9 @@ static int image_screen(const char *path, const unsigned char *b, size_t n) {
            index past them would be an uninitialised colour: every index in
            the rows stb reads (uncompressed, from that offset; 0 past the
            end of the file) must be inside the palette */
-        int bpp = hsz == 12 ? (b[24] | b[25] << 8) : n >= 30 ? (b[28] | b[29] << 8) : 0;
+        /* the bit depth, with 0 for bytes past the end as stb reads them (a
+           29-byte file has depth 8 for stb) */
+        int bpp = hsz == 12 ? (b[24] | b[25] << 8) : (n > 28 ? b[28] : 0) | (n > 29 ? b[29] << 8 : 0);
         if (bpp == 1 || bpp == 4 || bpp == 8) {
             int32_t offset = (int32_t)(b[10] | b[11] << 8 | b[12] << 16 | (uint32_t)b[13] << 24);
             long long psize = hsz == 12 ? ((long long)offset - 14 - 24) / 3 : ((long long)offset - 14 - (long long)hsz) / 4;

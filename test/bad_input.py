@@ -695,6 +695,8 @@ def hardening(R, model, tensors, meta):
                 ["recon", model, R.write(bmp, "p2.bmp"), P("r.png")])
     recon("hardening: an 8-bit BMP whose pixel indexes past its 2-colour palette",
           bmp8(4, 2, [0, 1, 1, 0, 1, 0, 2, 1], 2), "past the palette", "p3.bmp")
+    recon("hardening: a 29-byte palette BMP whose depth's high byte is past the end (stb reads 8 bits, a palette of -2 bytes)",
+          bmp8(16, 8, [0] * 128, 0)[:10] + b"\x34" + bmp8(16, 8, [0] * 128, 0)[11:29], "without a palette", "short.bmp")
     empty = bytearray(bmp8(4, 2, [0] * 8, 2))
     empty[18:26] = struct.pack("<ii", 0, -1776156672)  # width 0, height -1.8e9 (the fuzzer's timeout)
     recon("hardening: a palette BMP of 0 x 1776156672 (the screen must not walk 1.8e9 rows)", bytes(empty),
