@@ -1128,15 +1128,21 @@ fail:
     return -1;
 }
 
+/* a folder's numbered frames, at least one; -1 (error set) otherwise */
+static int scan_frames(const char *dir, FrameFile **files, int *n) {
+    if (scan_folder(dir, 1, files, n) != 0) return -1;
+    if (*n == 0) {
+        ivae_set_error("%s: folder holds no image frames (.png .jpg .jpeg .bmp)", dir);
+        free(*files);
+        return -1;
+    }
+    return 0;
+}
+
 static int load_folder(const char *dir, int max_frames, Clip *out) {
     FrameFile *files;
     int n;
-    if (scan_folder(dir, 1, &files, &n) != 0) return -1;
-    if (n == 0) {
-        ivae_set_error("%s: folder holds no image frames (.png .jpg .jpeg .bmp)", dir);
-        free(files);
-        return -1;
-    }
+    if (scan_frames(dir, &files, &n) != 0) return -1;
     int T = (max_frames > 0 && max_frames < n) ? max_frames : n;
     unsigned char *rgb = NULL;
     char *path = NULL;
@@ -1175,12 +1181,7 @@ fail:
 static int probe_folder(const char *dir, int max_frames, int *T, int *H, int *W) {
     FrameFile *files;
     int n;
-    if (scan_folder(dir, 1, &files, &n) != 0) return -1;
-    if (n == 0) {
-        ivae_set_error("%s: folder holds no image frames (.png .jpg .jpeg .bmp)", dir);
-        free(files);
-        return -1;
-    }
+    if (scan_frames(dir, &files, &n) != 0) return -1;
     int nt = (max_frames > 0 && max_frames < n) ? max_frames : n, w0 = 0, h0 = 0, rc = 0;
     for (int t = 0; t < nt && rc == 0; t++) {
         char *path = path_join(dir, files[t].name);
