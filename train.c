@@ -60,7 +60,7 @@
 /* options */
 
 typedef struct {
-    const char *data, *out, *resume, *config;
+    const char *data, *out, *resume, *config, *init;
     double minutes;
     long steps, stop_after;
     int crop, clip_frames, n_clips, n_images, eval_size, eval_frames;
@@ -94,6 +94,8 @@ static const char *TRAIN_HELP =
     "  --steps N           train for exactly N steps (overrides --minutes)\n"
     "  --resume CKPT       continue a run from its ckpt.safetensors, bit for bit\n"
     "  --config NAME       ivae-xs (default) or ivae-s, for a fresh run\n"
+    "  --init MODEL        a fresh run (step 0, new optimizer state and schedule) that\n"
+    "                      starts from MODEL's weights instead of a random initialisation\n"
     "  --seed N            RNG seed of the initialisation and the batches (default 1)\n"
     "  --crop N            training crop size (default 32)\n"
     "  --clips N           clips per batch (default 1)\n"
@@ -176,6 +178,7 @@ static void parse_opts(Opts *o, int argc, char **argv) {
         else if (!strcmp(a, "--out")) o->out = NEXT();
         else if (!strcmp(a, "--resume")) o->resume = NEXT();
         else if (!strcmp(a, "--config")) o->config = NEXT();
+        else if (!strcmp(a, "--init")) o->init = NEXT();
         else if (!strcmp(a, "--minutes")) {
             NUM(o->minutes);
             if (o->minutes == 0) die("--minutes: 0 (expected a positive number of minutes)");
@@ -251,6 +254,7 @@ static void parse_opts(Opts *o, int argc, char **argv) {
 #undef INT_IN
     }
     if (o->n_clips + o->n_images < 1) die("train: the batch is empty (--clips 0 --images 0)");
+    if (o->init && o->resume) die("train: --init starts a fresh run from a model's weights, --resume continues one: give one of them");
     if (o->ckpt_every % o->guard_every != 0) die("train: --ckpt-every must be a multiple of --guard-every");
     if (!(o->minutes > 0) && o->steps == 0) die("train: give --minutes M > 0 or --steps N");
     if (!o->eval_jpeg) o->eval_jpeg = o->jpeg_quality;
@@ -1125,6 +1129,19 @@ static void setup_model(Run *r) {
                     ivae_variant_name(VARIANT_KIND[k], o->variant[k]), ivae_variant_name(VARIANT_KIND[k], *have[k]));
             *have[k] = o->variant[k];
         }
+    } else if (o->init) { /* a fine-tune: the weights of a model, everything else fresh */
+        if (!(r->m = ivae_load(o->init))) die("train --init: %s", ivae_error());
+        int *have[4] = {&r->m->cfg.block_norm, &r->m->cfg.attn_norm, &r->m->cfg.image_mode, &r->m->cfg.loss_norm};
+        for (int k = 0; k < 4; k++) {
+            if (o->variant[k] < 0 || o->variant[k] == *have[k]) continue;
+            if (k < 2) die("%s %s: %s's model has %s %s (--init keeps its architecture)", VARIANT_FLAG[k],
+                           ivae_variant_name(VARIANT_KIND[k], o->variant[k]), o->init, VARIANT_KIND[k],
+                           ivae_variant_name(VARIANT_KIND[k], *have[k]));
+            *have[k] = o->variant[k];
+        }
+        s->rng.s = o->seed * 0x9E3779B97F4A7C15ull + 1;
+        s->lr_scale = 1;
+        s->total_steps = o->steps;
     } else {
         IvaeConfig cfg;
         if (ivae_config_preset(o->config, &cfg) != 0) die("%s", ivae_error());
@@ -1323,7 +1340,7 @@ static void run_setup(Run *r, int argc, char **argv) {
     setup_data(r);
     if (dist_rank() == 0) mkdir_p(o->out);
     printf("ivae train: %s (%zu parameters), %d clips + %d images for training, %d + %d held out; out %s\n",
-           o->resume ? o->resume : o->config, r->m->n_params, r->tr.n_clips, r->tr.n_images, r->ev.n_clips, r->ev.n_images,
+           o->resume ? o->resume : o->init ? o->init : o->config, r->m->n_params, r->tr.n_clips, r->tr.n_images, r->ev.n_clips, r->ev.n_images,
            o->out);
     printf("batch: %d clip%s of %dx%dx%d + %d image%s of %dx%d; lr %.2g, warmup %ld, agc %g, clip %gx median, spike guard %gx\n",
            o->n_clips, o->n_clips == 1 ? "" : "s", o->clip_frames, o->crop, o->crop, o->n_images, o->n_images == 1 ? "" : "s",

@@ -16,7 +16,7 @@
 #      header is good and body corrupt, decoded on demand mid-run
 #   5. each rank decodes only the files its samples come from (train.c reads
 #      the training split on demand): 2 steps of 1 clip + 1 image touch at
-#      most 2 of the 62 files per rank, and rank 1 never reads the held-out
+#      most 2 of the training files per rank, and rank 1 never reads the held-out
 #      split (its copy of it is broken); the checkpoint still == one process;
 #      a cache of 1 MB (--data-cache-mb: files dropped and decoded again)
 #      changes no bit
