@@ -326,6 +326,7 @@ static char **with_resume_recipe(int *argc, char **argv) {
 typedef struct {
     Clip *clips, *images;
     int n_clips, n_images;
+    char **clip_names; /* the clips' file or folder names (for frames.csv) */
 } Dataset;
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -358,15 +359,16 @@ static void load_split(Dataset *ds, const char *root, const char *split, int min
     snprintf(dir, sizeof dir, "%s/%s/clips", root, split);
     char **names = list_dir(dir, &n);
     ds->clips = xcalloc(n, sizeof(Clip));
+    ds->clip_names = xcalloc(n ? n : 1, sizeof(char *));
     for (int j = 0; j < n; j++) {
         Clip c;
         if (media_load(names[j], 0, &c) != 0) die("%s", ivae_error());
         if (c.T < min_frames) {
             fprintf(stderr, "ivae: note: skipping %s: %d frames, fewer than %d\n", names[j], c.T, min_frames);
             clip_free(&c);
+            free(names[j]);
         } else
-            ds->clips[ds->n_clips++] = c;
-        free(names[j]);
+            ds->clip_names[ds->n_clips] = names[j], ds->clips[ds->n_clips++] = c;
     }
     free(names);
     snprintf(dir, sizeof dir, "%s/%s/images", root, split);
@@ -381,7 +383,8 @@ static void load_split(Dataset *ds, const char *root, const char *split, int min
 }
 
 static void free_split(Dataset *ds) {
-    for (int j = 0; j < ds->n_clips; j++) clip_free(&ds->clips[j]);
+    for (int j = 0; j < ds->n_clips; j++) clip_free(&ds->clips[j]), free(ds->clip_names[j]);
+    free(ds->clip_names);
     for (int j = 0; j < ds->n_images; j++) clip_free(&ds->images[j]);
     free(ds->clips), free(ds->images);
 }
@@ -838,6 +841,8 @@ typedef struct {
     double z_outliers;    /* share of latent positions with ||mu - m|| > 3 ||sd|| (SPEC 4's outlier test) */
     double splotch;       /* max over blocks of (largest / median per-pixel output norm), one held-out sample */
     const char *splotch_block;
+    double frame_min;     /* the lowest PSNR of any held-out clip frame, */
+    int frame_min_clip, frame_min_t; /* in that clip, at that frame (0-based) */
 } Eval;
 
 /* center crop of size x size, the first 1 + 4k frames up to max_frames */
@@ -963,6 +968,14 @@ static Eval evaluate(IvaeModel *m, IvaeClModel *cm, const Dataset *ev, const Opt
     Eval e = {0};
     int ft = ivae_time_factor(&m->cfg), Z = m->cfg.z_ch;
     LatStats ls = {xcalloc((size_t)Z, sizeof(double)), xcalloc((size_t)Z, sizeof(double)), 0, 0, 0, 0, 0};
+    e.frame_min = INFINITY, e.frame_min_clip = e.frame_min_t = -1;
+    FILE *fcsv = NULL; /* png_dir/frames.csv: every held-out clip frame's PSNR */
+    char path[1200];
+    if (png_dir) {
+        snprintf(path, sizeof path, "%s/frames.csv", png_dir);
+        if (!(fcsv = fopen(path, "w"))) die("%s: cannot write: %s", path, strerror(errno));
+        fputs("clip,frame,psnr\n", fcsv);
+    }
     for (int kind = 0; kind < 2; kind++) {
         int n = kind ? ev->n_clips : ev->n_images;
         double ps = 0, ss = 0, pj = 0;
@@ -971,6 +984,18 @@ static Eval evaluate(IvaeModel *m, IvaeClModel *cm, const Dataset *ev, const Opt
             eval_crop(kind ? &ev->clips[j] : &ev->images[j], o->eval_size, o->eval_frames, ft, &in);
             reconstruct(m, cm, &in, &rec, &ls);
             ps += clip_psnr(&in, &rec), ss += clip_ssim(&in, &rec);
+            for (int t = 0; kind && t < in.T; t++) { /* frame by frame: the causal model's later frames */
+                Clip a, b;
+                if (clip_crop(&in, 0, 0, in.H, in.W, t, 1, &a) != 0 || clip_crop(&rec, 0, 0, in.H, in.W, t, 1, &b) != 0)
+                    die("%s", ivae_error());
+                double p = clip_psnr(&a, &b);
+                if (p < e.frame_min) e.frame_min = p, e.frame_min_clip = j, e.frame_min_t = t;
+                if (fcsv) {
+                    const char *name = strrchr(ev->clip_names[j], '/');
+                    fprintf(fcsv, "%s,%d,%.4f\n", name ? name + 1 : ev->clip_names[j], t + 1, p);
+                }
+                clip_free(&a), clip_free(&b);
+            }
             if (o->eval_jpeg) {
                 Clip jq;
                 if (clip_jpeg(&in, o->eval_jpeg, &jq) != 0) die("%s", ivae_error());
@@ -978,7 +1003,6 @@ static Eval evaluate(IvaeModel *m, IvaeClModel *cm, const Dataset *ev, const Opt
                 clip_free(&jq);
             }
             if (png_dir && j < 4) {
-                char path[1200];
                 snprintf(path, sizeof path, "%s/heldout_%s_%d.png", png_dir, kind ? "clip" : "image", j);
                 if (save_side_by_side(path, &in, &rec, in.T / 2, 4) != 0) die("%s", ivae_error());
                 if (kind) { /* a contact sheet: every frame, the original above the reconstruction */
@@ -1003,6 +1027,7 @@ static Eval evaluate(IvaeModel *m, IvaeClModel *cm, const Dataset *ev, const Opt
         if (kind) e.psnr_vid = n ? ps / n : NAN, e.ssim_vid = n ? ss / n : NAN, e.psnr_vid_jpeg = pjm;
         else e.psnr_img = n ? ps / n : NAN, e.ssim_img = n ? ss / n : NAN, e.psnr_img_jpeg = pjm;
     }
+    if (fcsv && fclose(fcsv) != 0) die("%s: cannot write: %s", path, strerror(errno));
     e.z_std_min = INFINITY, e.z_std_max = 0, e.z_std_mean = 0;
     for (int c = 0; c < Z; c++) {
         double mean = ls.sum[c] / ls.n, sd = sqrt(fmax(ls.sumsq[c] / ls.n - mean * mean, 0));
@@ -1029,10 +1054,10 @@ static void write_metrics(const char *out_dir, const Eval *e) {
     FILE *f = fopen(path, "w");
     if (!f) die("%s: cannot write: %s", path, strerror(errno));
     fprintf(f, "psnr_image,ssim_image,psnr_video,ssim_video,psnr_image_vs_jpeg,psnr_video_vs_jpeg,z_std_mean,z_std_min,"
-               "z_std_max,z_hf_share,z_outlier_share,splotch,splotch_block\n");
-    fprintf(f, "%.4f,%.5f,%.4f,%.5f,%.4f,%.4f,%.5g,%.5g,%.5g,%.5g,%.5g,%.5g,%s\n", e->psnr_img, e->ssim_img, e->psnr_vid,
+               "z_std_max,z_hf_share,z_outlier_share,splotch,splotch_block,psnr_frame_min\n");
+    fprintf(f, "%.4f,%.5f,%.4f,%.5f,%.4f,%.4f,%.5g,%.5g,%.5g,%.5g,%.5g,%.5g,%s,%.4f\n", e->psnr_img, e->ssim_img, e->psnr_vid,
             e->ssim_vid, e->psnr_img_jpeg, e->psnr_vid_jpeg, e->z_std_mean, e->z_std_min, e->z_std_max, e->z_hf,
-            e->z_outliers, e->splotch, e->splotch_block);
+            e->z_outliers, e->splotch, e->splotch_block, e->frame_min);
     if (fclose(f) != 0) die("%s: cannot write: %s", path, strerror(errno));
 }
 
@@ -1714,7 +1739,8 @@ static const char *EVAL_HELP =
     "                 quality Q (the JPEG lesson: the picture, or its artefacts?)\n"
     "Writes OUT/metrics.csv: the numbers above, the latent's statistics (per-channel\n"
     "std, the share of its energy above half the Nyquist frequency, the share of\n"
-    "outlier positions) and the splotch ratio (largest over median per-pixel norm).\n";
+    "outlier positions), the splotch ratio (largest over median per-pixel norm) and the\n"
+    "lowest PSNR of any clip frame; OUT/frames.csv: every held-out clip frame's PSNR.\n";
 
 int eval_main(int argc, char **argv) {
     Opts o;
@@ -1761,6 +1787,11 @@ int eval_main(int argc, char **argv) {
                e.psnr_img_jpeg, e.psnr_vid_jpeg);
     printf("  latent: per-channel std %.3g (%.3g .. %.3g), energy above half Nyquist %.3g, outlier positions %.3g\n",
            e.z_std_mean, e.z_std_min, e.z_std_max, e.z_hf, e.z_outliers);
+    if (ev.n_clips) {
+        const char *name = strrchr(ev.clip_names[e.frame_min_clip], '/');
+        printf("  clip frames: the lowest PSNR %.2f dB (%s, frame %d); every frame's: %s/frames.csv\n", e.frame_min,
+               name ? name + 1 : ev.clip_names[e.frame_min_clip], e.frame_min_t + 1, o.out);
+    }
     printf("  splotch ratio (largest / median per-pixel norm, worst block) %.3g at %s\n", e.splotch, e.splotch_block);
     write_metrics(o.out, &e);
     printf("side-by-side pictures (original | reconstruction | error): %s/heldout_*.png; every frame of a clip: contact_clip_*.png\n", o.out);
