@@ -260,27 +260,91 @@ static void conv_flat(real *out, const real *x, const real *wpk, const real *bia
 /* floats of W (Cout, Cin, K) packed for conv_tile */
 size_t ivae_conv3d_packed_size(int Cout, int Cin, int K) { return (size_t)((Cout + MR - 1) / MR) * Cin * K * MR; }
 
-/* packs W (Cout, Cin, K) for conv_tile into wpk; flip = the input gradient's
-   kernel: in and out channels swapped and the taps reversed */
-void ivae_conv3d_pack(real *wpk, const real *weight, int Cout, int Cin, int K, int flip) {
+/* packs the taps tap[0 .. nk-1] of W (Cout, Cin, K) for conv_tile, as a
+   kernel of nk taps, into wpk (Cout/MR blocks, Cin, nk, MR); flip = the
+   input gradient's kernel: in and out channels swapped and the taps in
+   reverse order (tap[nk-1] first) */
+static void pack_taps(real *wpk, const real *weight, int Cout, int Cin, int K, const int *tap, int nk, int flip) {
     int rows = flip ? Cin : Cout, cols = flip ? Cout : Cin, nb = (rows + MR - 1) / MR;
-#pragma omp parallel for schedule(static) IVAE_PAR((double)rows * cols * K)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)rows * cols * nk)
     for (int b = 0; b < nb; b++)
         for (int i = 0; i < cols; i++)
-            for (int k = 0; k < K; k++)
+            for (int k = 0; k < nk; k++)
                 for (int m = 0; m < MR; m++) {
                     int r = b * MR + m;
                     real v = 0;
                     if (r < rows)
-                        v = flip ? weight[((size_t)i * Cin + r) * K + (K - 1 - k)] : weight[((size_t)r * Cin + i) * K + k];
-                    wpk[(((size_t)b * cols + i) * K + k) * MR + m] = v;
+                        v = flip ? weight[((size_t)i * Cin + r) * K + tap[nk - 1 - k]] : weight[((size_t)r * Cin + i) * K + tap[k]];
+                    wpk[(((size_t)b * cols + i) * nk + k) * MR + m] = v;
                 }
 }
 
-static real *pack_weights(const real *weight, int Cout, int Cin, int K, int flip) {
-    real *wpk = ivae_scratch(SCR_WPACK, flip ? ivae_conv3d_packed_size(Cin, Cout, K) : ivae_conv3d_packed_size(Cout, Cin, K));
-    ivae_conv3d_pack(wpk, weight, Cout, Cin, K, flip);
+/* packs W (Cout, Cin, K) for conv_tile into wpk; flip = the input gradient's
+   kernel: in and out channels swapped and the taps reversed */
+void ivae_conv3d_pack(real *wpk, const real *weight, int Cout, int Cin, int K, int flip) {
+    int tap[K];
+    for (int k = 0; k < K; k++) tap[k] = k;
+    pack_taps(wpk, weight, Cout, Cin, K, tap, K, flip);
+}
+
+static real *pack_weights(const real *weight, int Cout, int Cin, int K) {
+    real *wpk = ivae_scratch(SCR_WPACK, ivae_conv3d_packed_size(Cout, Cin, K));
+    ivae_conv3d_pack(wpk, weight, Cout, Cin, K, 0);
     return wpk;
+}
+
+/* One phase of one dimension of the input gradient (idea 4). Along a
+   dimension of D inputs, kernel k, stride s and `lead` = the taps before the
+   centre (kt-1 in time, k/2 in space), input x = s*q + r reads output
+   (x + lead - c)/s through tap c, when that is a whole number in [0, Do).
+   So phase r is read by the taps c = c0 + s*j (j < nk) only, through the
+   outputs q + e - j. */
+typedef struct {
+    int n;      /* inputs in the phase: x = s*q + r, q < n */
+    int c0, nk; /* its taps: c0, c0 + s, ..., nk of them (0: none, its gradient is 0) */
+    int e;      /* tap c0 reads output q + e */
+} Phase;
+
+static Phase phase_of(int D, int k, int s, int lead, int r) {
+    Phase p;
+    p.n = r < D ? (D - r + s - 1) / s : 0;
+    p.c0 = (r + lead) % s;
+    p.nk = p.c0 < k ? (k - p.c0 + s - 1) / s : 0;
+    p.e = (r + lead) / s;
+    return p;
+}
+
+/* the phases of a conv's three dimensions, in the order its packed input
+   gradient kernel holds them: rt, then rh, then rw */
+static void phases_of(Phase *pt, Phase *ph, Phase *pw, int T, int H, int W, int kt, int kh, int kw, int st, int sh,
+                      int sw) {
+    for (int r = 0; r < st; r++) pt[r] = phase_of(T, kt, st, kt - 1, r);
+    for (int r = 0; r < sh; r++) ph[r] = phase_of(H, kh, sh, kh / 2, r);
+    for (int r = 0; r < sw; r++) pw[r] = phase_of(W, kw, sw, kw / 2, r);
+}
+
+/* packs the input gradient's kernel of W (Cout, Cin, kt, kh, kw) into wpk:
+   per phase (rt, rh, rw) in row-major order, its taps (a, c, d) flipped
+   (stride 1: one phase, the whole kernel flipped, as ivae_conv3d_pack);
+   ivae_conv3d_packed_size(Cin, Cout, kt * kh * kw) floats in all */
+void ivae_conv3d_pack_dinp(real *wpk, const real *weight, int Cout, int Cin, int kt, int kh, int kw, int st, int sh,
+                           int sw) {
+    Phase pt[st], ph[sh], pw[sw];
+    phases_of(pt, ph, pw, 1, 1, 1, kt, kh, kw, st, sh, sw);
+    int K = kt * kh * kw, tap[K];
+    for (int rt = 0; rt < st; rt++)
+        for (int rh = 0; rh < sh; rh++)
+            for (int rw = 0; rw < sw; rw++) {
+                Phase a = pt[rt], c = ph[rh], d = pw[rw];
+                int nk = 0;
+                for (int ja = 0; ja < a.nk; ja++)
+                    for (int jc = 0; jc < c.nk; jc++)
+                        for (int jd = 0; jd < d.nk; jd++)
+                            tap[nk++] = ((a.c0 + st * ja) * kh + c.c0 + sh * jc) * kw + d.c0 + sw * jd;
+                if (!nk) continue;
+                pack_taps(wpk, weight, Cout, Cin, K, tap, nk, 1);
+                wpk += ivae_conv3d_packed_size(Cin, Cout, nk);
+            }
 }
 
 /* wpk: the packed weights (NULL: pack them here) */
@@ -296,7 +360,7 @@ int ivae_conv3d_forward_padded_tuned(real *out, const real *inp, const real *pre
                                      int kt, int kh, int kw, int st, int sh, int sw, IvaePad pad) {
     int first = (s0 + st - 1) / st, last = (s0 + T - 1) / st, To = last - first + 1;
     if (To <= 0) return 0;
-    if (!wpk) wpk = pack_weights(weight, Cout, Cin, kt * kh * kw, 0);
+    if (!wpk) wpk = pack_weights(weight, Cout, Cin, kt * kh * kw);
     Padded g;
     if (kt * kh * kw == 1 && st * sh * sw == 1 && !pad.top && !pad.bottom && !pad.left && !pad.right) {
         conv_flat(out, inp, wpk, bias, Cin, Cout, (size_t)T * H * W);
@@ -389,7 +453,60 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
     }
 }
 
-/* the same with the flipped kernel already packed (wpkf; NULL: pack it here) */
+/* The input gradient, phase by phase (idea 4): dinp (Cin, T, H, W) from dy
+   (Cout, To, Ho, Wo) and wpkf, packed by ivae_conv3d_pack_dinp. dy is
+   padded once, enough for every phase; phase (rt, rh, rw) is the forward
+   tile's stride-1 conv of dy from its first output on, with its sub-kernel,
+   into a compact (Cin, nt, nh, nw) buffer (stride 1: straight into dinp),
+   which is then copied to the phase's places in dinp. */
+static void conv_dinp_phases(real *dinp, const real *dout, const real *wpkf, int Cin, int T, int H, int W, int Cout,
+                             int To, int Ho, int Wo, int kt, int kh, int kw, int st, int sh, int sw) {
+    Phase pt[st], ph[sh], pw[sw];
+    phases_of(pt, ph, pw, T, H, W, kt, kh, kw, st, sh, sw);
+    /* phase q's first tap (in flipped order) reads output q + e - (nk-1) =: q + lo: pad dy by
+       front = max(-lo) and back = max(n-1 + e - (Do-1)) over the phases, so every read is in the buffer */
+    int front[3] = {0, 0, 0}, back[3] = {0, 0, 0}, D[3] = {To, Ho, Wo}, S[3] = {st, sh, sw};
+    Phase *P[3] = {pt, ph, pw};
+    for (int dim = 0; dim < 3; dim++)
+        for (int r = 0; r < S[dim]; r++) {
+            Phase p = P[dim][r];
+            if (!p.n || !p.nk) continue;
+            int lo = p.e - (p.nk - 1), hi = p.n - 1 + p.e;
+            if (-lo > front[dim]) front[dim] = -lo;
+            if (hi - (D[dim] - 1) > back[dim]) back[dim] = hi - (D[dim] - 1);
+        }
+    Padded g;
+    const real *dyp = pad_input(SCR_DYPAD, &g, dout, Cout, To, Ho, Wo, NULL, front[0], back[0],
+                                (IvaePad){front[1], back[1], front[2], back[2]}, 1);
+    for (int rt = 0; rt < st; rt++)
+        for (int rh = 0; rh < sh; rh++)
+            for (int rw = 0; rw < sw; rw++) {
+                Phase a = pt[rt], c = ph[rh], d = pw[rw];
+                int nk = a.nk * c.nk * d.nk;
+                const real *wpk = wpkf;
+                wpkf += ivae_conv3d_packed_size(Cin, Cout, nk);
+                if (!a.n || !c.n || !d.n) continue; /* no inputs in this phase (T = 1 and st = 2, say) */
+                size_t plane = (size_t)a.n * c.n * d.n;
+                int whole = st * sh * sw == 1;
+                real *out = whole ? dinp : ivae_scratch(SCR_PHASE, (size_t)Cin * plane);
+                if (!nk) memset(out, 0, (size_t)Cin * plane * sizeof(real)); /* no tap reads it: +0 (rule 6) */
+                else {
+                    const real *x = dyp + ((size_t)(a.e - (a.nk - 1) + front[0]) * g.Hp + (c.e - (c.nk - 1) + front[1])) * g.Wrow +
+                                    (d.e - (d.nk - 1) + front[2]);
+                    conv_padded(out, x, &g, wpk, NULL, Cout, Cin, 0, a.n, c.n, d.n, a.nk, c.nk, d.nk, 1, 1);
+                }
+                if (whole) continue;
+#pragma omp parallel for schedule(static) IVAE_PAR((double)Cin * plane)
+                for (int row = 0; row < Cin * a.n * c.n; row++) {
+                    int i = row / (a.n * c.n), q = row / c.n % a.n, u = row % c.n;
+                    const real *src = out + (size_t)row * d.n;
+                    real *dst = dinp + (((size_t)i * T + st * q + rt) * H + sh * u + rh) * W + rw;
+                    for (int v = 0; v < d.n; v++) dst[(size_t)sw * v] = src[v];
+                }
+            }
+}
+
+/* the same with the input gradient's kernel already packed by ivae_conv3d_pack_dinp (wpkf; NULL: pack it here) */
 void ivae_conv3d_backward_tuned(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp,
                                 const real *wpkf, const real *weight, int Cin, int T, int H, int W, int Cout, int kt,
                                 int kh, int kw, int st, int sh, int sw) {
@@ -397,34 +514,16 @@ void ivae_conv3d_backward_tuned(real *dinp, real *dweight, real *dbias, const re
     int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw), K = kt * kh * kw;
 
     // in the forward pass: y[o,t',h',w'] += W[o,i,a,c,d] * x[i, t'st+a-(kt-1), h'sh+c-ph, w'sw+d-pw]
-    // so dx[i,t,h,w] = sum_o sum_{a,c,d} W[o,i,a,c,d] * dy[o, t+(kt-1)-a, h+ph-c, w+pw-d]:
-    // for stride 1, a convolution of dy (padded kt-1 frames at the end) with the flipped kernel
-    // A strided conv is a stride-1 conv whose outputs are kept only at multiples
-    // of the stride; so spread dy out to the stride-1 output grid, zeros between
-    // (the taps between outputs read 0, as rule 6 of layers.c says).
+    // so dx[i,t,h,w] = sum_o sum_{a,c,d} W[o,i,a,c,d] * dy[o, t', h', w'] over the outputs with
+    //   t'st = t+(kt-1)-a, h'sh = h+ph-c, w'sw = w+pw-d: per phase of (t, h, w) a stride-1
+    //   convolution of dy with the phase's taps flipped (idea 4)
     if (dinp) {
-        const real *dy = dout;
-        int T1 = conv_out_t(T, 1), H1 = conv_out_s(H, kh, 1), W1 = conv_out_s(W, kw, 1);
-        if (st * sh * sw != 1) {
-            real *dil = ivae_scratch(SCR_DIL, (size_t)Cout * T1 * H1 * W1);
-            memset(dil, 0, (size_t)Cout * T1 * H1 * W1 * sizeof(real));
-#pragma omp parallel for schedule(static) IVAE_PAR((double)Cout * To * Ho * Wo)
-            for (int ot = 0; ot < Cout * To; ot++) {
-                int o = ot / To, t = ot % To;
-                for (int h = 0; h < Ho; h++)
-                    for (int w = 0; w < Wo; w++)
-                        dil[(((size_t)o * T1 + t * st) * H1 + h * sh) * W1 + w * sw] = dout[((size_t)ot * Ho + h) * Wo + w];
-            }
-            dy = dil;
+        if (!wpkf) {
+            wpkf = ivae_scratch(SCR_WPACK, ivae_conv3d_packed_size(Cin, Cout, K));
+            ivae_conv3d_pack_dinp((real *)wpkf, weight, Cout, Cin, kt, kh, kw, st, sh, sw);
         }
-        if (!wpkf) wpkf = pack_weights(weight, Cout, Cin, K, 1);
-        if (K == 1) conv_flat(dinp, dy, wpkf, NULL, Cout, Cin, (size_t)T * H * W); /* as the forward (dy spread if strided) */
-        else {
-            Padded g;
-            int qh = kh - 1 - kh / 2, qw = kw - 1 - kw / 2;
-            const real *dyp = pad_input(SCR_DYPAD, &g, dy, Cout, T1, H1, W1, NULL, 0, kt - 1, (IvaePad){qh, qh, qw, qw}, 1);
-            conv_padded(dinp, dyp, &g, wpkf, NULL, Cout, Cin, 0, T, H, W, kt, kh, kw, 1, 1);
-        }
+        if (K == 1 && st * sh * sw == 1) conv_flat(dinp, dout, wpkf, NULL, Cout, Cin, (size_t)T * H * W); /* as the forward */
+        else conv_dinp_phases(dinp, dout, wpkf, Cin, T, H, W, Cout, To, Ho, Wo, kt, kh, kw, st, sh, sw);
     }
 
     // dW[o,i,a,c,d] += sum_{t',h',w'} dy[o,t',h',w'] * xpad[i, t'st+a, h'sh+c, w'sw+d]
