@@ -30,6 +30,19 @@
  *    outputs t..t+kt-1), with the kernel flipped and its in/out channels
  *    swapped. So dinp reuses the forward tile, and its sum order is: over o,
  *    then over the outputs that read the input, in increasing order.
+ * 4. Strided input gradients by phase. With stride 2, input h = 2q + r is
+ *    read only by the taps c whose h + kh/2 - c is even: the phase r = h mod
+ *    2 has its own sub-kernel (of a 3-tap row: the middle tap for one phase,
+ *    the outer two for the other), and along q it is a stride-1 convolution
+ *    of the compact dy with that sub-kernel flipped. So each phase (t mod st,
+ *    h mod sh, w mod sw) is one forward-tile conv of dy (padded once for all
+ *    phases) into a compact buffer, copied into its places in dinp. The taps
+ *    it leaves out are the ones that read 0 between strided outputs, which
+ *    rule 6 of layers.c lets a kernel skip and keep the bits; the rest keep
+ *    their order. Multiply-adds by those zeros were 75% (2-D stride 2) and
+ *    87.5% (3-D) of the work when dy was spread on the stride-1 grid. The
+ *    packed kernel (ivae_conv3d_pack_dinp) holds the phases' sub-kernels one
+ *    after another, each tap once, the size of the flipped kernel.
  *
  * The weight gradient vectorises over output channels instead: dy is
  * transposed to (position, channel), and each tile keeps NO channels x up to
