@@ -466,6 +466,91 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
     }
 }
 
+/* The weight gradient of a conv with few output channels (decoder.conv_out:
+   3), where a tile over NO output channels would leave most lanes empty:
+   the lanes are CL input channels instead, of a channel-last padded copy of
+   x (Cin/CL blocks, Tp, Hp, Wp, CL). A tile is NOF output channels x the 9
+   taps (c, d) of one frame tap a x CL input channels, each lane its own
+   (o, i, a, c, d) chain, so the order is the rule's as in conv_wgrad: along
+   an output row an fma chain over w', rows summed into the frame's sum,
+   frames into the clip's. 3x3 spatial kernels only. */
+#define CL 16 /* input channels per lane group (one AVX-512 vector) */
+#define NOF 3 /* output channels per tile: 27 accumulator vectors */
+
+static inline __attribute__((always_inline)) void wgrad_row_lanes(real row[NOF][NC][CL], const real *restrict x,
+                                                                  size_t hs, int sw, const real *const *dy, int Wo) {
+    for (int o = 0; o < NOF; o++)
+        for (int k = 0; k < NC; k++)
+            for (int l = 0; l < CL; l++) row[o][k][l] = 0;
+    for (int w = 0; w < Wo; w++)
+        for (int o = 0; o < NOF; o++) {
+            real g = dy[o][w];
+            for (int c = 0; c < 3; c++)
+                for (int d = 0; d < 3; d++) {
+                    const real *xv = x + c * hs + (size_t)(w * sw + d) * CL;
+#pragma omp simd
+                    for (int l = 0; l < CL; l++) row[o][c * 3 + d][l] = FMA(xv[l], g, row[o][c * 3 + d][l]);
+                }
+        }
+}
+
+/* where conv_wgrad_lanes is the faster (one thread, test/bench_conv, 3x3x3
+   kernels): fewer output channels than a tile of NO (32 -> 3 at 17 x 64 x 64:
+   8 -> 66 GFLOP/s; 16 -> 16: 41 -> 77), and up to 2 NO of them on short or
+   strided rows (128 -> 32 at 5 x 8 x 8: 39 -> 53; 64 -> 64, stride 2,2,2 at
+   17 x 32 x 32: 49 -> 62); conv_wgrad stays ahead on long rows with many
+   output channels (64 -> 32 at 17 x 64 x 64: 87 against 74), and when the
+   input channels fill less than one lane group (3 -> 32: 40 against 16) */
+static int wgrad_by_lanes(int Cin, int Cout, int Wo, int kh, int kw, int sw) {
+    return kh == 3 && kw == 3 && Cin >= CL && (Cout < NO || (Cout <= 2 * NO && (Wo <= 16 || sw > 1)));
+}
+
+static void conv_wgrad_lanes(real *dweight, const real *dout, const real *inp, int Cin, int T, int H, int W, int Cout,
+                             int To, int Ho, int Wo, int kt, int st, int sh, int sw) {
+    int Tp = T + kt - 1, Hp = H + 2, Wp = W + 2, ncb = (Cin + CL - 1) / CL, K = kt * NC;
+    size_t hs = (size_t)Wp * CL; /* floats per padded row of a block */
+    real *xcl = ivae_scratch(SCR_PAD, (size_t)ncb * Tp * Hp * hs);
+#pragma omp parallel for schedule(static) IVAE_PAR((double)ncb * Tp * Hp * hs)
+    for (int r = 0; r < ncb * Tp * Hp; r++) {
+        int cb = r / (Tp * Hp), t = r / Hp % Tp - (kt - 1), h = r % Hp - 1;
+        real *dst = xcl + (size_t)r * hs;
+        memset(dst, 0, hs * sizeof(real));
+        if (t < 0 || h < 0 || h >= H) continue; /* a padding row */
+        for (int l = 0; l < CL && cb * CL + l < Cin; l++) { /* each channel's row read straight through */
+            const real *src = inp + (((size_t)(cb * CL + l) * T + t) * H + h) * W;
+            for (int w = 0; w < W; w++) dst[(size_t)(w + 1) * CL + l] = src[w];
+        }
+    }
+    int nog = (Cout + NOF - 1) / NOF, ntask = nog * ncb * kt;
+#pragma omp parallel for schedule(static) IVAE_PAR((double)Cout * Cin * K * To * Ho * Wo)
+    for (int task = 0; task < ntask; task++) {
+        int og = task / (ncb * kt), cb = task / kt % ncb, a = task % kt;
+        real clip[NOF][NC][CL] = {{{0}}};
+        for (int t = 0; t < To; t++) {
+            real frame[NOF][NC][CL] = {{{0}}};
+            for (int h = 0; h < Ho; h++) {
+                const real *dy[NOF]; /* output channels past Cout repeat the last one; thrown away */
+                for (int o = 0; o < NOF; o++) {
+                    int oc = og * NOF + o < Cout ? og * NOF + o : Cout - 1;
+                    dy[o] = dout + (((size_t)oc * To + t) * Ho + h) * Wo;
+                }
+                real row[NOF][NC][CL];
+                wgrad_row_lanes(row, xcl + (((size_t)cb * Tp + t * st + a) * Hp + (size_t)h * sh) * hs, hs, sw, dy, Wo);
+                for (int o = 0; o < NOF; o++)
+                    for (int k = 0; k < NC; k++)
+                        for (int l = 0; l < CL; l++) frame[o][k][l] += row[o][k][l];
+            }
+            for (int o = 0; o < NOF; o++)
+                for (int k = 0; k < NC; k++)
+                    for (int l = 0; l < CL; l++) clip[o][k][l] += frame[o][k][l];
+        }
+        for (int o = 0; o < NOF && og * NOF + o < Cout; o++)
+            for (int l = 0; l < CL && cb * CL + l < Cin; l++)
+                for (int k = 0; k < NC; k++)
+                    dweight[((size_t)(og * NOF + o) * Cin + cb * CL + l) * K + a * NC + k] += clip[o][k][l];
+    }
+}
+
 /* The input gradient, phase by phase (idea 4): dinp (Cin, T, H, W) from dy
    (Cout, To, Ho, Wo) and wpkf, packed by ivae_conv3d_pack_dinp. dy is
    padded once, enough for every phase; phase (rt, rh, rw) is the forward
@@ -540,7 +625,9 @@ void ivae_conv3d_backward_tuned(real *dinp, real *dweight, real *dbias, const re
     }
 
     // dW[o,i,a,c,d] += sum_{t',h',w'} dy[o,t',h',w'] * xpad[i, t'st+a, h'sh+c, w'sw+d]
-    if (dweight) {
+    if (dweight && wgrad_by_lanes(Cin, Cout, Wo, kh, kw, sw))
+        conv_wgrad_lanes(dweight, dout, inp, Cin, T, H, W, Cout, To, Ho, Wo, kt, st, sh, sw);
+    else if (dweight) {
         Padded g;
         const real *xp;
         if (K == 1 && sw == 1) /* nothing to pad: the input as it is */
