@@ -47,7 +47,11 @@
  * The weight gradient vectorises over output channels instead: dy is
  * transposed to (position, channel), and each tile keeps NO channels x up to
  * 9 kernel taps of one input channel in registers, summed along an output
- * row, then row sums into frame sums, frame sums into the clip's.
+ * row, then row sums into frame sums, frame sums into the clip's. With
+ * fewer output channels than a tile's NO (decoder.conv_out has 3, which left
+ * 29 of 32 lanes empty), or short or strided rows, the lanes are 16 input
+ * channels instead, of a channel-last padded copy of x, in the same order
+ * (conv_wgrad_lanes).
  *
  * Fused multiply-add (fma) is one rounding of a*b+c, exactly specified by
  * IEEE 754, so it gives the same bits everywhere (C99 fmaf, OpenCL fma);
