@@ -49,7 +49,7 @@
  * 9 kernel taps of one input channel in registers, summed along an output
  * row, then row sums into frame sums, frame sums into the clip's. With
  * fewer output channels than a tile's NO (decoder.conv_out has 3, which left
- * 29 of 32 lanes empty), or short or strided rows, the lanes are 16 input
+ * 29 of 32 lanes empty), or short rows, the lanes are 16 input
  * channels instead, of a channel-last padded copy of x, in the same order
  * (conv_wgrad_lanes).
  *
@@ -500,13 +500,14 @@ static inline __attribute__((always_inline)) void wgrad_row_lanes(real row[NOF][
 
 /* where conv_wgrad_lanes is the faster (one thread, test/bench_conv, 3x3x3
    kernels): fewer output channels than a tile of NO (32 -> 3 at 17 x 64 x 64:
-   8 -> 66 GFLOP/s; 16 -> 16: 41 -> 77), and up to 2 NO of them on short or
-   strided rows (128 -> 32 at 5 x 8 x 8: 39 -> 53; 64 -> 64, stride 2,2,2 at
-   17 x 32 x 32: 49 -> 62); conv_wgrad stays ahead on long rows with many
-   output channels (64 -> 32 at 17 x 64 x 64: 87 against 74), and when the
-   input channels fill less than one lane group (3 -> 32: 40 against 16) */
-static int wgrad_by_lanes(int Cin, int Cout, int Wo, int kh, int kw, int sw) {
-    return kh == 3 && kw == 3 && Cin >= CL && (Cout < NO || (Cout <= 2 * NO && (Wo <= 16 || sw > 1)));
+   8 -> 66 GFLOP/s; 16 -> 16: 41 -> 77), and up to 2 NO of them on rows of
+   16 outputs or fewer (128 -> 32 at 5 x 8 x 8: 39 -> 53; 64 -> 64, stride
+   2,2,2 at 17 x 32 x 32: 49 -> 62); conv_wgrad stays ahead on longer rows
+   with many output channels (64 -> 32 at 17 x 64 x 64: 87 against 74), and
+   when the input channels fill less than one lane group (3 -> 32: 40
+   against 16) */
+static int wgrad_by_lanes(int Cin, int Cout, int Wo, int kh, int kw) {
+    return kh == 3 && kw == 3 && Cin >= CL && (Cout < NO || (Cout <= 2 * NO && Wo <= 16));
 }
 
 static void conv_wgrad_lanes(real *dweight, const real *dout, const real *inp, int Cin, int T, int H, int W, int Cout,
@@ -629,7 +630,7 @@ void ivae_conv3d_backward_tuned(real *dinp, real *dweight, real *dbias, const re
     }
 
     // dW[o,i,a,c,d] += sum_{t',h',w'} dy[o,t',h',w'] * xpad[i, t'st+a, h'sh+c, w'sw+d]
-    if (dweight && wgrad_by_lanes(Cin, Cout, Wo, kh, kw, sw))
+    if (dweight && wgrad_by_lanes(Cin, Cout, Wo, kh, kw))
         conv_wgrad_lanes(dweight, dout, inp, Cin, T, H, W, Cout, To, Ho, Wo, kt, st, sh, sw);
     else if (dweight) {
         Padded g;
