@@ -36,10 +36,10 @@
  *    the outer two for the other), and along q it is a stride-1 convolution
  *    of the compact dy with that sub-kernel flipped. So each phase (t mod st,
  *    h mod sh, w mod sw) is one forward-tile conv of dy (padded once for all
- *    phases) into a compact buffer, copied into its places in dinp. The taps
- *    it leaves out are the ones that read 0 between strided outputs, which
- *    rule 6 of layers.c lets a kernel skip and keep the bits; the rest keep
- *    their order. Multiply-adds by those zeros were 75% (2-D stride 2) and
+ *    phases) into a compact buffer; the phases are then interleaved into
+ *    dinp, each of its rows written once. The taps a phase leaves out are
+ *    the ones that read 0 between strided outputs, which rule 6 of layers.c
+ *    lets a kernel skip and keep the bits; the rest keep their order. Multiply-adds by those zeros were 75% (2-D stride 2) and
  *    87.5% (3-D) of the work when dy was spread on the stride-1 grid. The
  *    packed kernel (ivae_conv3d_pack_dinp) holds the phases' sub-kernels one
  *    after another, each tap once, the size of the flipped kernel.
@@ -560,8 +560,8 @@ static void conv_wgrad_lanes(real *dweight, const real *dout, const real *inp, i
    (Cout, To, Ho, Wo) and wpkf, packed by ivae_conv3d_pack_dinp. dy is
    padded once, enough for every phase; phase (rt, rh, rw) is the forward
    tile's stride-1 conv of dy from its first output on, with its sub-kernel,
-   into a compact (Cin, nt, nh, nw) buffer (stride 1: straight into dinp),
-   which is then copied to the phase's places in dinp. */
+   into a compact (Cin, nt, nh, nw) buffer (stride 1: straight into dinp);
+   the phases are then interleaved into dinp. */
 static void conv_dinp_phases(real *dinp, const real *dout, const real *wpkf, int Cin, int T, int H, int W, int Cout,
                              int To, int Ho, int Wo, int kt, int kh, int kw, int st, int sh, int sw) {
     Phase pt[st], ph[sh], pw[sw];
@@ -581,6 +581,10 @@ static void conv_dinp_phases(real *dinp, const real *dout, const real *wpkf, int
     Padded g;
     const real *dyp = pad_input(SCR_DYPAD, &g, dout, Cout, To, Ho, Wo, NULL, front[0], back[0],
                                 (IvaePad){front[1], back[1], front[2], back[2]}, 1);
+    /* the phases one after another in buf (stride 1: buf is dinp) */
+    int whole = st * sh * sw == 1;
+    real *buf = whole ? dinp : ivae_scratch(SCR_PHASE, (size_t)Cin * T * H * W);
+    size_t at[st][sh][sw], used = 0;
     for (int rt = 0; rt < st; rt++)
         for (int rh = 0; rh < sh; rh++)
             for (int rw = 0; rw < sw; rw++) {
@@ -588,25 +592,30 @@ static void conv_dinp_phases(real *dinp, const real *dout, const real *wpkf, int
                 int nk = a.nk * c.nk * d.nk;
                 const real *wpk = wpkf;
                 wpkf += ivae_conv3d_packed_size(Cin, Cout, nk);
-                if (!a.n || !c.n || !d.n) continue; /* no inputs in this phase (T = 1 and st = 2, say) */
+                at[rt][rh][rw] = used;
                 size_t plane = (size_t)a.n * c.n * d.n;
-                int whole = st * sh * sw == 1;
-                real *out = whole ? dinp : ivae_scratch(SCR_PHASE, (size_t)Cin * plane);
+                used += (size_t)Cin * plane;
+                if (!plane) continue; /* no inputs in this phase (T = 1 and st = 2, say) */
+                real *out = buf + at[rt][rh][rw];
                 if (!nk) memset(out, 0, (size_t)Cin * plane * sizeof(real)); /* no tap reads it: +0 (rule 6) */
                 else {
                     const real *x = dyp + ((size_t)(a.e - (a.nk - 1) + front[0]) * g.Hp + (c.e - (c.nk - 1) + front[1])) * g.Wrow +
                                     (d.e - (d.nk - 1) + front[2]);
                     conv_padded(out, x, &g, wpk, NULL, Cout, Cin, 0, a.n, c.n, d.n, a.nk, c.nk, d.nk, 1, 1);
                 }
-                if (whole) continue;
-#pragma omp parallel for schedule(static) IVAE_PAR((double)Cin * plane)
-                for (int row = 0; row < Cin * a.n * c.n; row++) {
-                    int i = row / (a.n * c.n), q = row / c.n % a.n, u = row % c.n;
-                    const real *src = out + (size_t)row * d.n;
-                    real *dst = dinp + (((size_t)i * T + st * q + rt) * H + sh * u + rh) * W + rw;
-                    for (int v = 0; v < d.n; v++) dst[(size_t)sw * v] = src[v];
-                }
             }
+    if (whole) return;
+    /* interleave the phases into dinp, each row of dinp written once */
+#pragma omp parallel for schedule(static) IVAE_PAR((double)Cin * T * H * W)
+    for (int row = 0; row < Cin * T * H; row++) {
+        int i = row / (T * H), t = row / H % T, h = row % H;
+        real *dst = dinp + (size_t)row * W;
+        for (int rw = 0; rw < sw && rw < W; rw++) {
+            Phase a = pt[t % st], c = ph[h % sh], d = pw[rw];
+            const real *src = buf + at[t % st][h % sh][rw] + (((size_t)i * a.n + t / st) * c.n + h / sh) * d.n;
+            for (int v = 0; v < d.n; v++) dst[(size_t)sw * v + rw] = src[v];
+        }
+    }
 }
 
 /* the same with the input gradient's kernel already packed by ivae_conv3d_pack_dinp (wpkf; NULL: pack it here) */
