@@ -74,7 +74,7 @@ test/test_wan: test/test_wan.c $(LIB) $(HDR)
 test/bench_wan: test/bench_wan.c $(LIB) $(HDR)
 	$(CC) $(CFLAGS) -o $@ test/bench_wan.c $(LIB) $(LDLIBS)
 
-# one conv shape timed (test/bench_conv CIN COUT T H KT K)
+# one conv shape timed (test/bench_conv CIN COUT T H KT K [PASSES [ST SS]])
 test/bench_conv: test/bench_conv.c $(LIB) $(HDR)
 	$(CC) $(CFLAGS) -o $@ test/bench_conv.c $(LIB) $(LDLIBS)
 

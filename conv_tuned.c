@@ -30,11 +30,28 @@
  *    outputs t..t+kt-1), with the kernel flipped and its in/out channels
  *    swapped. So dinp reuses the forward tile, and its sum order is: over o,
  *    then over the outputs that read the input, in increasing order.
+ * 4. Strided input gradients by phase. With stride 2, input h = 2q + r is
+ *    read only by the taps c whose h + kh/2 - c is even: the phase r = h mod
+ *    2 has its own sub-kernel (of a 3-tap row: the middle tap for one phase,
+ *    the outer two for the other), and along q it is a stride-1 convolution
+ *    of the compact dy with that sub-kernel flipped. So each phase (t mod st,
+ *    h mod sh, w mod sw) is one forward-tile conv of dy (padded once for all
+ *    phases) into a compact buffer; the phases are then interleaved into
+ *    dinp, each of its rows written once. The taps a phase leaves out are
+ *    the ones that read 0 between strided outputs, which rule 6 of layers.c
+ *    lets a kernel skip and keep the bits; the rest keep their order. Multiply-adds by those zeros were 75% (2-D stride 2) and
+ *    87.5% (3-D) of the work when dy was spread on the stride-1 grid. The
+ *    packed kernel (ivae_conv3d_pack_dinp) holds the phases' sub-kernels one
+ *    after another, each tap once, the size of the flipped kernel.
  *
  * The weight gradient vectorises over output channels instead: dy is
  * transposed to (position, channel), and each tile keeps NO channels x up to
  * 9 kernel taps of one input channel in registers, summed along an output
- * row, then row sums into frame sums, frame sums into the clip's.
+ * row, then row sums into frame sums, frame sums into the clip's. With
+ * fewer output channels than a tile's NO (decoder.conv_out has 3, which left
+ * 29 of 32 lanes empty), or short rows, the lanes are 16 input
+ * channels instead, of a channel-last padded copy of x, in the same order
+ * (conv_wgrad_lanes).
  *
  * Fused multiply-add (fma) is one rounding of a*b+c, exactly specified by
  * IEEE 754, so it gives the same bits everywhere (C99 fmaf, OpenCL fma);
@@ -260,27 +277,91 @@ static void conv_flat(real *out, const real *x, const real *wpk, const real *bia
 /* floats of W (Cout, Cin, K) packed for conv_tile */
 size_t ivae_conv3d_packed_size(int Cout, int Cin, int K) { return (size_t)((Cout + MR - 1) / MR) * Cin * K * MR; }
 
-/* packs W (Cout, Cin, K) for conv_tile into wpk; flip = the input gradient's
-   kernel: in and out channels swapped and the taps reversed */
-void ivae_conv3d_pack(real *wpk, const real *weight, int Cout, int Cin, int K, int flip) {
+/* packs the taps tap[0 .. nk-1] of W (Cout, Cin, K) for conv_tile, as a
+   kernel of nk taps, into wpk (Cout/MR blocks, Cin, nk, MR); flip = the
+   input gradient's kernel: in and out channels swapped and the taps in
+   reverse order (tap[nk-1] first) */
+static void pack_taps(real *wpk, const real *weight, int Cout, int Cin, int K, const int *tap, int nk, int flip) {
     int rows = flip ? Cin : Cout, cols = flip ? Cout : Cin, nb = (rows + MR - 1) / MR;
-#pragma omp parallel for schedule(static) IVAE_PAR((double)rows * cols * K)
+#pragma omp parallel for schedule(static) IVAE_PAR((double)rows * cols * nk)
     for (int b = 0; b < nb; b++)
         for (int i = 0; i < cols; i++)
-            for (int k = 0; k < K; k++)
+            for (int k = 0; k < nk; k++)
                 for (int m = 0; m < MR; m++) {
                     int r = b * MR + m;
                     real v = 0;
                     if (r < rows)
-                        v = flip ? weight[((size_t)i * Cin + r) * K + (K - 1 - k)] : weight[((size_t)r * Cin + i) * K + k];
-                    wpk[(((size_t)b * cols + i) * K + k) * MR + m] = v;
+                        v = flip ? weight[((size_t)i * Cin + r) * K + tap[nk - 1 - k]] : weight[((size_t)r * Cin + i) * K + tap[k]];
+                    wpk[(((size_t)b * cols + i) * nk + k) * MR + m] = v;
                 }
 }
 
-static real *pack_weights(const real *weight, int Cout, int Cin, int K, int flip) {
-    real *wpk = ivae_scratch(SCR_WPACK, flip ? ivae_conv3d_packed_size(Cin, Cout, K) : ivae_conv3d_packed_size(Cout, Cin, K));
-    ivae_conv3d_pack(wpk, weight, Cout, Cin, K, flip);
+/* packs W (Cout, Cin, K) for conv_tile into wpk; flip = the input gradient's
+   kernel: in and out channels swapped and the taps reversed */
+void ivae_conv3d_pack(real *wpk, const real *weight, int Cout, int Cin, int K, int flip) {
+    int tap[K];
+    for (int k = 0; k < K; k++) tap[k] = k;
+    pack_taps(wpk, weight, Cout, Cin, K, tap, K, flip);
+}
+
+static real *pack_weights(const real *weight, int Cout, int Cin, int K) {
+    real *wpk = ivae_scratch(SCR_WPACK, ivae_conv3d_packed_size(Cout, Cin, K));
+    ivae_conv3d_pack(wpk, weight, Cout, Cin, K, 0);
     return wpk;
+}
+
+/* One phase of one dimension of the input gradient (idea 4). Along a
+   dimension of D inputs, kernel k, stride s and `lead` = the taps before the
+   centre (kt-1 in time, k/2 in space), input x = s*q + r reads output
+   (x + lead - c)/s through tap c, when that is a whole number in [0, Do).
+   So phase r is read by the taps c = c0 + s*j (j < nk) only, through the
+   outputs q + e - j. */
+typedef struct {
+    int n;      /* inputs in the phase: x = s*q + r, q < n */
+    int c0, nk; /* its taps: c0, c0 + s, ..., nk of them (0: none, its gradient is 0) */
+    int e;      /* tap c0 reads output q + e */
+} Phase;
+
+static Phase phase_of(int D, int k, int s, int lead, int r) {
+    Phase p;
+    p.n = r < D ? (D - r + s - 1) / s : 0;
+    p.c0 = (r + lead) % s;
+    p.nk = p.c0 < k ? (k - p.c0 + s - 1) / s : 0;
+    p.e = (r + lead) / s;
+    return p;
+}
+
+/* the phases of a conv's three dimensions, in the order its packed input
+   gradient kernel holds them: rt, then rh, then rw */
+static void phases_of(Phase *pt, Phase *ph, Phase *pw, int T, int H, int W, int kt, int kh, int kw, int st, int sh,
+                      int sw) {
+    for (int r = 0; r < st; r++) pt[r] = phase_of(T, kt, st, kt - 1, r);
+    for (int r = 0; r < sh; r++) ph[r] = phase_of(H, kh, sh, kh / 2, r);
+    for (int r = 0; r < sw; r++) pw[r] = phase_of(W, kw, sw, kw / 2, r);
+}
+
+/* packs the input gradient's kernel of W (Cout, Cin, kt, kh, kw) into wpk:
+   per phase (rt, rh, rw) in row-major order, its taps (a, c, d) flipped
+   (stride 1: one phase, the whole kernel flipped, as ivae_conv3d_pack);
+   ivae_conv3d_packed_size(Cin, Cout, kt * kh * kw) floats in all */
+void ivae_conv3d_pack_dinp(real *wpk, const real *weight, int Cout, int Cin, int kt, int kh, int kw, int st, int sh,
+                           int sw) {
+    Phase pt[st], ph[sh], pw[sw];
+    phases_of(pt, ph, pw, 1, 1, 1, kt, kh, kw, st, sh, sw);
+    int K = kt * kh * kw, tap[K];
+    for (int rt = 0; rt < st; rt++)
+        for (int rh = 0; rh < sh; rh++)
+            for (int rw = 0; rw < sw; rw++) {
+                Phase a = pt[rt], c = ph[rh], d = pw[rw];
+                int nk = 0;
+                for (int ja = 0; ja < a.nk; ja++)
+                    for (int jc = 0; jc < c.nk; jc++)
+                        for (int jd = 0; jd < d.nk; jd++)
+                            tap[nk++] = ((a.c0 + st * ja) * kh + c.c0 + sh * jc) * kw + d.c0 + sw * jd;
+                if (!nk) continue;
+                pack_taps(wpk, weight, Cout, Cin, K, tap, nk, 1);
+                wpk += ivae_conv3d_packed_size(Cin, Cout, nk);
+            }
 }
 
 /* wpk: the packed weights (NULL: pack them here) */
@@ -296,7 +377,7 @@ int ivae_conv3d_forward_padded_tuned(real *out, const real *inp, const real *pre
                                      int kt, int kh, int kw, int st, int sh, int sw, IvaePad pad) {
     int first = (s0 + st - 1) / st, last = (s0 + T - 1) / st, To = last - first + 1;
     if (To <= 0) return 0;
-    if (!wpk) wpk = pack_weights(weight, Cout, Cin, kt * kh * kw, 0);
+    if (!wpk) wpk = pack_weights(weight, Cout, Cin, kt * kh * kw);
     Padded g;
     if (kt * kh * kw == 1 && st * sh * sw == 1 && !pad.top && !pad.bottom && !pad.left && !pad.right) {
         conv_flat(out, inp, wpk, bias, Cin, Cout, (size_t)T * H * W);
@@ -389,7 +470,155 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
     }
 }
 
-/* the same with the flipped kernel already packed (wpkf; NULL: pack it here) */
+/* The weight gradient of a conv with few output channels (decoder.conv_out:
+   3), where a tile over NO output channels would leave most lanes empty:
+   the lanes are CL input channels instead, of a channel-last padded copy of
+   x (Cin/CL blocks, Tp, Hp, Wp, CL). A tile is NOF output channels x the 9
+   taps (c, d) of one frame tap a x CL input channels, each lane its own
+   (o, i, a, c, d) chain, so the order is the rule's as in conv_wgrad: along
+   an output row an fma chain over w', rows summed into the frame's sum,
+   frames into the clip's. 3x3 spatial kernels only. */
+#define CL 16 /* input channels per lane group (one AVX-512 vector) */
+#define NOF 3 /* output channels per tile: 27 accumulator vectors */
+
+static inline __attribute__((always_inline)) void wgrad_row_lanes(real row[NOF][NC][CL], const real *restrict x,
+                                                                  size_t hs, int sw, const real *const *dy, int Wo) {
+    for (int o = 0; o < NOF; o++)
+        for (int k = 0; k < NC; k++)
+            for (int l = 0; l < CL; l++) row[o][k][l] = 0;
+    for (int w = 0; w < Wo; w++)
+        for (int o = 0; o < NOF; o++) {
+            real g = dy[o][w];
+            for (int c = 0; c < 3; c++)
+                for (int d = 0; d < 3; d++) {
+                    const real *xv = x + c * hs + (size_t)(w * sw + d) * CL;
+#pragma omp simd
+                    for (int l = 0; l < CL; l++) row[o][c * 3 + d][l] = FMA(xv[l], g, row[o][c * 3 + d][l]);
+                }
+        }
+}
+
+/* where conv_wgrad_lanes is the faster (one thread, test/bench_conv, 3x3x3
+   kernels): fewer output channels than a tile of NO (32 -> 3 at 17 x 64 x 64:
+   8 -> 66 GFLOP/s; 16 -> 16: 41 -> 77), and up to 2 NO of them on rows of
+   16 outputs or fewer (128 -> 32 at 5 x 8 x 8: 39 -> 53; 64 -> 64, stride
+   2,2,2 at 17 x 32 x 32: 49 -> 62); conv_wgrad stays ahead on longer rows
+   with many output channels (64 -> 32 at 17 x 64 x 64: 87 against 74), and
+   when the input channels fill less than one lane group (3 -> 32: 40
+   against 16) */
+static int wgrad_by_lanes(int Cin, int Cout, int Wo, int kh, int kw) {
+    return kh == 3 && kw == 3 && Cin >= CL && (Cout < NO || (Cout <= 2 * NO && Wo <= 16));
+}
+
+static void conv_wgrad_lanes(real *dweight, const real *dout, const real *inp, int Cin, int T, int H, int W, int Cout,
+                             int To, int Ho, int Wo, int kt, int st, int sh, int sw) {
+    int Tp = T + kt - 1, Hp = H + 2, Wp = W + 2, ncb = (Cin + CL - 1) / CL, K = kt * NC;
+    size_t hs = (size_t)Wp * CL; /* floats per padded row of a block */
+    real *xcl = ivae_scratch(SCR_PAD, (size_t)ncb * Tp * Hp * hs);
+#pragma omp parallel for schedule(static) IVAE_PAR((double)ncb * Tp * Hp * hs)
+    for (int r = 0; r < ncb * Tp * Hp; r++) {
+        int cb = r / (Tp * Hp), t = r / Hp % Tp - (kt - 1), h = r % Hp - 1;
+        real *dst = xcl + (size_t)r * hs;
+        memset(dst, 0, hs * sizeof(real));
+        if (t < 0 || h < 0 || h >= H) continue; /* a padding row */
+        for (int l = 0; l < CL && cb * CL + l < Cin; l++) { /* each channel's row read straight through */
+            const real *src = inp + (((size_t)(cb * CL + l) * T + t) * H + h) * W;
+            for (int w = 0; w < W; w++) dst[(size_t)(w + 1) * CL + l] = src[w];
+        }
+    }
+    int nog = (Cout + NOF - 1) / NOF, ntask = nog * ncb * kt;
+#pragma omp parallel for schedule(static) IVAE_PAR((double)Cout * Cin * K * To * Ho * Wo)
+    for (int task = 0; task < ntask; task++) {
+        int og = task / (ncb * kt), cb = task / kt % ncb, a = task % kt;
+        real clip[NOF][NC][CL] = {{{0}}};
+        for (int t = 0; t < To; t++) {
+            real frame[NOF][NC][CL] = {{{0}}};
+            for (int h = 0; h < Ho; h++) {
+                const real *dy[NOF]; /* output channels past Cout repeat the last one; thrown away */
+                for (int o = 0; o < NOF; o++) {
+                    int oc = og * NOF + o < Cout ? og * NOF + o : Cout - 1;
+                    dy[o] = dout + (((size_t)oc * To + t) * Ho + h) * Wo;
+                }
+                real row[NOF][NC][CL];
+                wgrad_row_lanes(row, xcl + (((size_t)cb * Tp + t * st + a) * Hp + (size_t)h * sh) * hs, hs, sw, dy, Wo);
+                for (int o = 0; o < NOF; o++)
+                    for (int k = 0; k < NC; k++)
+                        for (int l = 0; l < CL; l++) frame[o][k][l] += row[o][k][l];
+            }
+            for (int o = 0; o < NOF; o++)
+                for (int k = 0; k < NC; k++)
+                    for (int l = 0; l < CL; l++) clip[o][k][l] += frame[o][k][l];
+        }
+        for (int o = 0; o < NOF && og * NOF + o < Cout; o++)
+            for (int l = 0; l < CL && cb * CL + l < Cin; l++)
+                for (int k = 0; k < NC; k++)
+                    dweight[((size_t)(og * NOF + o) * Cin + cb * CL + l) * K + a * NC + k] += clip[o][k][l];
+    }
+}
+
+/* The input gradient, phase by phase (idea 4): dinp (Cin, T, H, W) from dy
+   (Cout, To, Ho, Wo) and wpkf, packed by ivae_conv3d_pack_dinp. dy is
+   padded once, enough for every phase; phase (rt, rh, rw) is the forward
+   tile's stride-1 conv of dy from its first output on, with its sub-kernel,
+   into a compact (Cin, nt, nh, nw) buffer (stride 1: straight into dinp);
+   the phases are then interleaved into dinp. */
+static void conv_dinp_phases(real *dinp, const real *dout, const real *wpkf, int Cin, int T, int H, int W, int Cout,
+                             int To, int Ho, int Wo, int kt, int kh, int kw, int st, int sh, int sw) {
+    Phase pt[st], ph[sh], pw[sw];
+    phases_of(pt, ph, pw, T, H, W, kt, kh, kw, st, sh, sw);
+    /* phase q's first tap (in flipped order) reads output q + e - (nk-1) =: q + lo: pad dy by
+       front = max(-lo) and back = max(n-1 + e - (Do-1)) over the phases, so every read is in the buffer */
+    int front[3] = {0, 0, 0}, back[3] = {0, 0, 0}, D[3] = {To, Ho, Wo}, S[3] = {st, sh, sw};
+    Phase *P[3] = {pt, ph, pw};
+    for (int dim = 0; dim < 3; dim++)
+        for (int r = 0; r < S[dim]; r++) {
+            Phase p = P[dim][r];
+            if (!p.n || !p.nk) continue;
+            int lo = p.e - (p.nk - 1), hi = p.n - 1 + p.e;
+            if (-lo > front[dim]) front[dim] = -lo;
+            if (hi - (D[dim] - 1) > back[dim]) back[dim] = hi - (D[dim] - 1);
+        }
+    Padded g;
+    const real *dyp = pad_input(SCR_DYPAD, &g, dout, Cout, To, Ho, Wo, NULL, front[0], back[0],
+                                (IvaePad){front[1], back[1], front[2], back[2]}, 1);
+    /* the phases one after another in buf (stride 1: buf is dinp) */
+    int whole = st * sh * sw == 1;
+    real *buf = whole ? dinp : ivae_scratch(SCR_PHASE, (size_t)Cin * T * H * W);
+    size_t at[st][sh][sw], used = 0;
+    for (int rt = 0; rt < st; rt++)
+        for (int rh = 0; rh < sh; rh++)
+            for (int rw = 0; rw < sw; rw++) {
+                Phase a = pt[rt], c = ph[rh], d = pw[rw];
+                int nk = a.nk * c.nk * d.nk;
+                const real *wpk = wpkf;
+                wpkf += ivae_conv3d_packed_size(Cin, Cout, nk);
+                at[rt][rh][rw] = used;
+                size_t plane = (size_t)a.n * c.n * d.n;
+                used += (size_t)Cin * plane;
+                if (!plane) continue; /* no inputs in this phase (T = 1 and st = 2, say) */
+                real *out = buf + at[rt][rh][rw];
+                if (!nk) memset(out, 0, (size_t)Cin * plane * sizeof(real)); /* no tap reads it: +0 (rule 6) */
+                else {
+                    const real *x = dyp + ((size_t)(a.e - (a.nk - 1) + front[0]) * g.Hp + (c.e - (c.nk - 1) + front[1])) * g.Wrow +
+                                    (d.e - (d.nk - 1) + front[2]);
+                    conv_padded(out, x, &g, wpk, NULL, Cout, Cin, 0, a.n, c.n, d.n, a.nk, c.nk, d.nk, 1, 1);
+                }
+            }
+    if (whole) return;
+    /* interleave the phases into dinp, each row of dinp written once */
+#pragma omp parallel for schedule(static) IVAE_PAR((double)Cin * T * H * W)
+    for (int row = 0; row < Cin * T * H; row++) {
+        int i = row / (T * H), t = row / H % T, h = row % H;
+        real *dst = dinp + (size_t)row * W;
+        for (int rw = 0; rw < sw && rw < W; rw++) {
+            Phase a = pt[t % st], c = ph[h % sh], d = pw[rw];
+            const real *src = buf + at[t % st][h % sh][rw] + (((size_t)i * a.n + t / st) * c.n + h / sh) * d.n;
+            for (int v = 0; v < d.n; v++) dst[(size_t)sw * v + rw] = src[v];
+        }
+    }
+}
+
+/* the same with the input gradient's kernel already packed by ivae_conv3d_pack_dinp (wpkf; NULL: pack it here) */
 void ivae_conv3d_backward_tuned(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp,
                                 const real *wpkf, const real *weight, int Cin, int T, int H, int W, int Cout, int kt,
                                 int kh, int kw, int st, int sh, int sw) {
@@ -397,38 +626,22 @@ void ivae_conv3d_backward_tuned(real *dinp, real *dweight, real *dbias, const re
     int To = conv_out_t(T, st), Ho = conv_out_s(H, kh, sh), Wo = conv_out_s(W, kw, sw), K = kt * kh * kw;
 
     // in the forward pass: y[o,t',h',w'] += W[o,i,a,c,d] * x[i, t'st+a-(kt-1), h'sh+c-ph, w'sw+d-pw]
-    // so dx[i,t,h,w] = sum_o sum_{a,c,d} W[o,i,a,c,d] * dy[o, t+(kt-1)-a, h+ph-c, w+pw-d]:
-    // for stride 1, a convolution of dy (padded kt-1 frames at the end) with the flipped kernel
-    // A strided conv is a stride-1 conv whose outputs are kept only at multiples
-    // of the stride; so spread dy out to the stride-1 output grid, zeros between
-    // (the taps between outputs read 0, as rule 6 of layers.c says).
+    // so dx[i,t,h,w] = sum_o sum_{a,c,d} W[o,i,a,c,d] * dy[o, t', h', w'] over the outputs with
+    //   t'st = t+(kt-1)-a, h'sh = h+ph-c, w'sw = w+pw-d: per phase of (t, h, w) a stride-1
+    //   convolution of dy with the phase's taps flipped (idea 4)
     if (dinp) {
-        const real *dy = dout;
-        int T1 = conv_out_t(T, 1), H1 = conv_out_s(H, kh, 1), W1 = conv_out_s(W, kw, 1);
-        if (st * sh * sw != 1) {
-            real *dil = ivae_scratch(SCR_DIL, (size_t)Cout * T1 * H1 * W1);
-            memset(dil, 0, (size_t)Cout * T1 * H1 * W1 * sizeof(real));
-#pragma omp parallel for schedule(static) IVAE_PAR((double)Cout * To * Ho * Wo)
-            for (int ot = 0; ot < Cout * To; ot++) {
-                int o = ot / To, t = ot % To;
-                for (int h = 0; h < Ho; h++)
-                    for (int w = 0; w < Wo; w++)
-                        dil[(((size_t)o * T1 + t * st) * H1 + h * sh) * W1 + w * sw] = dout[((size_t)ot * Ho + h) * Wo + w];
-            }
-            dy = dil;
+        if (!wpkf) {
+            wpkf = ivae_scratch(SCR_WPACK, ivae_conv3d_packed_size(Cin, Cout, K));
+            ivae_conv3d_pack_dinp((real *)wpkf, weight, Cout, Cin, kt, kh, kw, st, sh, sw);
         }
-        if (!wpkf) wpkf = pack_weights(weight, Cout, Cin, K, 1);
-        if (K == 1) conv_flat(dinp, dy, wpkf, NULL, Cout, Cin, (size_t)T * H * W); /* as the forward (dy spread if strided) */
-        else {
-            Padded g;
-            int qh = kh - 1 - kh / 2, qw = kw - 1 - kw / 2;
-            const real *dyp = pad_input(SCR_DYPAD, &g, dy, Cout, T1, H1, W1, NULL, 0, kt - 1, (IvaePad){qh, qh, qw, qw}, 1);
-            conv_padded(dinp, dyp, &g, wpkf, NULL, Cout, Cin, 0, T, H, W, kt, kh, kw, 1, 1);
-        }
+        if (K == 1 && st * sh * sw == 1) conv_flat(dinp, dout, wpkf, NULL, Cout, Cin, (size_t)T * H * W); /* as the forward */
+        else conv_dinp_phases(dinp, dout, wpkf, Cin, T, H, W, Cout, To, Ho, Wo, kt, kh, kw, st, sh, sw);
     }
 
     // dW[o,i,a,c,d] += sum_{t',h',w'} dy[o,t',h',w'] * xpad[i, t'st+a, h'sh+c, w'sw+d]
-    if (dweight) {
+    if (dweight && wgrad_by_lanes(Cin, Cout, Wo, kh, kw))
+        conv_wgrad_lanes(dweight, dout, inp, Cin, T, H, W, Cout, To, Ho, Wo, kt, st, sh, sw);
+    else if (dweight) {
         Padded g;
         const real *xp;
         if (K == 1 && sw == 1) /* nothing to pad: the input as it is */

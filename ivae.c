@@ -587,7 +587,9 @@ void ivae_zero_grad(IvaeModel *m) { memset(m->grads, 0, m->n_params * sizeof(rea
 static void pack_conv(IvaeModel *m, const Conv *c, const real *wbase, int flip) {
     int K = c->kt * c->kh * c->kw;
     ivae_conv3d_pack(m->impl->packed + c->pk_off, wbase + c->w_off, c->cout, c->cin, K, 0);
-    if (flip) ivae_conv3d_pack(m->impl->packed + c->pkf_off, wbase + c->w_off, c->cout, c->cin, K, 1);
+    if (flip)
+        ivae_conv3d_pack_dinp(m->impl->packed + c->pkf_off, wbase + c->w_off, c->cout, c->cin, c->kt, c->kh, c->kw,
+                              c->st, c->sh, c->sw);
 }
 
 static void smc_prepare(IvaeModel *m, Smc *s) {

@@ -78,7 +78,7 @@ static inline int thread_id(void) { return 0; }
 /* Scratch buffers that grow to the largest size asked for and are then
    reused: after the first step, the layers allocate nothing. Only called
    outside parallel regions. */
-enum { SCR_PAD, SCR_WPACK, SCR_DYT, SCR_DYPAD, SCR_DIL, SCR_WGRAD, SCR_THREAD, SCR_ATT, SCR_SMALL, SCR_N };
+enum { SCR_PAD, SCR_WPACK, SCR_DYT, SCR_DYPAD, SCR_PHASE, SCR_WGRAD, SCR_THREAD, SCR_ATT, SCR_SMALL, SCR_N };
 real *ivae_scratch(int slot, size_t n);
 /* per-thread scratch: n floats for each thread, from one scratch slot */
 #define THREAD_SCRATCH(base, n) ((base) + (size_t)thread_id() * (n))
@@ -123,8 +123,8 @@ void ivae_conv3d_backward_naive(real *dinp, real *dweight, real *dbias, const re
                                 const real *weight, int Cin, int T, int H, int W, int Cout, int kt, int kh, int kw,
                                 int st, int sh, int sw);
 /* the tuned forms (conv_tuned.c). wpk: the weights packed by
-   ivae_conv3d_pack (flip = 0 for the forward pass, 1 for the input
-   gradient), or NULL to pack them here. */
+   ivae_conv3d_pack (flip = 0) for the forward pass, by
+   ivae_conv3d_pack_dinp for the input gradient, or NULL to pack them here. */
 int ivae_conv3d_forward_chunk_tuned(real *out, const real *inp, const real *prev, int s0, const real *wpk,
                                     const real *weight, const real *bias, int Cin, int T, int H, int W, int Cout,
                                     int kt, int kh, int kw, int st, int sh, int sw);
@@ -136,6 +136,10 @@ void ivae_conv3d_backward_tuned(real *dinp, real *dweight, real *dbias, const re
                                 int kt, int kh, int kw, int st, int sh, int sw);
 size_t ivae_conv3d_packed_size(int Cout, int Cin, int K);
 void ivae_conv3d_pack(real *wpk, const real *weight, int Cout, int Cin, int K, int flip);
+/* the input gradient's kernel: per phase of the input (t mod st, h mod sh,
+   w mod sw), its taps flipped; ivae_conv3d_packed_size(Cin, Cout, K) floats */
+void ivae_conv3d_pack_dinp(real *wpk, const real *weight, int Cout, int Cin, int kt, int kh, int kw, int st, int sh,
+                           int sw);
 /* streaming: cache (C, keep, H, W) := the last keep frames of [cache | x],
    x (C, T, H, W); had = 0 on the clip's first chunk (the cache is zeros) */
 void ivae_cache_push(real *cache, int keep, int had, const real *x, int C, int T, int H, int W);

@@ -160,6 +160,8 @@ int main(int argc, char **argv) {
         /* rows wider than a task's segment of columns, ragged channel blocks of the chains */
         {10, 2, 3, 300, 13, 3, 3, 3, 1, 1, 1}, {10, 3, 6, 70, 20, 3, 3, 3, 2, 2, 2}, {17, 3, 5, 70, 9, 1, 1, 1, 1, 1, 1},
         {6, 2, 3, 48, 14, 3, 3, 3, 1, 1, 1}, /* narrow tiles: 48 columns are 3 of 16 */
+        /* weight gradients by input-channel lanes: a ragged last group of 16 channels, output channels not a multiple of 3 */
+        {20, 3, 6, 7, 5, 3, 3, 3, 2, 2, 2}, {37, 4, 5, 9, 7, 3, 3, 3, 1, 1, 1}, {24, 2, 9, 9, 40, 1, 3, 3, 1, 2, 2},
     };
     for (size_t j = 0; j < sizeof odd / sizeof odd[0]; j++) {
         int *c = odd[j];
