@@ -221,13 +221,13 @@ FUZZ_OBJ     := $(patsubst %.c,fuzz/bin/obj/%.o,$(FUZZ_SRC))
 fuzz/bin/obj/%.o: %.c $(HDR) ivae_cl_model.h dist.h
 	@mkdir -p fuzz/bin/obj
 	$(FUZZ_CC) $(FUZZ_COMMON) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
-fuzz/bin/%: fuzz/fuzz_%.c fuzz/fuzz.h fuzz/train_die.h train.c $(FUZZ_OBJ)
+fuzz/bin/%: fuzz/fuzz_%.c fuzz/fuzz.h fuzz/fuzz_media.h fuzz/train_die.h train.c $(FUZZ_OBJ)
 	$(FUZZ_CC) $(FUZZ_COMMON) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_OBJ) -lm
 fuzz_build: $(addprefix fuzz/bin/,$(FUZZ_TARGETS))
 fuzz: fuzz_build
 	sh fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 # MemorySanitizer wants every byte instrumented: one compile of all of it
-fuzz/bin/image_msan: fuzz/fuzz_image.c fuzz/fuzz.h $(FUZZ_SRC) $(HDR)
+fuzz/bin/image_msan: fuzz/fuzz_image.c fuzz/fuzz.h fuzz/fuzz_media.h $(FUZZ_SRC) $(HDR)
 	@mkdir -p fuzz/bin
 	$(FUZZ_CC) $(FUZZ_COMMON) -fsanitize=fuzzer,memory -fsanitize-memory-track-origins -o $@ fuzz/fuzz_image.c $(FUZZ_SRC) -lm
 fuzz_msan: fuzz/bin/image_msan

@@ -5,15 +5,7 @@
  * The input is split at each "\n--FRAME--\n" into up to 4 files,
  * 0001.png, 0002.jpg, 0003.bmp, 0004.png. Seeds: fuzz/corpus/frames/.
  */
-#include "fuzz.h"
-#include "../media.h"
-
-/* media_probe's promise, checked on every input: where media_load gives a
-   clip, the probe gave its shape (so a probe that refuses means a load that
-   refuses); a mismatch aborts, a finding */
-static void probe_agrees(int probe_rc, int T, int H, int W, const Clip *c) {
-    if (probe_rc != 0 || T != c->T || H != c->H || W != c->W) abort();
-}
+#include "fuzz_media.h" /* fuzz.h, media.h, probe_agrees */
 
 static const char SEP[] = "\n--FRAME--\n";
 

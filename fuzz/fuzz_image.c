@@ -5,15 +5,7 @@
  * The same harness is built under MemorySanitizer (make fuzz_msan) where
  * clang supports it: stb is header-only, so everything is instrumented.
  */
-#include "fuzz.h"
-#include "../media.h"
-
-/* media_probe's promise, checked on every input: where media_load gives a
-   clip, the probe gave its shape (so a probe that refuses means a load that
-   refuses); a mismatch aborts, a finding */
-static void probe_agrees(int probe_rc, int T, int H, int W, const Clip *c) {
-    if (probe_rc != 0 || T != c->T || H != c->H || W != c->W) abort();
-}
+#include "fuzz_media.h" /* fuzz.h, media.h, probe_agrees */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
     const char *path = fuzz_path("i.img");

@@ -3,15 +3,7 @@
  * 4:2:0 and 4:4:4, frame markers, truncation), and media_probe against it (a
  * loaded file has the probed shape). Seeds: fuzz/corpus/y4m/.
  */
-#include "fuzz.h"
-#include "../media.h"
-
-/* media_probe's promise, checked on every input: where media_load gives a
-   clip, the probe gave its shape (so a probe that refuses means a load that
-   refuses); a mismatch aborts, a finding */
-static void probe_agrees(int probe_rc, int T, int H, int W, const Clip *c) {
-    if (probe_rc != 0 || T != c->T || H != c->H || W != c->W) abort();
-}
+#include "fuzz_media.h" /* fuzz.h, media.h, probe_agrees */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
     const char *path = fuzz_path("v.y4m");
