@@ -253,24 +253,101 @@ static void conv_padded(real *out, const real *xp, const Padded *g, const real *
     conv_padded_to(out, (size_t)To * Ho * Wo, xp, g, wpk, bias, Cin, Cout, t0, To, Ho, Wo, kt, kh, kw, st, sh);
 }
 
-/* A 1x1x1 conv of x (Cin, N) into out (Cout, N): the N positions are one
-   long row, which fills every lane of a tile. No copy of x: the tiles that
-   fit whole read it where it is (a 1x1x1 conv has no padding); only the last
-   N mod NR positions, whose tile would read past the end, are copied into a
-   small zero-padded buffer. */
-static void conv_flat(real *out, const real *x, const real *wpk, const real *bias, int Cin, int Cout, size_t N) {
-    size_t n0 = N / NR * NR;
-    if (n0 > 0) {
-        Padded g = {.Tp = 1, .Hp = 1, .Wp = (int)n0, .sw = 1, .half = (int)n0, .Wrow = (int)n0, .cs = N};
-        conv_padded_to(out, N, x, &g, wpk, bias, Cin, Cout, 0, 1, 1, (int)n0, 1, 1, 1, 1, 1);
+/* A 1x1x1 conv of x (Cin, N) into out (Cout, N) is a matrix product,
+   blocked for the registers and the caches:
+   - x is first packed into panels of FN positions: (N/FN panels, Cin, FN),
+     the last panel zero-padded. A panel's Cin rows of FN floats are then
+     contiguous (in x itself they are N floats apart: with N a multiple of
+     1024, as at 64 x 64, every row fell into the same L1 set).
+   - A tile is one packed block of MR output channels x the FN positions of
+     one panel, for all Cin input channels: the sum of the blocks so far
+     (acc) and the block's chain (part) both stay in registers (2 x 12
+     vectors of 16 floats), so y is written once, with the bias, instead of
+     read and written once per block of CB channels. Per input channel the
+     tile's 12 fmas need one vector load of x and 12 broadcasts of w.
+   - A task is MR output channels x FSEG panels; ob fastest, so that
+     neighbouring tasks read the same panels (FSEG x Cin x FN floats, in L1
+     or L2), and a task's weights (Cin x MR floats) stay in L1.
+   The order is the rule's: per block of CB channels a fresh chain over its
+   channels in increasing order, added to acc in increasing block order
+   (the first block: 0 + part), then the bias. */
+#ifdef IVAE_DOUBLE
+#define FN 8 /* positions per 1x1 tile (doubles: 8 per vector) */
+#else
+#define FN 16 /* positions per 1x1 tile: one AVX-512 vector */
+#endif
+#define FPANEL 16384 /* floats of packed panels per 1x1 task (64 KB): in L2 */
+
+static inline __attribute__((always_inline)) void flat_tile(real *restrict y, size_t ys, int n_o, int nw,
+                                                            const real *restrict xt, const real *restrict wpk,
+                                                            int Cin, const real *bias) {
+    real acc[MR][FN], part[MR][FN];
+    for (int m = 0; m < MR; m++)
+        for (int n = 0; n < FN; n++) acc[m][n] = 0;
+    for (int i0 = 0; i0 < Cin; i0 += CB) {
+        int i1 = i0 + CB < Cin ? i0 + CB : Cin;
+        for (int m = 0; m < MR; m++)
+            for (int n = 0; n < FN; n++) part[m][n] = 0;
+        for (int i = i0; i < i1; i++) {
+            const real *xi = xt + (size_t)i * FN, *wi = wpk + (size_t)i * MR;
+            for (int m = 0; m < MR; m++)
+#pragma omp simd
+                for (int n = 0; n < FN; n++) part[m][n] = FMA(wi[m], xi[n], part[m][n]);
+        }
+        for (int m = 0; m < MR; m++)
+#pragma omp simd
+            for (int n = 0; n < FN; n++) acc[m][n] = acc[m][n] + part[m][n];
     }
-    if (n0 < N) {
-        int tail = (int)(N - n0);
-        Padded g = {.Tp = 1, .Hp = 1, .Wp = tail, .sw = 1, .half = tail, .Wrow = tail, .cs = (size_t)tail};
-        real *tb = ivae_scratch(SCR_PAD, (size_t)Cin * tail + pad_slack(&g));
-        for (int c = 0; c < Cin; c++) memcpy(tb + (size_t)c * tail, x + (size_t)c * N + n0, (size_t)tail * sizeof(real));
-        memset(tb + (size_t)Cin * tail, 0, pad_slack(&g) * sizeof(real));
-        conv_padded_to(out + n0, N, tb, &g, wpk, bias, Cin, Cout, 0, 1, 1, tail, 1, 1, 1, 1, 1);
+    if (bias)
+        for (int m = 0; m < MR; m++) {
+            real b = m < n_o ? bias[m] : 0;
+#pragma omp simd
+            for (int n = 0; n < FN; n++) acc[m][n] = acc[m][n] + b;
+        }
+    if (n_o == MR && nw == FN)
+        for (int m = 0; m < MR; m++)
+#pragma omp simd
+            for (int n = 0; n < FN; n++) y[m * ys + n] = acc[m][n];
+    else { /* through a copy, so that acc itself is only ever indexed by constants (and stays in registers) */
+        real tmp[MR][FN];
+        for (int m = 0; m < MR; m++)
+#pragma omp simd
+            for (int n = 0; n < FN; n++) tmp[m][n] = acc[m][n];
+        for (int m = 0; m < n_o; m++)
+            if (nw == FN) memcpy(y + m * ys, tmp[m], sizeof tmp[m]);
+            else memcpy(y + m * ys, tmp[m], (size_t)nw * sizeof(real));
+    }
+}
+
+static void conv_flat(real *out, const real *x, const real *wpk, const real *bias, int Cin, int Cout, size_t N) {
+    size_t np = (N + FN - 1) / FN;
+    int fseg = FPANEL / (Cin * FN) > 1 ? FPANEL / (Cin * FN) : 1, nob = (Cout + MR - 1) / MR;
+    size_t nseg = (np + fseg - 1) / fseg, per = (size_t)fseg * Cin * FN;
+    real *panels = ivae_scratch(SCR_PAD, per * max_threads());
+#pragma omp parallel for schedule(static) IVAE_PAR((double)Cout * Cin * N)
+    for (size_t s = 0; s < nseg; s++) {
+        size_t p0 = s * fseg, p1 = p0 + fseg < np ? p0 + fseg : np;
+        real *xpk = panels + per * thread_id();
+        for (size_t p = p0; p < p1; p++) /* pack the segment's panels */
+            for (int i = 0; i < Cin; i++) {
+                size_t n0 = p * FN, nw = N - n0 < FN ? N - n0 : FN;
+                real *dst = xpk + ((p - p0) * Cin + i) * FN;
+                const real *src = x + (size_t)i * N + n0;
+                if (nw == FN)
+#pragma omp simd
+                    for (int n = 0; n < FN; n++) dst[n] = src[n];
+                else
+                    for (size_t n = 0; n < FN; n++) dst[n] = n < nw ? src[n] : 0;
+            }
+        for (int ob = 0; ob < nob; ob++) {
+            int o0 = ob * MR, n_o = Cout - o0 < MR ? Cout - o0 : MR;
+            const real *w = wpk + (size_t)ob * Cin * MR, *b = bias ? bias + o0 : NULL;
+            for (size_t p = p0; p < p1; p++) {
+                size_t n0 = p * FN;
+                int nw = N - n0 < FN ? (int)(N - n0) : FN;
+                flat_tile(out + (size_t)o0 * N + n0, N, n_o, nw, xpk + (p - p0) * Cin * FN, w, Cin, b);
+            }
+        }
     }
 }
 
