@@ -72,6 +72,7 @@
 #define SEG 128 /* output columns per forward task (a multiple of NR): one row's inputs stay in L2 */
 #define NO 32 /* output channels per weight-gradient tile */
 #define NC 9  /* kernel taps per weight-gradient tile (3 rows of 3) */
+#define TP 64 /* positions per piece of the weight gradient's transposed dy */
 
 /* the geometry of a padded, phase-split copy of a (C, T, H, W) tensor */
 typedef struct {
@@ -488,16 +489,6 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
                        int To, int Ho, int Wo, int kt, int kh, int kw, int st, int sh, int sw) {
     int K = kt * kh * kw, Coutp = (Cout + NO - 1) / NO * NO, nob = Coutp / NO;
     size_t P = (size_t)To * Ho * Wo;
-    /* dy transposed to (channel block, position, NO channels), channels padded to NO */
-    real *dyt = ivae_scratch(SCR_DYT, P * Coutp);
-#pragma omp parallel for schedule(static) IVAE_PAR((double)nob * P * NO)
-    for (size_t bp = 0; bp < (size_t)nob * P; bp++) {
-        size_t ob = bp / P, p = bp % P;
-        for (int o = 0; o < NO; o++) {
-            size_t oc = ob * NO + o;
-            dyt[bp * NO + o] = oc < (size_t)Cout ? dout[oc * P + p] : 0;
-        }
-    }
     /* A task is NO output channels x NC slots, each slot one (input channel,
        tap) pair with its own chain. 3x3x3 kernels: one channel, its taps in
        groups of 3 (a, c) rows of 3 d; other kernels (1x1x1, 3x1x1): one tap
@@ -509,7 +500,28 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
        (Ho x Wo x NO floats per block) stays in cache while every task uses it */
     real *clip = ivae_scratch(SCR_WGRAD, (size_t)ntask * NC * NO);
     memset(clip, 0, (size_t)ntask * NC * NO * sizeof(real));
+    /* dy transposed to (channel block, position, NO channels), channels padded to NO, one frame at a
+       time (so that it stays in cache for the frame's tasks), in pieces of TP positions: each
+       channel's TP values read straight through, written NO floats apart (the piece, TP x NO
+       floats, stays in L1). Reading the NO channels position by position instead, for the whole
+       clip at once, was most of a 1x1x1 conv's weight gradient: the channels are To x Ho x Wo
+       floats apart, a multiple of 4 KB at 64 x 64, so all NO of them fell into one L1 set. */
+    size_t F = (size_t)Ho * Wo, npc = (F + TP - 1) / TP;
+    real *dyt = ivae_scratch(SCR_DYT, F * Coutp);
     for (int t = 0; t < To; t++) {
+#pragma omp parallel for schedule(static) IVAE_PAR((double)nob * F * NO)
+        for (size_t bq = 0; bq < (size_t)nob * npc; bq++) {
+            size_t ob = bq / npc, p0 = bq % npc * TP, np = F - p0 < TP ? F - p0 : TP;
+            real *dst = dyt + (ob * F + p0) * NO;
+            for (int o = 0; o < NO; o++) {
+                size_t oc = ob * NO + o;
+                const real *src = dout + oc * P + t * F + p0;
+                if (oc < (size_t)Cout)
+                    for (size_t j = 0; j < np; j++) dst[j * NO + o] = src[j];
+                else
+                    for (size_t j = 0; j < np; j++) dst[j * NO + o] = 0;
+            }
+        }
 #pragma omp parallel for schedule(static) IVAE_PAR((double)ntask * NC * NO * Ho * Wo)
         for (int task = 0; task < ntask; task++) {
             int ob = task / (nchg * ngroup), cg = task / ngroup % nchg, grp = task % ngroup;
@@ -523,7 +535,7 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
                     x[k] = xp + (size_t)i * g->cs + ((size_t)(t * st + a) * g->Hp + h * sh + c) * g->Wrow + col_index(g, d);
                 }
                 real row[NC][NO];
-                const real *dyrow = dyt + ((size_t)ob * P + ((size_t)t * Ho + h) * Wo) * NO;
+                const real *dyrow = dyt + ((size_t)ob * F + (size_t)h * Wo) * NO;
                 if (nslot == NC) wgrad_row(row, x, dyrow, NO, Wo, NC); /* constant nc: fully unrolled */
                 else wgrad_row(row, x, dyrow, NO, Wo, nslot);
                 for (int k = 0; k < nslot; k++)
