@@ -284,20 +284,21 @@ static inline __attribute__((always_inline)) void flat_tile(real *restrict y, si
                                                             int Cin, const real *bias) {
     real acc[MR][FN], part[MR][FN];
     for (int m = 0; m < MR; m++)
-        for (int n = 0; n < FN; n++) acc[m][n] = 0;
-    for (int i0 = 0; i0 < Cin; i0 += CB) {
-        int i1 = i0 + CB < Cin ? i0 + CB : Cin;
+        for (int n = 0; n < FN; n++) acc[m][n] = part[m][n] = 0;
+    /* one loop over the channels, the block's end inside it: so that the compiler keeps
+       both acc and part in registers for the whole loop */
+    for (int i = 0; i < Cin; i++) {
+        const real *xi = xt + (size_t)i * FN, *wi = wpk + (size_t)i * MR;
         for (int m = 0; m < MR; m++)
-            for (int n = 0; n < FN; n++) part[m][n] = 0;
-        for (int i = i0; i < i1; i++) {
-            const real *xi = xt + (size_t)i * FN, *wi = wpk + (size_t)i * MR;
+#pragma omp simd
+            for (int n = 0; n < FN; n++) part[m][n] = FMA(wi[m], xi[n], part[m][n]);
+        if (i % CB == CB - 1 || i == Cin - 1)
             for (int m = 0; m < MR; m++)
 #pragma omp simd
-                for (int n = 0; n < FN; n++) part[m][n] = FMA(wi[m], xi[n], part[m][n]);
-        }
-        for (int m = 0; m < MR; m++)
-#pragma omp simd
-            for (int n = 0; n < FN; n++) acc[m][n] = acc[m][n] + part[m][n];
+                for (int n = 0; n < FN; n++) {
+                    acc[m][n] = acc[m][n] + part[m][n];
+                    part[m][n] = 0;
+                }
     }
     if (bias)
         for (int m = 0; m < MR; m++) {
