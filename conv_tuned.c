@@ -72,6 +72,7 @@
 #define SEG 128 /* output columns per forward task (a multiple of NR): one row's inputs stay in L2 */
 #define NO 32 /* output channels per weight-gradient tile */
 #define NC 9  /* kernel taps per weight-gradient tile (3 rows of 3) */
+#define NI 6  /* input channels per 1x1x1 weight-gradient tile */
 #define TP 64 /* positions per piece of the weight gradient's transposed dy */
 
 /* the geometry of a padded, phase-split copy of a (C, T, H, W) tensor */
@@ -486,6 +487,42 @@ static inline __attribute__((always_inline)) void wgrad_row(real row[NC][NO], co
     }
 }
 
+/* One frame of a 1x1x1 (stride 1) weight-gradient tile: NO output channels
+   x NI input channels, the frame's positions in one loop (rows of Wo, one
+   after another: x and dy are both contiguous over the frame), the end of
+   each row inside it: the row's chains (row) and the frame's sums (frame)
+   then both stay in registers, 2 x 12 vectors, and the frame's sums are
+   added to the clip's (clip) once. The order is the rule's: per row a fresh
+   fma chain over w', added to the frame's sum in increasing h', the frame's
+   sum to the clip's in increasing t'. x[k]: input channel k's frame; dyt:
+   the frame's transposed dy (F positions, NO channels each). */
+static inline __attribute__((always_inline)) void wgrad_flat_frame(real *restrict clip, const real *const *x,
+                                                                   const real *restrict dyt, size_t F, int Wo) {
+    real row[NI][NO], frame[NI][NO];
+    for (int k = 0; k < NI; k++)
+        for (int o = 0; o < NO; o++) row[k][o] = frame[k][o] = 0;
+    for (size_t p = 0, w = 0; p < F; p++) {
+        const real *dy = dyt + p * NO;
+        for (int k = 0; k < NI; k++) {
+            real xv = x[k][p];
+#pragma omp simd
+            for (int o = 0; o < NO; o++) row[k][o] = FMA(xv, dy[o], row[k][o]);
+        }
+        if (++w == (size_t)Wo) { /* the row's end */
+            w = 0;
+            for (int k = 0; k < NI; k++)
+#pragma omp simd
+                for (int o = 0; o < NO; o++) {
+                    frame[k][o] = frame[k][o] + row[k][o];
+                    row[k][o] = 0;
+                }
+        }
+    }
+    for (int k = 0; k < NI; k++)
+#pragma omp simd
+        for (int o = 0; o < NO; o++) clip[k * NO + o] = clip[k * NO + o] + frame[k][o];
+}
+
 static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Padded *g, int Cin, int Cout,
                        int To, int Ho, int Wo, int kt, int kh, int kw, int st, int sh, int sw) {
     int K = kt * kh * kw, Coutp = (Cout + NO - 1) / NO * NO, nob = Coutp / NO;
@@ -499,8 +536,11 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
     int ngroup = by_taps ? K / NC : K, nchg = by_taps ? Cin : (Cin + NC - 1) / NC, ntask = nob * nchg * ngroup;
     /* the clip sums of every task, filled frame by frame: one frame of dy
        (Ho x Wo x NO floats per block) stays in cache while every task uses it */
-    real *clip = ivae_scratch(SCR_WGRAD, (size_t)ntask * NC * NO);
-    memset(clip, 0, (size_t)ntask * NC * NO * sizeof(real));
+    /* 1x1x1 at stride 1: tasks of NO output channels x NI input channels instead (wgrad_flat_frame) */
+    int flat = K == 1 && st * sh * sw == 1, nig = (Cin + NI - 1) / NI;
+    size_t nclip = flat ? (size_t)nob * nig * NI * NO : (size_t)ntask * NC * NO;
+    real *clip = ivae_scratch(SCR_WGRAD, nclip);
+    memset(clip, 0, nclip * sizeof(real));
     /* dy transposed to (channel block, position, NO channels), channels padded to NO, one frame at a
        time (so that it stays in cache for the frame's tasks), in pieces of TP positions: each
        channel's TP values read straight through, written NO floats apart (the piece, TP x NO
@@ -522,6 +562,17 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
                 else
                     for (size_t j = 0; j < np; j++) dst[j * NO + o] = 0;
             }
+        }
+        if (flat) {
+#pragma omp parallel for schedule(static) IVAE_PAR((double)nob * nig * NI * NO * F)
+            for (int task = 0; task < nob * nig; task++) {
+                int ob = task / nig, ig = task % nig;
+                const real *x[NI]; /* channels past Cin repeat the last one; thrown away */
+                for (int k = 0; k < NI; k++)
+                    x[k] = xp + (size_t)(ig * NI + k < Cin ? ig * NI + k : Cin - 1) * g->cs + t * F;
+                wgrad_flat_frame(clip + (size_t)task * NI * NO, x, dyt + (size_t)ob * F * NO, F, Wo);
+            }
+            continue;
         }
 #pragma omp parallel for schedule(static) IVAE_PAR((double)ntask * NC * NO * Ho * Wo)
         for (int task = 0; task < ntask; task++) {
@@ -546,6 +597,16 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
             for (int k = 0; k < nslot; k++)
                 for (int o = 0; o < NO; o++) c[k * NO + o] += frame[k][o];
         }
+    }
+    if (flat) {
+        for (int task = 0; task < nob * nig; task++) {
+            int ob = task / nig, ig = task % nig;
+            const real *c = clip + (size_t)task * NI * NO;
+            for (int k = 0; k < NI && ig * NI + k < Cin; k++)
+                for (int o = 0; o < NO && ob * NO + o < Cout; o++)
+                    dweight[(size_t)(ob * NO + o) * Cin + ig * NI + k] += c[k * NO + o];
+        }
+        return;
     }
 #pragma omp parallel for schedule(static) IVAE_PAR((double)ntask * NC * NO)
     for (int task = 0; task < ntask; task++) {
