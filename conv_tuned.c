@@ -7,7 +7,7 @@
  * layers.c; what changes here is only where the numbers live.
  *
  * The convolution is where the time goes, so it is written to run near the
- * machine's limit. Three ideas:
+ * machine's limit. The ideas:
  *
  * 1. Pad once. The input is copied into a zero-padded buffer (kt-1 frames in
  *    front, floor(k/2) rows and columns around), so the inner loops have no
@@ -44,10 +44,23 @@
  *    packed kernel (ivae_conv3d_pack_dinp) holds the phases' sub-kernels one
  *    after another, each tap once, the size of the flipped kernel.
  *
+ * 5. 1x1x1 convs as a matrix product (conv_flat): the positions of the clip
+ *    are one long row; per task, a segment's input columns are packed into
+ *    panels of 16 positions (each panel's Cin rows contiguous), and a tile of
+ *    12 output channels x 16 positions runs over all Cin input channels with
+ *    both the running sum of the blocks and the block's chain in registers,
+ *    so the output is written once (the 3x3x3 tile adds each block into y in
+ *    memory, which costs little after 216-term chains but dominated 8-term
+ *    ones). The input gradient is the same product with the packed kernel
+ *    transposed.
+ *
  * The weight gradient vectorises over output channels instead: dy is
- * transposed to (position, channel), and each tile keeps NO channels x up to
- * 9 kernel taps of one input channel in registers, summed along an output
- * row, then row sums into frame sums, frame sums into the clip's. With
+ * transposed to (position, channel), one frame at a time, and each tile
+ * keeps NO channels x up to 9 kernel taps of one input channel in
+ * registers, summed along an output row, then row sums into frame sums,
+ * frame sums into the clip's (1x1x1 at stride 1: NO output x NI input
+ * channels, a frame's rows in one loop, row chains and frame sums both in
+ * registers: wgrad_flat_frame). With
  * fewer output channels than a tile's NO (decoder.conv_out has 3, which left
  * 29 of 32 lanes empty), or short rows, the lanes are 16 input
  * channels instead, of a channel-last padded copy of x, in the same order
@@ -257,8 +270,8 @@ static void conv_padded(real *out, const real *xp, const Padded *g, const real *
 
 /* A 1x1x1 conv of x (Cin, N) into out (Cout, N) is a matrix product,
    blocked for the registers and the caches:
-   - x is first packed into panels of FN positions: (N/FN panels, Cin, FN),
-     the last panel zero-padded. A panel's Cin rows of FN floats are then
+   - x is packed into panels of FN positions (Cin x FN floats each), the
+     last panel zero-padded. A panel's Cin rows of FN floats are then
      contiguous (in x itself they are N floats apart: with N a multiple of
      1024, as at 64 x 64, every row fell into the same L1 set).
    - A tile is one packed block of MR output channels x the FN positions of
@@ -267,9 +280,15 @@ static void conv_padded(real *out, const real *xp, const Padded *g, const real *
      vectors of 16 floats), so y is written once, with the bias, instead of
      read and written once per block of CB channels. Per input channel the
      tile's 12 fmas need one vector load of x and 12 broadcasts of w.
-   - A task is MR output channels x FSEG panels; ob fastest, so that
-     neighbouring tasks read the same panels (FSEG x Cin x FN floats, in L1
-     or L2), and a task's weights (Cin x MR floats) stay in L1.
+     The block's end is a test inside the one loop over the channels: with
+     a loop per block gcc kept acc and part on the stack, 3 stores and 3
+     loads per 8 fmas (66 -> 91-99 GFLOP/s per core in L2 with the test).
+   - A task is a segment of up to FPANEL / (Cin x FN) panels (64 KB, in L2)
+     x every block of output channels: it packs the segment's panels once
+     (reading x straight from memory, panel by panel), then runs the tiles
+     block by block, so that a block's weights (Cin x MR floats) stay in L1
+     while they sweep the panels. (Packing all of x first, in its own pass,
+     cost a second trip through memory: slower at 64 -> 32 channels.)
    The order is the rule's: per block of CB channels a fresh chain over its
    channels in increasing order, added to acc in increasing block order
    (the first block: 0 + part), then the bias. */
