@@ -7,7 +7,7 @@
  * layers.c; what changes here is only where the numbers live.
  *
  * The convolution is where the time goes, so it is written to run near the
- * machine's limit. Three ideas:
+ * machine's limit. The ideas:
  *
  * 1. Pad once. The input is copied into a zero-padded buffer (kt-1 frames in
  *    front, floor(k/2) rows and columns around), so the inner loops have no
@@ -44,10 +44,23 @@
  *    packed kernel (ivae_conv3d_pack_dinp) holds the phases' sub-kernels one
  *    after another, each tap once, the size of the flipped kernel.
  *
+ * 5. 1x1x1 convs as a matrix product (conv_flat): the positions of the clip
+ *    are one long row; per task, a segment's input columns are packed into
+ *    panels of 16 positions (each panel's Cin rows contiguous), and a tile of
+ *    12 output channels x 16 positions runs over all Cin input channels with
+ *    both the running sum of the blocks and the block's chain in registers,
+ *    so the output is written once (the 3x3x3 tile adds each block into y in
+ *    memory, which costs little after 216-term chains but dominated 8-term
+ *    ones). The input gradient is the same product with the packed kernel
+ *    transposed.
+ *
  * The weight gradient vectorises over output channels instead: dy is
- * transposed to (position, channel), and each tile keeps NO channels x up to
- * 9 kernel taps of one input channel in registers, summed along an output
- * row, then row sums into frame sums, frame sums into the clip's. With
+ * transposed to (position, channel), one frame at a time, and each tile
+ * keeps NO channels x up to 9 kernel taps of one input channel in
+ * registers, summed along an output row, then row sums into frame sums,
+ * frame sums into the clip's (1x1x1 at stride 1: NO output x NI input
+ * channels, a frame's rows in one loop, row chains and frame sums both in
+ * registers: wgrad_flat_frame). With
  * fewer output channels than a tile's NO (decoder.conv_out has 3, which left
  * 29 of 32 lanes empty), or short rows, the lanes are 16 input
  * channels instead, of a channel-last padded copy of x, in the same order
@@ -72,6 +85,8 @@
 #define SEG 128 /* output columns per forward task (a multiple of NR): one row's inputs stay in L2 */
 #define NO 32 /* output channels per weight-gradient tile */
 #define NC 9  /* kernel taps per weight-gradient tile (3 rows of 3) */
+#define NI 6  /* input channels per 1x1x1 weight-gradient tile */
+#define TP 64 /* positions per piece of the weight gradient's transposed dy */
 
 /* the geometry of a padded, phase-split copy of a (C, T, H, W) tensor */
 typedef struct {
@@ -253,24 +268,108 @@ static void conv_padded(real *out, const real *xp, const Padded *g, const real *
     conv_padded_to(out, (size_t)To * Ho * Wo, xp, g, wpk, bias, Cin, Cout, t0, To, Ho, Wo, kt, kh, kw, st, sh);
 }
 
-/* A 1x1x1 conv of x (Cin, N) into out (Cout, N): the N positions are one
-   long row, which fills every lane of a tile. No copy of x: the tiles that
-   fit whole read it where it is (a 1x1x1 conv has no padding); only the last
-   N mod NR positions, whose tile would read past the end, are copied into a
-   small zero-padded buffer. */
-static void conv_flat(real *out, const real *x, const real *wpk, const real *bias, int Cin, int Cout, size_t N) {
-    size_t n0 = N / NR * NR;
-    if (n0 > 0) {
-        Padded g = {.Tp = 1, .Hp = 1, .Wp = (int)n0, .sw = 1, .half = (int)n0, .Wrow = (int)n0, .cs = N};
-        conv_padded_to(out, N, x, &g, wpk, bias, Cin, Cout, 0, 1, 1, (int)n0, 1, 1, 1, 1, 1);
+/* A 1x1x1 conv of x (Cin, N) into out (Cout, N) is a matrix product,
+   blocked for the registers and the caches:
+   - x is packed into panels of FN positions (Cin x FN floats each), the
+     last panel zero-padded. A panel's Cin rows of FN floats are then
+     contiguous (in x itself they are N floats apart: with N a multiple of
+     1024, as at 64 x 64, every row fell into the same L1 set).
+   - A tile is one packed block of MR output channels x the FN positions of
+     one panel, for all Cin input channels: the sum of the blocks so far
+     (acc) and the block's chain (part) both stay in registers (2 x 12
+     vectors of 16 floats), so y is written once, with the bias, instead of
+     read and written once per block of CB channels. Per input channel the
+     tile's 12 fmas need one vector load of x and 12 broadcasts of w.
+     The block's end is a test inside the one loop over the channels: with
+     a loop per block gcc kept acc and part on the stack, 3 stores and 3
+     loads per 8 fmas (66 -> 91-99 GFLOP/s per core in L2 with the test).
+   - A task is a segment of up to FPANEL / (Cin x FN) panels (64 KB, in L2)
+     x every block of output channels: it packs the segment's panels once
+     (reading x straight from memory, panel by panel), then runs the tiles
+     block by block, so that a block's weights (Cin x MR floats) stay in L1
+     while they sweep the panels. (Packing all of x first, in its own pass,
+     cost a second trip through memory: slower at 64 -> 32 channels.)
+   The order is the rule's: per block of CB channels a fresh chain over its
+   channels in increasing order, added to acc in increasing block order
+   (the first block: 0 + part), then the bias. */
+#ifdef IVAE_DOUBLE
+#define FN 8 /* positions per 1x1 tile (doubles: 8 per vector) */
+#else
+#define FN 16 /* positions per 1x1 tile: one AVX-512 vector */
+#endif
+#define FPANEL 16384 /* floats of packed panels per 1x1 task (64 KB): in L2 */
+
+static inline __attribute__((always_inline)) void flat_tile(real *restrict y, size_t ys, int n_o, int nw,
+                                                            const real *restrict xt, const real *restrict wpk,
+                                                            int Cin, const real *bias) {
+    real acc[MR][FN], part[MR][FN];
+    for (int m = 0; m < MR; m++)
+        for (int n = 0; n < FN; n++) acc[m][n] = part[m][n] = 0;
+    /* one loop over the channels, the block's end inside it: so that the compiler keeps
+       both acc and part in registers for the whole loop */
+    for (int i = 0; i < Cin; i++) {
+        const real *xi = xt + (size_t)i * FN, *wi = wpk + (size_t)i * MR;
+        for (int m = 0; m < MR; m++)
+#pragma omp simd
+            for (int n = 0; n < FN; n++) part[m][n] = FMA(wi[m], xi[n], part[m][n]);
+        if (i % CB == CB - 1 || i == Cin - 1)
+            for (int m = 0; m < MR; m++)
+#pragma omp simd
+                for (int n = 0; n < FN; n++) {
+                    acc[m][n] = acc[m][n] + part[m][n];
+                    part[m][n] = 0;
+                }
     }
-    if (n0 < N) {
-        int tail = (int)(N - n0);
-        Padded g = {.Tp = 1, .Hp = 1, .Wp = tail, .sw = 1, .half = tail, .Wrow = tail, .cs = (size_t)tail};
-        real *tb = ivae_scratch(SCR_PAD, (size_t)Cin * tail + pad_slack(&g));
-        for (int c = 0; c < Cin; c++) memcpy(tb + (size_t)c * tail, x + (size_t)c * N + n0, (size_t)tail * sizeof(real));
-        memset(tb + (size_t)Cin * tail, 0, pad_slack(&g) * sizeof(real));
-        conv_padded_to(out + n0, N, tb, &g, wpk, bias, Cin, Cout, 0, 1, 1, tail, 1, 1, 1, 1, 1);
+    if (bias)
+        for (int m = 0; m < MR; m++) {
+            real b = m < n_o ? bias[m] : 0;
+#pragma omp simd
+            for (int n = 0; n < FN; n++) acc[m][n] = acc[m][n] + b;
+        }
+    if (n_o == MR && nw == FN)
+        for (int m = 0; m < MR; m++)
+#pragma omp simd
+            for (int n = 0; n < FN; n++) y[m * ys + n] = acc[m][n];
+    else { /* through a copy, so that acc itself is only ever indexed by constants (and stays in registers) */
+        real tmp[MR][FN];
+        for (int m = 0; m < MR; m++)
+#pragma omp simd
+            for (int n = 0; n < FN; n++) tmp[m][n] = acc[m][n];
+        for (int m = 0; m < n_o; m++)
+            if (nw == FN) memcpy(y + m * ys, tmp[m], sizeof tmp[m]);
+            else memcpy(y + m * ys, tmp[m], (size_t)nw * sizeof(real));
+    }
+}
+
+static void conv_flat(real *out, const real *x, const real *wpk, const real *bias, int Cin, int Cout, size_t N) {
+    size_t np = (N + FN - 1) / FN;
+    int fseg = FPANEL / (Cin * FN) > 1 ? FPANEL / (Cin * FN) : 1, nob = (Cout + MR - 1) / MR;
+    size_t nseg = (np + fseg - 1) / fseg, per = (size_t)fseg * Cin * FN;
+    real *panels = ivae_scratch(SCR_PAD, per * max_threads());
+#pragma omp parallel for schedule(static) IVAE_PAR((double)Cout * Cin * N)
+    for (size_t s = 0; s < nseg; s++) {
+        size_t p0 = s * fseg, p1 = p0 + fseg < np ? p0 + fseg : np;
+        real *xpk = panels + per * thread_id();
+        for (size_t p = p0; p < p1; p++) /* pack the segment's panels */
+            for (int i = 0; i < Cin; i++) {
+                size_t n0 = p * FN, nw = N - n0 < FN ? N - n0 : FN;
+                real *dst = xpk + ((p - p0) * Cin + i) * FN;
+                const real *src = x + (size_t)i * N + n0;
+                if (nw == FN)
+#pragma omp simd
+                    for (int n = 0; n < FN; n++) dst[n] = src[n];
+                else
+                    for (size_t n = 0; n < FN; n++) dst[n] = n < nw ? src[n] : 0;
+            }
+        for (int ob = 0; ob < nob; ob++) {
+            int o0 = ob * MR, n_o = Cout - o0 < MR ? Cout - o0 : MR;
+            const real *w = wpk + (size_t)ob * Cin * MR, *b = bias ? bias + o0 : NULL;
+            for (size_t p = p0; p < p1; p++) {
+                size_t n0 = p * FN;
+                int nw = N - n0 < FN ? (int)(N - n0) : FN;
+                flat_tile(out + (size_t)o0 * N + n0, N, n_o, nw, xpk + (p - p0) * Cin * FN, w, Cin, b);
+            }
+        }
     }
 }
 
@@ -407,20 +506,46 @@ static inline __attribute__((always_inline)) void wgrad_row(real row[NC][NO], co
     }
 }
 
+/* One frame of a 1x1x1 (stride 1) weight-gradient tile: NO output channels
+   x NI input channels, the frame's positions in one loop (rows of Wo, one
+   after another: x and dy are both contiguous over the frame), the end of
+   each row inside it: the row's chains (row) and the frame's sums (frame)
+   then both stay in registers, 2 x 12 vectors, and the frame's sums are
+   added to the clip's (clip) once. The order is the rule's: per row a fresh
+   fma chain over w', added to the frame's sum in increasing h', the frame's
+   sum to the clip's in increasing t'. x[k]: input channel k's frame; dyt:
+   the frame's transposed dy (F positions, NO channels each). */
+static inline __attribute__((always_inline)) void wgrad_flat_frame(real *restrict clip, const real *const *x,
+                                                                   const real *restrict dyt, size_t F, int Wo) {
+    real row[NI][NO], frame[NI][NO];
+    for (int k = 0; k < NI; k++)
+        for (int o = 0; o < NO; o++) row[k][o] = frame[k][o] = 0;
+    for (size_t p = 0, w = 0; p < F; p++) {
+        const real *dy = dyt + p * NO;
+        for (int k = 0; k < NI; k++) {
+            real xv = x[k][p];
+#pragma omp simd
+            for (int o = 0; o < NO; o++) row[k][o] = FMA(xv, dy[o], row[k][o]);
+        }
+        if (++w == (size_t)Wo) { /* the row's end */
+            w = 0;
+            for (int k = 0; k < NI; k++)
+#pragma omp simd
+                for (int o = 0; o < NO; o++) {
+                    frame[k][o] = frame[k][o] + row[k][o];
+                    row[k][o] = 0;
+                }
+        }
+    }
+    for (int k = 0; k < NI; k++)
+#pragma omp simd
+        for (int o = 0; o < NO; o++) clip[k * NO + o] = clip[k * NO + o] + frame[k][o];
+}
+
 static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Padded *g, int Cin, int Cout,
                        int To, int Ho, int Wo, int kt, int kh, int kw, int st, int sh, int sw) {
     int K = kt * kh * kw, Coutp = (Cout + NO - 1) / NO * NO, nob = Coutp / NO;
     size_t P = (size_t)To * Ho * Wo;
-    /* dy transposed to (channel block, position, NO channels), channels padded to NO */
-    real *dyt = ivae_scratch(SCR_DYT, P * Coutp);
-#pragma omp parallel for schedule(static) IVAE_PAR((double)nob * P * NO)
-    for (size_t bp = 0; bp < (size_t)nob * P; bp++) {
-        size_t ob = bp / P, p = bp % P;
-        for (int o = 0; o < NO; o++) {
-            size_t oc = ob * NO + o;
-            dyt[bp * NO + o] = oc < (size_t)Cout ? dout[oc * P + p] : 0;
-        }
-    }
     /* A task is NO output channels x NC slots, each slot one (input channel,
        tap) pair with its own chain. 3x3x3 kernels: one channel, its taps in
        groups of 3 (a, c) rows of 3 d; other kernels (1x1x1, 3x1x1): one tap
@@ -430,9 +555,44 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
     int ngroup = by_taps ? K / NC : K, nchg = by_taps ? Cin : (Cin + NC - 1) / NC, ntask = nob * nchg * ngroup;
     /* the clip sums of every task, filled frame by frame: one frame of dy
        (Ho x Wo x NO floats per block) stays in cache while every task uses it */
-    real *clip = ivae_scratch(SCR_WGRAD, (size_t)ntask * NC * NO);
-    memset(clip, 0, (size_t)ntask * NC * NO * sizeof(real));
+    /* 1x1x1 at stride 1: tasks of NO output channels x NI input channels instead (wgrad_flat_frame) */
+    int flat = K == 1 && st * sh * sw == 1, nig = (Cin + NI - 1) / NI;
+    size_t nclip = flat ? (size_t)nob * nig * NI * NO : (size_t)ntask * NC * NO;
+    real *clip = ivae_scratch(SCR_WGRAD, nclip);
+    memset(clip, 0, nclip * sizeof(real));
+    /* dy transposed to (channel block, position, NO channels), channels padded to NO, one frame at a
+       time (so that it stays in cache for the frame's tasks), in pieces of TP positions: each
+       channel's TP values read straight through, written NO floats apart (the piece, TP x NO
+       floats, stays in L1). Reading the NO channels position by position instead, for the whole
+       clip at once, was most of a 1x1x1 conv's weight gradient: the channels are To x Ho x Wo
+       floats apart, a multiple of 4 KB at 64 x 64, so all NO of them fell into one L1 set. */
+    size_t F = (size_t)Ho * Wo, npc = (F + TP - 1) / TP;
+    real *dyt = ivae_scratch(SCR_DYT, F * Coutp);
     for (int t = 0; t < To; t++) {
+#pragma omp parallel for schedule(static) IVAE_PAR((double)nob * F * NO)
+        for (size_t bq = 0; bq < (size_t)nob * npc; bq++) {
+            size_t ob = bq / npc, p0 = bq % npc * TP, np = F - p0 < TP ? F - p0 : TP;
+            real *dst = dyt + (ob * F + p0) * NO;
+            for (int o = 0; o < NO; o++) {
+                size_t oc = ob * NO + o;
+                const real *src = dout + oc * P + t * F + p0;
+                if (oc < (size_t)Cout)
+                    for (size_t j = 0; j < np; j++) dst[j * NO + o] = src[j];
+                else
+                    for (size_t j = 0; j < np; j++) dst[j * NO + o] = 0;
+            }
+        }
+        if (flat) {
+#pragma omp parallel for schedule(static) IVAE_PAR((double)nob * nig * NI * NO * F)
+            for (int task = 0; task < nob * nig; task++) {
+                int ob = task / nig, ig = task % nig;
+                const real *x[NI]; /* channels past Cin repeat the last one; thrown away */
+                for (int k = 0; k < NI; k++)
+                    x[k] = xp + (size_t)(ig * NI + k < Cin ? ig * NI + k : Cin - 1) * g->cs + t * F;
+                wgrad_flat_frame(clip + (size_t)task * NI * NO, x, dyt + (size_t)ob * F * NO, F, Wo);
+            }
+            continue;
+        }
 #pragma omp parallel for schedule(static) IVAE_PAR((double)ntask * NC * NO * Ho * Wo)
         for (int task = 0; task < ntask; task++) {
             int ob = task / (nchg * ngroup), cg = task / ngroup % nchg, grp = task % ngroup;
@@ -446,7 +606,7 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
                     x[k] = xp + (size_t)i * g->cs + ((size_t)(t * st + a) * g->Hp + h * sh + c) * g->Wrow + col_index(g, d);
                 }
                 real row[NC][NO];
-                const real *dyrow = dyt + ((size_t)ob * P + ((size_t)t * Ho + h) * Wo) * NO;
+                const real *dyrow = dyt + ((size_t)ob * F + (size_t)h * Wo) * NO;
                 if (nslot == NC) wgrad_row(row, x, dyrow, NO, Wo, NC); /* constant nc: fully unrolled */
                 else wgrad_row(row, x, dyrow, NO, Wo, nslot);
                 for (int k = 0; k < nslot; k++)
@@ -456,6 +616,16 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
             for (int k = 0; k < nslot; k++)
                 for (int o = 0; o < NO; o++) c[k * NO + o] += frame[k][o];
         }
+    }
+    if (flat) {
+        for (int task = 0; task < nob * nig; task++) {
+            int ob = task / nig, ig = task % nig;
+            const real *c = clip + (size_t)task * NI * NO;
+            for (int k = 0; k < NI && ig * NI + k < Cin; k++)
+                for (int o = 0; o < NO && ob * NO + o < Cout; o++)
+                    dweight[(size_t)(ob * NO + o) * Cin + ig * NI + k] += c[k * NO + o];
+        }
+        return;
     }
 #pragma omp parallel for schedule(static) IVAE_PAR((double)ntask * NC * NO)
     for (int task = 0; task < ntask; task++) {

@@ -162,6 +162,10 @@ int main(int argc, char **argv) {
         {6, 2, 3, 48, 14, 3, 3, 3, 1, 1, 1}, /* narrow tiles: 48 columns are 3 of 16 */
         /* weight gradients by input-channel lanes: a ragged last group of 16 channels, output channels not a multiple of 3 */
         {20, 3, 6, 7, 5, 3, 3, 3, 2, 2, 2}, {37, 4, 5, 9, 7, 3, 3, 3, 1, 1, 1}, {24, 2, 9, 9, 40, 1, 3, 3, 1, 2, 2},
+        /* 1x1x1 as a matrix product: ragged tiles of output channels (45 = 3 x 12 + 9 = 32 + 13), of input
+           channels (13: chains of 8 + 5, tiles of 6), of positions (66 = 4 x 16 + 2); one position; more
+           input channels than a task's panels hold (one panel per task) */
+        {13, 2, 3, 11, 45, 1, 1, 1, 1, 1, 1}, {5, 1, 1, 1, 7, 1, 1, 1, 1, 1, 1}, {1100, 1, 2, 9, 14, 1, 1, 1, 1, 1, 1},
     };
     for (size_t j = 0; j < sizeof odd / sizeof odd[0]; j++) {
         int *c = odd[j];
