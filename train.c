@@ -1134,6 +1134,23 @@ typedef struct {
 
 /* --- setup --- */
 
+/* a loaded model (from the file src: --resume or --init) keeps its
+   architecture (the block and attention norms); the image mode and the loss
+   normalisation may change, with a note */
+static void keep_variants(Run *r, const char *src) {
+    const Opts *o = &r->o;
+    int *have[4] = {&r->m->cfg.block_norm, &r->m->cfg.attn_norm, &r->m->cfg.image_mode, &r->m->cfg.loss_norm};
+    for (int k = 0; k < 4; k++) {
+        if (o->variant[k] < 0 || o->variant[k] == *have[k]) continue;
+        if (k < 2) die("%s %s: %s's model has %s %s (a run from it keeps its architecture)", VARIANT_FLAG[k],
+                       ivae_variant_name(VARIANT_KIND[k], o->variant[k]), src, VARIANT_KIND[k],
+                       ivae_variant_name(VARIANT_KIND[k], *have[k]));
+        fprintf(stderr, "ivae: note: %s %s replaces %s's %s\n", VARIANT_FLAG[k],
+                ivae_variant_name(VARIANT_KIND[k], o->variant[k]), src, ivae_variant_name(VARIANT_KIND[k], *have[k]));
+        *have[k] = o->variant[k];
+    }
+}
+
 /* the model: a fresh one of --config, or the one of --resume with its state */
 static void setup_model(Run *r) {
     const Opts *o = &r->o;
@@ -1144,26 +1161,10 @@ static void setup_model(Run *r) {
         if (o->steps && o->steps != s->total_steps)
             fprintf(stderr, "ivae: note: --steps %ld replaces the checkpoint's schedule of %ld steps\n", o->steps, s->total_steps);
         if (o->steps) s->total_steps = o->steps;
-        int *have[4] = {&r->m->cfg.block_norm, &r->m->cfg.attn_norm, &r->m->cfg.image_mode, &r->m->cfg.loss_norm};
-        for (int k = 0; k < 4; k++) {
-            if (o->variant[k] < 0 || o->variant[k] == *have[k]) continue;
-            if (k < 2) die("%s %s: %s's model has %s %s (a resumed run keeps its architecture)", VARIANT_FLAG[k],
-                           ivae_variant_name(VARIANT_KIND[k], o->variant[k]), o->resume, VARIANT_KIND[k],
-                           ivae_variant_name(VARIANT_KIND[k], *have[k]));
-            fprintf(stderr, "ivae: note: %s %s replaces the checkpoint's %s\n", VARIANT_FLAG[k],
-                    ivae_variant_name(VARIANT_KIND[k], o->variant[k]), ivae_variant_name(VARIANT_KIND[k], *have[k]));
-            *have[k] = o->variant[k];
-        }
+        keep_variants(r, o->resume);
     } else if (o->init) { /* a fine-tune: the weights of a model, everything else fresh */
         if (!(r->m = ivae_load(o->init))) die("train --init: %s", ivae_error());
-        int *have[4] = {&r->m->cfg.block_norm, &r->m->cfg.attn_norm, &r->m->cfg.image_mode, &r->m->cfg.loss_norm};
-        for (int k = 0; k < 4; k++) {
-            if (o->variant[k] < 0 || o->variant[k] == *have[k]) continue;
-            if (k < 2) die("%s %s: %s's model has %s %s (--init keeps its architecture)", VARIANT_FLAG[k],
-                           ivae_variant_name(VARIANT_KIND[k], o->variant[k]), o->init, VARIANT_KIND[k],
-                           ivae_variant_name(VARIANT_KIND[k], *have[k]));
-            *have[k] = o->variant[k];
-        }
+        keep_variants(r, o->init);
         s->rng.s = o->seed * 0x9E3779B97F4A7C15ull + 1;
         s->lr_scale = 1;
         s->total_steps = o->steps;
