@@ -28,7 +28,7 @@ frame from a fixed ladder of sizes (the photo's short side divided by 2^k), so
 a slow zoom does not change filters every frame.
 
 Writes OUTDIR/0001.png ... as 8-bit RGB PNG (PIL, compress_level 9). Needs
-python3-pil and python3-numpy (Debian packages).
+python3-pil (the Debian package).
 """
 import math
 import os

@@ -15,7 +15,7 @@
 #   apt-get install ffmpeg python3 python-kivy-examples forensics-samples-files \
 #                   python3-skimage libjxl-testdata plasma-workspace-wallpapers \
 #                   lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 mate-backgrounds \
-#                   ukui-wallpapers python3-pil python3-numpy
+#                   ukui-wallpapers python3-pil
 # (python3-pil draws the synthetic camera clips of camera.py, next to this script)
 # python3-skimage is only needed for its bundled sample photos
 # (/usr/lib/python3/dist-packages/skimage/data). To avoid installing packages,
@@ -83,7 +83,7 @@ if [ ${#need[@]} -gt 0 ]; then
   printf '  %s\n' "${need[@]}" >&2
   echo "install them with:" >&2
   echo "  apt-get update && apt-get install ffmpeg python3 python-kivy-examples forensics-samples-files python3-skimage libjxl-testdata \\" >&2
-  echo "      plasma-workspace-wallpapers lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 mate-backgrounds ukui-wallpapers python3-pil python3-numpy" >&2
+  echo "      plasma-workspace-wallpapers lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 mate-backgrounds ukui-wallpapers python3-pil" >&2
   echo "(or unpack those .deb files and set SRC_ROOT, see the header of this script)" >&2
   exit 1
 fi
