@@ -367,8 +367,11 @@ static void load_split(Dataset *ds, const char *root, const char *split, int min
             fprintf(stderr, "ivae: note: skipping %s: %d frames, fewer than %d\n", names[j], c.T, min_frames);
             clip_free(&c);
             free(names[j]);
-        } else
+        } else { /* kept with its name alone, for frames.csv and the messages */
+            char *slash = strrchr(names[j], '/');
+            if (slash) memmove(names[j], slash + 1, strlen(slash + 1) + 1);
             ds->clip_names[ds->n_clips] = names[j], ds->clips[ds->n_clips++] = c;
+        }
     }
     free(names);
     snprintf(dir, sizeof dir, "%s/%s/images", root, split);
@@ -990,10 +993,7 @@ static Eval evaluate(IvaeModel *m, IvaeClModel *cm, const Dataset *ev, const Opt
                     die("%s", ivae_error());
                 double p = clip_psnr(&a, &b);
                 if (p < e.frame_min) e.frame_min = p, e.frame_min_clip = j, e.frame_min_t = t;
-                if (fcsv) {
-                    const char *name = strrchr(ev->clip_names[j], '/');
-                    fprintf(fcsv, "%s,%d,%.4f\n", name ? name + 1 : ev->clip_names[j], t + 1, p);
-                }
+                if (fcsv) fprintf(fcsv, "%s,%d,%.4f\n", ev->clip_names[j], t + 1, p);
                 clip_free(&a), clip_free(&b);
             }
             if (o->eval_jpeg) {
@@ -1162,12 +1162,9 @@ static void setup_model(Run *r) {
             fprintf(stderr, "ivae: note: --steps %ld replaces the checkpoint's schedule of %ld steps\n", o->steps, s->total_steps);
         if (o->steps) s->total_steps = o->steps;
         keep_variants(r, o->resume);
-    } else if (o->init) { /* a fine-tune: the weights of a model, everything else fresh */
+    } else if (o->init) { /* a fine-tune: the weights of a model, everything else fresh (below) */
         if (!(r->m = ivae_load(o->init))) die("train --init: %s", ivae_error());
         keep_variants(r, o->init);
-        s->rng.s = o->seed * 0x9E3779B97F4A7C15ull + 1;
-        s->lr_scale = 1;
-        s->total_steps = o->steps;
     } else {
         IvaeConfig cfg;
         if (ivae_config_preset(o->config, &cfg) != 0) die("%s", ivae_error());
@@ -1177,6 +1174,8 @@ static void setup_model(Run *r) {
         r->m = ivae_model_new(&cfg);
         if (!r->m) die("train: %s", ivae_error());
         ivae_init_params(r->m, o->seed);
+    }
+    if (!o->resume) { /* a fresh run's state: step 0, the batches' RNG, the full rate */
         s->rng.s = o->seed * 0x9E3779B97F4A7C15ull + 1;
         s->lr_scale = 1;
         s->total_steps = o->steps; /* 0: set from the time budget after a few steps */
@@ -1788,11 +1787,9 @@ int eval_main(int argc, char **argv) {
                e.psnr_img_jpeg, e.psnr_vid_jpeg);
     printf("  latent: per-channel std %.3g (%.3g .. %.3g), energy above half Nyquist %.3g, outlier positions %.3g\n",
            e.z_std_mean, e.z_std_min, e.z_std_max, e.z_hf, e.z_outliers);
-    if (ev.n_clips) {
-        const char *name = strrchr(ev.clip_names[e.frame_min_clip], '/');
+    if (ev.n_clips)
         printf("  clip frames: the lowest PSNR %.2f dB (%s, frame %d); every frame's: %s/frames.csv\n", e.frame_min,
-               name ? name + 1 : ev.clip_names[e.frame_min_clip], e.frame_min_t + 1, o.out);
-    }
+               ev.clip_names[e.frame_min_clip], e.frame_min_t + 1, o.out);
     printf("  splotch ratio (largest / median per-pixel norm, worst block) %.3g at %s\n", e.splotch, e.splotch_block);
     write_metrics(o.out, &e);
     printf("side-by-side pictures (original | reconstruction | error): %s/heldout_*.png; every frame of a clip: contact_clip_*.png\n", o.out);
