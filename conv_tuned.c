@@ -532,6 +532,24 @@ static inline __attribute__((always_inline)) void wgrad_row(real row[NC][NO], co
     }
 }
 
+/* One frame of a weight-gradient tile: the rows' chains (wgrad_row) summed
+   into frame in increasing h. x0[k]: slot k's input row for output row 0,
+   the next output row's rs floats on; dyf: the frame's transposed dy. */
+static inline __attribute__((always_inline)) void wgrad_frame(real frame[NC][NO], const real *const *x0, size_t rs,
+                                                              const real *dyf, int Ho, int Wo, int nc) {
+    for (int k = 0; k < nc; k++)
+        for (int o = 0; o < NO; o++) frame[k][o] = 0;
+    for (int h = 0; h < Ho; h++) {
+        const real *x[NC];
+        for (int k = 0; k < nc; k++) x[k] = x0[k] + (size_t)h * rs;
+        real row[NC][NO];
+        wgrad_row(row, x, dyf + (size_t)h * Wo * NO, NO, Wo, nc);
+        for (int k = 0; k < nc; k++)
+#pragma omp simd
+            for (int o = 0; o < NO; o++) frame[k][o] = frame[k][o] + row[k][o];
+    }
+}
+
 /* One frame of a 1x1x1 (stride 1) weight-gradient tile: NO output channels
    x NI input channels, the frame's positions in one loop (rows of Wo, one
    after another: x and dy are both contiguous over the frame), the end of
@@ -585,6 +603,14 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
     int flat = K == 1 && st * sh * sw == 1, nig = (Cin + NI - 1) / NI;
     size_t nclip = flat ? (size_t)nob * nig * NI * NO : (size_t)ntask * NC * NO;
     real *clip = ivae_scratch(SCR_WGRAD, nclip);
+    /* where tap (a, c, d) reads in the padded input, from output (0, 0, 0): once per call, not per
+       task and row (the divisions there were a third of the time at 32 x 32, more on smaller rows) */
+    size_t tap_off[K];
+    if (!flat)
+        for (int tap = 0; tap < K; tap++) {
+            int a = tap / (kh * kw), c = tap / kw % kh, d = tap % kw;
+            tap_off[tap] = ((size_t)a * g->Hp + c) * g->Wrow + col_index(g, d);
+        }
     if (flat) memset(clip, 0, nclip * sizeof(real)); /* the other tasks start their sums at frame 0 (below) */
     /* dy transposed to (channel block, position, NO channels), channels padded to NO, one frame at a
        time (so that it stays in cache for the frame's tasks), in pieces of TP positions: each
@@ -623,21 +649,16 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
         for (int task = 0; task < ntask; task++) {
             int ob = task / (nchg * ngroup), cg = task / ngroup % nchg, grp = task % ngroup;
             int nslot = by_taps ? NC : Cin - cg * NC < NC ? Cin - cg * NC : NC;
-            real frame[NC][NO] = {{0}};
-            for (int h = 0; h < Ho; h++) {
-                const real *x[NC];
-                for (int k = 0; k < nslot; k++) {
-                    int i = by_taps ? cg : cg * NC + k, tap = by_taps ? grp * NC + k : grp;
-                    int a = tap / (kh * kw), c = tap / kw % kh, d = tap % kw;
-                    x[k] = xp + (size_t)i * g->cs + ((size_t)(t * st + a) * g->Hp + h * sh + c) * g->Wrow + col_index(g, d);
-                }
-                real row[NC][NO];
-                const real *dyrow = dyt + ((size_t)ob * F + (size_t)h * Wo) * NO;
-                if (nslot == NC) wgrad_row(row, x, dyrow, NO, Wo, NC); /* constant nc: fully unrolled */
-                else wgrad_row(row, x, dyrow, NO, Wo, nslot);
-                for (int k = 0; k < nslot; k++)
-                    for (int o = 0; o < NO; o++) frame[k][o] += row[k][o];
+            const real *x0[NC]; /* each slot's input row for output row 0 */
+            for (int k = 0; k < nslot; k++) {
+                int i = by_taps ? cg : cg * NC + k, tap = by_taps ? grp * NC + k : grp;
+                x0[k] = xp + (size_t)i * g->cs + (size_t)t * st * g->Hp * g->Wrow + tap_off[tap];
             }
+            real frame[NC][NO];
+            const real *dyf = dyt + (size_t)ob * F * NO;
+            size_t rs = (size_t)sh * g->Wrow;
+            if (nslot == NC) wgrad_frame(frame, x0, rs, dyf, Ho, Wo, NC); /* constant nc: fully unrolled */
+            else wgrad_frame(frame, x0, rs, dyf, Ho, Wo, nslot);
             /* the clip's sum from +0: frame 0 writes +0 + its sum (a memset of every task's sums
                first was 17% of 128 -> 128 channels at 5 x 8 x 8) */
             real *c = clip + (size_t)task * NC * NO;
@@ -698,14 +719,14 @@ static inline __attribute__((always_inline)) void wgrad_row_lanes(real row[NOF][
 
 /* where conv_wgrad_lanes is the faster (one thread, test/bench_conv, 3x3x3
    kernels): fewer output channels than a tile of NO (32 -> 3 at 17 x 64 x 64:
-   8 -> 66 GFLOP/s; 16 -> 16: 41 -> 77), and up to 2 NO of them on rows of
-   16 outputs or fewer (128 -> 32 at 5 x 8 x 8: 39 -> 53; 64 -> 64, stride
-   2,2,2 at 17 x 32 x 32: 49 -> 62); conv_wgrad stays ahead on longer rows
-   with many output channels (64 -> 32 at 17 x 64 x 64: 87 against 74), and
-   when the input channels fill less than one lane group (3 -> 32: 40
-   against 16) */
-static int wgrad_by_lanes(int Cin, int Cout, int Wo, int kh, int kw) {
-    return kh == 3 && kw == 3 && Cin >= CL && (Cout < NO || (Cout <= 2 * NO && Wo <= 16));
+   8 -> 66 GFLOP/s; 16 -> 16: 41 -> 77). Up to 2 NO output channels on rows
+   of 16 or fewer went here too until conv_wgrad stopped dividing per row;
+   since then conv_wgrad is ahead on them (128 -> 64 at 5 x 8 x 8: 55 against
+   48; 64 -> 64, stride 2,2,2 at 17 x 32 x 32: 60 against 53). With input
+   channels that fill less than one lane group (3 -> 32) conv_wgrad is ahead
+   too (40 against 16). */
+static int wgrad_by_lanes(int Cin, int Cout, int kh, int kw) {
+    return kh == 3 && kw == 3 && Cin >= CL && Cout < NO;
 }
 
 static void conv_wgrad_lanes(real *dweight, const real *dout, const real *inp, int Cin, int T, int H, int W, int Cout,
@@ -837,7 +858,7 @@ void ivae_conv3d_backward_tuned(real *dinp, real *dweight, real *dbias, const re
     }
 
     // dW[o,i,a,c,d] += sum_{t',h',w'} dy[o,t',h',w'] * xpad[i, t'st+a, h'sh+c, w'sw+d]
-    if (dweight && wgrad_by_lanes(Cin, Cout, Wo, kh, kw))
+    if (dweight && wgrad_by_lanes(Cin, Cout, kh, kw))
         conv_wgrad_lanes(dweight, dout, inp, Cin, T, H, W, Cout, To, Ho, Wo, kt, st, sh, sw);
     else if (dweight) {
         Padded g;
