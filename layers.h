@@ -78,7 +78,7 @@ static inline int thread_id(void) { return 0; }
 /* Scratch buffers that grow to the largest size asked for and are then
    reused: after the first step, the layers allocate nothing. Only called
    outside parallel regions. */
-enum { SCR_PAD, SCR_WPACK, SCR_DYT, SCR_DYPAD, SCR_PHASE, SCR_WGRAD, SCR_THREAD, SCR_ATT, SCR_SMALL, SCR_N };
+enum { SCR_PAD, SCR_WPACK, SCR_DYT, SCR_DYPAD, SCR_PHASE, SCR_WGRAD, SCR_THREAD, SCR_ATT, SCR_SMALL, SCR_COL, SCR_N };
 real *ivae_scratch(int slot, size_t n);
 /* per-thread scratch: n floats for each thread, from one scratch slot */
 #define THREAD_SCRATCH(base, n) ((base) + (size_t)thread_id() * (n))

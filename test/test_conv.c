@@ -166,6 +166,9 @@ int main(int argc, char **argv) {
            channels (13: chains of 8 + 5, tiles of 6), of positions (66 = 4 x 16 + 2); one position; more
            input channels than a task's panels hold (one panel per task) */
         {13, 2, 3, 11, 45, 1, 1, 1, 1, 1, 1}, {5, 1, 1, 1, 7, 1, 1, 1, 1, 1, 1}, {1100, 1, 2, 9, 14, 1, 1, 1, 1, 1, 1},
+        /* small frames gathered (rows of up to 8, 32 or more output channels): ragged tiles of output
+           channels and positions (5 x 7 = 35 of 64), stride 2; more frames than one group of copies holds */
+        {9, 3, 5, 7, 37, 3, 3, 3, 1, 1, 1}, {9, 5, 10, 13, 33, 3, 3, 3, 2, 2, 2}, {300, 20, 4, 8, 32, 3, 3, 3, 1, 1, 1},
     };
     for (size_t j = 0; j < sizeof odd / sizeof odd[0]; j++) {
         int *c = odd[j];
