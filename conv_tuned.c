@@ -54,6 +54,11 @@
  *    ones). The input gradient is the same product with the packed kernel
  *    transposed.
  *
+ * 6. Small frames gathered: rows of up to 8 outputs fill half a narrow
+ *    tile, so a frame's inputs are first copied per (input channel, tap)
+ *    into one row of its Ho x Wo outputs (an im2col of one frame), and the
+ *    wide tile runs along it (conv_padded_to).
+ *
  * The weight gradient vectorises over output channels instead: dy is
  * transposed to (position, channel), one frame at a time, and each tile
  * keeps NO channels x up to 9 kernel taps of one input channel in
