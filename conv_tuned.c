@@ -253,16 +253,6 @@ static void conv_padded_to(real *out, size_t plane, const real *xp, const Padded
         for (int c = 0; c < kh; c++)
             for (int d = 0; d < kw; d++) toff[(a * kh + c) * kw + d] = (a * g->Hp + c) * g->Wrow + col_index(g, d);
     int nob = (Cout + MR - 1) / MR, nseg = (Wo + SEG - 1) / SEG;
-    /* Short rows (up to 8 outputs: the latent-sized frames of 8 x 8) as one
-       long row: at stride 1 in h and w, output (h, w) reads the padded
-       input at q + toff[k], q = h * Wrow + w, so a frame's outputs are a row
-       of Ho x Wrow positions whose columns w >= Wo are thrown away. Its tiles
-       fill (8 x 8: 67% of the lanes used instead of 50%) and take the wide
-       tile's two vectors of x per weight broadcast. Each kept output's chain
-       is the one it has in a row of its own, so the bits do not change.
-       128 -> 128 channels at 5 x 8 x 8, one thread: forward 49 -> 66,
-       input gradient 46 -> 63 GFLOP/s (at 16 x 16 rows of 16 were faster:
-       102 against 89-93). */
     /* Small frames, gathered: with rows of up to 8 outputs (any stride) and
        at least 32 output channels, each frame's inputs are first copied per
        (input channel, tap) into one row of the frame's Ho x Wo outputs (an
@@ -311,6 +301,17 @@ static void conv_padded_to(real *out, size_t plane, const real *xp, const Padded
         }
         return;
     }
+    /* Short rows (up to 8 outputs: the latent-sized frames of 8 x 8) with
+       fewer than 32 output channels (the others are gathered, above) as one
+       long row: at stride 1 in h and w, output (h, w) reads the padded
+       input at q + toff[k], q = h * Wrow + w, so a frame's outputs are a row
+       of Ho x Wrow positions whose columns w >= Wo are thrown away. Its tiles
+       fill (8 x 8: 67% of the lanes used instead of 50%) and take the wide
+       tile's two vectors of x per weight broadcast. Each kept output's chain
+       is the one it has in a row of its own, so the bits do not change.
+       128 -> 128 channels at 5 x 8 x 8, one thread: forward 49 -> 66,
+       input gradient 46 -> 63 GFLOP/s (at 16 x 16 rows of 16 were faster:
+       102 against 89-93). */
     size_t lq = ((size_t)Ho * g->Wrow + NR - 1) / NR * NR;
     if (sh == 1 && g->sw == 1 && Wo <= NR / 4 && lq <= 1024) {
 #pragma omp parallel for schedule(static) IVAE_PAR((double)Cout * To * Ho * Wo * Cin * K)
