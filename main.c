@@ -598,12 +598,16 @@ static const char *RECON_HELP =
     "unless --frames cuts it) and centre-cropped to a multiple of 8.\n" FAMILY_HELP
     "\n" CODER_HELP;
 
+#define TIME_HELP \
+    "The time it prints is the model's work alone: not loading the model or reading\n" \
+    "and writing files (on a device: with the input's upload and the output's download).\n"
+
 static const char *ENCODE_HELP =
     "usage: ivae encode MODEL INPUT LATENT.safetensors [options]\n"
     "\n"
     "Writes the latent mean mu (z, T', H', W') of INPUT as tensor \"mu\", with the\n"
     "input's shape in the metadata (Wan: also the raw logvar). " INPUT_HELP FAMILY_HELP
-    "\n" CODER_HELP;
+    TIME_HELP "\n" CODER_HELP;
 
 static const char *DECODE_HELP =
     "usage: ivae decode MODEL LATENT.safetensors OUTPUT [options]\n"
@@ -611,7 +615,7 @@ static const char *DECODE_HELP =
     "Decodes tensor \"mu\" of LATENT (as written by ivae encode) and writes OUTPUT:\n"
     "a .png for a single frame, a .y4m, a .safetensors with the raw, unclamped\n"
     "decoder output as tensor \"xhat\" (3, T, H, W), or else a folder of PNG frames.\n"
-    FAMILY_HELP "\n" CODER_HELP;
+    FAMILY_HELP TIME_HELP "\n" CODER_HELP;
 
 static const char *TRACE_HELP =
     "usage: ivae trace MODEL INPUT OUT.safetensors [--frames N]\n"
@@ -830,7 +834,9 @@ static int cmd_encode(int argc, char **argv) {
     Clip in;
     int zs[4];
     load_input(&c, argv[1], &in, zs);
+    double t0 = now_s();
     real *logvar = NULL, *mu = coder_encode(&c, &in, zs, &logvar);
+    double dt = now_s() - t0;
     coder_close_device(&c);
     if (c.latent_norm) latent_norm(mu, zs, 0);
     char T[16], H[16], W[16];
@@ -839,8 +845,8 @@ static int cmd_encode(int argc, char **argv) {
     IvaeStEntry e[2] = {{.name = "mu", .ndim = 4, .shape = {zs[0], zs[1], zs[2], zs[3]}, .data = mu},
                         {.name = "logvar", .ndim = 4, .shape = {zs[0], zs[1], zs[2], zs[3]}, .data = logvar}};
     if (ivae_st_write(argv[2], e, logvar ? 2 : 1, meta, 4) != 0) die("%s", ivae_error());
-    printf("%s: %dx%dx%d -> latent mu (%d,%d,%d,%d)%s; wrote %s\n", argv[1], in.T, in.H, in.W, zs[0], zs[1], zs[2],
-           zs[3], c.latent_norm ? ", normalised" : "", argv[2]);
+    printf("%s: %dx%dx%d -> latent mu (%d,%d,%d,%d)%s in %.2f s (%.3f frames/s); wrote %s\n", argv[1], in.T, in.H,
+           in.W, zs[0], zs[1], zs[2], zs[3], c.latent_norm ? ", normalised" : "", dt, in.T / dt, argv[2]);
     free(mu), free(logvar), clip_free(&in);
     coder_close(&c);
     return 0;
@@ -862,11 +868,13 @@ static int cmd_decode(int argc, char **argv) {
     if (c.latent_norm) latent_norm(mu, zs, 1);
     int fs = space_factor(&c);
     Clip out = new_clip((zs[1] - 1) * time_factor(&c) + 1, zs[2] * fs, zs[3] * fs);
+    double t0 = now_s();
     coder_decode(&c, mu, zs, &out);
+    double dt = now_s() - t0;
     coder_close_device(&c);
     save_output(argv[2], &out);
-    printf("%s: latent (%d,%d,%d,%d) -> %dx%dx%d; wrote %s\n", argv[1], zs[0], zs[1], zs[2], zs[3], out.T, out.H,
-           out.W, argv[2]);
+    printf("%s: latent (%d,%d,%d,%d) -> %dx%dx%d in %.2f s (%.3f frames/s); wrote %s\n", argv[1], zs[0], zs[1], zs[2],
+           zs[3], out.T, out.H, out.W, dt, out.T / dt, argv[2]);
     free(mu), clip_free(&out);
     coder_close(&c);
     return 0;
