@@ -21,7 +21,10 @@
  *    holds the sum of the blocks so far. Only part lives in registers:
  *    MR x NR = 12 x 32 floats is 24 of the 32 AVX-512 registers, and per tap
  *    the 24 fmas need 2 vector loads of x and 12 broadcasts of w (rows of
- *    16 or 48 columns take tiles of 12 x 16, which waste no lanes there). The
+ *    16 or 48 columns take tiles of 12 x 16, which waste no lanes there).
+ *    With AVX2's 16 registers of 8 floats the tile is 6 x 16 (12 registers;
+ *    the AVX-512 tile there spilled to the stack and ran at a third of the
+ *    speed). The
  *    compiler vectorises the plain C loops. A task is MR channels x a
  *    segment of up to SEG columns of one row, blocks outside, tiles inside,
  *    so that a block's weights (CB x 27 x MR floats, 10 KB) stay in L1.
@@ -80,15 +83,29 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MR 12 /* output channels per forward tile */
-#ifdef IVAE_DOUBLE
-#define NR 16 /* output columns per forward tile (test/gradcheck.c's doubles: still 24 registers) */
+/* The register budget. The tiles are sized for the vector registers that
+   the compiler targets (-march=native): AVX-512 has 32 registers of 16
+   floats, AVX2 (most laptops and many servers) 16 registers of 8. A tile's
+   sizes say only where its outputs' sums are computed, never in what
+   order, so both builds give the same bits (test/test_conv on either). */
+#if defined(__AVX512F__)
+#define VB 64  /* bytes per vector register */
+#define MR 12  /* output channels per forward tile: 12 x 2 vectors of 32 */
+#define NO 32  /* output channels per weight-gradient tile (2 vectors x NC taps: 18 of 32) */
+#define CL 16  /* input channels per lane group of conv_wgrad_lanes (one vector) */
+#define NOF 3  /* output channels per lanes tile: 27 accumulator vectors */
 #else
-#define NR 32 /* output columns per forward tile (two 16-float vectors) */
+#define VB 32  /* AVX2 and narrower: 16 registers */
+#define MR 6   /* 6 x 2 vectors: 12 of the 16 registers, 2 for x, 1 for a broadcast */
+#define NO ((int)(VB / sizeof(real))) /* one vector x NC taps: 9 of 16 */
+#define CL ((int)(VB / sizeof(real)))
+#define NOF 1
 #endif
+#define VL ((int)(VB / sizeof(real))) /* reals per vector */
+#define NR (2 * VL) /* output columns per forward tile: two vectors */
+#define SHORT 8 /* rows of up to SHORT outputs are gathered or run as one long row (idea 6) */
 #define CB IVAE_CONV_CHAIN /* input channels per fma chain (the summation rule) */
 #define SEG 128 /* output columns per forward task (a multiple of NR): one row's inputs stay in L2 */
-#define NO 32 /* output channels per weight-gradient tile */
 #define NC 9  /* kernel taps per weight-gradient tile (3 rows of 3) */
 #define NI 6  /* input channels per 1x1x1 weight-gradient tile */
 #define TP 64 /* positions per piece of the weight gradient's transposed dy */
@@ -172,10 +189,8 @@ static inline __attribute__((always_inline)) void conv_chain(real part[MR][NR], 
     for (int i = i0; i < i1; i++) {
         const real *xi = x + (size_t)i * cs, *wi = wpk + (size_t)i * K * MR;
         if (prefetch)
-            for (int k = 0; k < K; k += 3) { /* one per row of taps: the row's next NR columns, two cache lines */
-                __builtin_prefetch(xi + toff[k] + nr);
-                __builtin_prefetch(xi + toff[k] + nr + 16);
-            }
+            for (int k = 0; k < K; k += 3) /* one per row of taps and cache line: the row's next NR columns */
+                for (int c = 0; c < nr; c += (int)(64 / sizeof(real))) __builtin_prefetch(xi + toff[k] + nr + c);
         for (int k = 0; k < K; k++) {
             const real *xr = xi + toff[k], *wk = wi + (size_t)k * MR;
             for (int m = 0; m < MR; m++)
@@ -267,7 +282,7 @@ static void conv_padded_to(real *out, size_t plane, const real *xp, const Padded
        16 (128 -> 128 at 9 x 16 x 16: 91 / 70, the gathered frame no longer
        in L2). Frames go in groups of at most GATHER floats of copies. */
     size_t Q = ((size_t)Ho * Wo + NR - 1) / NR * NR, fs = (size_t)Cin * K * Q; /* floats per gathered frame */
-    if (Wo <= NR / 4 && Q <= 1024 && Cout >= 32) {
+    if (Wo <= SHORT && Q <= 1024 && Cout >= 32) {
         int fg = GATHER / fs > 1 ? (int)(GATHER / fs) : 1; /* frames per group */
         if (fg > To) fg = To;
         real *col = ivae_scratch(SCR_COL, fs * fg);
@@ -313,7 +328,7 @@ static void conv_padded_to(real *out, size_t plane, const real *xp, const Padded
        input gradient 46 -> 63 GFLOP/s (at 16 x 16 rows of 16 were faster:
        102 against 89-93). */
     size_t lq = ((size_t)Ho * g->Wrow + NR - 1) / NR * NR;
-    if (sh == 1 && g->sw == 1 && Wo <= NR / 4 && lq <= 1024) {
+    if (sh == 1 && g->sw == 1 && Wo <= SHORT && lq <= 1024) {
 #pragma omp parallel for schedule(static) IVAE_PAR((double)Cout * To * Ho * Wo * Cin * K)
         for (int task = 0; task < nob * To; task++) {
             int ob = task % nob, t = task / nob, o0 = ob * MR, n_o = Cout - o0 < MR ? Cout - o0 : MR;
@@ -373,11 +388,7 @@ static void conv_padded(real *out, const real *xp, const Padded *g, const real *
    The order is the rule's: per block of CB channels a fresh chain over its
    channels in increasing order, added to acc in increasing block order
    (the first block: 0 + part), then the bias. */
-#ifdef IVAE_DOUBLE
-#define FN 8 /* positions per 1x1 tile (doubles: 8 per vector) */
-#else
-#define FN 16 /* positions per 1x1 tile: one AVX-512 vector */
-#endif
+#define FN VL /* positions per 1x1 tile: one vector */
 #define FPANEL 16384 /* floats of packed panels per 1x1 task (64 KB): in L2 */
 
 static inline __attribute__((always_inline)) void flat_tile(real *restrict y, size_t ys, int n_o, int nw,
@@ -752,8 +763,7 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
    (o, i, a, c, d) chain, so the order is the rule's as in conv_wgrad: along
    an output row an fma chain over w', rows summed into the frame's sum,
    frames into the clip's. 3x3 spatial kernels only. */
-#define CL 16 /* input channels per lane group (one AVX-512 vector) */
-#define NOF 3 /* output channels per tile: 27 accumulator vectors */
+/* CL input channels per lane group (one vector), NOF output channels per tile: at the top */
 
 static inline __attribute__((always_inline)) void wgrad_row_lanes(real row[NOF][NC][CL], const real *restrict x,
                                                                   size_t hs, int sw, const real *const *dy, int Wo) {
