@@ -14,6 +14,12 @@ endif
 PYTHON  ?= /usr/bin/python3
 CFLAGS  ?= -O3 -march=native
 CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-format-truncation -ffp-contract=off
+# -fno-trapping-math: ivae never reads the floating-point exception flags, so
+# the compiler may evaluate both sides of a select. Without it gcc does not
+# vectorise ivae_expf's loops on AVX2 (SiLU ran scalar: 9% of a training
+# step). It changes no value: every operation and its rounding stay as
+# written (that is what -ffast-math would change, and it stays off).
+CFLAGS  += -fno-trapping-math
 # x86 with AVX-512: let the compiler use 512-bit registers (the conv tiles need
 # all 32 of them). Vector width never changes the bits: the order of every
 # sum is fixed in the source.
