@@ -103,7 +103,20 @@
 #endif
 #define VL ((int)(VB / sizeof(real))) /* reals per vector */
 #define NR (2 * VL) /* output columns per forward tile: two vectors */
-#define SHORT 8 /* rows of up to SHORT outputs are gathered or run as one long row (idea 6) */
+#define SHORT 8 /* rows of up to SHORT outputs are gathered (idea 6) */
+#if defined(__AVX512F__)
+#define LONG_ROWS 8 /* stride-1 rows of up to LONG_ROWS outputs run as one long row per frame */
+#else
+#define LONG_ROWS 16 /* AVX2: a 6 x 16 tile on a row of 16 or 32 reused each weight for too few columns */
+#endif
+#define LQ_MAX 2048 /* floats per channel of a long row's frame buffer */
+#ifndef ROWCOLS /* a forward task's short rows together have up to this many outputs */
+#if defined(__AVX512F__)
+#define ROWCOLS 1 /* one row per task, as measured there */
+#else
+#define ROWCOLS 128 /* AVX2, one thread: 384 -> 384 at 2 x 32 x 32 39 -> 63 GFLOP/s per core */
+#endif
+#endif
 #define CB IVAE_CONV_CHAIN /* input channels per fma chain (the summation rule) */
 #define SEG 128 /* output columns per forward task (a multiple of NR): one row's inputs stay in L2 */
 #define NC 9  /* kernel taps per weight-gradient tile (3 rows of 3) */
@@ -210,13 +223,15 @@ static inline __attribute__((always_inline)) void conv_chain(real part[MR][NR], 
 static inline __attribute__((always_inline)) void conv_segment(real *restrict y, size_t ystride, int n_o, int n_w,
                                                                const real *restrict x, size_t cs,
                                                                const int *restrict toff, const real *restrict wpk,
-                                                               int Cin, int K, const real *bias, int nr, int prefetch) {
+                                                               int Cin, int K, const real *bias, int nr, int prefetch,
+                                                               int nrows, size_t xrs, size_t yrs) {
     for (int i0 = 0; i0 < Cin; i0 += CB) {
         int i1 = i0 + CB < Cin ? i0 + CB : Cin, first = i0 == 0, last = i1 == Cin;
+        for (int r = 0; r < nrows; r++)
         for (int w0 = 0; w0 < n_w; w0 += nr) {
             real part[MR][NR];
-            conv_chain(part, x + w0, cs, toff, wpk, i0, i1, K, nr, prefetch);
-            real *yt = y + w0;
+            conv_chain(part, x + r * xrs + w0, cs, toff, wpk, i0, i1, K, nr, prefetch);
+            real *yt = y + r * yrs + w0;
             if (n_o == MR && n_w - w0 >= nr) {
                 for (int m = 0; m < MR; m++) {
                     real *ym = yt + m * ystride, b = last && bias ? bias[m] : 0;
@@ -242,18 +257,22 @@ static inline __attribute__((always_inline)) void conv_segment(real *restrict y,
    NR/2 for narrow rows (a row of 16 columns would leave half of a wide
    tile's lanes unused) */
 typedef void SegmentFn(real *restrict y, size_t ystride, int n_o, int n_w, const real *restrict x, size_t cs,
-                       const int *restrict toff, const real *restrict wpk, int Cin, int K, const real *bias);
+                       const int *restrict toff, const real *restrict wpk, int Cin, int K, const real *bias,
+                       int nrows, size_t xrs, size_t yrs);
 static void conv_segment_wide(real *restrict y, size_t ystride, int n_o, int n_w, const real *restrict x, size_t cs,
-                              const int *restrict toff, const real *restrict wpk, int Cin, int K, const real *bias) {
-    conv_segment(y, ystride, n_o, n_w, x, cs, toff, wpk, Cin, K, bias, NR, 0);
+                              const int *restrict toff, const real *restrict wpk, int Cin, int K, const real *bias,
+                              int nrows, size_t xrs, size_t yrs) {
+    conv_segment(y, ystride, n_o, n_w, x, cs, toff, wpk, Cin, K, bias, NR, 0, nrows, xrs, yrs);
 }
 static void conv_segment_long(real *restrict y, size_t ystride, int n_o, int n_w, const real *restrict x, size_t cs,
-                              const int *restrict toff, const real *restrict wpk, int Cin, int K, const real *bias) {
-    conv_segment(y, ystride, n_o, n_w, x, cs, toff, wpk, Cin, K, bias, NR, 1);
+                              const int *restrict toff, const real *restrict wpk, int Cin, int K, const real *bias,
+                              int nrows, size_t xrs, size_t yrs) {
+    conv_segment(y, ystride, n_o, n_w, x, cs, toff, wpk, Cin, K, bias, NR, 1, nrows, xrs, yrs);
 }
 static void conv_segment_narrow(real *restrict y, size_t ystride, int n_o, int n_w, const real *restrict x, size_t cs,
-                                const int *restrict toff, const real *restrict wpk, int Cin, int K, const real *bias) {
-    conv_segment(y, ystride, n_o, n_w, x, cs, toff, wpk, Cin, K, bias, NR / 2, 0);
+                                const int *restrict toff, const real *restrict wpk, int Cin, int K, const real *bias,
+                                int nrows, size_t xrs, size_t yrs) {
+    conv_segment(y, ystride, n_o, n_w, x, cs, toff, wpk, Cin, K, bias, NR / 2, 0, nrows, xrs, yrs);
 }
 
 /* out (Cout, To, Ho, Wo) from a padded input whose frame t0 + t*st is output
@@ -308,7 +327,7 @@ static void conv_padded_to(real *out, size_t plane, const real *xp, const Padded
                 real frame[MR * 1024], b[MR] = {0};
                 for (int m = 0; bias && m < n_o; m++) b[m] = bias[o0 + m];
                 conv_segment_wide(frame, Q, MR, (int)Q, col + (size_t)t * fs, (size_t)K * Q, qoff,
-                                  wpk + (size_t)ob * Cin * K * MR, Cin, K, bias ? b : NULL);
+                                  wpk + (size_t)ob * Cin * K * MR, Cin, K, bias ? b : NULL, 1, 0, 0);
                 for (int m = 0; m < n_o; m++)
                     memcpy(out + (size_t)(o0 + m) * plane + (size_t)(tg + t) * Ho * Wo, frame + m * Q,
                            (size_t)Ho * Wo * sizeof(real));
@@ -328,14 +347,14 @@ static void conv_padded_to(real *out, size_t plane, const real *xp, const Padded
        input gradient 46 -> 63 GFLOP/s (at 16 x 16 rows of 16 were faster:
        102 against 89-93). */
     size_t lq = ((size_t)Ho * g->Wrow + NR - 1) / NR * NR;
-    if (sh == 1 && g->sw == 1 && Wo <= SHORT && lq <= 1024) {
+    if (sh == 1 && g->sw == 1 && Wo <= LONG_ROWS && lq <= LQ_MAX) {
 #pragma omp parallel for schedule(static) IVAE_PAR((double)Cout * To * Ho * Wo * Cin * K)
         for (int task = 0; task < nob * To; task++) {
             int ob = task % nob, t = task / nob, o0 = ob * MR, n_o = Cout - o0 < MR ? Cout - o0 : MR;
-            real frame[MR * 1024], b[MR] = {0}; /* all MR rows (the packed weights are 0 past Cout) */
+            real frame[MR * LQ_MAX], b[MR] = {0}; /* all MR rows (the packed weights are 0 past Cout) */
             for (int m = 0; bias && m < n_o; m++) b[m] = bias[o0 + m];
             conv_segment_wide(frame, lq, MR, (int)lq, xp + (size_t)(t0 + t * st) * g->Hp * g->Wrow, g->cs, toff,
-                              wpk + (size_t)ob * Cin * K * MR, Cin, K, bias ? b : NULL);
+                              wpk + (size_t)ob * Cin * K * MR, Cin, K, bias ? b : NULL, 1, 0, 0);
             for (int m = 0; m < n_o; m++)
                 for (int h = 0; h < Ho; h++)
                     memcpy(out + (size_t)(o0 + m) * plane + ((size_t)t * Ho + h) * Wo, frame + m * lq + (size_t)h * g->Wrow,
@@ -346,15 +365,20 @@ static void conv_padded_to(real *out, size_t plane, const real *xp, const Padded
     /* narrow tiles where they waste fewer lanes (16 or 48 columns; a row of 32 or 64 is the same either way) */
     int narrow = (Wo + NR / 2 - 1) / (NR / 2) * (NR / 2) < (Wo + NR - 1) / NR * NR;
     SegmentFn *segment = narrow ? conv_segment_narrow : nseg > 1 ? conv_segment_long : conv_segment_wide;
+    /* rows shorter than ROWCOLS outputs go RG to a task, so that a block's
+       weights, once in L1, serve RG rows (AVX2's 16-column tiles used each
+       only once on a row of 16) */
+    int RG = Wo < ROWCOLS ? ROWCOLS / Wo : 1, nrg = (Ho + RG - 1) / RG;
 #pragma omp parallel for schedule(static) IVAE_PAR((double)Cout * To * Ho * Wo * Cin * K)
-    for (int task = 0; task < nob * To * Ho * nseg; task++) {
+    for (int task = 0; task < nob * To * nrg * nseg; task++) {
         /* ob fastest: neighbouring tasks read the same input rows */
-        int ob = task % nob, s = task / nob % nseg, h = task / nob / nseg % Ho, t = task / nob / nseg / Ho;
-        int o0 = ob * MR, n_o = Cout - o0 < MR ? Cout - o0 : MR, w0 = s * SEG;
+        int ob = task % nob, s = task / nob % nseg, hg = task / nob / nseg % nrg, t = task / nob / nseg / nrg;
+        int o0 = ob * MR, n_o = Cout - o0 < MR ? Cout - o0 : MR, w0 = s * SEG, h = hg * RG;
         const real *xrow = xp + ((size_t)(t0 + t * st) * g->Hp + (size_t)h * sh) * g->Wrow;
         segment(
             out + (size_t)o0 * plane + ((size_t)t * Ho + h) * Wo + w0, plane, n_o, Wo - w0 < SEG ? Wo - w0 : SEG,
-            xrow + w0, g->cs, toff, wpk + (size_t)ob * Cin * K * MR, Cin, K, bias ? bias + o0 : NULL);
+            xrow + w0, g->cs, toff, wpk + (size_t)ob * Cin * K * MR, Cin, K, bias ? bias + o0 : NULL,
+            Ho - h < RG ? Ho - h : RG, (size_t)sh * g->Wrow, (size_t)Wo);
     }
 }
 
