@@ -103,18 +103,13 @@
 #endif
 #define VL ((int)(VB / sizeof(real))) /* reals per vector */
 #define NR (2 * VL) /* output columns per forward tile: two vectors */
-#define SHORT 8 /* rows of up to SHORT outputs are gathered (idea 6) */
-#if defined(__AVX512F__)
-#define LONG_ROWS 8 /* stride-1 rows of up to LONG_ROWS outputs run as one long row per frame */
-#else
-#define LONG_ROWS 16 /* AVX2: a 6 x 16 tile on a row of 16 or 32 reused each weight for too few columns */
-#endif
-#define LQ_MAX 2048 /* floats per channel of a long row's frame buffer */
+#define SHORT 8 /* rows of up to SHORT outputs are gathered or run as one long row (idea 6) */
 #ifndef ROWCOLS /* a forward task's short rows together have up to this many outputs */
 #if defined(__AVX512F__)
 #define ROWCOLS 1 /* one row per task, as measured there */
 #else
-#define ROWCOLS 128 /* AVX2, one thread: 384 -> 384 at 2 x 32 x 32 39 -> 63 GFLOP/s per core */
+#define ROWCOLS 128 /* AVX2, one thread: 384 -> 384 at 2 x 32 x 32 39 -> 63 GFLOP/s per core; rows of
+                          16 this way 55-57 against 48-49 as long rows (128 -> 128 at 9 x 16 x 16) */
 #endif
 #endif
 #define CB IVAE_CONV_CHAIN /* input channels per fma chain (the summation rule) */
@@ -347,11 +342,11 @@ static void conv_padded_to(real *out, size_t plane, const real *xp, const Padded
        input gradient 46 -> 63 GFLOP/s (at 16 x 16 rows of 16 were faster:
        102 against 89-93). */
     size_t lq = ((size_t)Ho * g->Wrow + NR - 1) / NR * NR;
-    if (sh == 1 && g->sw == 1 && Wo <= LONG_ROWS && lq <= LQ_MAX) {
+    if (sh == 1 && g->sw == 1 && Wo <= SHORT && lq <= 1024) {
 #pragma omp parallel for schedule(static) IVAE_PAR((double)Cout * To * Ho * Wo * Cin * K)
         for (int task = 0; task < nob * To; task++) {
             int ob = task % nob, t = task / nob, o0 = ob * MR, n_o = Cout - o0 < MR ? Cout - o0 : MR;
-            real frame[MR * LQ_MAX], b[MR] = {0}; /* all MR rows (the packed weights are 0 past Cout) */
+            real frame[MR * 1024], b[MR] = {0}; /* all MR rows (the packed weights are 0 past Cout) */
             for (int m = 0; bias && m < n_o; m++) b[m] = bias[o0 + m];
             conv_segment_wide(frame, lq, MR, (int)lq, xp + (size_t)(t0 + t * st) * g->Hp * g->Wrow, g->cs, toff,
                               wpk + (size_t)ob * Cin * K * MR, Cin, K, bias ? b : NULL, 1, 0, 0);
