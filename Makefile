@@ -73,6 +73,12 @@ test/gradcheck: test/gradcheck.c $(LIB) $(HDR)
 test/test_conv: test/test_conv.c $(LIB) $(HDR)
 	$(CC) $(CFLAGS) -o $@ test/test_conv.c $(LIB) $(LDLIBS)
 
+# the same test built without AVX-512 (x86), so that an AVX-512 machine also
+# checks the AVX2 tiles of conv_tuned.c (elsewhere it is test_conv again)
+NO512   := $(shell $(CC) -march=native -mno-avx512f -E -x c /dev/null > /dev/null 2>&1 && echo -mno-avx512f)
+test/test_conv_avx2: test/test_conv.c $(LIB) $(HDR)
+	$(CC) $(CFLAGS) $(NO512) -o $@ test/test_conv.c $(LIB) $(LDLIBS)
+
 # the Wan 2.1 VAE against test/wan_ref.py's golden files; its timing and memory
 test/test_wan: test/test_wan.c $(LIB) $(HDR)
 	$(CC) $(CFLAGS) -o $@ test/test_wan.c $(LIB) $(LDLIBS)
@@ -98,11 +104,11 @@ golden:
 	$(PYTHON) test/ref.py golden --config tiny --outdir test/golden
 	$(PYTHON) test/ref.py golden --config ivae-s --outdir test/golden
 
-test: ivae ivae_asan test/gradcheck test/test_conv test/test_wan test/bench_wan test/bench test/bench_conv test/test_model test/test_media test/test_media_asan test/test_cl
+test: ivae ivae_asan test/gradcheck test/test_conv test/test_conv_avx2 test/test_wan test/bench_wan test/bench test/bench_conv test/test_model test/test_media test/test_media_asan test/test_cl
 	PYTHON=$(PYTHON) sh test/run.sh
 
 clean:
-	rm -f ivae ivae_asan test/gradcheck test/test_conv test/test_wan test/bench_wan test/bench_conv test/bench test/test_model
+	rm -f ivae ivae_asan test/gradcheck test/test_conv test/test_conv_avx2 test/test_wan test/bench_wan test/bench_conv test/bench test/test_model
 	rm -rf test/out
 
 # the benchmark (test/bench.c, test/bench_torch.py): ivae.c built with the same

@@ -37,6 +37,9 @@ grep -v '^ok   model' "$OUT/gradcheck.log" | grep -v '^ok' ; grep -c '^ok' "$OUT
 step "2. tuned conv vs naive conv; model properties"
 ./test/test_conv > "$OUT/test_conv.log" 2>&1 || { grep -v '^ok' "$OUT/test_conv.log"; fail test_conv; }
 tail -n 1 "$OUT/test_conv.log"
+# built without AVX-512: the AVX2 tiles (on a machine without AVX-512 the same build again)
+./test/test_conv_avx2 > "$OUT/test_conv_avx2.log" 2>&1 || { grep -v '^ok' "$OUT/test_conv_avx2.log"; fail test_conv_avx2; }
+echo "without AVX-512: $(tail -n 1 "$OUT/test_conv_avx2.log")"
 ./test/test_model "$OUT" || fail test_model
 
 step "3. golden test against the PyTorch port (SPEC 8: outputs e <= 1e-5, gradients e <= 1e-4)"
