@@ -134,11 +134,22 @@ for bad in missing shape extra truncated; do
         fail "bad weights ($bad): exit $rc, $(head -c 300 "$OUT/bad_$bad.log")"
     fi
 done
-# streaming keeps memory flat: peak RSS of a decode of 17 and of 33 frames
-r17=$(OMP_NUM_THREADS=1 ./test/bench_wan decode --frames 17 --size 64x64) || fail "bench_wan decode 17"
-r33=$(OMP_NUM_THREADS=1 ./test/bench_wan decode --frames 33 --size 64x64) || fail "bench_wan decode 33"
+# streaming keeps memory flat: peak RSS of a decode of 17 and of 33 frames, the larger
+# of two runs each (a host that reclaims idle pages, as DAMON does, lowered one run's
+# peak by 14 MB: 579 against 593 MB for the same decode)
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
-p17=$(field "$r17" peak_rss_mb); p33=$(field "$r33" peak_rss_mb); w=$(field "$r17" weights_rss_mb)
+peak_of() {
+    best=0
+    for run in 1 2; do
+        r=$(OMP_NUM_THREADS=1 ./test/bench_wan decode --frames "$1" --size 64x64) || return 1
+        p=$(field "$r" peak_rss_mb); w=$(field "$r" weights_rss_mb)
+        [ -n "$p" ] && [ "$p" -gt "$best" ] && best=$p
+    done
+    echo "$best $w"
+}
+pw17=$(peak_of 17) || fail "bench_wan decode --frames 17"
+pw33=$(peak_of 33) || fail "bench_wan decode --frames 33"
+p17=${pw17% *} w=${pw17#* } p33=${pw33% *}
 if [ -n "$p17" ] && [ -n "$p33" ] && [ $((100 * (p33 - p17))) -lt $((5 * p17)) ] && [ $((100 * (p33 - p17))) -lt $((5 * (p17 - w))) ]; then
     echo "ok   decode peak RSS flat in frames: 17 frames $p17 MB, 33 frames $p33 MB (weights $w MB), 64x64, dim 96"
 else
