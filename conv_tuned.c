@@ -66,7 +66,8 @@
  * transposed to (position, channel), one frame at a time, and each tile
  * keeps NO channels x up to 9 kernel taps of one input channel in
  * registers, summed along an output row, then row sums into frame sums,
- * frame sums into the clip's (1x1x1 at stride 1: NO output x NI input
+ * frame sums into the clip's (small clips: all frames transposed first, and
+ * each task runs every frame; 1x1x1 at stride 1: NO output x NI input
  * channels, a frame's rows in one loop, row chains and frame sums both in
  * registers: wgrad_flat_frame). With
  * fewer output channels than a tile's NO (decoder.conv_out has 3, which left
@@ -117,6 +118,10 @@
 #define NC 9  /* kernel taps per weight-gradient tile (3 rows of 3) */
 #define NI 6  /* input channels per 1x1x1 weight-gradient tile */
 #define TP 64 /* positions per piece of the weight gradient's transposed dy */
+#ifndef WGRAD_WHOLE
+#define WGRAD_WHOLE ((size_t)1 << 20) /* floats of transposed dy up to which a weight gradient's tasks run all frames:
+                                         AVX2, one thread, 128 -> 128 at 9 x 16 x 16 34 -> 40 GFLOP/s, at 5 x 8 x 8 21 -> 26 */
+#endif
 #define GATHER ((size_t)1 << 21) /* floats of a small-frame forward's gathered frames at a time (8 MB) */
 
 /* the geometry of a padded, phase-split copy of a (C, T, H, W) tensor */
@@ -671,6 +676,32 @@ static inline __attribute__((always_inline)) void wgrad_flat_frame(real *restric
         for (int o = 0; o < NO; o++) clip[k * NO + o] = clip[k * NO + o] + frame[k][o];
 }
 
+/* One task of conv_wgrad on frame t: NO output channels x its NC slots,
+   each slot one (input channel, tap) pair; the frame's sums (wgrad_frame)
+   added to the task's clip sums, which frame 0 starts from +0 (a memset of
+   every task's sums first was 17% of 128 -> 128 channels at 5 x 8 x 8).
+   dyf: frame t's transposed dy. */
+static inline __attribute__((always_inline)) void wgrad_task_frame(real *clip, int task, int t, const real *xp,
+                                                                   const Padded *g, const size_t *tap_off,
+                                                                   const real *dyf, size_t F, size_t rs, int Cin,
+                                                                   int nchg, int ngroup, int by_taps, int Ho, int Wo,
+                                                                   int st) {
+    int ob = task / (nchg * ngroup), cg = task / ngroup % nchg, grp = task % ngroup;
+    int nslot = by_taps ? NC : Cin - cg * NC < NC ? Cin - cg * NC : NC;
+    const real *x0[NC]; /* each slot's input row for output row 0 */
+    for (int k = 0; k < nslot; k++) {
+        int i = by_taps ? cg : cg * NC + k, tap = by_taps ? grp * NC + k : grp;
+        x0[k] = xp + (size_t)i * g->cs + (size_t)t * st * g->Hp * g->Wrow + tap_off[tap];
+    }
+    real frame[NC][NO];
+    dyf += (size_t)ob * F * NO;
+    if (nslot == NC) wgrad_frame(frame, x0, rs, dyf, Ho, Wo, NC); /* constant nc: fully unrolled */
+    else wgrad_frame(frame, x0, rs, dyf, Ho, Wo, nslot);
+    real *c = clip + (size_t)task * NC * NO;
+    for (int k = 0; k < nslot; k++)
+        for (int o = 0; o < NO; o++) c[k * NO + o] = (t ? c[k * NO + o] : (real)0) + frame[k][o];
+}
+
 static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Padded *g, int Cin, int Cout,
                        int To, int Ho, int Wo, int kt, int kh, int kw, int st, int sh, int sw) {
     int K = kt * kh * kw, Coutp = (Cout + NO - 1) / NO * NO, nob = Coutp / NO;
@@ -704,12 +735,18 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
        clip at once, was most of a 1x1x1 conv's weight gradient: the channels are To x Ho x Wo
        floats apart, a multiple of 4 KB at 64 x 64, so all NO of them fell into one L1 set. */
     size_t F = (size_t)Ho * Wo, npc = (F + TP - 1) / TP;
-    real *dyt = ivae_scratch(SCR_DYT, F * Coutp);
+    /* small clips (the latent-sized frames): every frame transposed first, then
+       one parallel loop whose tasks run all the frames (a loop per frame was
+       mostly the tasks' setup there); the frames' sums in the same order */
+    int whole = !flat && (size_t)To * F * Coutp <= WGRAD_WHOLE;
+    real *dyt = ivae_scratch(SCR_DYT, (whole ? To : 1) * F * Coutp);
+    size_t rs = (size_t)sh * g->Wrow;
     for (int t = 0; t < To; t++) {
+        real *dytt = dyt + (whole ? (size_t)t : 0) * F * Coutp;
 #pragma omp parallel for schedule(static) IVAE_PAR((double)nob * F * NO)
         for (size_t bq = 0; bq < (size_t)nob * npc; bq++) {
             size_t ob = bq / npc, p0 = bq % npc * TP, np = F - p0 < TP ? F - p0 : TP;
-            real *dst = dyt + (ob * F + p0) * NO;
+            real *dst = dytt + (ob * F + p0) * NO;
             for (int o = 0; o < NO; o++) {
                 size_t oc = ob * NO + o;
                 const real *src = dout + oc * P + t * F + p0;
@@ -726,30 +763,21 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
                 const real *x[NI]; /* channels past Cin repeat the last one; thrown away */
                 for (int k = 0; k < NI; k++)
                     x[k] = xp + (size_t)(ig * NI + k < Cin ? ig * NI + k : Cin - 1) * g->cs + t * F;
-                wgrad_flat_frame(clip + (size_t)task * NI * NO, x, dyt + (size_t)ob * F * NO, F, Wo);
+                wgrad_flat_frame(clip + (size_t)task * NI * NO, x, dytt + (size_t)ob * F * NO, F, Wo);
             }
             continue;
         }
+        if (whole) continue;
 #pragma omp parallel for schedule(static) IVAE_PAR((double)ntask * NC * NO * Ho * Wo)
-        for (int task = 0; task < ntask; task++) {
-            int ob = task / (nchg * ngroup), cg = task / ngroup % nchg, grp = task % ngroup;
-            int nslot = by_taps ? NC : Cin - cg * NC < NC ? Cin - cg * NC : NC;
-            const real *x0[NC]; /* each slot's input row for output row 0 */
-            for (int k = 0; k < nslot; k++) {
-                int i = by_taps ? cg : cg * NC + k, tap = by_taps ? grp * NC + k : grp;
-                x0[k] = xp + (size_t)i * g->cs + (size_t)t * st * g->Hp * g->Wrow + tap_off[tap];
-            }
-            real frame[NC][NO];
-            const real *dyf = dyt + (size_t)ob * F * NO;
-            size_t rs = (size_t)sh * g->Wrow;
-            if (nslot == NC) wgrad_frame(frame, x0, rs, dyf, Ho, Wo, NC); /* constant nc: fully unrolled */
-            else wgrad_frame(frame, x0, rs, dyf, Ho, Wo, nslot);
-            /* the clip's sum from +0: frame 0 writes +0 + its sum (a memset of every task's sums
-               first was 17% of 128 -> 128 channels at 5 x 8 x 8) */
-            real *c = clip + (size_t)task * NC * NO;
-            for (int k = 0; k < nslot; k++)
-                for (int o = 0; o < NO; o++) c[k * NO + o] = (t ? c[k * NO + o] : (real)0) + frame[k][o];
-        }
+        for (int task = 0; task < ntask; task++)
+            wgrad_task_frame(clip, task, t, xp, g, tap_off, dytt, F, rs, Cin, nchg, ngroup, by_taps, Ho, Wo, st);
+    }
+    if (whole) {
+#pragma omp parallel for schedule(static) IVAE_PAR((double)ntask * NC * NO * To * Ho * Wo)
+        for (int task = 0; task < ntask; task++)
+            for (int t = 0; t < To; t++)
+                wgrad_task_frame(clip, task, t, xp, g, tap_off, dyt + (size_t)t * F * Coutp, F, rs, Cin, nchg, ngroup,
+                                 by_taps, Ho, Wo, st);
     }
     if (flat) {
         for (int task = 0; task < nob * nig; task++) {
