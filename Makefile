@@ -18,7 +18,7 @@ CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-format-truncation
 # the compiler may evaluate both sides of a select. Without it gcc does not
 # vectorise ivae_expf's loops on AVX2 (SiLU ran scalar: 9% of a training
 # step). It changes no value: every operation and its rounding stay as
-# written (that is what -ffast-math would change, and it stays off).
+# written (what the fast-math options would change; those stay off).
 CFLAGS  += -fno-trapping-math
 # x86 with AVX-512: let the compiler use 512-bit registers (the conv tiles need
 # all 32 of them). Vector width never changes the bits: the order of every
