@@ -214,12 +214,12 @@ static inline __attribute__((always_inline)) void conv_chain(real part[MR][NR], 
 }
 
 /* A forward row segment: y[m][w] for n_o <= MR output channels and n_w
-   columns. Per block of CB input channels, each tile of NR columns runs the
-   block's chain in registers and adds it into y, which holds the sum of the
-   blocks so far (the first block: 0 + part, so never -0); the last block
-   also adds the bias: y = (sum of the blocks' chains) + bias. The block's
-   weights (CB x K x MR floats) stay in L1 while the segment's tiles use
-   them. */
+   columns, of nrows rows (x's rows xrs floats apart, y's yrs). Per block of
+   CB input channels, each row's tiles of NR columns run the block's chain
+   in registers and add it into y, which holds the sum of the blocks so far
+   (the first block: 0 + part, so never -0); the last block also adds the
+   bias: y = (sum of the blocks' chains) + bias. The block's weights (CB x K
+   x MR floats) stay in L1 while the segment's tiles use them. */
 static inline __attribute__((always_inline)) void conv_segment(real *restrict y, size_t ystride, int n_o, int n_w,
                                                                const real *restrict x, size_t cs,
                                                                const int *restrict toff, const real *restrict wpk,
