@@ -182,25 +182,34 @@ void ivae_set_error(const char *fmt, ...) {
    calls this first in main. */
 
 /* threads running on the machine besides this one: procs_running of
-   /proc/stat (which counts this one), the most of three looks 1 ms apart;
-   0 where /proc/stat cannot be read */
+   /proc/stat (which counts this one), the median of five looks 1 ms apart;
+   0 where /proc/stat cannot be read. The median, not the most: a program
+   started in a pipeline (ivae grad ... | tee log) finds its partners in
+   the first look, still starting (2 others, then 0, 0, ...), where a
+   forking shell or a busy loop on the other core shows in every look. */
 static int others_running(void) {
-    int most = 0;
-    for (int k = 0; k < 3; k++) {
+    enum { LOOKS = 5 };
+    int seen[LOOKS];
+    for (int k = 0; k < LOOKS; k++) {
         FILE *f = fopen("/proc/stat", "r");
         if (!f) return 0;
         char line[256];
-        int n = 0;
+        int n = 1;
         while (fgets(line, sizeof line, f))
             if (sscanf(line, "procs_running %d", &n) == 1) break;
         fclose(f);
-        if (n - 1 > most) most = n - 1;
-        if (k < 2) {
+        seen[k] = n - 1 > 0 ? n - 1 : 0;
+        for (int j = k; j > 0 && seen[j] < seen[j - 1]; j--) { /* insertion: seen stays sorted */
+            int v = seen[j];
+            seen[j] = seen[j - 1];
+            seen[j - 1] = v;
+        }
+        if (k < LOOKS - 1) {
             struct timespec ts = {0, 1000000};
             nanosleep(&ts, NULL);
         }
     }
-    return most;
+    return seen[LOOKS / 2];
 }
 
 void ivae_wait_passively(char **argv) {

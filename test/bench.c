@@ -15,7 +15,15 @@
  *          (walked from SPEC 3 by walk_model), timed three ways: forward,
  *          input gradient, weight gradient (+ bias gradient); "uses" counts
  *          the shape's occurrences in the model
- *   train  forward + backward + AdamW: one 17x64x64 clip, and four 1x64x64 images
+ *   train  forward + backward + AdamW: one 17x64x64 clip, and four 1x64x64 images;
+ *          every timed step starts from the same state (the parameters of
+ *          SPEC 6's init copied back, the AdamW moments and step count reset,
+ *          inside the timing; PyTorch the same), so each call times the same
+ *          step: stepping on from one random clip at lr 1e-3 diverges within
+ *          five steps (loss 0.57 -> 4.7, and 106 in PyTorch), and the exploded
+ *          activations put subnormal floats into the decoder's gradients
+ *          (63 000 of 100 million values), which an Intel core handles by
+ *          microcode assist: a step went from 1.2 s to 3.2 s, in both programs
  *   infer  encode and decode of a 3x17x256x256 clip
  *   mem    peak resident memory of a training step and of a decode, at 17 and
  *          33 frames
@@ -623,6 +631,7 @@ typedef struct {
     IvaeLossOpts lo;
     IvaeAdamW ad;
     float *x, *z, *out;
+    float *p0; /* TRAIN: the initial parameters, copied back before each step */
     int Tz, Hz, Wz;
 } ModelJob;
 
@@ -632,6 +641,13 @@ static int model_call(void *ctx) {
     ModelJob *j = ctx;
     if (j->kind == JOB_TRAIN) {
         IvaeLoss L;
+        IvaeModel *m = j->m; /* every step from the same state (the header: train) */
+        memcpy(m->params, j->p0, m->n_params * sizeof(float));
+        if (m->adam_m) {
+            memset(m->adam_m, 0, m->n_params * sizeof(float));
+            memset(m->adam_v, 0, m->n_params * sizeof(float));
+        }
+        m->step = 0;
         ivae_zero_grad(j->m);
         if (ivae_batch_grad(j->m, j->samples, j->B, &j->lo, &L) != 0) {
             fprintf(stderr, "bench: error: ivae_batch_grad: %s\n", ivae_error());
@@ -680,6 +696,8 @@ static int model_body(void *arg, Samples *s) {
     ivae_loss_defaults(&j->lo);
     ivae_adamw_defaults(&j->ad);
     if (j->kind == JOB_TRAIN) {
+        j->p0 = xalloc(j->m->n_params * sizeof(float));
+        memcpy(j->p0, j->m->params, j->m->n_params * sizeof(float));
         j->samples = calloc(j->B, sizeof *j->samples);
         if (!j->samples) bench_die("out of memory");
         for (int b = 0; b < j->B; b++) {

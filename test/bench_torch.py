@@ -171,7 +171,19 @@ class Bench:
         xs = [(torch.rand((3, T, H, W), generator=g) * 2 - 1).requires_grad_(True) for _ in range(B)]
         epss = [torch.randn(model.latent_shape((3, T, H, W)), generator=g) for _ in range(B)]
 
+        # every step from the same state, as test/bench.c does (its header:
+        # stepping on diverges and fills the gradients with subnormals)
+        params = list(model.parameters())
+        p0 = [p.detach().clone() for p in params]
+
         def call():
+            with torch.no_grad():
+                for p, q in zip(params, p0):
+                    p.copy_(q)
+                for st in self.opt.state.values():
+                    st["exp_avg"].zero_()
+                    st["exp_avg_sq"].zero_()
+                    st["step"].zero_()
             self.opt.zero_grad(set_to_none=True)
             for x in xs:
                 x.grad = None
