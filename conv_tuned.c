@@ -107,7 +107,8 @@
 #define SHORT 8 /* rows of up to SHORT outputs are gathered or run as one long row (idea 6) */
 #ifndef ROWCOLS /* a forward task's short rows together have up to this many outputs */
 #if defined(__AVX512F__)
-#define ROWCOLS 1 /* one row per task, as measured there */
+#define ROWCOLS 512 /* AVX-512 with two fma units, one thread, forward GFLOP/s per core: 384 -> 384 at
+                       2 x 64 x 64 113 -> 150, 32 -> 32 at 17 x 64 x 64 133-142 -> 153-158 (one row per task before) */
 #else
 #define ROWCOLS 128 /* AVX2, one thread: 384 -> 384 at 2 x 32 x 32 39 -> 63 GFLOP/s per core; rows of
                           16 this way 55-57 against 48-49 as long rows (128 -> 128 at 9 x 16 x 16) */
@@ -367,7 +368,7 @@ static void conv_padded_to(real *out, size_t plane, const real *xp, const Padded
     SegmentFn *segment = narrow ? conv_segment_narrow : nseg > 1 ? conv_segment_long : conv_segment_wide;
     /* rows shorter than ROWCOLS outputs go RG to a task, so that a block's
        weights, once in L1, serve RG rows (AVX2's 16-column tiles used each
-       only once on a row of 16) */
+       only once on a row of 16; AVX-512's two tiles of a 64-column row) */
     int RG = Wo < ROWCOLS ? ROWCOLS / Wo : 1, nrg = (Ho + RG - 1) / RG;
 #pragma omp parallel for schedule(static) IVAE_PAR((double)Cout * To * Ho * Wo * Cin * K)
     for (int task = 0; task < nob * To * nrg * nseg; task++) {
