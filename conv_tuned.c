@@ -177,9 +177,13 @@ static real *pad_input(int slot, Padded *g, const real *x, int C, int T, int H, 
                 memset(dst, 0, (size_t)p.left * sizeof(real));
                 memcpy(dst + p.left, src, (size_t)W * sizeof(real));
                 memset(dst + p.left + W, 0, (size_t)(G.Wrow - p.left - W) * sizeof(real));
-            } else {
+            } else { /* phase r holds the padded columns r, r + sw, ...: input columns w = j sw + r - left */
                 memset(dst, 0, (size_t)G.Wrow * sizeof(real));
-                for (int w = 0; w < W; w++) dst[col_index(&G, w + p.left)] = src[w];
+                for (int r = 0; r < G.sw; r++) {
+                    real *ph = dst + (size_t)r * G.half;
+                    int j = r >= p.left ? 0 : (p.left - r + G.sw - 1) / G.sw; /* the first j with w >= 0 */
+                    for (int w = j * G.sw + r - p.left; w < W; j++, w += G.sw) ph[j] = src[w];
+                }
             }
         }
     }
