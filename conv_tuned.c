@@ -167,18 +167,25 @@ static real *pad_input(int slot, Padded *g, const real *x, int C, int T, int H, 
             memset(f, 0, (size_t)G.Hp * G.Wrow * sizeof(real));
             continue;
         }
-        /* each float written once: the padding rows, then per row its padding and its values */
-        memset(f, 0, (size_t)p.top * G.Wrow * sizeof(real));
-        memset(f + (size_t)(p.top + H) * G.Wrow, 0, (size_t)(G.Hp - p.top - H) * G.Wrow * sizeof(real));
+        /* narrow rows (up to 64 columns): the frame cleared at once, then the rows' values (two
+           memsets of a column or two per row were 15% of 128 -> 128 channels' weight gradient at
+           9 x 16 x 16); wider rows: each float written once, the padding rows, then per row its
+           padding and its values */
+        int narrow = W <= 64;
+        if (narrow) memset(f, 0, (size_t)G.Hp * G.Wrow * sizeof(real));
+        else {
+            memset(f, 0, (size_t)p.top * G.Wrow * sizeof(real));
+            memset(f + (size_t)(p.top + H) * G.Wrow, 0, (size_t)(G.Hp - p.top - H) * G.Wrow * sizeof(real));
+        }
         for (int h = 0; h < H; h++) {
             const real *src = t >= 0 ? x + (((size_t)c * T + t) * H + h) * W : prev + (((size_t)c * tfront + tp) * H + h) * W;
             real *dst = f + (size_t)(h + p.top) * G.Wrow;
             if (G.sw == 1) {
-                memset(dst, 0, (size_t)p.left * sizeof(real));
+                if (!narrow) memset(dst, 0, (size_t)p.left * sizeof(real));
                 memcpy(dst + p.left, src, (size_t)W * sizeof(real));
-                memset(dst + p.left + W, 0, (size_t)(G.Wrow - p.left - W) * sizeof(real));
+                if (!narrow) memset(dst + p.left + W, 0, (size_t)(G.Wrow - p.left - W) * sizeof(real));
             } else { /* phase r holds the padded columns r, r + sw, ...: input columns w = j sw + r - left */
-                memset(dst, 0, (size_t)G.Wrow * sizeof(real));
+                if (!narrow) memset(dst, 0, (size_t)G.Wrow * sizeof(real));
                 for (int r = 0; r < G.sw; r++) {
                     real *ph = dst + (size_t)r * G.half;
                     int j = r >= p.left ? 0 : (p.left - r + G.sw - 1) / G.sw; /* the first j with w >= 0 */
