@@ -504,31 +504,43 @@ static void conv_flat(real *out, const real *x, const real *wpk, const real *bia
 /* floats of W (Cout, Cin, K) packed for conv_tile */
 size_t ivae_conv3d_packed_size(int Cout, int Cin, int K) { return (size_t)((Cout + MR - 1) / MR) * Cin * K * MR; }
 
-/* packs the taps tap[0 .. nk-1] of W (Cout, Cin, K) for conv_tile, as a
-   kernel of nk taps, into wpk (Cout/MR blocks, Cin, nk, MR); flip = the
-   input gradient's kernel: in and out channels swapped and the taps in
-   reverse order (tap[nk-1] first) */
-static void pack_taps(real *wpk, const real *weight, int Cout, int Cin, int K, const int *tap, int nk, int flip) {
-    int rows = flip ? Cin : Cout, cols = flip ? Cout : Cin, nb = (rows + MR - 1) / MR;
-#pragma omp parallel for schedule(static) IVAE_PAR((double)rows * cols * nk)
-    for (int b = 0; b < nb; b++)
-        for (int i = 0; i < cols; i++)
-            for (int k = 0; k < nk; k++)
-                for (int m = 0; m < MR; m++) {
-                    int r = b * MR + m;
-                    real v = 0;
-                    if (r < rows)
-                        v = flip ? weight[((size_t)i * Cin + r) * K + tap[nk - 1 - k]] : weight[((size_t)r * Cin + i) * K + tap[k]];
-                    wpk[(((size_t)b * cols + i) * nk + k) * MR + m] = v;
-                }
+/* packs nph kernels of W (Cout, Cin, K) for conv_tile, one after another in
+   wpk, each (Cout/MR blocks, Cin, nk[p], MR); kernel p's taps are
+   src[o_p .. o_p + nk[p] - 1], o_p = nk[0] + ... + nk[p-1]. flip = input
+   gradient kernels: in and out channels swapped (src already in the flipped
+   order). One pass over W: each of its (o, i) kernels is read once for all
+   nph (the phases of a strided input gradient each reading all of W, in L3,
+   were 15% of 128 -> 128 at 9 x 16 x 16). */
+static void pack_kernels(real *wpk, const real *weight, int Cout, int Cin, int K, int nph, const int *nk,
+                         const int *src, int flip) {
+    int rows = flip ? Cin : Cout, cols = flip ? Cout : Cin, nb = (rows + MR - 1) / MR, ntap = 0;
+    size_t off[nph + 1];
+    off[0] = 0;
+    for (int p = 0; p < nph; p++) off[p + 1] = off[p] + (size_t)nb * cols * nk[p] * MR, ntap += nk[p];
+    /* tasks (b, i) in the order W holds their kernels (flipped: block b's MR kernels are
+       contiguous in W for each i) */
+#pragma omp parallel for schedule(static) IVAE_PAR((double)rows * cols * ntap)
+    for (int task = 0; task < nb * cols; task++) {
+        int b = flip ? task % nb : task / cols, i = flip ? task / nb : task % cols;
+        const real *w[MR]; /* the block's MR kernels of W (NULL: past the last row, packed as 0) */
+        for (int m = 0; m < MR; m++) {
+            int r = b * MR + m;
+            w[m] = r >= rows ? NULL : flip ? weight + ((size_t)i * Cin + r) * K : weight + ((size_t)r * Cin + i) * K;
+        }
+        for (int p = 0, j = 0; p < nph; p++) {
+            real *dst = wpk + off[p] + ((size_t)b * cols + i) * nk[p] * MR;
+            for (int k = 0; k < nk[p]; k++, j++)
+                for (int m = 0; m < MR; m++) dst[k * MR + m] = w[m] ? w[m][src[j]] : 0;
+        }
+    }
 }
 
 /* packs W (Cout, Cin, K) for conv_tile into wpk; flip = the input gradient's
    kernel: in and out channels swapped and the taps reversed */
 void ivae_conv3d_pack(real *wpk, const real *weight, int Cout, int Cin, int K, int flip) {
     int tap[K];
-    for (int k = 0; k < K; k++) tap[k] = k;
-    pack_taps(wpk, weight, Cout, Cin, K, tap, K, flip);
+    for (int k = 0; k < K; k++) tap[k] = flip ? K - 1 - k : k;
+    pack_kernels(wpk, weight, Cout, Cin, K, 1, &K, tap, flip);
 }
 
 static real *pack_weights(const real *weight, int Cout, int Cin, int K) {
@@ -575,20 +587,20 @@ void ivae_conv3d_pack_dinp(real *wpk, const real *weight, int Cout, int Cin, int
                            int sw) {
     Phase pt[st], ph[sh], pw[sw];
     phases_of(pt, ph, pw, 1, 1, 1, kt, kh, kw, st, sh, sw);
-    int K = kt * kh * kw, tap[K];
+    int K = kt * kh * kw, src[K], nk[st * sh * sw], nph = 0, ntap = 0;
     for (int rt = 0; rt < st; rt++)
         for (int rh = 0; rh < sh; rh++)
             for (int rw = 0; rw < sw; rw++) {
                 Phase a = pt[rt], c = ph[rh], d = pw[rw];
-                int nk = 0;
+                int n = a.nk * c.nk * d.nk, j = 0; /* the phase's taps, the last first (flipped) */
+                if (!n) continue;
                 for (int ja = 0; ja < a.nk; ja++)
                     for (int jc = 0; jc < c.nk; jc++)
-                        for (int jd = 0; jd < d.nk; jd++)
-                            tap[nk++] = ((a.c0 + st * ja) * kh + c.c0 + sh * jc) * kw + d.c0 + sw * jd;
-                if (!nk) continue;
-                pack_taps(wpk, weight, Cout, Cin, K, tap, nk, 1);
-                wpk += ivae_conv3d_packed_size(Cin, Cout, nk);
+                        for (int jd = 0; jd < d.nk; jd++, j++)
+                            src[ntap + n - 1 - j] = ((a.c0 + st * ja) * kh + c.c0 + sh * jc) * kw + d.c0 + sw * jd;
+                nk[nph++] = n, ntap += n;
             }
+    pack_kernels(wpk, weight, Cout, Cin, K, nph, nk, src, 1);
 }
 
 /* wpk: the packed weights (NULL: pack them here) */
@@ -617,14 +629,24 @@ int ivae_conv3d_forward_padded_tuned(real *out, const real *inp, const real *pre
     return To;
 }
 
-/* One weight-gradient tile: NO output channels x nc taps of input channel i.
-   x[k] points at tap k's input row for the current output row (column w of
-   the row is x[k][w]); dyt at the row's first position, NO channels each. */
-static inline __attribute__((always_inline)) void wgrad_row(real row[NC][NO], const real *const *x, const real *dyt,
-                                                            size_t dys, int Wo, int nc) {
-    for (int k = 0; k < nc; k++)
-        for (int o = 0; o < NO; o++) row[k][o] = 0;
-    for (int w = 0; w < Wo; w++) {
+/* One output row of a weight-gradient tile: NO output channels x nc taps of
+   input channel i, a fresh fma chain along the row (from +0: the first
+   position's fma adds its product to 0), added into the frame's sums
+   (first: the frame's first row, 0 + the row's chain). x[k] points at tap
+   k's input row (column w of the row is x[k][w]); dyt at the row's first
+   position, NO channels each. The chains stay in registers and are added
+   into frame straight from them: with the chains' zeroing and the frame's
+   sum in arrays of their own, gcc cleared both with memset and moved the
+   chains through the stack once per row (a third of the time on rows of 16). */
+static inline __attribute__((always_inline)) void wgrad_row(real *restrict frame, int first, const real *const *x,
+                                                            const real *dyt, size_t dys, int Wo, int nc) {
+    real row[NC][NO];
+    for (int k = 0; k < nc; k++) {
+        real xv = x[k][0];
+#pragma omp simd
+        for (int o = 0; o < NO; o++) row[k][o] = FMA(xv, dyt[o], (real)0);
+    }
+    for (int w = 1; w < Wo; w++) {
         const real *dy = dyt + (size_t)w * dys;
         for (int k = 0; k < nc; k++) {
             real xv = x[k][w];
@@ -632,23 +654,21 @@ static inline __attribute__((always_inline)) void wgrad_row(real row[NC][NO], co
             for (int o = 0; o < NO; o++) row[k][o] = FMA(xv, dy[o], row[k][o]);
         }
     }
+    for (int k = 0; k < nc; k++)
+#pragma omp simd
+        for (int o = 0; o < NO; o++) frame[k * NO + o] = (first ? (real)0 : frame[k * NO + o]) + row[k][o];
 }
 
 /* One frame of a weight-gradient tile: the rows' chains (wgrad_row) summed
-   into frame in increasing h. x0[k]: slot k's input row for output row 0,
-   the next output row's rs floats on; dyf: the frame's transposed dy. */
-static inline __attribute__((always_inline)) void wgrad_frame(real frame[NC][NO], const real *const *x0, size_t rs,
+   into frame (nc x NO floats) in increasing h. x0[k]: slot k's input row
+   for output row 0, the next output row's rs floats on; dyf: the frame's
+   transposed dy. */
+static inline __attribute__((always_inline)) void wgrad_frame(real *restrict frame, const real *const *x0, size_t rs,
                                                               const real *dyf, int Ho, int Wo, int nc) {
-    for (int k = 0; k < nc; k++)
-        for (int o = 0; o < NO; o++) frame[k][o] = 0;
     for (int h = 0; h < Ho; h++) {
         const real *x[NC];
         for (int k = 0; k < nc; k++) x[k] = x0[k] + (size_t)h * rs;
-        real row[NC][NO];
-        wgrad_row(row, x, dyf + (size_t)h * Wo * NO, NO, Wo, nc);
-        for (int k = 0; k < nc; k++)
-#pragma omp simd
-            for (int o = 0; o < NO; o++) frame[k][o] = frame[k][o] + row[k][o];
+        wgrad_row(frame, h == 0, x, dyf + (size_t)h * Wo * NO, NO, Wo, nc);
     }
 }
 
@@ -705,13 +725,13 @@ static inline __attribute__((always_inline)) void wgrad_task_frame(real *clip, i
         int i = by_taps ? cg : cg * NC + k, tap = by_taps ? grp * NC + k : grp;
         x0[k] = xp + (size_t)i * g->cs + (size_t)t * st * g->Hp * g->Wrow + tap_off[tap];
     }
-    real frame[NC][NO];
+    real frame[NC * NO];
     dyf += (size_t)ob * F * NO;
     if (nslot == NC) wgrad_frame(frame, x0, rs, dyf, Ho, Wo, NC); /* constant nc: fully unrolled */
     else wgrad_frame(frame, x0, rs, dyf, Ho, Wo, nslot);
     real *c = clip + (size_t)task * NC * NO;
     for (int k = 0; k < nslot; k++)
-        for (int o = 0; o < NO; o++) c[k * NO + o] = (t ? c[k * NO + o] : (real)0) + frame[k][o];
+        for (int o = 0; o < NO; o++) c[k * NO + o] = (t ? c[k * NO + o] : (real)0) + frame[k * NO + o];
 }
 
 static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Padded *g, int Cin, int Cout,
@@ -953,6 +973,16 @@ static void conv_dinp_phases(real *dinp, const real *dout, const real *wpkf, int
     for (int row = 0; row < Cin * T * H; row++) {
         int i = row / (T * H), t = row / H % T, h = row % H;
         real *dst = dinp + (size_t)row * W;
+        if (sw == 2 && W % 2 == 0) { /* the two phases' columns in turn, in one pass (vectorised) */
+            Phase a = pt[t % st], c = ph[h % sh];
+            size_t q = (((size_t)i * a.n + t / st) * c.n + h / sh) * pw[0].n;
+            const real *s0 = buf + at[t % st][h % sh][0] + q, *s1 = buf + at[t % st][h % sh][1] + q;
+            for (int v = 0; v < W / 2; v++) {
+                dst[2 * v] = s0[v];
+                dst[2 * v + 1] = s1[v];
+            }
+            continue;
+        }
         for (int rw = 0; rw < sw && rw < W; rw++) {
             Phase a = pt[t % st], c = ph[h % sh], d = pw[rw];
             const real *src = buf + at[t % st][h % sh][rw] + (((size_t)i * a.n + t / st) * c.n + h / sh) * d.n;

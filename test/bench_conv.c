@@ -1,8 +1,9 @@
 /*
  * bench_conv.c: one convolution shape, timed: the tuned forward pass, input
  * gradient and weight gradient (conv_tuned.c) on a (Cin, T, H, H) input,
- * stride 1 unless given, after a warm-up, the best of 5 repetitions each (the machine may
- * be shared: the fastest run is the least disturbed), in GFLOP/s counting
+ * stride 1 unless given, after a warm-up, the best of 5 repetitions each
+ * (BENCH_CONV_REPS=N: of N, for perf record; the machine may be shared: the
+ * fastest run is the least disturbed), in GFLOP/s counting
  * every tap (the zero padding included). Also per core: the flops over the
  * process's CPU time (all threads), which a busy machine disturbs less than
  * the wall clock. For a kernel author looking at one shape; `make bench`
@@ -60,9 +61,11 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < nw; i++) w[i] = 0.01f * (float)(i % 5);
     for (size_t i = 0; i < ny; i++) y[i] = 0.01f * (float)(i % 3);
     double flop = 2.0 * Cout * Cin * kt * k * k * (double)To * Ho * Wo;
+    const char *reps_env = getenv("BENCH_CONV_REPS"); /* more calls, for perf record (default 5) */
+    int reps = reps_env && atoi(reps_env) > 0 ? atoi(reps_env) : 5;
     for (const char *p = passes; *p; p++) {
         double dt = 1e30, dc = 1e30;
-        for (int r = -1; r < 5; r++) { /* r = -1: the warm-up */
+        for (int r = -1; r < reps; r++) { /* r = -1: the warm-up */
             double t0 = now(), c0 = cpu_now();
             if (*p == 'f') ivae_conv3d_forward_chunk_tuned(y, x, NULL, 0, NULL, w, b, Cin, T, H, W, Cout, kt, k, k, st, ss, ss);
             if (*p == 'x') ivae_conv3d_backward_tuned(dx, NULL, NULL, y, x, NULL, w, Cin, T, H, W, Cout, kt, k, k, st, ss, ss);
