@@ -200,14 +200,16 @@ static real *pad_input(int slot, Padded *g, const real *x, int C, int T, int H, 
 
 /* One block's chain for a forward tile: part[m][n] = the fma chain over input
    channels i0 .. i1-1 (in increasing order) and, for each, its K taps, for
-   MR output channels and NR columns. x: the tile's first column in channel
-   0; wpk: the tile's packed weights (Cin, K, MR). prefetch: ask for the next
+   MR output channels and nr columns. x: the tile's first column in channel
+   0; columns VL.. (the second vector) come from x + off2 (VL: the same row;
+   a row's length: the next row, for tiles of two rows of VL columns);
+   wpk: the tile's packed weights (Cin, K, MR). prefetch: ask for the next
    tile's input columns of each row now (rows wider than a task's segment,
    where the hardware's own prefetch fell behind: 96 channels at 256 x 256
    went from 78-84 to 94-101 GFLOP/s per core; narrower rows were 5-10%
    slower with it). */
 static inline __attribute__((always_inline)) void conv_chain_rows(real part[MR][NR], const real *restrict x,
-                                                                  size_t cs, const int *restrict toff,
+                                                                  size_t off2, size_t cs, const int *restrict toff,
                                                                   const real *restrict wpk, int i0, int i1, int K,
                                                                   int nr, int prefetch, int mr) {
     for (int m = 0; m < mr; m++)
@@ -218,10 +220,13 @@ static inline __attribute__((always_inline)) void conv_chain_rows(real part[MR][
             for (int k = 0; k < K; k += 3) /* one per row of taps and cache line: the row's next NR columns */
                 for (int c = 0; c < nr; c += (int)(64 / sizeof(real))) __builtin_prefetch(xi + toff[k] + nr + c);
         for (int k = 0; k < K; k++) {
-            const real *xr = xi + toff[k], *wk = wi + (size_t)k * MR;
-            for (int m = 0; m < mr; m++)
+            const real *xr = xi + toff[k], *xr2 = xr + off2, *wk = wi + (size_t)k * MR;
+            for (int m = 0; m < mr; m++) {
 #pragma omp simd
-                for (int n = 0; n < nr; n++) part[m][n] = FMA(wk[m], xr[n], part[m][n]);
+                for (int n = 0; n < (nr < VL ? nr : VL); n++) part[m][n] = FMA(wk[m], xr[n], part[m][n]);
+#pragma omp simd
+                for (int n = VL; n < nr; n++) part[m][n] = FMA(wk[m], xr2[n - VL], part[m][n]);
+            }
         }
     }
 }
@@ -232,33 +237,56 @@ static inline __attribute__((always_inline)) void conv_chain_rows(real part[MR][
    (12 + 12 + 8, 5 x 12 + 4), decoder.conv_out 3: the full tile computed a
    third to two thirds of its rows for nothing, 11% of the work at 32 and 64
    channels. */
-static inline __attribute__((always_inline)) void conv_chain(real part[MR][NR], const real *restrict x, size_t cs,
-                                                             const int *restrict toff, const real *restrict wpk,
-                                                             int i0, int i1, int K, int nr, int prefetch, int n_o) {
-    if (n_o > 2 * MR / 3) conv_chain_rows(part, x, cs, toff, wpk, i0, i1, K, nr, prefetch, MR);
-    else if (n_o > MR / 3) conv_chain_rows(part, x, cs, toff, wpk, i0, i1, K, nr, prefetch, 2 * MR / 3);
-    else conv_chain_rows(part, x, cs, toff, wpk, i0, i1, K, nr, prefetch, MR / 3);
+static inline __attribute__((always_inline)) void conv_chain(real part[MR][NR], const real *restrict x, size_t off2,
+                                                             size_t cs, const int *restrict toff,
+                                                             const real *restrict wpk, int i0, int i1, int K, int nr,
+                                                             int prefetch, int n_o) {
+    if (n_o > 2 * MR / 3) conv_chain_rows(part, x, off2, cs, toff, wpk, i0, i1, K, nr, prefetch, MR);
+    else if (n_o > MR / 3) conv_chain_rows(part, x, off2, cs, toff, wpk, i0, i1, K, nr, prefetch, 2 * MR / 3);
+    else conv_chain_rows(part, x, off2, cs, toff, wpk, i0, i1, K, nr, prefetch, MR / 3);
+}
+
+/* y[m][n] = (first ? 0 : y[m][n]) + part[m][c0 + n] (+ bias[m] if last), for
+   m < n_o, n < nw: a block's chain added into the sum of the blocks so far */
+static inline __attribute__((always_inline)) void tile_add(real *restrict y, size_t ystride, real part[MR][NR],
+                                                           int c0, int nw, int n_o, int first, int last,
+                                                           const real *bias) {
+    for (int m = 0; m < n_o; m++)
+#pragma omp simd
+        for (int n = 0; n < nw; n++) {
+            real v = (first ? 0 : y[m * ystride + n]) + part[m][c0 + n];
+            y[m * ystride + n] = last && bias ? v + bias[m] : v;
+        }
 }
 
 /* A forward row segment: y[m][w] for n_o <= MR output channels and n_w
    columns, of nrows rows (x's rows xrs floats apart, y's yrs). Per block of
-   CB input channels, each row's tiles of NR columns run the block's chain
+   CB input channels, each row's tiles of nr columns run the block's chain
    in registers and add it into y, which holds the sum of the blocks so far
    (the first block: 0 + part, so never -0); the last block also adds the
    bias: y = (sum of the blocks' chains) + bias. The block's weights (CB x K
-   x MR floats) stay in L1 while the segment's tiles use them. */
+   x MR floats) stay in L1 while the segment's tiles use them. pair (rows of
+   VL columns): a tile is two rows, one vector of each (an odd last row
+   computes its first vector twice and keeps one). */
 static inline __attribute__((always_inline)) void conv_segment(real *restrict y, size_t ystride, int n_o, int n_w,
                                                                const real *restrict x, size_t cs,
                                                                const int *restrict toff, const real *restrict wpk,
                                                                int Cin, int K, const real *bias, int nr, int prefetch,
-                                                               int nrows, size_t xrs, size_t yrs) {
+                                                               int pair, int nrows, size_t xrs, size_t yrs) {
     for (int i0 = 0; i0 < Cin; i0 += CB) {
         int i1 = i0 + CB < Cin ? i0 + CB : Cin, first = i0 == 0, last = i1 == Cin;
-        for (int r = 0; r < nrows; r++)
+        for (int r = 0; r < nrows; r += pair ? 2 : 1)
         for (int w0 = 0; w0 < n_w; w0 += nr) {
             real part[MR][NR];
-            conv_chain(part, x + r * xrs + w0, cs, toff, wpk, i0, i1, K, nr, prefetch, n_o);
             real *yt = y + r * yrs + w0;
+            if (pair) {
+                int two = r + 1 < nrows;
+                conv_chain(part, x + r * xrs, two ? xrs : 0, cs, toff, wpk, i0, i1, K, NR, 0, n_o);
+                tile_add(yt, ystride, part, 0, VL, n_o, first, last, bias);
+                if (two) tile_add(yt + yrs, ystride, part, VL, VL, n_o, first, last, bias);
+                continue;
+            }
+            conv_chain(part, x + r * xrs + w0, VL, cs, toff, wpk, i0, i1, K, nr, prefetch, n_o);
             if (n_o == MR && n_w - w0 >= nr) {
                 for (int m = 0; m < MR; m++) {
                     real *ym = yt + m * ystride, b = last && bias ? bias[m] : 0;
@@ -268,39 +296,39 @@ static inline __attribute__((always_inline)) void conv_segment(real *restrict y,
                         ym[n] = last && bias ? v + b : v;
                     }
                 }
-            } else {
-                int nw = n_w - w0 < nr ? n_w - w0 : nr;
-                for (int m = 0; m < n_o; m++)
-#pragma omp simd
-                    for (int n = 0; n < nw; n++) {
-                        real v = (first ? 0 : yt[m * ystride + n]) + part[m][n];
-                        yt[m * ystride + n] = last && bias ? v + bias[m] : v;
-                    }
-            }
+            } else tile_add(yt, ystride, part, 0, n_w - w0 < nr ? n_w - w0 : nr, n_o, first, last, bias);
         }
     }
 }
 
-/* the segment with tiles of NR columns (prefetching for long rows), and of
-   NR/2 for narrow rows (a row of 16 columns would leave half of a wide
-   tile's lanes unused) */
+/* the segment with tiles of NR columns (prefetching for long rows), of
+   NR/2 for narrow rows (a row of 48 columns would leave a third of the
+   wide tiles' lanes unused), and of two rows for rows of NR/2 (the narrow
+   tile's single vector of x per broadcast weight made those rows 20% slower
+   than rows of 32: 128 -> 128 at 9 x 16 x 16, one thread, forward 138
+   against 174 GFLOP/s per core at 9 x 32 x 32) */
 typedef void SegmentFn(real *restrict y, size_t ystride, int n_o, int n_w, const real *restrict x, size_t cs,
                        const int *restrict toff, const real *restrict wpk, int Cin, int K, const real *bias,
                        int nrows, size_t xrs, size_t yrs);
 static void conv_segment_wide(real *restrict y, size_t ystride, int n_o, int n_w, const real *restrict x, size_t cs,
                               const int *restrict toff, const real *restrict wpk, int Cin, int K, const real *bias,
                               int nrows, size_t xrs, size_t yrs) {
-    conv_segment(y, ystride, n_o, n_w, x, cs, toff, wpk, Cin, K, bias, NR, 0, nrows, xrs, yrs);
+    conv_segment(y, ystride, n_o, n_w, x, cs, toff, wpk, Cin, K, bias, NR, 0, 0, nrows, xrs, yrs);
 }
 static void conv_segment_long(real *restrict y, size_t ystride, int n_o, int n_w, const real *restrict x, size_t cs,
                               const int *restrict toff, const real *restrict wpk, int Cin, int K, const real *bias,
                               int nrows, size_t xrs, size_t yrs) {
-    conv_segment(y, ystride, n_o, n_w, x, cs, toff, wpk, Cin, K, bias, NR, 1, nrows, xrs, yrs);
+    conv_segment(y, ystride, n_o, n_w, x, cs, toff, wpk, Cin, K, bias, NR, 1, 0, nrows, xrs, yrs);
 }
 static void conv_segment_narrow(real *restrict y, size_t ystride, int n_o, int n_w, const real *restrict x, size_t cs,
                                 const int *restrict toff, const real *restrict wpk, int Cin, int K, const real *bias,
                                 int nrows, size_t xrs, size_t yrs) {
-    conv_segment(y, ystride, n_o, n_w, x, cs, toff, wpk, Cin, K, bias, NR / 2, 0, nrows, xrs, yrs);
+    conv_segment(y, ystride, n_o, n_w, x, cs, toff, wpk, Cin, K, bias, NR / 2, 0, 0, nrows, xrs, yrs);
+}
+static void conv_segment_pair(real *restrict y, size_t ystride, int n_o, int n_w, const real *restrict x, size_t cs,
+                              const int *restrict toff, const real *restrict wpk, int Cin, int K, const real *bias,
+                              int nrows, size_t xrs, size_t yrs) {
+    conv_segment(y, ystride, n_o, n_w, x, cs, toff, wpk, Cin, K, bias, NR, 0, 1, nrows, xrs, yrs);
 }
 
 /* out (Cout, To, Ho, Wo) from a padded input whose frame t0 + t*st is output
@@ -392,7 +420,8 @@ static void conv_padded_to(real *out, size_t plane, const real *xp, const Padded
     }
     /* narrow tiles where they waste fewer lanes (16 or 48 columns; a row of 32 or 64 is the same either way) */
     int narrow = (Wo + NR / 2 - 1) / (NR / 2) * (NR / 2) < (Wo + NR - 1) / NR * NR;
-    SegmentFn *segment = narrow ? conv_segment_narrow : nseg > 1 ? conv_segment_long : conv_segment_wide;
+    SegmentFn *segment = Wo == VL ? conv_segment_pair : narrow ? conv_segment_narrow
+                         : nseg > 1 ? conv_segment_long : conv_segment_wide;
     /* rows shorter than ROWCOLS outputs go RG to a task, so that a block's
        weights, once in L1, serve RG rows (AVX2's 16-column tiles used each
        only once on a row of 16; AVX-512's two tiles of a 64-column row) */

@@ -169,6 +169,11 @@ int main(int argc, char **argv) {
         /* small frames gathered (rows of up to 8, 32 or more output channels): ragged tiles of output
            channels and positions (5 x 7 = 35 of 64), stride 2; more frames than one group of copies holds */
         {9, 3, 5, 7, 37, 3, 3, 3, 1, 1, 1}, {9, 5, 10, 13, 33, 3, 3, 3, 2, 2, 2}, {300, 20, 4, 8, 32, 3, 3, 3, 1, 1, 1},
+        /* forward tiles of two rows (rows of one vector: 16 columns, AVX2 8): an odd last row, odd rows in a
+           second task's group, strided (and the input gradient's phases of 16 columns); last blocks of 1, 5,
+           10 output channels (tiles of 4 and 8 rows of 12) */
+        {11, 3, 7, 16, 13, 3, 3, 3, 1, 1, 1}, {4, 1, 35, 16, 5, 3, 3, 3, 1, 1, 1}, {6, 3, 9, 32, 10, 3, 3, 3, 2, 2, 2},
+        {5, 2, 9, 16, 9, 3, 3, 3, 1, 2, 2},
     };
     for (size_t j = 0; j < sizeof odd / sizeof odd[0]; j++) {
         int *c = odd[j];
