@@ -21,7 +21,8 @@
  *    holds the sum of the blocks so far. Only part lives in registers:
  *    MR x NR = 12 x 32 floats is 24 of the 32 AVX-512 registers, and per tap
  *    the 24 fmas need 2 vector loads of x and 12 broadcasts of w (rows of
- *    16 or 48 columns take tiles of 12 x 16, which waste no lanes there).
+ *    48 columns take tiles of 12 x 16, which waste no lanes there; rows of
+ *    16, tiles of two rows, one vector of each).
  *    With AVX2's 16 registers of 8 floats the tile is 6 x 16 (12 registers;
  *    the AVX-512 tile there spilled to the stack and ran at a third of the
  *    speed). The
