@@ -419,7 +419,8 @@ static void conv_padded_to(real *out, size_t plane, const real *xp, const Padded
         }
         return;
     }
-    /* narrow tiles where they waste fewer lanes (16 or 48 columns; a row of 32 or 64 is the same either way) */
+    /* narrow tiles where they waste fewer lanes (48 columns; a row of 32 or 64 is the same either way), rows of
+       one vector (16 columns) in tiles of two rows */
     int narrow = (Wo + NR / 2 - 1) / (NR / 2) * (NR / 2) < (Wo + NR - 1) / NR * NR;
     SegmentFn *segment = Wo == VL ? conv_segment_pair : narrow ? conv_segment_narrow
                          : nseg > 1 ? conv_segment_long : conv_segment_wide;
