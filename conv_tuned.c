@@ -781,6 +781,75 @@ static inline __attribute__((always_inline)) void wgrad_task_frame(real *clip, i
         for (int o = 0; o < NO; o++) c[k * NO + o] = (t ? c[k * NO + o] : (real)0) + frame[k * NO + o];
 }
 
+/* Rows of up to 16 outputs: a weight-gradient tile of NO output channels x
+   NS = 6 slots, the 3 taps d of one tap row (a, c) of two input channels.
+   With wgrad_row's NO x 9 tile on such rows, the 18 row chains and the
+   frame's 18 sums do not both fit in the registers, and each row's end
+   (chains through the stack, sums in memory) took 40% of the time; here the
+   12 chains and the 12 sums (AVX-512) stay in registers for the whole
+   frame, and a position's dy (2 vectors) serves all 6 slots. The order is
+   wgrad_row's: per output row a fresh fma chain along it, rows added into
+   the frame's sums in increasing h (from +0), the frame's sums into the
+   clip's (clip; first_t: frame 0, which starts them from +0). x0[k]: slot
+   k's input row for output row 0, rs floats to the next; dyf: the frame's
+   transposed dy of the tile's channel block. */
+#define NS 6
+#ifndef SLOTROW /* rows of up to this many outputs take these tiles (measured, one thread, GFLOP/s per core) */
+#if defined(__AVX512F__)
+#define SLOTROW 64 /* 128 > 128: 9 x 16 x 16 193 -> 239, 17 x 32 x 32 228 -> 249; 32 > 32 at 17 x 64 x 64 229 -> 237;
+                      rows of 128 slower (245 -> 238) */
+#else
+#define SLOTROW 16 /* AVX2: 128 > 128 at 9 x 16 x 16 82 -> 93; rows of 32 the same, of 64 slower (112 -> 96) */
+#endif
+#endif
+static inline __attribute__((always_inline)) void wgrad_frame_slots(real *restrict clip, int first_t,
+                                                                    const real *const *x0, size_t rs,
+                                                                    const real *restrict dyf, int Ho, int Wo) {
+    real frame[NS][NO] = {{0}};
+    for (int h = 0; h < Ho; h++) {
+        const real *x[NS];
+        for (int k = 0; k < NS; k++) x[k] = x0[k] + (size_t)h * rs;
+        const real *dy = dyf + (size_t)h * Wo * NO;
+        real row[NS][NO];
+        for (int k = 0; k < NS; k++) {
+            real xv = x[k][0];
+#pragma omp simd
+            for (int o = 0; o < NO; o++) row[k][o] = FMA(xv, dy[o], (real)0);
+        }
+        for (int w = 1; w < Wo; w++)
+            for (int k = 0; k < NS; k++) {
+                real xv = x[k][w];
+#pragma omp simd
+                for (int o = 0; o < NO; o++) row[k][o] = FMA(xv, dy[(size_t)w * NO + o], row[k][o]);
+            }
+        for (int k = 0; k < NS; k++)
+#pragma omp simd
+            for (int o = 0; o < NO; o++) frame[k][o] = frame[k][o] + row[k][o];
+    }
+    for (int k = 0; k < NS; k++)
+#pragma omp simd
+        for (int o = 0; o < NO; o++) clip[k * NO + o] = (first_t ? (real)0 : clip[k * NO + o]) + frame[k][o];
+}
+
+/* slot k of a slots task: input channel 2 ip + k / 3 (past Cin: the last
+   one again, thrown away), tap grp 3 + k % 3 */
+static int slot_channel(int ip, int k, int Cin) { return 2 * ip + k / 3 < Cin ? 2 * ip + k / 3 : Cin - 1; }
+
+/* One slots task on frame t: output channels ob NO.., input channels 2 ip,
+   2 ip + 1, tap row grp (nip pairs, ngs = K / 3 tap rows); its clip sums at
+   clip + task NS NO */
+static inline __attribute__((always_inline)) void wgrad_task_slots(real *clip, int task, int t, const real *xp,
+                                                                   const Padded *g, const size_t *tap_off,
+                                                                   const real *dyf, size_t F, size_t rs, int Cin,
+                                                                   int nip, int ngs, int Ho, int Wo, int st) {
+    int ob = task / (nip * ngs), ip = task / ngs % nip, grp = task % ngs;
+    const real *x0[NS];
+    for (int k = 0; k < NS; k++)
+        x0[k] = xp + (size_t)slot_channel(ip, k, Cin) * g->cs + (size_t)t * st * g->Hp * g->Wrow +
+                tap_off[grp * 3 + k % 3];
+    wgrad_frame_slots(clip + (size_t)task * NS * NO, t == 0, x0, rs, dyf + (size_t)ob * F * NO, Ho, Wo);
+}
+
 static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Padded *g, int Cin, int Cout,
                        int To, int Ho, int Wo, int kt, int kh, int kw, int st, int sh, int sw) {
     int K = kt * kh * kw, Coutp = (Cout + NO - 1) / NO * NO, nob = Coutp / NO;
@@ -792,11 +861,14 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
        tile (one chain per tile was bound by the fma latency). */
     int by_taps = kw == 3 && K % NC == 0;
     int ngroup = by_taps ? K / NC : K, nchg = by_taps ? Cin : (Cin + NC - 1) / NC, ntask = nob * nchg * ngroup;
+    /* rows of up to 16: tiles of two input channels' tap rows (wgrad_frame_slots) */
+    int slots = by_taps && Wo <= SLOTROW, nip = (Cin + 1) / 2, ngs = K / 3;
+    if (slots) ntask = nob * nip * ngs;
     /* the clip sums of every task, filled frame by frame: one frame of dy
        (Ho x Wo x NO floats per block) stays in cache while every task uses it */
     /* 1x1x1 at stride 1: tasks of NO output channels x NI input channels instead (wgrad_flat_frame) */
     int flat = K == 1 && st * sh * sw == 1, nig = (Cin + NI - 1) / NI;
-    size_t nclip = flat ? (size_t)nob * nig * NI * NO : (size_t)ntask * NC * NO;
+    size_t nclip = flat ? (size_t)nob * nig * NI * NO : (size_t)ntask * (slots ? NS : NC) * NO;
     real *clip = ivae_scratch(SCR_WGRAD, nclip);
     /* where tap (a, c, d) reads in the padded input, from output (0, 0, 0): once per call, not per
        task and row (the divisions there were a third of the time at 32 x 32, more on smaller rows) */
@@ -848,15 +920,20 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
         }
         if (whole) continue;
 #pragma omp parallel for schedule(static) IVAE_PAR((double)ntask * NC * NO * Ho * Wo)
-        for (int task = 0; task < ntask; task++)
-            wgrad_task_frame(clip, task, t, xp, g, tap_off, dytt, F, rs, Cin, nchg, ngroup, by_taps, Ho, Wo, st);
+        for (int task = 0; task < ntask; task++) {
+            if (slots) wgrad_task_slots(clip, task, t, xp, g, tap_off, dytt, F, rs, Cin, nip, ngs, Ho, Wo, st);
+            else wgrad_task_frame(clip, task, t, xp, g, tap_off, dytt, F, rs, Cin, nchg, ngroup, by_taps, Ho, Wo, st);
+        }
     }
     if (whole) {
 #pragma omp parallel for schedule(static) IVAE_PAR((double)ntask * NC * NO * To * Ho * Wo)
         for (int task = 0; task < ntask; task++)
-            for (int t = 0; t < To; t++)
-                wgrad_task_frame(clip, task, t, xp, g, tap_off, dyt + (size_t)t * F * Coutp, F, rs, Cin, nchg, ngroup,
-                                 by_taps, Ho, Wo, st);
+            for (int t = 0; t < To; t++) {
+                const real *dyf = dyt + (size_t)t * F * Coutp;
+                if (slots) wgrad_task_slots(clip, task, t, xp, g, tap_off, dyf, F, rs, Cin, nip, ngs, Ho, Wo, st);
+                else wgrad_task_frame(clip, task, t, xp, g, tap_off, dyf, F, rs, Cin, nchg, ngroup, by_taps, Ho, Wo,
+                                      st);
+            }
     }
     if (flat) {
         for (int task = 0; task < nob * nig; task++) {
@@ -865,6 +942,17 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
             for (int k = 0; k < NI && ig * NI + k < Cin; k++)
                 for (int o = 0; o < NO && ob * NO + o < Cout; o++)
                     dweight[(size_t)(ob * NO + o) * Cin + ig * NI + k] += c[k * NO + o];
+        }
+        return;
+    }
+    if (slots) {
+#pragma omp parallel for schedule(static) IVAE_PAR((double)ntask * NS * NO)
+        for (int task = 0; task < ntask; task++) {
+            int ob = task / (nip * ngs), ip = task / ngs % nip, grp = task % ngs;
+            const real *c = clip + (size_t)task * NS * NO;
+            for (int k = 0; k < NS && 2 * ip + k / 3 < Cin; k++)
+                for (int o = 0; o < NO && ob * NO + o < Cout; o++)
+                    dweight[((size_t)(ob * NO + o) * Cin + 2 * ip + k / 3) * K + grp * 3 + k % 3] += c[k * NO + o];
         }
         return;
     }
