@@ -121,8 +121,11 @@
 #define NI 6  /* input channels per 1x1x1 weight-gradient tile */
 #define TP 64 /* positions per piece of the weight gradient's transposed dy */
 #ifndef WGRAD_WHOLE
-#define WGRAD_WHOLE ((size_t)1 << 20) /* floats of transposed dy up to which a weight gradient's tasks run all frames:
-                                         AVX2, one thread, 128 -> 128 at 9 x 16 x 16 34 -> 40 GFLOP/s, at 5 x 8 x 8 21 -> 26 */
+#define WGRAD_WHOLE ((size_t)1 << 17) /* floats of transposed dy (512 KB, half an L2) up to which a weight gradient's
+                                         tasks run all frames, each task reading all of it: AVX2, one thread, 128 ->
+                                         128 at 5 x 8 x 8 21 -> 26 GFLOP/s against a loop per frame; past L2 (1 << 20,
+                                         until the slots tiles), 32 > 32 stride 1,2,2 from 17 x 64 x 64 157 -> 182
+                                         (AVX-512) with a loop per frame, 128 > 128 at 9 x 16 x 16 the same */
 #endif
 #define GATHER ((size_t)1 << 21) /* floats of a small-frame forward's gathered frames at a time (8 MB) */
 
