@@ -70,7 +70,9 @@
  * frame sums into the clip's (small clips: all frames transposed first, and
  * each task runs every frame; 1x1x1 at stride 1: NO output x NI input
  * channels, a frame's rows in one loop, row chains and frame sums both in
- * registers: wgrad_flat_frame). With
+ * registers: wgrad_flat_frame; 3x3x3 rows of up to SLOTROW = 64 outputs,
+ * AVX2 16: NO output channels x 3 taps of two input channels, whose row
+ * chains and frame sums both stay in registers: wgrad_frame_slots). With
  * fewer output channels than a tile's NO (decoder.conv_out has 3, which left
  * 29 of 32 lanes empty), or short rows, the lanes are 16 input
  * channels instead, of a channel-last padded copy of x, in the same order
@@ -123,9 +125,9 @@
 #ifndef WGRAD_WHOLE
 #define WGRAD_WHOLE ((size_t)1 << 17) /* floats of transposed dy (512 KB, half an L2) up to which a weight gradient's
                                          tasks run all frames, each task reading all of it: AVX2, one thread, 128 ->
-                                         128 at 5 x 8 x 8 21 -> 26 GFLOP/s against a loop per frame; past L2 (1 << 20,
-                                         until the slots tiles), 32 > 32 stride 1,2,2 from 17 x 64 x 64 157 -> 182
-                                         (AVX-512) with a loop per frame, 128 > 128 at 9 x 16 x 16 the same */
+                                         128 at 5 x 8 x 8 21 -> 26 GFLOP/s against a loop per frame. The limit was
+                                         1 << 20 (4 MB, past L2); at 1 << 17 a loop per frame takes 32 > 32 at
+                                         stride 1,2,2 from 17 x 64 x 64: 157 -> 182 (AVX-512, Zen 5) */
 #endif
 #define GATHER ((size_t)1 << 21) /* floats of a small-frame forward's gathered frames at a time (8 MB) */
 
@@ -784,11 +786,12 @@ static inline __attribute__((always_inline)) void wgrad_task_frame(real *clip, i
         for (int o = 0; o < NO; o++) c[k * NO + o] = (t ? c[k * NO + o] : (real)0) + frame[k * NO + o];
 }
 
-/* Rows of up to 16 outputs: a weight-gradient tile of NO output channels x
-   NS = 6 slots, the 3 taps d of one tap row (a, c) of two input channels.
-   With wgrad_row's NO x 9 tile on such rows, the 18 row chains and the
-   frame's 18 sums do not both fit in the registers, and each row's end
-   (chains through the stack, sums in memory) took 40% of the time; here the
+/* Rows of up to SLOTROW outputs: a weight-gradient tile of NO output
+   channels x NS = 6 slots, the 3 taps d of one tap row (a, c) of two input
+   channels. With wgrad_row's NO x 9 tile on such rows, the 18 row chains and
+   the frame's 18 sums do not both fit in the registers, and each row's end
+   (chains through the stack, sums in memory) took 40% of the time on rows
+   of 16 (less on longer rows, but still more than these tiles); here the
    12 chains and the 12 sums (AVX-512) stay in registers for the whole
    frame, and a position's dy (2 vectors) serves all 6 slots. The order is
    wgrad_row's: per output row a fresh fma chain along it, rows added into
@@ -864,7 +867,7 @@ static void conv_wgrad(real *dweight, const real *dout, const real *xp, const Pa
        tile (one chain per tile was bound by the fma latency). */
     int by_taps = kw == 3 && K % NC == 0;
     int ngroup = by_taps ? K / NC : K, nchg = by_taps ? Cin : (Cin + NC - 1) / NC, ntask = nob * nchg * ngroup;
-    /* rows of up to 16: tiles of two input channels' tap rows (wgrad_frame_slots) */
+    /* rows of up to SLOTROW: tiles of two input channels' tap rows (wgrad_frame_slots) */
     int slots = by_taps && Wo <= SLOTROW, nip = (Cin + 1) / 2, ngs = K / 3;
     if (slots) ntask = nob * nip * ngs;
     /* the clip sums of every task, filled frame by frame: one frame of dy
