@@ -288,6 +288,22 @@ static inline __attribute__((always_inline)) void conv_segment(real *restrict y,
             if (pair) {
                 int two = r + 1 < nrows;
                 conv_chain(part, x + r * xrs, two ? xrs : 0, cs, toff, wpk, i0, i1, K, NR, 0, n_o);
+                if (n_o == MR && two) { /* unrolled, so that part stays in registers (as below) */
+                    for (int m = 0; m < MR; m++) {
+                        real *ym = yt + m * ystride, b = last && bias ? bias[m] : 0;
+#pragma omp simd
+                        for (int n = 0; n < VL; n++) {
+                            real v = (first ? 0 : ym[n]) + part[m][n];
+                            ym[n] = last && bias ? v + b : v;
+                        }
+#pragma omp simd
+                        for (int n = 0; n < VL; n++) {
+                            real v = (first ? 0 : ym[yrs + n]) + part[m][VL + n];
+                            ym[yrs + n] = last && bias ? v + b : v;
+                        }
+                    }
+                    continue;
+                }
                 tile_add(yt, ystride, part, 0, VL, n_o, first, last, bias);
                 if (two) tile_add(yt + yrs, ystride, part, VL, VL, n_o, first, last, bias);
                 continue;
@@ -1109,25 +1125,32 @@ static void conv_dinp_phases(real *dinp, const real *dout, const real *wpkf, int
                 }
             }
     if (whole) return;
-    /* interleave the phases into dinp, each row of dinp written once */
+    /* interleave the phases into dinp, each row of dinp written once; a task is one plane (i, t), its
+       rows' sources found from each phase's first row (a row's index math cost more than its copy) */
 #pragma omp parallel for schedule(static) IVAE_PAR((double)Cin * T * H * W)
-    for (int row = 0; row < Cin * T * H; row++) {
-        int i = row / (T * H), t = row / H % T, h = row % H;
-        real *dst = dinp + (size_t)row * W;
-        if (sw == 2 && W % 2 == 0) { /* the two phases' columns in turn, in one pass (vectorised) */
-            Phase a = pt[t % st], c = ph[h % sh];
-            size_t q = (((size_t)i * a.n + t / st) * c.n + h / sh) * pw[0].n;
-            const real *s0 = buf + at[t % st][h % sh][0] + q, *s1 = buf + at[t % st][h % sh][1] + q;
-            for (int v = 0; v < W / 2; v++) {
-                dst[2 * v] = s0[v];
-                dst[2 * v + 1] = s1[v];
+    for (int pl = 0; pl < Cin * T; pl++) {
+        int i = pl / T, t = pl % T;
+        Phase a = pt[t % st];
+        const real *src[sh][sw]; /* phase (rh, rw)'s row 0 of this plane */
+        for (int rh = 0; rh < sh; rh++)
+            for (int rw = 0; rw < sw; rw++)
+                src[rh][rw] = buf + at[t % st][rh][rw] + ((size_t)i * a.n + t / st) * ph[rh].n * pw[rw].n;
+        real *dst = dinp + (size_t)pl * H * W;
+        for (int h = 0; h < H; h++, dst += W) {
+            int rh = h % sh;
+            size_t q = (size_t)(h / sh);
+            if (sw == 2 && W % 2 == 0) { /* the two phases' columns in turn, in one pass (vectorised) */
+                const real *s0 = src[rh][0] + q * pw[0].n, *s1 = src[rh][1] + q * pw[1].n;
+                for (int v = 0; v < W / 2; v++) {
+                    dst[2 * v] = s0[v];
+                    dst[2 * v + 1] = s1[v];
+                }
+                continue;
             }
-            continue;
-        }
-        for (int rw = 0; rw < sw && rw < W; rw++) {
-            Phase a = pt[t % st], c = ph[h % sh], d = pw[rw];
-            const real *src = buf + at[t % st][h % sh][rw] + (((size_t)i * a.n + t / st) * c.n + h / sh) * d.n;
-            for (int v = 0; v < d.n; v++) dst[(size_t)sw * v + rw] = src[v];
+            for (int rw = 0; rw < sw && rw < W; rw++) {
+                const real *sr = src[rh][rw] + q * pw[rw].n;
+                for (int v = 0; v < pw[rw].n; v++) dst[(size_t)sw * v + rw] = sr[v];
+            }
         }
     }
 }
