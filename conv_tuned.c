@@ -265,6 +265,18 @@ static inline __attribute__((always_inline)) void tile_add(real *restrict y, siz
         }
 }
 
+/* y[n] = (first ? 0 : y[n]) + p[n] (+ b if addb), n < nn: one channel's
+   row of a full tile, unrolled by its callers so that part stays in
+   registers (the generic tile_add put it on the stack) */
+static inline __attribute__((always_inline)) void row_add(real *restrict y, const real *p, int nn, int first,
+                                                          int addb, real b) {
+#pragma omp simd
+    for (int n = 0; n < nn; n++) {
+        real v = (first ? 0 : y[n]) + p[n];
+        y[n] = addb ? v + b : v;
+    }
+}
+
 /* A forward row segment: y[m][w] for n_o <= MR output channels and n_w
    columns, of nrows rows (x's rows xrs floats apart, y's yrs). Per block of
    CB input channels, each row's tiles of nr columns run the block's chain
@@ -288,19 +300,11 @@ static inline __attribute__((always_inline)) void conv_segment(real *restrict y,
             if (pair) {
                 int two = r + 1 < nrows;
                 conv_chain(part, x + r * xrs, two ? xrs : 0, cs, toff, wpk, i0, i1, K, NR, 0, n_o);
-                if (n_o == MR && two) { /* unrolled, so that part stays in registers (as below) */
+                if (n_o == MR && two) {
                     for (int m = 0; m < MR; m++) {
                         real *ym = yt + m * ystride, b = last && bias ? bias[m] : 0;
-#pragma omp simd
-                        for (int n = 0; n < VL; n++) {
-                            real v = (first ? 0 : ym[n]) + part[m][n];
-                            ym[n] = last && bias ? v + b : v;
-                        }
-#pragma omp simd
-                        for (int n = 0; n < VL; n++) {
-                            real v = (first ? 0 : ym[yrs + n]) + part[m][VL + n];
-                            ym[yrs + n] = last && bias ? v + b : v;
-                        }
+                        row_add(ym, part[m], VL, first, last && bias, b);
+                        row_add(ym + yrs, part[m] + VL, VL, first, last && bias, b);
                     }
                     continue;
                 }
@@ -310,14 +314,8 @@ static inline __attribute__((always_inline)) void conv_segment(real *restrict y,
             }
             conv_chain(part, x + r * xrs + w0, VL, cs, toff, wpk, i0, i1, K, nr, prefetch, n_o);
             if (n_o == MR && n_w - w0 >= nr) {
-                for (int m = 0; m < MR; m++) {
-                    real *ym = yt + m * ystride, b = last && bias ? bias[m] : 0;
-#pragma omp simd
-                    for (int n = 0; n < nr; n++) {
-                        real v = (first ? 0 : ym[n]) + part[m][n];
-                        ym[n] = last && bias ? v + b : v;
-                    }
-                }
+                for (int m = 0; m < MR; m++)
+                    row_add(yt + m * ystride, part[m], nr, first, last && bias, last && bias ? bias[m] : 0);
             } else tile_add(yt, ystride, part, 0, n_w - w0 < nr ? n_w - w0 : nr, n_o, first, last, bias);
         }
     }
