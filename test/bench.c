@@ -45,7 +45,12 @@
  * the row past --budget seconds, a fifth of that for conv rows), and the
  * median. A warm-up that took --long seconds or more is kept as the one
  * sample: so slow a row's one-off costs are noise next to it, and repeating
- * it would blow the time of `make bench`.
+ * it would blow the time of `make bench`. Conv rows go in --rounds turns
+ * (default 3): ivae's child, then PyTorch, then a fresh child, and so on,
+ * each turn with a warm-up and its share of the calls, and the median is
+ * over all of a side's calls. Measured in one turn, the same row's ratio
+ * swung from 0.81x to 0.54x between two runs of the bench (a slow spell of
+ * this VM that fell on one side only).
  *
  * "others" is how many CPUs other processes kept busy while the row ran
  * (/proc/stat's busy time less the CPU time of the bench, its children and
@@ -100,6 +105,7 @@ typedef struct {
     double budget;     /* seconds of timed calls per model row (conv rows: a fifth) */
     double long_s;     /* a warm-up this slow is kept as the one sample */
     double min_s;      /* fast rows: more calls, until they add up to this */
+    int rounds;        /* conv rows: ivae and PyTorch take turns this many times */
     int quick;         /* 1 call per row, no warm-up, 64x64 for the 256x256 rows */
     int torch;         /* 0: --no-torch */
     char only[128];    /* comma list of sections, "" = all */
@@ -108,7 +114,7 @@ typedef struct {
 
 static Options opt = {
     .config = "ivae-s", .csv = "bench.csv", .python = "/usr/bin/python3",
-    .runs = 5, .budget = 20.0, .long_s = 10.0, .min_s = 0.25, .quick = 0, .torch = 1, .seed = 1,
+    .runs = 5, .rounds = 3, .budget = 20.0, .long_s = 10.0, .min_s = 0.25, .quick = 0, .torch = 1, .seed = 1,
 };
 
 static void usage(FILE *f) {
@@ -119,6 +125,8 @@ static void usage(FILE *f) {
             "                   --min S / N get more, up to %d, until they add up to S (default %g)\n"
             "  --budget S       stop adding calls once a model row's would pass S seconds\n"
             "                   (conv rows: S/5; default %g)\n"
+            "  --rounds N       conv rows: ivae and PyTorch take turns N times, each a fresh warm-up\n"
+            "                   and its share of the calls; the median is over all (default %d)\n"
             "  --long S         a warm-up of S seconds or more is kept as the one sample (default %g)\n"
             "  --csv PATH       where the table goes as CSV (default %s)\n"
             "  --only LIST      sections to run, comma-separated: peak,conv,train,infer,mem\n"
@@ -127,7 +135,7 @@ static void usage(FILE *f) {
             "  --no-torch       ivae only\n"
             "  --python PATH    the python with torch (default %s)\n"
             "  --torch-script P the PyTorch server (default: bench_torch.py next to this binary)\n",
-            opt.runs, MAX_RUNS, opt.min_s, opt.budget, opt.long_s, opt.csv, opt.config, (unsigned long long)opt.seed,
+            opt.runs, MAX_RUNS, opt.min_s, opt.budget, opt.rounds, opt.long_s, opt.csv, opt.config, (unsigned long long)opt.seed,
             opt.python);
 }
 
@@ -227,6 +235,13 @@ static int time_calls(int (*call)(void *), void *ctx, Plan p, Samples *s) {
         sum += s->t[s->n++];
     }
     return 0;
+}
+
+/* s += the first max of one round's samples, so that each of the rounds has
+   its share of the MAX_RUNS */
+static void samples_add(Samples *s, const Samples *a, int max) {
+    for (int i = 0; i < a->n && i < max && s->n < MAX_RUNS; i++) s->t[s->n++] = a->t[i];
+    s->warm_kept |= a->warm_kept;
 }
 
 static Plan plan_for(double budget) {
@@ -1119,12 +1134,38 @@ static void run_conv(const IvaeConfig *cfg) {
             snprintf(r.name, sizeof r.name, "conv %s", pass_name[pass]);
             shape_str(r.shape, sizeof r.shape, c);
             snprintf(r.first, sizeof r.first, "%s", c->first);
-            ConvJob j = {.c = c, .pass = pass, .plan = plan_for(opt.budget / 5)};
+            /* the two sides take turns (rounds), each with its share of the calls, so that a slow
+               spell of this shared machine (a tenth of a second to seconds, often) falls on both
+               sides' samples rather than on one side's whole row */
+            int R = opt.quick ? 1 : opt.rounds;
+            Plan pl = plan_for(opt.budget / 5 / R);
+            pl.runs = (pl.runs + R - 1) / R;
+            pl.min_s /= R;
+            ConvJob j = {.c = c, .pass = pass, .plan = pl};
             Probe pr = probe();
-            if (in_child(conv_body, &j, &r.iv, &r.rss_mb) != 0) printf("(ivae failed on this row)\n");
-            if (torch_time(&r.th, j.plan, "conv %d %d %d %d %d %d %d %d %d %d %d %s", c->cin, c->cout, c->kt,
-                           c->kh, c->kw, c->st, c->sh, c->sw, c->T, c->H, c->W, pass_name[pass]) == 0)
-                snprintf(r.pt_kernel, sizeof r.pt_kernel, "%s", g_pt_kernel);
+            int ok_i = 1, ok_t = 1;
+            for (int round = 0; round < R; round++) {
+                Samples si, st;
+                double rss = 0;
+                if (ok_i && in_child(conv_body, &j, &si, &rss) != 0) ok_i = 0;
+                if (ok_i) {
+                    samples_add(&r.iv, &si, MAX_RUNS / R);
+                    if (rss > r.rss_mb) r.rss_mb = rss;
+                }
+                if (ok_t && torch_time(&st, pl, "conv %d %d %d %d %d %d %d %d %d %d %d %s", c->cin, c->cout,
+                                       c->kt, c->kh, c->kw, c->st, c->sh, c->sw, c->T, c->H, c->W,
+                                       pass_name[pass]) != 0)
+                    ok_t = 0;
+                if (ok_t) {
+                    samples_add(&r.th, &st, MAX_RUNS / R);
+                    snprintf(r.pt_kernel, sizeof r.pt_kernel, "%s", g_pt_kernel);
+                }
+            }
+            if (!ok_i) {
+                printf("(ivae failed on this row)\n");
+                memset(&r.iv, 0, sizeof r.iv);
+            }
+            if (!ok_t) memset(&r.th, 0, sizeof r.th);
             r.others = others_since(pr);
             print_row(&r);
         }
@@ -1287,6 +1328,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--runs")) {
             opt.runs = (int)arg_num(argc, argv, &i);
             if (opt.runs < 1 || opt.runs > MAX_RUNS) bench_die("--runs must be 1..%d", MAX_RUNS);
+        } else if (!strcmp(a, "--rounds")) {
+            opt.rounds = (int)arg_num(argc, argv, &i);
+            if (opt.rounds < 1 || opt.rounds > 8) bench_die("--rounds must be 1..8");
         } else if (!strcmp(a, "--budget")) opt.budget = arg_num(argc, argv, &i);
         else if (!strcmp(a, "--long")) opt.long_s = arg_num(argc, argv, &i);
         else if (!strcmp(a, "--min")) opt.min_s = arg_num(argc, argv, &i);
@@ -1345,8 +1389,9 @@ int main(int argc, char **argv) {
                "a smoke test, not a measurement\n");
     else
         printf("timing: median of %d calls after 1 warm-up (more, up to %d, for rows under %g s in all; none "
-               "started past %g s a row, %g s a conv row; n* = the warm-up took >= %g s and is the sample)\n",
-               opt.runs, MAX_RUNS, opt.min_s, opt.budget, opt.budget / 5, opt.long_s);
+               "started past %g s a row, %g s a conv row; n* = the warm-up took >= %g s and is the sample); "
+               "conv rows: ivae and PyTorch take %d turns, each a warm-up and its share of the calls\n",
+               opt.runs, MAX_RUNS, opt.min_s, opt.budget, opt.budget / 5, opt.long_s, opt.rounds);
 
     if (opt.torch) {
         torch_start();
