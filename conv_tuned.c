@@ -190,11 +190,13 @@ static real *pad_input(int slot, Padded *g, const real *x, int C, int T, int H, 
                 if (!narrow) memset(dst, 0, (size_t)p.left * sizeof(real));
                 memcpy(dst + p.left, src, (size_t)W * sizeof(real));
                 if (!narrow) memset(dst + p.left + W, 0, (size_t)(G.Wrow - p.left - W) * sizeof(real));
-            } else if (G.sw == 2) { /* padded column w + left at (w + left) % 2 half + (w + left) / 2: in pairs
-                                       of columns (w, w + 1) with w + left even, one to each phase (the general
-                                       loop below, a division per phase and row and a loop of 8 each, was 9% of
-                                       128 > 128's weight gradient from 9 x 16 x 16) */
-                if (!narrow) memset(dst, 0, (size_t)G.Wrow * sizeof(real));
+                continue;
+            }
+            if (!narrow) memset(dst, 0, (size_t)G.Wrow * sizeof(real));
+            if (G.sw == 2) { /* padded column w + left at (w + left) % 2 half + (w + left) / 2: in pairs of
+                                columns (w, w + 1) with w + left even, one to each phase (the general loop
+                                below, a division per phase and row and a loop of 8 each, was 9% of 128 > 128's
+                                weight gradient from 9 x 16 x 16) */
                 real *ph0 = dst, *ph1 = dst + G.half;
                 int w = p.left % 2; /* the first w with w + left even */
                 if (w) ph1[p.left / 2] = src[0];
@@ -206,7 +208,6 @@ static real *pad_input(int slot, Padded *g, const real *x, int C, int T, int H, 
                 }
                 if (w + 2 * n < W) ph0[j0 + n] = src[W - 1];
             } else { /* phase r holds the padded columns r, r + sw, ...: input columns w = j sw + r - left */
-                if (!narrow) memset(dst, 0, (size_t)G.Wrow * sizeof(real));
                 for (int r = 0; r < G.sw; r++) {
                     real *ph = dst + (size_t)r * G.half;
                     int j = r >= p.left ? 0 : (p.left - r + G.sw - 1) / G.sw; /* the first j with w >= 0 */
